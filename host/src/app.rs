@@ -1,0 +1,161 @@
+//! Wiring: from a [`Config`] to a running server. `main.rs` and the tests both start the server through here.
+
+use std::{collections::HashMap, sync::Arc, sync::OnceLock, time::Duration};
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::{self, Role, Tokens},
+    backends::{Backend, BackendError, Limits},
+    config::Config,
+    http::{self, AppState},
+    jobs::{JobService, JobSettings},
+    plugins::{watch, Registry},
+    store::{NewHost, Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("watching the plugins directory: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let what = what.into();
+    move |source| StartError::Io { what, source }
+}
+
+/// The server's parts, opened but not yet serving.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub jobs: Arc<JobService>,
+    pub tokens: Tokens,
+}
+
+impl App {
+    /// Connects and migrates the database, loads the modules in plugins.d once, and prepares the backend.
+    pub async fn open(config: Config) -> Result<App, StartError> {
+        let store = Store::connect(&config.database_url).await?;
+        let interrupted = store.fail_interrupted_jobs().await?;
+        if interrupted > 0 {
+            tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
+        }
+        let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
+            .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
+        let tokens = Tokens::new(store.clone(), key);
+
+        std::fs::create_dir_all(&config.plugins_dir)
+            .map_err(io(format!("plugins directory {}", config.plugins_dir.display())))?;
+        let registry = Arc::new(Registry::new(&config.plugins_dir, &config.state_dir.join("plugins")));
+        let loader = registry.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            // A file copied in just before start-up is still settling: give it a moment rather than skip it.
+            let mut outcome = loader.reconcile();
+            for _ in 0..10 {
+                if !outcome.unsettled {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                let next = loader.reconcile();
+                outcome.loaded.extend(next.loaded);
+                outcome.rejected.extend(next.rejected);
+                outcome.unsettled = next.unsettled;
+            }
+            outcome
+        })
+        .await
+        .map_err(|e| StartError::Io { what: "loading modules".into(), source: std::io::Error::other(e) })?;
+        tracing::info!(loaded = first.loaded.len(), rejected = first.rejected.len(), dir = %config.plugins_dir.display(), "modules scanned");
+
+        let limits =
+            Limits { command_timeout: config.command_timeout(), output_limit_bytes: config.output_limit_bytes };
+        let backend = Arc::new(Backend::from_name(&config.auto_platform, limits)?);
+        let module_settings: HashMap<u32, Vec<(String, String)>> = config
+            .modules
+            .keys()
+            .filter_map(|id| id.parse::<u32>().ok())
+            .map(|id| (id, config.module_settings(id)))
+            .collect();
+        let settings = JobSettings {
+            timeout: config.job_timeout(),
+            max_concurrent: config.max_concurrent_jobs,
+            files_dir: config.files_dir.clone(),
+            module_settings,
+        };
+        let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), backend, settings));
+        Ok(App { config, store, registry, jobs, tokens })
+    }
+
+    /// First start with an empty database: create an admin token (returned, to be printed once) and register this
+    /// machine so that the first job has a target.
+    pub async fn bootstrap(&self) -> Result<Option<String>, StartError> {
+        if self.store.host_count().await? == 0 {
+            let localhost =
+                NewHost { name: "localhost".into(), ip: "127.0.0.1".into(), wan_ip: None, op: None, category: None };
+            match self.store.add_host(&localhost).await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if self.store.token_count().await? > 0 {
+            return Ok(None);
+        }
+        Ok(Some(self.tokens.create("first-admin", Role::Admin).await?))
+    }
+
+    pub fn state(&self) -> AppState {
+        AppState {
+            store: self.store.clone(),
+            registry: self.registry.clone(),
+            jobs: self.jobs.clone(),
+            tokens: self.tokens.clone(),
+            metrics: metrics_handle(),
+        }
+    }
+
+    /// Serves on `listener` and watches plugins.d until `shutdown` is cancelled; then stops accepting, lets
+    /// requests in flight finish, and gives running jobs time to record their outcome.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+        let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
+        let router = http::router(self.state());
+        let addr = listener.local_addr().map_err(io("listener address"))?;
+        tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
+        let stop = shutdown.clone();
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(io("serving HTTP"))?;
+        self.jobs.shutdown(Duration::from_secs(10)).await;
+        let _ = watcher.await;
+        self.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The process-wide Prometheus recorder. `metrics` allows one global recorder, installed on first use; tests
+/// that start several servers in one process share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}

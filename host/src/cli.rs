@@ -1,0 +1,222 @@
+//! The `omserver` command line. This is the binary's edge, so errors are `anyhow` here and nowhere else.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::App,
+    auth::Role,
+    config::Config,
+    jobs::JobRequest,
+    store::{NewHost, Store},
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "omserver", version, about = "Run task modules on many hosts; audit every command.")]
+pub struct Cli {
+    /// TOML configuration file (environment variables OMSERVER_<KEY> override it).
+    #[arg(long, global = true, env = "OMSERVER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, plugins.d watcher, jobs.
+    Serve,
+    /// List the modules in plugins.d with their status.
+    Modules,
+    /// Manage the inventory.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
+    /// Run a module now, in this process, and print each host's result. Exit code 0 only if every host is ok.
+    Run {
+        #[arg(long)]
+        module: u32,
+        /// A host by inventory name or IP; repeat for more.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// A parameter as key=value; repeat for more.
+        #[arg(long = "param", value_parser = parse_param)]
+        params: Vec<(String, String)>,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum HostsCommand {
+    /// Add a host.
+    Add {
+        name: String,
+        ip: String,
+        #[arg(long)]
+        wan_ip: Option<String>,
+        #[arg(long)]
+        op: Option<String>,
+        /// Function category, e.g. Linux.Web (with --app).
+        #[arg(long, requires = "app")]
+        function: Option<String>,
+        /// App category, e.g. nginx (with --function).
+        #[arg(long, requires = "function")]
+        app: Option<String>,
+    },
+    /// List the hosts.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, alone, on stdout.
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[arg(long, default_value = "admin", value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
+}
+
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    text.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{text:?} is not key=value"))
+}
+
+impl Cli {
+    /// Quieter logs for one-shot commands, whose output is for people and scripts.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.command {
+            Command::Serve => "info,sqlx=warn",
+            _ => "warn",
+        }
+    }
+
+    pub async fn run(self) -> anyhow::Result<ExitCode> {
+        let config = Config::load(self.config.as_deref())?;
+        match self.command {
+            Command::Serve => serve(config).await,
+            Command::Modules => modules(config).await,
+            Command::Hosts(cmd) => hosts(config, cmd).await,
+            Command::Run { module, hosts, params } => run(config, module, hosts, params).await,
+            Command::Token(TokenCommand::Create { name, role }) => {
+                let app = App::open(config).await?;
+                let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+                println!("{}", app.tokens.create(&name, role).await?);
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let app = App::open(config).await?;
+    if let Some(token) = app.bootstrap().await? {
+        println!("First start: an admin token was created. It is shown only this once; store it now:\n\n    {token}\n");
+        println!("Try: curl -H 'Authorization: Bearer {token}' http://{}/api/modules", listener.local_addr()?);
+    }
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    app.serve(listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn modules(config: Config) -> anyhow::Result<ExitCode> {
+    let app = App::open(config).await?;
+    for m in app.registry.list() {
+        let id = m.id.map(|i| i.to_string()).unwrap_or_else(|| "-".into());
+        let what = match (&m.name, &m.version, &m.error) {
+            (_, _, Some(error)) => format!("rejected: {error}"),
+            (Some(name), Some(version), None) => format!("{name} {version}"),
+            _ => String::new(),
+        };
+        println!("{id:>6}  {:<24} {what}", m.file);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&config.database_url).await?;
+    match cmd {
+        HostsCommand::Add { name, ip, wan_ip, op, function, app } => {
+            let form = serde_json::json!({ "name": name, "ip": ip, "wan_ip": wan_ip, "op": op, "function": function, "app": app });
+            let host: NewHost =
+                crate::http::validate_host(serde_json::from_value(form)?).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let row = store.add_host(&host).await?;
+            println!("added {} ({})", row.name, row.ip);
+        }
+        HostsCommand::List => {
+            for h in store.list_hosts().await? {
+                let category = match (&h.function, &h.app) {
+                    (Some(f), Some(a)) => format!("{f} / {a}"),
+                    _ => String::new(),
+                };
+                println!("{:<24} {:<39} {category}", h.name, h.ip);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(
+    config: Config,
+    module: u32,
+    hosts: Vec<String>,
+    params: Vec<(String, String)>,
+) -> anyhow::Result<ExitCode> {
+    let app = App::open(config).await?;
+    let params = params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    let request = JobRequest { module, hosts, params };
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let id = app.jobs.submit_and_wait(request, &actor).await?;
+    let job = app.jobs.view(id).await?;
+    for r in &job.results {
+        println!("host: {}\nstatus: {}{}", r.host, r.status, r.rc.map(|rc| format!(" (rc {rc})")).unwrap_or_default());
+        if !r.stdout.is_empty() {
+            println!("{}", r.stdout.trim_end());
+        }
+        if !r.stderr.is_empty() {
+            eprintln!("{}: {}", r.host, r.stderr.trim_end());
+        }
+    }
+    if let Some(error) = &job.error {
+        eprintln!("job {id} {}: {error}", job.status);
+    }
+    if job.status != "succeeded" {
+        bail_code(&job.status)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn bail_code(status: &str) -> anyhow::Result<ExitCode> {
+    if status.is_empty() {
+        bail!("job has no status");
+    }
+    Ok(ExitCode::FAILURE)
+}

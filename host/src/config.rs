@@ -1,0 +1,147 @@
+//! The server's configuration: one struct, loaded from a TOML file with an environment overlay.
+//!
+//! Precedence, lowest first: built-in defaults, the TOML file, `OMSERVER_<KEY>` variables (nested keys with `__`,
+//! e.g. `OMSERVER_MODULES__1006__PATH.NGINX`), and the original's bare `AUTO_PLATFORM` and `SECRET_KEY`.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use figment::{
+    providers::{Env, Format, Serialized, Toml},
+    Figment,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// `sqlite://file.db` (the default), `mysql://…` (MariaDB/MySQL) or `postgres://…`.
+    pub database_url: String,
+    /// The drop-in directory for task-module libraries, watched while the server runs.
+    pub plugins_dir: PathBuf,
+    /// Where the server keeps its own state: private copies of loaded libraries, the generated secret key.
+    pub state_dir: PathBuf,
+    /// The file store that modules copy from (module 1005's sources). Modules name files relative to it.
+    pub files_dir: PathBuf,
+    /// The execution backend: `local` (the default), later `ssh`, `ansible`, `saltstack`, `func`.
+    pub auto_platform: String,
+    /// Key for hashing API tokens. When unset, one is generated into `state_dir/secret_key` on first start.
+    pub secret_key: Option<String>,
+    /// A job that has not finished after this long is stopped and fails with "timed out".
+    pub job_timeout_secs: u64,
+    /// One command on one host may run this long.
+    pub command_timeout_secs: u64,
+    /// How many module runs may execute at once (each holds a blocking thread).
+    pub max_concurrent_jobs: usize,
+    /// Each of stdout and stderr is kept up to this many bytes per host; the rest is cut with a marker.
+    pub output_limit_bytes: usize,
+    /// Per-module site settings, e.g. `[modules.1006] "path.nginx" = "/etc/nginx/nginx.conf"`.
+    pub modules: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: "sqlite://omserver.db".to_owned(),
+            plugins_dir: PathBuf::from("plugins.d"),
+            state_dir: PathBuf::from(".omserver"),
+            files_dir: PathBuf::from("files"),
+            auto_platform: "local".to_owned(),
+            secret_key: None,
+            job_timeout_secs: 300,
+            command_timeout_secs: 120,
+            max_concurrent_jobs: 8,
+            output_limit_bytes: 1024 * 1024,
+            modules: BTreeMap::new(),
+        }
+    }
+}
+
+/// The top-level keys, for filtering the environment.
+const KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "plugins_dir",
+    "state_dir",
+    "files_dir",
+    "auto_platform",
+    "secret_key",
+    "job_timeout_secs",
+    "command_timeout_secs",
+    "max_concurrent_jobs",
+    "output_limit_bytes",
+    "modules",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then `file` (when given), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            // Only known keys: an unrelated OMSERVER_* variable must not make start-up fail.
+            .merge(Env::prefixed("OMSERVER_").split("__").filter(|key| {
+                let top = key.as_str().split('.').next().unwrap_or_default();
+                KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+            }))
+            .merge(Env::raw().only(&["AUTO_PLATFORM", "SECRET_KEY"]));
+        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_secs)
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_secs)
+    }
+
+    /// The site settings for one module, as key/value pairs.
+    pub fn module_settings(&self, module_id: u32) -> Vec<(String, String)> {
+        self.modules
+            .get(&module_id.to_string())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "omserver.toml",
+                "listen = \"127.0.0.1:9000\"\nauto_platform = \"ssh\"\n[modules.1006]\n\"path.nginx\" = \"/srv/nginx.conf\"\n",
+            )?;
+            jail.set_env("OMSERVER_DATABASE_URL", "postgres://127.0.0.1/test");
+            jail.set_env("AUTO_PLATFORM", "local");
+            let config = Config::load(Some("omserver.toml".as_ref())).map_err(|e| e.to_string())?;
+            assert_eq!(config.listen.port(), 9000);
+            assert_eq!(config.database_url, "postgres://127.0.0.1/test");
+            assert_eq!(config.auto_platform, "local", "the bare AUTO_PLATFORM wins over the file");
+            assert_eq!(config.module_settings(1006), vec![("path.nginx".to_owned(), "/srv/nginx.conf".to_owned())]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "listn = \"127.0.0.1:9000\"\n")?;
+            let err = Config::load(Some("bad.toml".as_ref())).expect_err("a typo must not pass silently");
+            assert!(err.to_string().contains("listn"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,38 @@
+//! The bearer-token extractor.
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+
+use super::{AppState, HttpError};
+use crate::auth::{Principal, Role};
+
+/// The authenticated caller. Extracting it rejects the request with 401 unless it carries a live token.
+pub struct Authenticated(pub Principal);
+
+impl Authenticated {
+    /// Fails with 403 unless the caller has at least `role`.
+    pub fn require(&self, role: Role) -> Result<&Principal, HttpError> {
+        if self.0.role >= role {
+            Ok(&self.0)
+        } else {
+            Err(HttpError::Forbidden(role.as_str()))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(HttpError::Unauthorized)?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(HttpError::Unauthorized)?;
+        match state.tokens.authenticate(token).await? {
+            Some(principal) => Ok(Authenticated(principal)),
+            None => Err(HttpError::Unauthorized),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The HTTP API: one router per resource, merged over one shared state.
+//!
+//! **Architecture invariant:** every route but `/healthz` goes through [`auth::Authenticated`], and each handler
+//! states the least role it needs. Handlers parse and authorise, then call the domain (`jobs`, `store`,
+//! `plugins`); they hold no logic of their own beyond mapping to JSON.
+
+mod auth;
+mod error;
+mod health;
+mod hosts;
+mod jobs;
+mod modules;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    extract::{MatchedPath, Request},
+    middleware::{self, Next},
+    response::Response,
+    Router,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+pub use error::HttpError;
+pub use hosts::{validate_host, HostForm};
+
+use crate::{auth::Tokens, jobs::JobService, plugins::Registry, store::Store};
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub jobs: Arc<JobService>,
+    pub tokens: Tokens,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(modules::router())
+        .merge(hosts::router())
+        .merge(jobs::router())
+        .layer(middleware::from_fn(track_latency))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Records request latency labelled by the matched route (never the raw URI: it would explode the label set).
+async fn track_latency(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("omserver_http_request_duration_seconds", "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

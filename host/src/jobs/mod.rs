@@ -1,0 +1,390 @@
+//! Jobs: validate a request, resolve its targets, run the module off the async runtime with a timeout and
+//! cancellation, and persist the outcome.
+//!
+//! **Architecture invariant:** module code runs only on blocking threads, at most `max_concurrent_jobs` at once.
+//! A module that ignores cancellation keeps its thread and its slot until it returns: a blocking thread cannot be
+//! aborted. The job itself is failed at the timeout regardless, and `omserver_module_runs_overdue` counts such runs.
+
+mod params;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use abi_stable::{
+    sabi_trait::TD_Opaque,
+    std_types::{RResult, RVec},
+};
+use omserver_plugin_api::{Backend_TO, HostResult, HostStatus, InitRequest, Setting, Target};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+pub use params::ParamError;
+
+use crate::{
+    backends::{Backend, JobHandle},
+    plugins::{LoadedModule, Registry},
+    store::{HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
+};
+
+/// How long a cancelled or timed-out module gets to return what it has before the job is closed without it.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// A request to run a module.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    pub module: u32,
+    /// Inventory hosts by name or internal IP.
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("module Mid_{0} does not exist; add it to the plugins directory")]
+    UnknownModule(u32),
+    #[error("module {module} does not support the {backend} backend")]
+    UnsupportedBackend { module: u32, backend: String },
+    #[error(transparent)]
+    InvalidParam(#[from] ParamError),
+    #[error("no hosts given")]
+    NoHosts,
+    #[error("unknown hosts (not in the inventory): {}", .0.join(", "))]
+    UnknownHosts(Vec<String>),
+    #[error("job {0} not found")]
+    NotFound(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A job with its results, as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct JobView {
+    pub id: i64,
+    pub module: i64,
+    pub module_version: String,
+    pub backend: String,
+    pub params: serde_json::Value,
+    pub hosts: Vec<String>,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_by: String,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub results: Vec<ResultRow>,
+}
+
+/// Tunables taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub timeout: Duration,
+    pub max_concurrent: usize,
+    pub files_dir: PathBuf,
+    pub module_settings: HashMap<u32, Vec<(String, String)>>,
+}
+
+pub struct JobService {
+    store: Store,
+    registry: Arc<Registry>,
+    backend: Arc<Backend>,
+    settings: JobSettings,
+    slots: Arc<Semaphore>,
+    /// Cancellation for every job not yet finished, by id.
+    live: Mutex<HashMap<i64, CancellationToken>>,
+    tracker: TaskTracker,
+}
+
+/// Why a run ended early.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    Cancelled,
+    TimedOut,
+}
+
+impl JobService {
+    pub fn new(store: Store, registry: Arc<Registry>, backend: Arc<Backend>, settings: JobSettings) -> JobService {
+        let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
+        JobService { store, registry, backend, settings, slots, live: Mutex::default(), tracker: TaskTracker::new() }
+    }
+
+    /// Validates and records a job, starts it, and returns its id at once.
+    pub async fn submit(self: &Arc<Self>, request: JobRequest, actor: &str) -> Result<i64, JobError> {
+        Ok(self.start(request, actor).await?.0)
+    }
+
+    /// Like [`submit`](Self::submit), then waits until the job has finished.
+    pub async fn submit_and_wait(self: &Arc<Self>, request: JobRequest, actor: &str) -> Result<i64, JobError> {
+        let (id, running) = self.start(request, actor).await?;
+        let _ = running.await;
+        Ok(id)
+    }
+
+    async fn start(
+        self: &Arc<Self>,
+        request: JobRequest,
+        actor: &str,
+    ) -> Result<(i64, tokio::task::JoinHandle<()>), JobError> {
+        let module = self.registry.get(request.module).ok_or(JobError::UnknownModule(request.module))?;
+        let backend = self.backend.name();
+        if !module.meta.backends.is_empty() && !module.meta.backends.iter().any(|b| b == backend) {
+            return Err(JobError::UnsupportedBackend { module: request.module, backend: backend.to_owned() });
+        }
+        let params = params::validate(&module.meta, &request.params)?;
+        let targets = self.resolve_targets(&request.hosts).await?;
+
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        let params_json = params::to_json(&params).to_string();
+        let hosts_json = serde_json::to_string(&names).unwrap_or_else(|_| "[]".to_owned());
+        let id = self
+            .store
+            .insert_job(&NewJob {
+                module_id: module.meta.id,
+                module_version: &module.meta.version,
+                backend,
+                params: &params_json,
+                hosts: &hosts_json,
+                created_by: actor,
+            })
+            .await?;
+        tracing::info!(job_id = id, module = module.meta.id, version = %module.meta.version, hosts = targets.len(), actor, "job queued");
+        metrics::counter!("omserver_jobs_submitted_total").increment(1);
+
+        let cancel = CancellationToken::new();
+        self.lock_live().insert(id, cancel.clone());
+        let init = InitRequest {
+            module_id: module.meta.id,
+            hosts: targets.clone().into(),
+            params: params.into(),
+            settings: self.settings_for(module.meta.id),
+        };
+        let service = self.clone();
+        let running = self.tracker.spawn(async move {
+            service.execute(id, module, init, targets, cancel).await;
+            service.lock_live().remove(&id);
+        });
+        Ok((id, running))
+    }
+
+    /// Cancels a queued or running job. False when it is not live (finished, or unknown).
+    pub fn cancel(&self, id: i64) -> bool {
+        match self.lock_live().get(&id) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub async fn view(&self, id: i64) -> Result<JobView, JobError> {
+        let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
+        let results = self.store.job_results(id).await?;
+        Ok(view_of(job, results))
+    }
+
+    pub async fn recent(&self, limit: i64) -> Result<Vec<JobView>, JobError> {
+        Ok(self.store.recent_jobs(limit).await?.into_iter().map(|job| view_of(job, Vec::new())).collect())
+    }
+
+    /// Cancels every live job and waits (up to `wait`) for them to record their outcome.
+    pub async fn shutdown(&self, wait: Duration) {
+        self.tracker.close();
+        for token in self.lock_live().values() {
+            token.cancel();
+        }
+        if tokio::time::timeout(wait, self.tracker.wait()).await.is_err() {
+            tracing::warn!("jobs still running at shutdown; they will be failed as interrupted at next start");
+        }
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
+        // The map holds no invariant a panic could break half-way: recover it.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settings_for(&self, module_id: u32) -> RVec<Setting> {
+        self.settings
+            .module_settings
+            .get(&module_id)
+            .map(|pairs| {
+                pairs.iter().map(|(k, v)| Setting { key: k.as_str().into(), value: v.as_str().into() }).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every requested name or IP must be a host in the inventory. Order follows the request; repeats collapse.
+    async fn resolve_targets(&self, requested: &[String]) -> Result<Vec<Target>, JobError> {
+        if requested.is_empty() {
+            return Err(JobError::NoHosts);
+        }
+        let rows = self.store.find_hosts(requested).await?;
+        let find = |key: &str| -> Option<&HostRow> { rows.iter().find(|h| h.name == key || h.ip == key) };
+        let unknown: Vec<String> = requested.iter().filter(|k| find(k).is_none()).cloned().collect();
+        if !unknown.is_empty() {
+            return Err(JobError::UnknownHosts(unknown));
+        }
+        let mut targets: Vec<Target> = Vec::new();
+        for key in requested {
+            if let Some(host) = find(key) {
+                if !targets.iter().any(|t| t.name == host.name.as_str()) {
+                    targets.push(Target { name: host.name.as_str().into(), address: host.ip.as_str().into() });
+                }
+            }
+        }
+        Ok(targets)
+    }
+
+    async fn execute(
+        &self,
+        id: i64,
+        module: Arc<LoadedModule>,
+        init: InitRequest,
+        targets: Vec<Target>,
+        cancel: CancellationToken,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.settings.timeout;
+        let permit = tokio::select! {
+            permit = self.slots.clone().acquire_owned() => permit.ok(),
+            _ = cancel.cancelled() => None,
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        let Some(permit) = permit else {
+            let stop = if cancel.is_cancelled() { Stop::Cancelled } else { Stop::TimedOut };
+            return self.record(id, &targets, Err(self.stop_message(stop)), Some(stop)).await;
+        };
+        if let Err(err) = self.store.mark_job_running(id).await {
+            tracing::error!(job_id = id, error = %err, "cannot mark job running");
+        }
+
+        let handle = JobHandle::new(
+            self.backend.clone(),
+            tokio::runtime::Handle::current(),
+            cancel.clone(),
+            self.settings.files_dir.clone(),
+        );
+        let mut run = tokio::task::spawn_blocking(move || {
+            // The permit lives as long as the module's thread, so a stuck module keeps using its slot.
+            let _permit = permit;
+            run_module(&module, init, &handle)
+        });
+        let stop = tokio::select! {
+            finished = &mut run => {
+                let outcome = finished.unwrap_or_else(|e| Err(format!("the module run crashed: {e}")));
+                return self.record(id, &targets, outcome, None).await;
+            }
+            _ = cancel.cancelled() => Stop::Cancelled,
+            _ = tokio::time::sleep_until(deadline) => Stop::TimedOut,
+        };
+        cancel.cancel();
+        tracing::warn!(job_id = id, stop = ?stop, "stopping job");
+        let outcome = match tokio::time::timeout(GRACE, run).await {
+            Ok(finished) => finished.unwrap_or_else(|e| Err(format!("the module run crashed: {e}"))),
+            Err(_) => {
+                metrics::gauge!("omserver_module_runs_overdue").increment(1.0);
+                Err(self.stop_message(stop))
+            }
+        };
+        self.record(id, &targets, outcome, Some(stop)).await;
+    }
+
+    fn stop_message(&self, stop: Stop) -> String {
+        match stop {
+            Stop::Cancelled => "cancelled".to_owned(),
+            Stop::TimedOut => format!("timed out after {}s", self.settings.timeout.as_secs()),
+        }
+    }
+
+    /// Stores the outcome: one row per target, whatever the module returned.
+    async fn record(&self, id: i64, targets: &[Target], outcome: Result<Vec<HostResult>, String>, stop: Option<Stop>) {
+        let (mut results, mut error) = match outcome {
+            Ok(results) => (results, None),
+            Err(message) => (Vec::new(), Some(message)),
+        };
+        let rows = rows_for_targets(targets, &mut results, error.as_deref());
+        let all_ok = !rows.is_empty() && rows.iter().all(|r| r.status == "ok");
+        let status = match stop {
+            Some(Stop::Cancelled) => "cancelled",
+            Some(Stop::TimedOut) => {
+                error = Some(self.stop_message(Stop::TimedOut));
+                "failed"
+            }
+            None if all_ok && error.is_none() => "succeeded",
+            None => "failed",
+        };
+        if error.is_none() && status == "failed" {
+            let bad = rows.iter().filter(|r| r.status != "ok").count();
+            error = Some(format!("{bad} of {} hosts did not succeed", rows.len()));
+        }
+        metrics::counter!("omserver_jobs_total", "status" => status).increment(1);
+        tracing::info!(job_id = id, status, error = error.as_deref().unwrap_or(""), "job finished");
+        if let Err(err) = self.store.finish_job(id, status, error.as_deref(), &rows).await {
+            tracing::error!(job_id = id, error = %err, "cannot store job outcome");
+        }
+    }
+}
+
+/// Calls initialise then run. Runs on a blocking thread.
+fn run_module(module: &LoadedModule, init: InitRequest, handle: &JobHandle) -> Result<Vec<HostResult>, String> {
+    let mut task = match module.lib.initialise()(init) {
+        RResult::ROk(task) => task,
+        RResult::RErr(message) => return Err(format!("initialise failed: {message}")),
+    };
+    let backend = Backend_TO::from_ptr(handle, TD_Opaque);
+    match task.run(backend) {
+        RResult::ROk(results) => Ok(results.into_vec()),
+        RResult::RErr(message) => Err(message.into_string()),
+    }
+}
+
+/// One row per target, in target order: the module's result for it, or a failure saying why there is none.
+fn rows_for_targets(targets: &[Target], results: &mut Vec<HostResult>, error: Option<&str>) -> Vec<ResultRow> {
+    targets
+        .iter()
+        .map(|target| {
+            let result = match results.iter().position(|r| r.host == target.name) {
+                Some(i) => results.swap_remove(i),
+                None => {
+                    HostResult::failed(&target.name, error.unwrap_or("the module reported no result for this host"))
+                }
+            };
+            ResultRow {
+                host: result.host.into_string(),
+                status: match result.status {
+                    HostStatus::Ok => "ok",
+                    HostStatus::Failed => "failed",
+                    HostStatus::Unreachable => "unreachable",
+                }
+                .to_owned(),
+                rc: result.rc.into_option().map(i64::from),
+                stdout: result.stdout.into_string(),
+                stderr: result.stderr.into_string(),
+                duration_ms: i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
+            }
+        })
+        .collect()
+}
+
+fn view_of(job: JobRow, results: Vec<ResultRow>) -> JobView {
+    JobView {
+        id: job.id,
+        module: job.module_id,
+        module_version: job.module_version,
+        backend: job.backend,
+        params: serde_json::from_str(&job.params).unwrap_or(serde_json::Value::Null),
+        hosts: serde_json::from_str(&job.hosts).unwrap_or_default(),
+        status: job.status,
+        error: job.error,
+        created_by: job.created_by,
+        created_at: job.created_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+        results,
+    }
+}

@@ -1,0 +1,25 @@
+//! OMServer: run task modules on many hosts through the execution backend a site uses.
+//!
+//! # Layout
+//!
+//! - [`config`]: the one configuration struct (TOML + environment).
+//! - [`app`]: wiring from a config to a running server; used by `main.rs` and by the tests.
+//! - [`plugins`]: the registry of task modules: watches plugins.d, loads libraries through abi_stable.
+//! - [`jobs`]: validates a request, resolves targets, runs a module off the runtime, persists the outcome.
+//! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
+//! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
+//! - [`auth`]: API tokens and roles.
+//! - [`http`]: the axum routes, one router per resource.
+//! - [`cli`]: the `omserver` command line.
+//!
+//! See ARCHITECTURE.md at the repository root for the data flows and invariants.
+
+pub mod app;
+pub mod auth;
+pub mod backends;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod plugins;
+pub mod store;

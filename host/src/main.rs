@@ -1,0 +1,28 @@
+//! The `omserver` binary: parse the command line, set up logging, hand over to [`omserver::cli`].
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = omserver::cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli.default_log_filter())),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("omserver: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli.run()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("omserver: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

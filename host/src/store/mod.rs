@@ -1,0 +1,211 @@
+//! Storage: sqlx over SQLite (the embedded default), MariaDB/MySQL and PostgreSQL.
+//!
+//! Each dialect has its own migrations folder (`migrations/<dialect>/`), because DDL differs (identity columns,
+//! MEDIUMTEXT, foreign keys in MySQL). Queries are written once with `?` placeholders and rewritten to `$n` for
+//! PostgreSQL ([`Store::sql`]); [`on_pool!`] runs the same query code against whichever pool is configured, so
+//! every query is type-checked against the concrete driver rather than sqlx's `Any` driver (which cannot decode
+//! MySQL TEXT columns as strings).
+//!
+//! **Invariant:** storage knows nothing of HTTP or jobs' execution; it stores and reads rows.
+
+mod inventory;
+mod jobs;
+mod tokens;
+
+use std::{borrow::Cow, str::FromStr, time::Duration};
+
+use sqlx::{
+    mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
+};
+
+pub use inventory::{HostRow, NewHost};
+pub use jobs::{JobRow, NewJob, ResultRow};
+pub use tokens::TokenRow;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database URL must start with sqlite:, mysql:, mariadb: or postgres: (got {0:?})")]
+    UnsupportedUrl(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to `Conflict(message)`, any other error to `Database`.
+    fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    MySql,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    MySql(MySqlPool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool: the body is compiled once per driver.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite($pool) => $body,
+            $crate::store::Pool::MySql($pool) => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// Inserts one row and returns its generated `id` (MySQL has no `RETURNING`).
+macro_rules! insert_id {
+    ($store:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
+        let sql = $store.sql($sql);
+        match &$store.pool {
+            $crate::store::Pool::Sqlite(pool) => {
+                sqlx::query(&sql)$(.bind($bind))*.execute(pool).await.map(|r| r.last_insert_rowid())
+            }
+            $crate::store::Pool::MySql(pool) => sqlx::query(&sql)$(.bind($bind))*
+                .execute(pool)
+                .await
+                .map(|r| i64::try_from(r.last_insert_id()).unwrap_or(i64::MAX)),
+            $crate::store::Pool::Postgres(pool) => {
+                sqlx::query_scalar::<_, i64>(&format!("{sql} RETURNING id"))$(.bind($bind))*.fetch_one(pool).await
+            }
+        }
+    }};
+}
+pub(crate) use insert_id;
+
+/// The database: a pool for one of the three dialects.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+    dialect: Dialect,
+}
+
+impl Store {
+    /// Connects to `url` and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let store = Store::connect_without_migrating(url).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect_without_migrating(url: &str) -> Result<Store, StoreError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        let acquire = Duration::from_secs(10);
+        let (pool, dialect) = match scheme {
+            "sqlite" => {
+                let options = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a committed row survives power loss, not only a crash of this process.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new().acquire_timeout(acquire).connect_with(options).await?;
+                (Pool::Sqlite(pool), Dialect::Sqlite)
+            }
+            "mysql" | "mariadb" => {
+                let url = url.replacen("mariadb:", "mysql:", 1);
+                let options = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
+                let pool =
+                    MySqlPoolOptions::new().max_connections(16).acquire_timeout(acquire).connect_with(options).await?;
+                (Pool::MySql(pool), Dialect::MySql)
+            }
+            "postgres" | "postgresql" => {
+                let options = PgConnectOptions::from_str(url)?;
+                let pool =
+                    PgPoolOptions::new().max_connections(16).acquire_timeout(acquire).connect_with(options).await?;
+                (Pool::Postgres(pool), Dialect::Postgres)
+            }
+            _ => return Err(StoreError::UnsupportedUrl(url.to_owned())),
+        };
+        Ok(Store { pool, dialect })
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
+            Pool::MySql(pool) => sqlx::migrate!("../migrations/mysql").run(pool).await?,
+            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+        }
+        Ok(())
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_pool!(self, pool => pool.close().await)
+    }
+
+    /// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL. Queries here never put `?` inside literals.
+    fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
+        if self.dialect != Dialect::Postgres || !query.contains('?') {
+            return Cow::Borrowed(query);
+        }
+        let mut out = String::with_capacity(query.len() + 8);
+        let mut n = 0;
+        for c in query.chars() {
+            if c == '?' {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
+            }
+        }
+        Cow::Owned(out)
+    }
+}
+
+/// Milliseconds since the Unix epoch: the one time format in every table.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn placeholders_follow_the_dialect() {
+        let store = Store::connect("sqlite::memory:").await.expect("in-memory sqlite");
+        assert_eq!(store.sql("SELECT ? , ?"), "SELECT ? , ?");
+        let pg = Store { dialect: Dialect::Postgres, ..store };
+        assert_eq!(pg.sql("UPDATE t SET a = ? WHERE id = ?"), "UPDATE t SET a = $1 WHERE id = $2");
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_refused() {
+        let err = Store::connect("oracle://x").await.expect_err("not a supported database");
+        assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
+    }
+}

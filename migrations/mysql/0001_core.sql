@@ -1,0 +1,68 @@
+-- Inventory (the original's three levels), jobs with per-host results, API tokens.
+-- Times are Unix milliseconds (BIGINT) in every dialect. Never edit this file once applied: add a new one.
+
+CREATE TABLE server_fun_categ (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    server_categ_name VARCHAR(64) NOT NULL,
+    CONSTRAINT server_fun_categ_name_key UNIQUE (server_categ_name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE server_app_categ (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    server_categ_id BIGINT NOT NULL,
+    app_categ_name VARCHAR(64) NOT NULL,
+    CONSTRAINT server_app_categ_name_key UNIQUE (server_categ_id, app_categ_name),
+    CONSTRAINT server_app_categ_server_categ_id_fk FOREIGN KEY (server_categ_id) REFERENCES server_fun_categ (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE server_list (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    server_name VARCHAR(255) NOT NULL,
+    server_wip VARCHAR(45),
+    server_lip VARCHAR(45) NOT NULL,
+    server_op VARCHAR(64),
+    server_app_id BIGINT,
+    created_at BIGINT NOT NULL,
+    CONSTRAINT server_list_name_key UNIQUE (server_name),
+    CONSTRAINT server_list_lip_key UNIQUE (server_lip),
+    CONSTRAINT server_list_server_app_id_fk FOREIGN KEY (server_app_id) REFERENCES server_app_categ (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+
+CREATE TABLE jobs (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    module_id BIGINT NOT NULL,
+    module_version VARCHAR(64) NOT NULL,
+    backend VARCHAR(32) NOT NULL,
+    params TEXT NOT NULL,
+    hosts TEXT NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    error TEXT,
+    created_by VARCHAR(128) NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX jobs_created_at_idx ON jobs (created_at);
+
+CREATE TABLE job_results (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    job_id BIGINT NOT NULL,
+    host VARCHAR(255) NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    rc BIGINT,
+    stdout MEDIUMTEXT NOT NULL,
+    stderr MEDIUMTEXT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    CONSTRAINT job_results_job_id_fk FOREIGN KEY (job_id) REFERENCES jobs (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE INDEX job_results_job_idx ON job_results (job_id);
+
+CREATE TABLE api_tokens (
+    id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    name VARCHAR(128) NOT NULL,
+    token_hash CHAR(64) NOT NULL,
+    role VARCHAR(16) NOT NULL,
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT,
+    CONSTRAINT api_tokens_hash_key UNIQUE (token_hash)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
