@@ -115,11 +115,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
     let app = App::open(config).await?;
     if let Some(token) = app.bootstrap().await? {
         println!("First start: an admin token was created. It is shown only this once; store it now:\n\n    {token}\n");
-        println!("Try: curl -H 'Authorization: Bearer {token}' http://{}/api/modules", listener.local_addr()?);
+        println!("Try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/modules");
     }
+    // Scripts and tests read this line to find the port when `listen` asks for port 0.
+    println!("omserver listening on http://{addr}");
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

@@ -99,13 +99,13 @@ pub fn id_from_file_name(file: &str) -> Option<u32> {
     file.strip_prefix("Mid_")?.strip_suffix(".so")?.parse().ok()
 }
 
-/// abi_stable's layout errors span many lines; the listing wants the gist.
+/// abi_stable's errors span many lines (a layout mismatch, dozens): the listing wants them on one, and short.
 fn one_line(text: &str) -> String {
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or_default().to_owned();
-    match lines.next() {
-        Some(second) => format!("{first} {second}"),
-        None => first,
+    const MAX: usize = 400;
+    let joined = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &joined[..cut]),
+        None => joined,
     }
 }
 

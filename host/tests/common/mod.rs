@@ -1,0 +1,223 @@
+//! Test support: runs the real `omserver` binary on a port-0 listener with its own directory and database, and
+//! talks to it over HTTP. Module libraries come from `cargo xtask test` (which builds them first).
+#![allow(dead_code)] // each test file uses a different part
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use reqwest::{blocking::Client, StatusCode};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// The cargo target directory (integration tests get `target/tmp` as CARGO_TARGET_TMPDIR).
+pub fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("target/tmp has a parent").to_path_buf()
+}
+
+/// A seed module built and staged by `cargo xtask test`, e.g. `seed_module(1003)`.
+pub fn seed_module(id: u32) -> PathBuf {
+    artifact(&target_dir().join("plugins").join(format!("Mid_{id}.so")))
+}
+
+/// A test fixture built by `cargo xtask fixtures`, e.g. `fixture("fx_panic")`.
+pub fn fixture(name: &str) -> PathBuf {
+    artifact(&target_dir().join("fixtures").join(format!("{name}.so")))
+}
+
+fn artifact(path: &Path) -> PathBuf {
+    assert!(path.exists(), "{} is missing: run the tests with `cargo xtask test`, which builds it", path.display());
+    path.to_path_buf()
+}
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub token: String,
+    pub dir: TempDir,
+    pub client: Client,
+    /// Lines the server printed on stdout after start-up.
+    stdout: mpsc::Receiver<String>,
+}
+
+/// How to start a server.
+pub struct Options {
+    /// Extra TOML appended to the generated configuration (e.g. `job_timeout_secs = 2`).
+    pub extra_config: String,
+    /// Seed modules to install into plugins.d before start.
+    pub seed: Vec<u32>,
+    /// Database URL; `None` for SQLite in the server's directory.
+    pub database_url: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { extra_config: String::new(), seed: vec![1003], database_url: None }
+    }
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let plugins = dir.path().join("plugins.d");
+        fs::create_dir_all(&plugins).unwrap();
+        fs::create_dir_all(dir.path().join("files")).unwrap();
+        for id in &options.seed {
+            install(&seed_module(*id), &plugins, &format!("Mid_{id}.so"));
+        }
+        let database_url =
+            options.database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("omserver.db").display()));
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
+             files_dir = \"{}\"\n{}\n",
+            plugins.display(),
+            dir.path().join("state").display(),
+            dir.path().join("files").display(),
+            options.extra_config
+        );
+        let config_path = dir.path().join("omserver.toml");
+        fs::write(&config_path, config).unwrap();
+        Server::spawn(dir, &config_path)
+    }
+
+    fn spawn(dir: TempDir, config_path: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omserver"))
+            .args(["--config", config_path.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "info,sqlx=warn")
+            .env_remove("AUTO_PLATFORM")
+            .env_remove("SECRET_KEY")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(dir.path().join("server.log")).unwrap())
+            .spawn()
+            .expect("start omserver");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut token, mut base) = (String::new(), String::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while base.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).unwrap_or_else(|_| {
+                let log = fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                panic!("omserver did not start; its log:\n{log}")
+            });
+            if let Some(t) = line.trim().strip_prefix("oms_") {
+                token = format!("oms_{t}");
+            }
+            if let Some(url) = line.strip_prefix("omserver listening on ") {
+                base = url.to_owned();
+            }
+        }
+        let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Server { child, base, token, dir, client, stdout: rx }
+    }
+
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins.d")
+    }
+
+    pub fn files_dir(&self) -> PathBuf {
+        self.dir.path().join("files")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// True while the server process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)).bearer_auth(&self.token))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body))
+    }
+
+    pub fn send(&self, request: reqwest::blocking::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().expect("request reaches the server");
+        let status = response.status();
+        let text = response.text().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// The modules listing entry for `file`, if listed.
+    pub fn module_entry(&self, file: &str) -> Option<Value> {
+        let (status, list) = self.get("/api/modules");
+        assert_eq!(status, StatusCode::OK, "{list}");
+        list.as_array().unwrap().iter().find(|m| m["file"] == file).cloned()
+    }
+
+    /// Polls the listing until `check` holds for `file`'s entry (or its absence); returns how long it took.
+    pub fn wait_for_module(&self, file: &str, limit: Duration, check: impl Fn(Option<&Value>) -> bool) -> Duration {
+        let started = Instant::now();
+        loop {
+            let entry = self.module_entry(file);
+            if check(entry.as_ref()) {
+                return started.elapsed();
+            }
+            assert!(started.elapsed() < limit, "{file} did not reach the expected state in {limit:?}: {entry:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Submits a job and returns its id; panics unless it was accepted.
+    pub fn submit(&self, module: u32, hosts: &[&str], params: Value) -> i64 {
+        let (status, body) = self.post("/api/jobs", &json!({ "module": module, "hosts": hosts, "params": params }));
+        assert_eq!(status, StatusCode::ACCEPTED, "job not accepted: {body}");
+        body["id"].as_i64().unwrap()
+    }
+
+    /// Waits until job `id` has finished and returns it.
+    pub fn wait_job(&self, id: i64, limit: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, job) = self.get(&format!("/api/jobs/{id}"));
+            assert_eq!(status, StatusCode::OK, "{job}");
+            if !matches!(job["status"].as_str(), Some("queued" | "running")) {
+                return job;
+            }
+            assert!(started.elapsed() < limit, "job {id} still {} after {limit:?}", job["status"]);
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Submits a job and waits for it.
+    pub fn run_job(&self, module: u32, hosts: &[&str], params: Value) -> Value {
+        let id = self.submit(module, hosts, params);
+        self.wait_job(id, Duration::from_secs(60))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Installs a library the way deployers must: a temporary name in the same directory, then a rename.
+pub fn install(from: &Path, dir: &Path, name: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::copy(from, &tmp).expect("copy library");
+    fs::rename(&tmp, dir.join(name)).expect("rename library into place");
+}

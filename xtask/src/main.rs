@@ -1,0 +1,182 @@
+//! `cargo xtask <command>`: the project's chores, in Rust so they run wherever cargo does.
+//!
+//! - `serve [ARGS…]`: build the seven seed modules, install them into plugins.d, run `omserver serve ARGS…`.
+//! - `test [ARGS…]`: prepare everything the test suite talks to (databases, module and fixture libraries), then
+//!   `cargo test --workspace ARGS…`. This is the one command CI runs after fmt and clippy.
+//! - `install-plugins [--release] [--dir DIR]`: build the seed modules and install them as `Mid_<ID>.so`.
+//! - `fixtures`: build the test-only module fixtures into `target/fixtures/`.
+//! - `bench-plugins [ARGS…]`: the plugin reload benchmark (see BENCHMARKS.md).
+//!
+//! No dependencies: it must build in seconds on a fresh clone.
+
+use std::{
+    env, fs,
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
+    thread,
+    time::{Duration, Instant},
+};
+
+const SEED_MODULES: &[u32] = &[1001, 1002, 1003, 1004, 1005, 1006, 1007];
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((c, rest)) => (c.as_str(), rest.to_vec()),
+        None => ("help", Vec::new()),
+    };
+    let outcome = match command {
+        "serve" => serve(&rest),
+        "test" => test(&rest),
+        "install-plugins" => install_plugins_cmd(&rest),
+        "fixtures" => fixtures(),
+        "bench-plugins" => bench_plugins(&rest),
+        _ => {
+            eprintln!("usage: cargo xtask serve|test|install-plugins|fixtures|bench-plugins [ARGS…]");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result {
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed ({status})"))
+    }
+}
+
+/// Copies `from` to `dir/name` through a temporary name and a rename, as every deployer to plugins.d must.
+fn install(from: &Path, dir: &Path, name: &str) -> Result {
+    fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::copy(from, &tmp).map_err(|e| format!("copy {} → {}: {e}", from.display(), tmp.display()))?;
+    fs::rename(&tmp, dir.join(name)).map_err(|e| format!("rename into {}: {e}", dir.display()))
+}
+
+fn build_seed_modules(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.arg("build");
+    if release {
+        cmd.arg("--release");
+    }
+    for id in SEED_MODULES {
+        cmd.args(["-p", &format!("mid_{id}")]);
+    }
+    run(&mut cmd)?;
+    Ok(target_dir().join(if release { "release" } else { "debug" }))
+}
+
+fn install_plugins(release: bool, dir: &Path) -> Result {
+    let built = build_seed_modules(release)?;
+    for id in SEED_MODULES {
+        install(&built.join(format!("libmid_{id}.so")), dir, &format!("Mid_{id}.so"))?;
+    }
+    println!("installed {} modules into {}", SEED_MODULES.len(), dir.display());
+    Ok(())
+}
+
+fn install_plugins_cmd(args: &[String]) -> Result {
+    let release = args.iter().any(|a| a == "--release");
+    let dir = args
+        .iter()
+        .position(|a| a == "--dir")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("plugins.d"));
+    install_plugins(release, &dir)
+}
+
+fn serve(args: &[String]) -> Result {
+    install_plugins(false, &root().join("plugins.d"))?;
+    run(cargo().args(["run", "--quiet", "-p", "omserver", "--", "serve"]).args(args))
+}
+
+/// Builds each fixture and copies it to `target/fixtures/<name>.so` (fx_echo twice: 1.0.0 and 2.0.0).
+fn fixtures() -> Result {
+    let out = target_dir().join("fixtures");
+    fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let debug = target_dir().join("debug");
+    let builds: &[(&str, &[&str], &str)] = &[
+        ("fx_echo", &[], "fx_echo_v1"),
+        ("fx_echo", &["--features", "v2"], "fx_echo_v2"),
+        ("fx_panic", &[], "fx_panic"),
+        ("fx_hang", &[], "fx_hang"),
+        ("fx_old_api", &[], "fx_old_api"),
+    ];
+    for (package, extra, name) in builds {
+        run(cargo().args(["build", "--quiet", "-p", package]).args(*extra))?;
+        install(&debug.join(format!("lib{package}.so")), &out, &format!("{name}.so"))?;
+    }
+    println!("fixtures in {}", out.display());
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result {
+    let started = Instant::now();
+    ensure_databases()?;
+    install_plugins(false, &target_dir().join("plugins"))?;
+    fixtures()?;
+    run(cargo().args(["test", "--workspace"]).args(args))?;
+    println!("xtask test: done in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn bench_plugins(args: &[String]) -> Result {
+    install_plugins(true, &target_dir().join("plugins-release"))?;
+    fixtures()?;
+    run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "plugin_reload", "--"]).args(args))
+}
+
+/// PostgreSQL and MariaDB run on this kind of machine before a session; start whichever is down (the storage
+/// tests run against both and fail, not skip, without them).
+fn ensure_databases() -> Result {
+    let services: &[(&str, u16, &str)] = &[
+        ("PostgreSQL", 5432, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
+        ("MariaDB", 3306, "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"),
+    ];
+    for (name, port, start) in services {
+        if listening(*port) {
+            continue;
+        }
+        eprintln!("xtask: {name} is not listening on 127.0.0.1:{port}; starting it");
+        run(Command::new("sh").args(["-c", start]))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !listening(*port) {
+            if Instant::now() > deadline {
+                return Err(format!("{name} did not start listening on 127.0.0.1:{port}"));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500)).is_ok()
+}
