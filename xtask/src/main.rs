@@ -149,7 +149,6 @@ fn test(args: &[String]) -> Result {
 
 fn bench_plugins(args: &[String]) -> Result {
     install_plugins(true, &target_dir().join("plugins-release"))?;
-    fixtures()?;
     run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "plugin_reload", "--"]).args(args))
 }
 
