@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (registry, jobs) = (app.registry.clone(), app.jobs.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.serve(listener, shutdown.clone()));
+    let server = tokio::spawn(app.serve(listener, shutdown.clone(), |_| {}));
 
     let rss_start = rss_kib();
     let (ok, failed, stop) =

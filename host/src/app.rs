@@ -46,10 +46,6 @@ impl App {
     /// Connects and migrates the database, loads the modules in plugins.d once, and prepares the backend.
     pub async fn open(config: Config) -> Result<App, StartError> {
         let store = Store::connect(&config.database_url).await?;
-        let interrupted = store.fail_interrupted_jobs().await?;
-        if interrupted > 0 {
-            tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
-        }
         let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
         let tokens = Tokens::new(store.clone(), key);
@@ -124,12 +120,25 @@ impl App {
     }
 
     /// Serves on `listener` and watches plugins.d until `shutdown` is cancelled; then stops accepting, lets
-    /// requests in flight finish, and gives running jobs time to record their outcome.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+    /// requests in flight finish, and gives running jobs time to record their outcome. `ready` is called once the
+    /// watch is set up and requests are about to be served.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        ready: impl FnOnce(std::net::SocketAddr),
+    ) -> Result<(), StartError> {
+        // Only the serving process owns unfinished jobs: a CLI command opening the same database must not touch
+        // them, so this runs here and not in `open`.
+        let interrupted = self.store.fail_interrupted_jobs().await?;
+        if interrupted > 0 {
+            tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
+        }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
         let router = http::router(self.state());
         let addr = listener.local_addr().map_err(io("listener address"))?;
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
+        ready(addr);
         let stop = shutdown.clone();
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })

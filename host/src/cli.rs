@@ -121,8 +121,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         println!("First start: an admin token was created. It is shown only this once; store it now:\n\n    {token}\n");
         println!("Try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/modules");
     }
-    // Scripts and tests read this line to find the port when `listen` asks for port 0.
-    println!("omserver listening on http://{addr}");
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -130,7 +128,9 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down");
         trigger.cancel();
     });
-    app.serve(listener, shutdown).await?;
+    // Scripts and tests read this line to find the port when `listen` asks for port 0; it comes once plugins.d
+    // is watched, so a module dropped in right after it is seen.
+    app.serve(listener, shutdown, |addr| println!("omserver listening on http://{addr}")).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -24,11 +24,13 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(HttpError::Unauthorized)?;
+        // The scheme name is case-insensitive (RFC 7235 §2.1); the token is not.
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or(HttpError::Unauthorized)?;
         match state.tokens.authenticate(token).await? {
             Some(principal) => Ok(Authenticated(principal)),

@@ -33,13 +33,18 @@ pub fn spawn(registry: Arc<Registry>, shutdown: CancellationToken) -> Result<Joi
     Ok(tokio::spawn(async move {
         // Owned by the task so that watching stops when it ends.
         let _debouncer = debouncer;
+        // The first pass runs at once: a file that arrived between the start-up scan and the watch being set up
+        // raised no event.
+        let mut first = true;
         let mut unsettled = false;
         loop {
             let pause = if unsettled { RETRY_UNSETTLED } else { SAFETY_NET };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = woken.recv() => {}
-                _ = tokio::time::sleep(pause) => {}
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = woken.recv() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
             }
             let registry = registry.clone();
             match tokio::task::spawn_blocking(move || registry.reconcile()).await {

@@ -10,15 +10,17 @@ pub struct TokenRow {
 }
 
 impl Store {
+    /// Stores a token's hash. A hash stored already is a `Conflict`.
     pub async fn insert_token(&self, name: &str, token_hash: &str, role: &str) -> Result<i64, StoreError> {
-        Ok(insert_id!(
+        insert_id!(
             self,
             "INSERT INTO api_tokens (name, token_hash, role, created_at) VALUES (?, ?, ?, ?)",
             name,
             token_hash,
             role,
             now_ms()
-        )?)
+        )
+        .map_err(|e| StoreError::conflict_or(e, || "a token with this hash exists already".to_owned()))
     }
 
     /// The live (not revoked) token with this hash.

@@ -221,3 +221,53 @@ pub fn install(from: &Path, dir: &Path, name: &str) {
     fs::copy(from, &tmp).expect("copy library");
     fs::rename(&tmp, dir.join(name)).expect("rename library into place");
 }
+
+/// What one run of the command line printed, and how it ended.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `omserver --config <server's configuration> ARGS…` to completion (at most 60 s) and returns its output.
+/// It shares the server's database, state directory (secret key) and plugins.d.
+pub fn cli(server: &Server, args: &[&str]) -> CliOutput {
+    use std::io::Read;
+    let config = server.dir.path().join("omserver.toml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omserver"))
+        .arg("--config")
+        .arg(&config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("AUTO_PLATFORM")
+        .env_remove("SECRET_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the omserver command line");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command line") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`omserver {}` did not finish in 60 s", args.join(" "));
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    CliOutput { status, stdout, stderr }
+}

@@ -1,0 +1,715 @@
+//! The [`Store`] against real databases: every check runs on SQLite (a temporary file), MariaDB/MySQL and
+//! PostgreSQL, each time in a fresh database of its own that is dropped afterwards.
+//!
+//! The servers must be running; an unreachable one fails the test (it is never skipped). Admin URLs come from
+//! `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`) and `TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); the account must be allowed to create and drop databases.
+
+use std::{fmt::Write as _, future::Future, panic::AssertUnwindSafe, time::Duration};
+
+use futures_util::FutureExt;
+use omserver::store::{now_ms, Dialect, HostRow, JobRow, NewHost, NewJob, ResultRow, Store, StoreError};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+const DIALECTS: [Dialect; 3] = [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres];
+
+/// A fresh, migrated database of one dialect, handed to each check.
+#[derive(Clone)]
+struct Db {
+    dialect: Dialect,
+    /// The URL of this database (not the admin one).
+    url: String,
+    store: Store,
+}
+
+/// A database created for one check: where it lives and how to get rid of it.
+struct Scratch {
+    dialect: Dialect,
+    url: String,
+    /// The admin URL and database name, for the servers; `None` for SQLite (a file in `_dir`).
+    server: Option<(String, String)>,
+    _dir: Option<TempDir>,
+}
+
+fn admin_url(dialect: Dialect) -> String {
+    let (var, default) = match dialect {
+        Dialect::MySql => ("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+        Dialect::Postgres => ("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+        Dialect::Sqlite => unreachable!("SQLite needs no server"),
+    };
+    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+}
+
+/// `url` with its database (the path) replaced by `name`, keeping credentials, host and query.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[authority_start..].find('/').map(|i| authority_start + i).unwrap_or(base.len());
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+impl Scratch {
+    async fn create(dialect: Dialect) -> Scratch {
+        if dialect == Dialect::Sqlite {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("omserver.db").display());
+            return Scratch { dialect, url, server: None, _dir: Some(dir) };
+        }
+        let admin = admin_url(dialect);
+        let name = format!("omstest_{:016x}", rand::random::<u64>());
+        let create = format!("CREATE DATABASE {name}");
+        match dialect {
+            Dialect::MySql => {
+                let mut conn = admin_connect::<sqlx::MySqlConnection>("MariaDB/MySQL", "TEST_MYSQL_URL", &admin).await;
+                sqlx::query(&create).execute(&mut conn).await.unwrap_or_else(|e| panic!("{create}: {e}"));
+                let _ = conn.close().await;
+            }
+            Dialect::Postgres => {
+                let mut conn = admin_connect::<sqlx::PgConnection>("PostgreSQL", "TEST_POSTGRES_URL", &admin).await;
+                sqlx::query(&create).execute(&mut conn).await.unwrap_or_else(|e| panic!("{create}: {e}"));
+                let _ = conn.close().await;
+            }
+            Dialect::Sqlite => unreachable!(),
+        }
+        Scratch { dialect, url: with_database(&admin, &name), server: Some((admin, name)), _dir: None }
+    }
+
+    /// Drops the database. Best effort: a failure here is reported, not fatal.
+    async fn drop_database(self) {
+        let Some((admin, name)) = self.server else { return };
+        let outcome = match self.dialect {
+            Dialect::MySql => match sqlx::MySqlConnection::connect(&admin).await {
+                Ok(mut conn) => {
+                    let done = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                    done.map(|_| ())
+                }
+                Err(e) => Err(e),
+            },
+            Dialect::Postgres => match sqlx::PgConnection::connect(&admin).await {
+                Ok(mut conn) => {
+                    // FORCE: a pool connection still closing must not keep the database alive.
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let done = sqlx::query(&sql).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                    done.map(|_| ())
+                }
+                Err(e) => Err(e),
+            },
+            Dialect::Sqlite => Ok(()),
+        };
+        if let Err(e) = outcome {
+            eprintln!("warning: could not drop test database {name}: {e}");
+        }
+    }
+}
+
+async fn admin_connect<C: Connection>(server: &str, var: &str, url: &str) -> C {
+    match tokio::time::timeout(CONNECT_LIMIT, C::connect(url)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            panic!("cannot connect to {server} at {url} ({e}); the storage tests need it running (set {var})")
+        }
+        Err(_) => {
+            panic!("{server} at {url} did not answer in {CONNECT_LIMIT:?}; the storage tests need it (set {var})")
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Runs `check` once per dialect, each on a fresh migrated database, then drops it. Every dialect runs even when
+/// an earlier one fails; the test fails naming each dialect that failed.
+async fn for_each_dialect<F, Fut>(check: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut failures = Vec::new();
+    for dialect in DIALECTS {
+        let outcome = AssertUnwindSafe(async {
+            let scratch = Scratch::create(dialect).await;
+            let url = scratch.url.clone();
+            let run = AssertUnwindSafe(async {
+                let store = tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(&url))
+                    .await
+                    .unwrap_or_else(|_| panic!("Store::connect({url}) did not finish"))
+                    .unwrap_or_else(|e| panic!("Store::connect({url}): {e}"));
+                assert_eq!(store.dialect(), dialect);
+                let db = Db { dialect, url: url.clone(), store: store.clone() };
+                check(db).await;
+                store.close().await;
+            })
+            .catch_unwind()
+            .await;
+            scratch.drop_database().await;
+            if let Err(panic) = run {
+                std::panic::resume_unwind(panic);
+            }
+        })
+        .catch_unwind()
+        .await;
+        if let Err(panic) = outcome {
+            failures.push(format!("{dialect:?}: {}", panic_message(&*panic)));
+        }
+    }
+    assert!(failures.is_empty(), "failed on {} of 3 dialects:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Opens a plain connection to `db` (not through the store) and evaluates `$body` with `$conn` bound to it.
+macro_rules! on_conn {
+    ($db:expr, $conn:ident => $body:expr) => {
+        match $db.dialect {
+            Dialect::Sqlite => {
+                let mut $conn = sqlx::SqliteConnection::connect(&$db.url).await.expect("plain SQLite connection");
+                let out = $body;
+                let _ = $conn.close().await;
+                out
+            }
+            Dialect::MySql => {
+                let mut $conn = sqlx::MySqlConnection::connect(&$db.url).await.expect("plain MySQL connection");
+                let out = $body;
+                let _ = $conn.close().await;
+                out
+            }
+            Dialect::Postgres => {
+                let mut $conn = sqlx::PgConnection::connect(&$db.url).await.expect("plain PostgreSQL connection");
+                let out = $body;
+                let _ = $conn.close().await;
+                out
+            }
+        }
+    };
+}
+
+/// The integers a query without parameters returns, in order.
+async fn integers(db: &Db, sql: &str) -> Vec<Option<i64>> {
+    on_conn!(db, conn => sqlx::query_scalar::<_, Option<i64>>(sql)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}")))
+}
+
+async fn count(db: &Db, table: &str) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    integers(db, &sql).await[0].expect("COUNT(*) is never NULL")
+}
+
+/// The names of the tables in `db`, sorted.
+async fn tables(db: &Db) -> Vec<String> {
+    let sql = match db.dialect {
+        Dialect::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        Dialect::MySql => {
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE()"
+        }
+        Dialect::Postgres => "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+    };
+    let mut names =
+        on_conn!(db, conn => sqlx::query_scalar::<_, String>(sql).fetch_all(&mut conn).await.expect("list tables"));
+    names.sort();
+    names
+}
+
+const TABLES: [&str; 7] =
+    ["_sqlx_migrations", "api_tokens", "job_results", "jobs", "server_app_categ", "server_fun_categ", "server_list"];
+
+/// The URL spelled with the scheme's other accepted name (`mariadb:`, `postgresql:`), to check both connect.
+fn alias_url(db: &Db) -> String {
+    match db.dialect {
+        Dialect::Sqlite => db.url.clone(),
+        Dialect::MySql => db.url.replacen("mysql:", "mariadb:", 1),
+        Dialect::Postgres => db.url.replacen("postgres:", "postgresql:", 1),
+    }
+}
+
+fn host(name: &str, ip: &str) -> NewHost {
+    NewHost { name: name.to_owned(), ip: ip.to_owned(), wan_ip: None, op: None, category: None }
+}
+
+fn in_category(name: &str, ip: &str, function: &str, app: &str) -> NewHost {
+    NewHost { category: Some((function.to_owned(), app.to_owned())), ..host(name, ip) }
+}
+
+/// A host row without its generated id and time, for exact comparison.
+type HostFields = (String, String, Option<String>, Option<String>, Option<String>, Option<String>);
+
+fn fields(row: &HostRow) -> HostFields {
+    (row.name.clone(), row.ip.clone(), row.wan_ip.clone(), row.op.clone(), row.function.clone(), row.app.clone())
+}
+
+fn expected(name: &str, ip: &str, function: Option<&str>, app: Option<&str>) -> HostFields {
+    (name.to_owned(), ip.to_owned(), None, None, function.map(str::to_owned), app.map(str::to_owned))
+}
+
+fn assert_conflict(result: Result<HostRow, StoreError>, message: &str) {
+    match result {
+        Err(StoreError::Conflict(got)) => assert_eq!(got, message),
+        Err(other) => panic!("expected Conflict({message:?}), got the error {other:?}"),
+        Ok(row) => panic!("expected Conflict({message:?}), got the row {row:?}"),
+    }
+}
+
+#[tokio::test]
+async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
+    for_each_dialect(|db| async move {
+        assert_eq!(tables(&db).await, TABLES);
+        let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
+        assert_eq!(integers(&db, applied).await, [Some(1)]);
+        assert_eq!(db.store.host_count().await.unwrap(), 0);
+        assert_eq!(db.store.token_count().await.unwrap(), 0);
+        assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
+        db.store.ping().await.unwrap();
+
+        let kept = db.store.add_host(&host("kept", "10.0.0.1")).await.unwrap();
+        // Connecting again (through the scheme's other name, where it has one) finds nothing left to apply.
+        let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
+        assert_eq!(again.dialect(), db.dialect);
+        assert_eq!(tables(&db).await, TABLES);
+        assert_eq!(integers(&db, applied).await, [Some(1)]);
+        assert_eq!(count(&db, "_sqlx_migrations").await, 1);
+        let hosts = again.list_hosts().await.unwrap();
+        assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
+        again.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hosts_with_and_without_categories() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let before = now_ms();
+        let plain = store
+            .add_host(&NewHost {
+                wan_ip: Some("203.0.113.7".into()),
+                op: Some("ops team".into()),
+                ..host("plain", "10.0.0.1")
+            })
+            .await
+            .unwrap();
+        let after = now_ms();
+        assert!(plain.id > 0);
+        assert!((before..=after).contains(&plain.created_at), "{} not in {before}..={after}", plain.created_at);
+        assert_eq!(
+            fields(&plain),
+            ("plain".into(), "10.0.0.1".into(), Some("203.0.113.7".into()), Some("ops team".into()), None, None)
+        );
+        assert_eq!((count(&db, "server_fun_categ").await, count(&db, "server_app_categ").await), (0, 0));
+
+        let web1 = store.add_host(&in_category("web1", "10.0.0.2", "Linux.Web", "nginx")).await.unwrap();
+        assert_eq!(fields(&web1), expected("web1", "10.0.0.2", Some("Linux.Web"), Some("nginx")));
+        // The same categories again are reused, not created twice.
+        let web2 = store.add_host(&in_category("web2", "10.0.0.3", "Linux.Web", "nginx")).await.unwrap();
+        assert_eq!(fields(&web2), expected("web2", "10.0.0.3", Some("Linux.Web"), Some("nginx")));
+        assert_eq!((count(&db, "server_fun_categ").await, count(&db, "server_app_categ").await), (1, 1));
+        // The same app name under another function is another app category.
+        let db1 = store.add_host(&in_category("db1", "10.0.0.4", "Linux.DB", "nginx")).await.unwrap();
+        assert_eq!(fields(&db1), expected("db1", "10.0.0.4", Some("Linux.DB"), Some("nginx")));
+        // Another app under an existing function reuses the function.
+        let db2 = store.add_host(&in_category("db2", "10.0.0.5", "Linux.DB", "mysql")).await.unwrap();
+        assert_eq!(fields(&db2), expected("db2", "10.0.0.5", Some("Linux.DB"), Some("mysql")));
+        assert_eq!((count(&db, "server_fun_categ").await, count(&db, "server_app_categ").await), (2, 3));
+
+        let app_ids = integers(&db, "SELECT server_app_id FROM server_list ORDER BY id").await;
+        let [None, Some(w1), Some(w2), Some(d1), Some(d2)] = app_ids[..] else { panic!("app ids {app_ids:?}") };
+        assert_eq!(w1, w2, "web1 and web2 share one app category");
+        assert!(w1 != d1 && d1 != d2 && w1 != d2, "distinct app categories: {app_ids:?}");
+        let fun_of_apps = integers(&db, "SELECT server_categ_id FROM server_app_categ ORDER BY id").await;
+        assert_eq!(fun_of_apps.len(), 3);
+        assert_ne!(fun_of_apps[0], fun_of_apps[1], "nginx under Linux.Web and under Linux.DB");
+        assert_eq!(fun_of_apps[1], fun_of_apps[2], "nginx and mysql both under Linux.DB");
+
+        // Listed by name, with the categories joined in.
+        let listed: Vec<HostFields> = store.list_hosts().await.unwrap().iter().map(fields).collect();
+        assert_eq!(
+            listed,
+            [
+                expected("db1", "10.0.0.4", Some("Linux.DB"), Some("nginx")),
+                expected("db2", "10.0.0.5", Some("Linux.DB"), Some("mysql")),
+                fields(&plain),
+                expected("web1", "10.0.0.2", Some("Linux.Web"), Some("nginx")),
+                expected("web2", "10.0.0.3", Some("Linux.Web"), Some("nginx")),
+            ]
+        );
+        assert_eq!(store.host_count().await.unwrap(), 5);
+
+        // The longest name the column holds.
+        let long = "n".repeat(255);
+        assert_eq!(store.add_host(&host(&long, "10.0.0.6")).await.unwrap().name, long);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ipv6_addresses_up_to_45_characters_are_stored_as_given() {
+    // The HTTP layer canonicalises addresses; the store keeps what it is given, up to the longest text form.
+    const FULL: &str = "2001:0db8:85a3:0000:0000:8a2e:0370:7334";
+    const LONGEST: &str = "0000:0000:0000:0000:0000:ffff:192.168.100.228";
+    assert_eq!((FULL.len(), LONGEST.len()), (39, 45));
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let full = store.add_host(&NewHost { wan_ip: Some(LONGEST.into()), ..host("v6-full", FULL) }).await.unwrap();
+        assert_eq!((full.ip.as_str(), full.wan_ip.as_deref()), (FULL, Some(LONGEST)));
+        let longest = store.add_host(&host("v6-longest", LONGEST)).await.unwrap();
+        assert_eq!(longest.ip, LONGEST);
+        let short = store.add_host(&host("v6-short", "2001:db8::1")).await.unwrap();
+        assert_eq!(short.ip, "2001:db8::1");
+
+        let found = store.find_hosts(&[FULL.to_owned()]).await.unwrap();
+        assert_eq!(found.iter().map(fields).collect::<Vec<_>>(), [fields(&full)]);
+        let found = store.find_hosts(&[LONGEST.to_owned()]).await.unwrap();
+        assert_eq!(found.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["v6-longest"]);
+        assert_conflict(
+            store.add_host(&host("v6-again", FULL)).await,
+            &format!("a host named \"v6-again\" or with IP {FULL} exists already"),
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_taken_name_or_ip_is_a_conflict() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        store.add_host(&in_category("web1", "10.0.0.1", "Linux.Web", "nginx")).await.unwrap();
+        assert_conflict(
+            store.add_host(&host("web1", "10.0.0.2")).await,
+            "a host named \"web1\" or with IP 10.0.0.2 exists already",
+        );
+        assert_conflict(
+            store.add_host(&in_category("web2", "10.0.0.1", "Linux.Web", "nginx")).await,
+            "a host named \"web2\" or with IP 10.0.0.1 exists already",
+        );
+        assert_eq!(store.host_count().await.unwrap(), 1);
+        let listed: Vec<HostFields> = store.list_hosts().await.unwrap().iter().map(fields).collect();
+        assert_eq!(listed, [expected("web1", "10.0.0.1", Some("Linux.Web"), Some("nginx"))]);
+        // A failed add leaves the store usable.
+        let next = store.add_host(&host("web2", "10.0.0.2")).await.unwrap();
+        assert_eq!(fields(&next), expected("web2", "10.0.0.2", None, None));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn find_hosts_by_name_and_by_ip() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        for (name, ip) in [("localhost", "127.0.0.1"), ("web1", "10.0.0.1"), ("web2", "10.0.0.2"), ("db1", "::1")] {
+            store.add_host(&host(name, ip)).await.unwrap();
+        }
+        let find = |keys: &[&str]| {
+            let keys: Vec<String> = keys.iter().map(|k| (*k).to_owned()).collect();
+            async move {
+                let mut names: Vec<String> =
+                    store.find_hosts(&keys).await.unwrap().into_iter().map(|h| h.name).collect();
+                names.sort();
+                names
+            }
+        };
+        assert_eq!(find(&["web1"]).await, ["web1"]);
+        assert_eq!(find(&["10.0.0.2"]).await, ["web2"]);
+        assert_eq!(find(&["::1"]).await, ["db1"]);
+        assert_eq!(find(&["localhost", "10.0.0.1"]).await, ["localhost", "web1"]);
+        // One host named twice (by name and by IP) is found once.
+        assert_eq!(find(&["web1", "10.0.0.1"]).await, ["web1"]);
+        assert_eq!(find(&["10.9.9.9", "nosuch"]).await, Vec::<String>::new());
+        assert_eq!(find(&["10.9.9.9", "web2"]).await, ["web2"]);
+        assert_eq!(find(&[]).await, Vec::<String>::new());
+        // No partial matches.
+        assert_eq!(find(&["web", "10.0.0", "%"]).await, Vec::<String>::new());
+
+        let row = &store.find_hosts(&["web1".to_owned()]).await.unwrap()[0];
+        assert_eq!(fields(row), expected("web1", "10.0.0.1", None, None));
+    })
+    .await;
+}
+
+/// 1 MiB of text: every line has multi-byte characters (a 4-byte one needs MySQL's utf8mb4), quotes, backslashes,
+/// tabs and carriage returns.
+fn megabyte_of_text() -> String {
+    const SIZE: usize = 1 << 20;
+    let mut text = String::with_capacity(SIZE);
+    let mut line = 0u32;
+    while text.len() < SIZE - 200 {
+        writeln!(text, "{line:07} é ü → ✓ 🦀 \"double\" 'single' `tick` \\back\\slash\ttab\r").unwrap();
+        line += 1;
+    }
+    while text.len() < SIZE {
+        text.push('.');
+    }
+    assert_eq!(text.len(), SIZE);
+    text
+}
+
+fn assert_same_text(what: &str, got: &str, want: &str) {
+    if got != want {
+        let at = got.bytes().zip(want.bytes()).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        panic!("{what} differs: {} bytes stored, {} expected, first difference at byte {at}", got.len(), want.len());
+    }
+}
+
+fn assert_results(got: &[ResultRow], want: &[ResultRow]) {
+    let keys = |rows: &[ResultRow]| -> Vec<(String, String, Option<i64>, i64)> {
+        rows.iter().map(|r| (r.host.clone(), r.status.clone(), r.rc, r.duration_ms)).collect()
+    };
+    assert_eq!(keys(got), keys(want));
+    for (g, w) in got.iter().zip(want) {
+        assert_same_text(&format!("{} stdout", w.host), &g.stdout, &w.stdout);
+        assert_same_text(&format!("{} stderr", w.host), &g.stderr, &w.stderr);
+    }
+}
+
+fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
+    NewJob {
+        module_id: 1003,
+        module_version: "1.0.0",
+        backend: "local",
+        params: r#"{"lines":5}"#,
+        hosts: r#"["localhost","web1"]"#,
+        created_by,
+    }
+}
+
+fn in_range(what: &str, value: Option<i64>, from: i64, to: i64) {
+    let value = value.unwrap_or_else(|| panic!("{what} is not set"));
+    assert!((from..=to).contains(&value), "{what} = {value}, not in {from}..={to}");
+}
+
+#[tokio::test]
+async fn a_job_goes_queued_running_finished_and_its_results_round_trip_exactly() {
+    let big = megabyte_of_text();
+    for_each_dialect(|db| {
+        let big = big.clone();
+        async move {
+            let store = &db.store;
+            assert!(store.job(1).await.unwrap().is_none());
+
+            let t0 = now_ms();
+            let id = store.insert_job(&new_job("admin-token")).await.unwrap();
+            let t1 = now_ms();
+            assert!(id > 0);
+            let JobRow {
+                id: got_id,
+                module_id,
+                module_version,
+                backend,
+                params,
+                hosts,
+                status,
+                error,
+                created_by,
+                created_at,
+                started_at,
+                finished_at,
+            } = store.job(id).await.unwrap().expect("the job just inserted");
+            assert_eq!(
+                (got_id, module_id, module_version.as_str(), backend.as_str(), params.as_str(), hosts.as_str()),
+                (id, 1003, "1.0.0", "local", r#"{"lines":5}"#, r#"["localhost","web1"]"#)
+            );
+            assert_eq!((status.as_str(), error, created_by.as_str()), ("queued", None, "admin-token"));
+            in_range("created_at", Some(created_at), t0, t1);
+            assert_eq!((started_at, finished_at), (None, None));
+            assert!(store.job_results(id).await.unwrap().is_empty());
+
+            store.mark_job_running(id).await.unwrap();
+            let t2 = now_ms();
+            let running = store.job(id).await.unwrap().unwrap();
+            assert_eq!((running.status.as_str(), running.finished_at), ("running", None));
+            in_range("started_at", running.started_at, t1, t2);
+            // Only a queued job becomes running: a second call changes nothing.
+            store.mark_job_running(id).await.unwrap();
+            assert_eq!(store.job(id).await.unwrap().unwrap().started_at, running.started_at);
+
+            let results = vec![
+                ResultRow {
+                    host: "web1".into(),
+                    status: "ok".into(),
+                    rc: Some(0),
+                    stdout: big.clone(),
+                    stderr: String::new(),
+                    duration_ms: 1234,
+                },
+                ResultRow {
+                    host: "localhost".into(),
+                    status: "failed".into(),
+                    rc: Some(2),
+                    stdout: "partial\n".into(),
+                    stderr: "tail: cannot open '/var/log/messages': No such file or directory\n".into(),
+                    duration_ms: 7,
+                },
+                ResultRow {
+                    host: "db1".into(),
+                    status: "unreachable".into(),
+                    rc: None,
+                    stdout: String::new(),
+                    stderr: "connection refused".into(),
+                    duration_ms: 0,
+                },
+            ];
+            store.finish_job(id, "failed", Some("2 of 3 hosts did not succeed"), &results).await.unwrap();
+            let t3 = now_ms();
+            let done = store.job(id).await.unwrap().unwrap();
+            assert_eq!((done.status.as_str(), done.error.as_deref()), ("failed", Some("2 of 3 hosts did not succeed")));
+            assert_eq!((done.created_at, done.started_at), (created_at, running.started_at));
+            in_range("finished_at", done.finished_at, t2, t3);
+            assert_results(&store.job_results(id).await.unwrap(), &results);
+
+            // Another job's results are its own; a job without results has none.
+            let other = store.insert_job(&new_job("cli:root")).await.unwrap();
+            assert!(other > id);
+            store.finish_job(other, "succeeded", None, &results[1..2]).await.unwrap();
+            let other_row = store.job(other).await.unwrap().unwrap();
+            assert_eq!((other_row.status.as_str(), other_row.error, other_row.started_at), ("succeeded", None, None));
+            assert_results(&store.job_results(other).await.unwrap(), &results[1..2]);
+            assert_results(&store.job_results(id).await.unwrap(), &results);
+            assert!(store.job_results(other + 1).await.unwrap().is_empty());
+            assert!(store.job(other + 1).await.unwrap().is_none());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn recent_jobs_are_newest_first_and_limited() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            ids.push(store.insert_job(&new_job(&format!("user{n}"))).await.unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
+        let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+
+        let recent = |limit: i64| async move {
+            store.recent_jobs(limit).await.unwrap().into_iter().map(|j| (j.id, j.created_by)).collect::<Vec<_>>()
+        };
+        let all = recent(100).await;
+        assert_eq!(all.iter().map(|j| j.0).collect::<Vec<_>>(), newest_first);
+        assert_eq!(all.iter().map(|j| j.1.as_str()).collect::<Vec<_>>(), ["user4", "user3", "user2", "user1", "user0"]);
+        assert_eq!(recent(3).await.iter().map(|j| j.0).collect::<Vec<_>>(), newest_first[..3]);
+        assert_eq!(recent(1).await.iter().map(|j| j.0).collect::<Vec<_>>(), newest_first[..1]);
+        assert!(recent(0).await.is_empty());
+        assert_eq!(recent(5).await.len(), 5);
+        let full = &store.recent_jobs(1).await.unwrap()[0];
+        assert_eq!(
+            (full.status.as_str(), full.module_id, full.hosts.as_str()),
+            ("queued", 1003, r#"["localhost","web1"]"#)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let queued = store.insert_job(&new_job("a")).await.unwrap();
+        let running = store.insert_job(&new_job("a")).await.unwrap();
+        store.mark_job_running(running).await.unwrap();
+        let mut finished = Vec::new();
+        for (status, error) in
+            [("succeeded", None), ("failed", Some("1 of 1 hosts did not succeed")), ("cancelled", Some("cancelled"))]
+        {
+            let id = store.insert_job(&new_job("a")).await.unwrap();
+            store.mark_job_running(id).await.unwrap();
+            store.finish_job(id, status, error, &[]).await.unwrap();
+            finished.push((id, store.job(id).await.unwrap().unwrap()));
+        }
+
+        let t0 = now_ms();
+        assert_eq!(store.fail_interrupted_jobs().await.unwrap(), 2);
+        let t1 = now_ms();
+        for id in [queued, running] {
+            let job = store.job(id).await.unwrap().unwrap();
+            assert_eq!(
+                (job.status.as_str(), job.error.as_deref()),
+                ("failed", Some("interrupted: the server stopped before the job finished")),
+                "job {id}"
+            );
+            in_range("finished_at", job.finished_at, t0, t1);
+        }
+        assert_eq!(store.job(queued).await.unwrap().unwrap().started_at, None);
+        for (id, before) in &finished {
+            let after = store.job(*id).await.unwrap().unwrap();
+            assert_eq!(
+                (after.status, after.error, after.started_at, after.finished_at),
+                (before.status.clone(), before.error.clone(), before.started_at, before.finished_at),
+                "a finished job is left alone"
+            );
+        }
+        assert_eq!(store.fail_interrupted_jobs().await.unwrap(), 0, "nothing is left to fail");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tokens_are_found_by_hash_and_a_taken_hash_is_a_conflict() {
+    let hash_a = "a".repeat(64);
+    let hash_b = format!("{:064x}", 0xdead_beef_u64);
+    for_each_dialect(|db| {
+        let (hash_a, hash_b) = (hash_a.clone(), hash_b.clone());
+        async move {
+            let store = &db.store;
+            assert!(store.token_by_hash(&hash_a).await.unwrap().is_none());
+            let first = store.insert_token("first-admin", &hash_a, "admin").await.unwrap();
+            let second = store.insert_token("ci", &hash_b, "operator").await.unwrap();
+            assert!(first > 0 && second > first);
+            assert_eq!(store.token_count().await.unwrap(), 2);
+
+            let found = store.token_by_hash(&hash_a).await.unwrap().expect("first token");
+            assert_eq!((found.id, found.name.as_str(), found.role.as_str()), (first, "first-admin", "admin"));
+            let found = store.token_by_hash(&hash_b).await.unwrap().expect("second token");
+            assert_eq!((found.id, found.name.as_str(), found.role.as_str()), (second, "ci", "operator"));
+            assert!(store.token_by_hash(&"b".repeat(64)).await.unwrap().is_none());
+            assert!(store.token_by_hash("").await.unwrap().is_none());
+
+            match store.insert_token("copy", &hash_a, "viewer").await {
+                Err(StoreError::Conflict(message)) => assert_eq!(message, "a token with this hash exists already"),
+                other => panic!("expected a Conflict, got {other:?}"),
+            }
+            assert_eq!(store.token_count().await.unwrap(), 2);
+            let still = store.token_by_hash(&hash_a).await.unwrap().unwrap();
+            assert_eq!((still.id, still.name.as_str(), still.role.as_str()), (first, "first-admin", "admin"));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unsupported_database_url_is_refused() {
+    for url in ["oracle://x", "", "file.db", "http://127.0.0.1/db"] {
+        match Store::connect(url).await {
+            Err(StoreError::UnsupportedUrl(got)) => {
+                assert_eq!(got, url);
+                assert_eq!(
+                    StoreError::UnsupportedUrl(got).to_string(),
+                    format!("database URL must start with sqlite:, mysql:, mariadb: or postgres: (got {url:?})")
+                );
+            }
+            Err(other) => panic!("{url:?}: expected UnsupportedUrl, got {other}"),
+            Ok(_) => panic!("{url:?}: connected"),
+        }
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(with_database("mysql://root@127.0.0.1:3306/test", "x"), "mysql://root@127.0.0.1:3306/x");
+    assert_eq!(
+        with_database("postgres://u:p@h:5432/postgres?sslmode=disable", "x"),
+        "postgres://u:p@h:5432/x?sslmode=disable"
+    );
+    assert_eq!(with_database("postgres://postgres@127.0.0.1:5432", "x"), "postgres://postgres@127.0.0.1:5432/x");
+}
