@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    audit::AuditService,
     auth::{self, Role, Tokens},
     backends::{Backend, BackendError, Limits},
     config::Config,
@@ -40,6 +41,7 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
     pub tokens: Tokens,
+    pub audit: Arc<AuditService>,
 }
 
 impl App {
@@ -48,6 +50,7 @@ impl App {
         let store = Store::connect(&config.database_url).await?;
         let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
+        let audit = AuditService::start(store.clone(), config.audit.clone(), auth::derive_key(&key, "audit-chain-v1"));
         let tokens = Tokens::new(store.clone(), key);
 
         std::fs::create_dir_all(&config.plugins_dir)
@@ -89,7 +92,7 @@ impl App {
             module_settings,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), backend, settings));
-        Ok(App { config, store, registry, jobs, tokens })
+        Ok(App { config, store, registry, jobs, tokens, audit })
     }
 
     /// First start with an empty database: create an admin token (returned, to be printed once) and register this
@@ -115,6 +118,7 @@ impl App {
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
             tokens: self.tokens.clone(),
+            audit: self.audit.clone(),
             metrics: metrics_handle(),
         }
     }
@@ -140,7 +144,8 @@ impl App {
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();
-        axum::serve(listener, router)
+        // Peer addresses are needed by the legacy audit route.
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
             .map_err(io("serving HTTP"))?;

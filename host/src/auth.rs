@@ -13,7 +13,9 @@ use crate::store::{Store, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
-    /// Read modules, hosts, jobs.
+    /// An audit agent: may only send its own host's audit events. Below every person's role.
+    Agent,
+    /// Read modules, hosts, jobs, audit events.
     Viewer,
     /// And run and cancel jobs.
     Operator,
@@ -24,6 +26,7 @@ pub enum Role {
 impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Agent => "agent",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -35,6 +38,7 @@ impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Role, String> {
         match s {
+            "agent" => Ok(Role::Agent),
             "viewer" => Ok(Role::Viewer),
             "operator" => Ok(Role::Operator),
             "admin" => Ok(Role::Admin),
@@ -55,6 +59,8 @@ pub struct Principal {
     pub token_id: i64,
     pub name: String,
     pub role: Role,
+    /// For agent tokens: the inventory host they speak for.
+    pub host_id: Option<i64>,
 }
 
 /// Issues and checks tokens.
@@ -77,10 +83,15 @@ impl Tokens {
 
     /// Creates a token and returns it: the only time it exists outside the caller.
     pub async fn create(&self, name: &str, role: Role) -> Result<String, StoreError> {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        let token = format!("oms_{}", hex::encode(bytes));
+        let token = new_token();
         self.store.insert_token(name, &self.hash(&token), role.as_str()).await?;
+        Ok(token)
+    }
+
+    /// Creates an agent token bound to one inventory host and returns it.
+    pub async fn create_for_host(&self, name: &str, host_id: i64) -> Result<String, StoreError> {
+        let token = new_token();
+        self.store.insert_host_token(name, &self.hash(&token), host_id).await?;
         Ok(token)
     }
 
@@ -97,7 +108,7 @@ impl Tokens {
             tracing::error!(token_id = row.id, role = %row.role, "token has an unknown role; refusing it");
             return Ok(None);
         };
-        Ok(Some(Principal { token_id: row.id, name: row.name, role }))
+        Ok(Some(Principal { token_id: row.id, name: row.name, role, host_id: row.host_id }))
     }
 
     fn hash(&self, token: &str) -> String {
@@ -106,6 +117,20 @@ impl Tokens {
         mac.update(token.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
+}
+
+/// A key for one purpose derived from the secret key, so that a MAC made for one purpose (say, the audit chain)
+/// can never stand in for another (a token hash).
+pub fn derive_key(secret: &[u8], purpose: &str) -> Vec<u8> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!());
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("oms_{}", hex::encode(bytes))
 }
 
 /// The configured secret key, or the one generated into `state_dir/secret_key` on first start.

@@ -47,6 +47,16 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Audit trail tools.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk every host's hash chain and report rows deleted, inserted or edited in the database.
+    /// Exit code 0 only when the trail is intact.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -68,6 +78,11 @@ enum HostsCommand {
     },
     /// List the hosts.
     List,
+    /// Create an agent token for one host (for omaudit-agent) and print it, alone, on stdout.
+    Token {
+        /// The host's inventory name or IP.
+        host: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +116,7 @@ impl Cli {
             Command::Modules => modules(config).await,
             Command::Hosts(cmd) => hosts(config, cmd).await,
             Command::Run { module, hosts, params } => run(config, module, hosts, params).await,
+            Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Token(TokenCommand::Create { name, role }) => {
                 let app = App::open(config).await?;
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
@@ -173,6 +189,13 @@ async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             let row = store.add_host(&host).await?;
             println!("added {} ({})", row.name, row.ip);
         }
+        HostsCommand::Token { host } => {
+            let app = App::open(config).await?;
+            let Some(row) = store.find_hosts(std::slice::from_ref(&host)).await?.into_iter().next() else {
+                bail!("no host {host:?} in the inventory (add it with `omserver hosts add`)");
+            };
+            println!("{}", app.tokens.create_for_host(&format!("agent:{}", row.name), row.id).await?);
+        }
         HostsCommand::List => {
             for h in store.list_hosts().await? {
                 let category = match (&h.function, &h.app) {
@@ -222,4 +245,14 @@ fn bail_code(status: &str) -> anyhow::Result<ExitCode> {
         bail!("job has no status");
     }
     Ok(ExitCode::FAILURE)
+}
+
+async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
+    let app = App::open(config).await?;
+    let report = app.audit.verify().await?;
+    for f in &report.findings {
+        println!("host #{} at chain position {}: {}", f.host_id, f.chain_seq, f.problem);
+    }
+    println!("{} rows on {} hosts checked, {} problems", report.rows, report.hosts, report.findings.len());
+    Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

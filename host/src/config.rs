@@ -36,6 +36,8 @@ pub struct Config {
     pub max_concurrent_jobs: usize,
     /// Each of stdout and stderr is kept up to this many bytes per host; the rest is cut with a marker.
     pub output_limit_bytes: usize,
+    /// Audit ingest settings (`[audit]`).
+    pub audit: crate::audit::AuditConfig,
     /// Per-module site settings, e.g. `[modules.1006] "path.nginx" = "/etc/nginx/nginx.conf"`.
     pub modules: BTreeMap<String, BTreeMap<String, String>>,
 }
@@ -54,6 +56,7 @@ impl Default for Config {
             command_timeout_secs: 120,
             max_concurrent_jobs: 8,
             output_limit_bytes: 1024 * 1024,
+            audit: crate::audit::AuditConfig::default(),
             modules: BTreeMap::new(),
         }
     }
@@ -72,6 +75,7 @@ const KEYS: &[&str] = &[
     "command_timeout_secs",
     "max_concurrent_jobs",
     "output_limit_bytes",
+    "audit",
     "modules",
 ];
 

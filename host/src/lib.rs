@@ -8,6 +8,7 @@
 //! - [`jobs`]: validates a request, resolves targets, runs a module off the runtime, persists the outcome.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
+//! - [`audit`]: audit ingest (legacy GET and agent batches), dedup, hash chain, group commit, live fan-out.
 //! - [`auth`]: API tokens and roles.
 //! - [`http`]: the axum routes, one router per resource.
 //! - [`cli`]: the `omserver` command line.
@@ -15,6 +16,7 @@
 //! See ARCHITECTURE.md at the repository root for the data flows and invariants.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backends;
 pub mod cli;

@@ -22,6 +22,8 @@ pub enum HttpError {
     BadRequest { field: Option<String>, reason: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -42,6 +44,7 @@ impl HttpError {
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
+            HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -42,6 +42,7 @@ async fn add(
     let Json(form) = form?;
     let host = validate_host(form)?;
     let row = state.store.add_host(&host).await?;
+    state.audit.inventory_changed();
     tracing::info!(host = %row.name, ip = %row.ip, actor = %who.0.name, "host added");
     Ok((StatusCode::CREATED, Json(row)))
 }

@@ -4,6 +4,7 @@
 //! states the least role it needs. Handlers parse and authorise, then call the domain (`jobs`, `store`,
 //! `plugins`); they hold no logic of their own beyond mapping to JSON.
 
+mod audit;
 mod auth;
 mod error;
 mod health;
@@ -25,7 +26,7 @@ use tower_http::trace::TraceLayer;
 pub use error::HttpError;
 pub use hosts::{validate_host, HostForm};
 
-use crate::{auth::Tokens, jobs::JobService, plugins::Registry, store::Store};
+use crate::{audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store};
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -33,6 +34,7 @@ pub struct AppState {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
+    pub audit: Arc<AuditService>,
     pub tokens: Tokens,
     pub metrics: PrometheusHandle,
 }
@@ -43,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .merge(modules::router())
         .merge(hosts::router())
         .merge(jobs::router())
+        .merge(audit::router())
         .layer(middleware::from_fn(track_latency))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -8,6 +8,7 @@
 //!
 //! **Invariant:** storage knows nothing of HTTP or jobs' execution; it stores and reads rows.
 
+mod audit;
 mod inventory;
 mod jobs;
 mod tokens;
@@ -20,6 +21,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use audit::{AuditQuery, AuditRow, NewAuditRow, NewGap};
 pub use inventory::{HostRow, NewHost};
 pub use jobs::{JobRow, NewJob, ResultRow};
 pub use tokens::TokenRow;

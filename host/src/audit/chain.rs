@@ -1,0 +1,181 @@
+//! The per-host hash chain: each row carries the MAC of its own fields and of the row before it, under a key
+//! derived from the server's secret. Deleting, inserting or editing a row in the database breaks the chain at
+//! that point, and forging a consistent chain needs the key, which the database does not hold.
+//! `audit_chain` keeps each host's head, so deleting the newest rows shows too.
+
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::store::{AuditRow, NewAuditRow, Store, StoreError};
+
+/// The `prev_hash` of a host's first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The fields a row's MAC covers, in a fixed order, each length-prefixed so no two rows encode alike.
+struct Fields<'a> {
+    host_id: i64,
+    chain_seq: i64,
+    prev_hash: &'a str,
+    history_ip: &'a str,
+    history_id: i64,
+    history_user: &'a str,
+    login_user: Option<&'a str>,
+    tty: Option<&'a str>,
+    history_datetime: &'a str,
+    received_at: i64,
+    history_command: &'a str,
+    source: &'a str,
+    stream: Option<&'a str>,
+    seq: Option<i64>,
+    dedup_key: &'a str,
+}
+
+fn mac(key: &[u8], f: &Fields<'_>) -> String {
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+    let mut put = |s: &str| {
+        m.update(&(s.len() as u64).to_le_bytes());
+        m.update(s.as_bytes());
+    };
+    let opt = |o: Option<&str>| o.map(|s| format!("+{s}")).unwrap_or_else(|| "-".into());
+    for field in [
+        f.host_id.to_string(),
+        f.chain_seq.to_string(),
+        f.prev_hash.to_owned(),
+        f.history_ip.to_owned(),
+        f.history_id.to_string(),
+        f.history_user.to_owned(),
+        opt(f.login_user),
+        opt(f.tty),
+        f.history_datetime.to_owned(),
+        f.received_at.to_string(),
+        f.history_command.to_owned(),
+        f.source.to_owned(),
+        opt(f.stream),
+        opt(f.seq.map(|s| s.to_string()).as_deref()),
+        f.dedup_key.to_owned(),
+    ] {
+        put(&field);
+    }
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// The MAC for a row about to be written (its `row_hash` field is ignored).
+pub fn seal(key: &[u8], r: &NewAuditRow) -> String {
+    mac(
+        key,
+        &Fields {
+            host_id: r.host_id,
+            chain_seq: r.chain_seq,
+            prev_hash: &r.prev_hash,
+            history_ip: &r.history_ip,
+            history_id: r.history_id,
+            history_user: &r.history_user,
+            login_user: r.login_user.as_deref(),
+            tty: r.tty.as_deref(),
+            history_datetime: &r.history_datetime,
+            received_at: r.received_at,
+            history_command: &r.history_command,
+            source: r.source,
+            stream: r.stream.as_deref(),
+            seq: r.seq,
+            dedup_key: &r.dedup_key,
+        },
+    )
+}
+
+fn recompute(key: &[u8], r: &AuditRow) -> String {
+    mac(
+        key,
+        &Fields {
+            host_id: r.host_id,
+            chain_seq: r.chain_seq,
+            prev_hash: &r.prev_hash,
+            history_ip: &r.history_ip,
+            history_id: r.history_id,
+            history_user: &r.history_user,
+            login_user: r.login_user.as_deref(),
+            tty: r.tty.as_deref(),
+            history_datetime: &r.history_datetime,
+            received_at: r.received_at,
+            history_command: &r.history_command,
+            source: &r.source,
+            stream: r.stream.as_deref(),
+            seq: r.seq,
+            dedup_key: &r.dedup_key,
+        },
+    )
+}
+
+/// One thing `audit verify` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub host_id: i64,
+    /// The chain position where the problem shows.
+    pub chain_seq: i64,
+    pub problem: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub hosts: usize,
+    pub rows: u64,
+    pub findings: Vec<Finding>,
+}
+
+/// Walks every host's chain from its first row to its head.
+pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
+    const PAGE: i64 = 5000;
+    let mut report = Report::default();
+    for host_id in store.audited_hosts().await? {
+        report.hosts += 1;
+        let mut expected_seq = 1;
+        let mut prev = GENESIS.to_owned();
+        let mut last = 0;
+        loop {
+            let rows = store.audit_chain_rows(host_id, last, PAGE).await?;
+            for row in &rows {
+                report.rows += 1;
+                let mut find =
+                    |problem: String| report.findings.push(Finding { host_id, chain_seq: row.chain_seq, problem });
+                if row.chain_seq != expected_seq {
+                    let missing = row.chain_seq - expected_seq;
+                    find(format!(
+                        "{missing} row(s) missing before this one (deleted): chain positions {expected_seq}..{}",
+                        row.chain_seq - 1
+                    ));
+                } else if row.prev_hash != prev {
+                    find("link to the previous row is broken (a row before it was replaced or edited)".into());
+                }
+                if recompute(key, row) != row.row_hash {
+                    find(format!("row id {} was edited or forged: its contents do not match its MAC", row.id));
+                }
+                expected_seq = row.chain_seq + 1;
+                prev = row.row_hash.clone();
+                last = row.chain_seq;
+            }
+            if (rows.len() as i64) < PAGE {
+                break;
+            }
+        }
+        match store.audit_head(host_id).await? {
+            Some((head_seq, head_hash)) if head_seq == last && head_hash == prev => {}
+            Some((head_seq, _)) if head_seq > last => report.findings.push(Finding {
+                host_id,
+                chain_seq: last + 1,
+                problem: format!("the newest {} row(s) were deleted: the chain head is at {head_seq}", head_seq - last),
+            }),
+            Some((head_seq, _)) => report.findings.push(Finding {
+                host_id,
+                chain_seq: head_seq,
+                problem: format!("the chain head ({head_seq}) does not match the last row ({last})"),
+            }),
+            None => report.findings.push(Finding {
+                host_id,
+                chain_seq: last,
+                problem: "rows exist but the chain head is missing".into(),
+            }),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,341 @@
+//! Audit: every shell command typed on every audited host, stored so that nothing is lost and nothing can be
+//! forged unnoticed, and streamed live.
+//!
+//! Two ways in: the original agent's `GET /omaudit/omaudit_pull/` (checked against the inventory and the peer
+//! address) and `omaudit-agent`'s JSON batches (checked against a per-host token). Both become [`event::Incoming`]
+//! and go to the one [`writer`], which deduplicates, chains ([`chain`]) and group-commits them, then publishes
+//! the stored rows to live subscribers.
+//!
+//! **Architecture invariant:** audit and jobs stand side by side; neither calls the other.
+
+pub mod chain;
+pub mod event;
+mod writer;
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::store::{AuditQuery, AuditRow, NewGap, Store, StoreError};
+pub use event::{AgentBatch, Invalid, Source};
+use event::{Incoming, Limits};
+pub use writer::Outcome;
+
+/// Settings under `[audit]` in the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Accept the original agent's `GET /omaudit/omaudit_pull/`.
+    pub legacy: bool,
+    /// Refuse a legacy request whose TCP peer is not `history_ip`. Turn off only behind a proxy that you trust.
+    pub legacy_check_peer: bool,
+    /// Longest command stored, in bytes; longer ones are refused (never cut).
+    pub max_command_bytes: usize,
+    /// Most events in one agent batch.
+    pub max_batch_events: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig { legacy: true, legacy_check_peer: true, max_command_bytes: 64 * 1024, max_batch_events: 5000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("history_ip {0} is not a registered host")]
+    UnknownHost(String),
+    #[error("peer address {peer} is not history_ip {claimed}")]
+    PeerMismatch { peer: String, claimed: String },
+    #[error("legacy ingest is turned off")]
+    LegacyOff,
+    #[error("this token is not bound to a host")]
+    NotAnAgent,
+    #[error("{0} events in one batch; at most {1}")]
+    BatchTooLarge(usize, usize),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The answer to an agent batch.
+#[derive(Debug, Serialize)]
+pub struct AgentAck {
+    pub stored: usize,
+    pub duplicates: usize,
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Rejected {
+    pub stream: String,
+    pub seq: i64,
+    pub reason: String,
+}
+
+/// An audit row as the API shows it: with the host's name.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditView {
+    pub id: i64,
+    pub host: String,
+    pub ip: String,
+    pub history_id: i64,
+    pub user: String,
+    pub login_user: Option<String>,
+    pub tty: Option<String>,
+    pub datetime: String,
+    pub received_at: i64,
+    pub command: String,
+    pub source: String,
+}
+
+/// Filters shared by the query, the CSV export and the live stream.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Host ids (resolved from names or IPs); empty means all.
+    pub host_ids: Vec<i64>,
+    pub users: Vec<String>,
+    pub text: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, row: &AuditRow) -> bool {
+        (self.host_ids.is_empty() || self.host_ids.contains(&row.host_id))
+            && (self.users.is_empty()
+                || self.users.iter().any(|u| {
+                    *u == row.history_user
+                        || row.login_user.as_deref().is_some_and(|l| l == u || l.starts_with(&format!("{u}(")))
+                }))
+            && self.text.as_deref().is_none_or(|t| row.history_command.contains(t))
+    }
+}
+
+/// The inventory as audit needs it, cached: the legacy path looks a host up on every request.
+#[derive(Default)]
+struct HostCache {
+    by_ip: HashMap<String, (i64, String)>,
+    by_name: HashMap<String, (i64, String)>,
+    names: HashMap<i64, String>,
+}
+
+pub struct AuditService {
+    store: Store,
+    config: AuditConfig,
+    submit: mpsc::Sender<writer::Submission>,
+    live: broadcast::Sender<Arc<AuditRow>>,
+    hosts: RwLock<HostCache>,
+    /// When the cache was last refreshed because of a miss: at most once a second, so unknown addresses cannot
+    /// turn every request into an inventory read.
+    refreshed: Mutex<Option<Instant>>,
+    key: Vec<u8>,
+}
+
+impl AuditService {
+    /// Starts the writer task. `key` is the chain key (see `auth::derive_key`).
+    pub fn start(store: Store, config: AuditConfig, key: Vec<u8>) -> Arc<AuditService> {
+        // Bounded: when the database is slow, requests wait here (backpressure) instead of piling up in memory.
+        let (submit, rx) = mpsc::channel(1024);
+        let (live, _) = broadcast::channel(4096);
+        writer::spawn(store.clone(), key.clone(), rx, live.clone());
+        Arc::new(AuditService {
+            store,
+            config,
+            submit,
+            live,
+            hosts: RwLock::default(),
+            refreshed: Mutex::new(None),
+            key,
+        })
+    }
+
+    pub fn config(&self) -> &AuditConfig {
+        &self.config
+    }
+
+    fn limits(&self) -> Limits {
+        Limits { max_command_bytes: self.config.max_command_bytes }
+    }
+
+    /// The original agent's request: stored (and committed) when this returns Ok.
+    pub async fn ingest_legacy(&self, raw_query: &str, peer: IpAddr) -> Result<(), IngestError> {
+        if !self.config.legacy {
+            return Err(IngestError::LegacyOff);
+        }
+        let p = event::parse_legacy_query(raw_query)?;
+        let required = |field: &'static str, v: Option<String>| -> Result<String, Invalid> {
+            v.filter(|s| !s.is_empty()).ok_or(Invalid { field, reason: "is missing or empty".into() })
+        };
+        let history_id = event::check_history_id(&required("history_id", p.history_id)?)?;
+        let ip = event::canonical_ip("history_ip", &required("history_ip", p.history_ip)?)?;
+        let user = event::check_user("history_user", &required("history_user", p.history_user)?)?;
+        let datetime = event::check_datetime("history_datetime", &required("history_datetime", p.history_datetime)?)?;
+        let command =
+            event::check_command("history_command", &required("history_command", p.history_command)?, self.limits())?;
+        let peer = event::canonical(peer).to_string();
+        if self.config.legacy_check_peer && peer != ip {
+            return Err(IngestError::PeerMismatch { peer, claimed: ip });
+        }
+        let (host_id, _) = self.host_by_ip(&ip).await?.ok_or_else(|| IngestError::UnknownHost(ip.clone()))?;
+        let incoming = Incoming {
+            host_id,
+            ip,
+            history_id,
+            user,
+            login_user: None,
+            tty: None,
+            datetime,
+            command,
+            source: Source::Legacy,
+            stream: None,
+            seq: None,
+        };
+        self.write(vec![incoming], Vec::new()).await.map(|_| ())
+    }
+
+    /// An agent's batch for the host its token is bound to.
+    pub async fn ingest_agent(&self, host_id: Option<i64>, batch: AgentBatch) -> Result<AgentAck, IngestError> {
+        let host_id = host_id.ok_or(IngestError::NotAnAgent)?;
+        if batch.events.len() > self.config.max_batch_events {
+            return Err(IngestError::BatchTooLarge(batch.events.len(), self.config.max_batch_events));
+        }
+        let host_ip = self.host_ip(host_id).await?;
+        let mut rejected = Vec::new();
+        let mut accepted = Vec::with_capacity(batch.events.len());
+        for e in &batch.events {
+            match event::check_agent_event(host_id, &host_ip, e, self.limits()) {
+                Ok(incoming) => accepted.push(incoming),
+                Err(why) => rejected.push(Rejected { stream: e.stream.clone(), seq: e.seq, reason: why.to_string() }),
+            }
+        }
+        let mut gaps = Vec::new();
+        for g in batch.gaps {
+            let stream = event::check_stream(&g.stream)?;
+            if g.from_seq < 1 || g.to_seq < g.from_seq {
+                return Err(Invalid { field: "gaps", reason: format!("bad range {}..{}", g.from_seq, g.to_seq) }.into());
+            }
+            let reason: String = g.reason.chars().filter(|c| !c.is_control()).take(255).collect();
+            tracing::warn!(host_id, stream = %stream, from_seq = g.from_seq, to_seq = g.to_seq, reason = %reason, "agent reports lost events");
+            gaps.push(NewGap { host_id, stream, from_seq: g.from_seq, to_seq: g.to_seq, reason });
+        }
+        let outcomes = self.write(accepted, gaps).await?;
+        let duplicates = outcomes.iter().filter(|o| **o == Outcome::Duplicate).count();
+        Ok(AgentAck { stored: outcomes.len() - duplicates, duplicates, rejected })
+    }
+
+    async fn write(&self, events: Vec<Incoming>, gaps: Vec<NewGap>) -> Result<Vec<Outcome>, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let unavailable = || IngestError::Unavailable("the audit writer has stopped".into());
+        self.submit.send(writer::Submission { events, gaps, reply }).await.map_err(|_| unavailable())?;
+        answer.await.map_err(|_| unavailable())?.map_err(IngestError::Unavailable)
+    }
+
+    /// Stored rows from now on. A subscriber that falls more than 4096 rows behind is told it lagged.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<AuditRow>> {
+        self.live.subscribe()
+    }
+
+    /// Turns host names or IPs into ids; unknown ones are returned as the error.
+    pub async fn resolve_hosts(&self, keys: &[String]) -> Result<Vec<i64>, Result<Vec<String>, StoreError>> {
+        let mut ids = Vec::new();
+        let mut unknown = Vec::new();
+        for key in keys {
+            let canonical = event::canonical_ip("host", key).unwrap_or_else(|_| key.clone());
+            match self.lookup(|c| c.by_ip.get(&canonical).or_else(|| c.by_name.get(key)).cloned()).await.map_err(Err)? {
+                Some((id, _)) => ids.push(id),
+                None => unknown.push(key.clone()),
+            }
+        }
+        if unknown.is_empty() {
+            Ok(ids)
+        } else {
+            Err(Ok(unknown))
+        }
+    }
+
+    pub async fn query(&self, filter: &AuditQuery) -> Result<Vec<AuditView>, StoreError> {
+        let rows = self.store.query_audit(filter).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.view(row).await);
+        }
+        Ok(out)
+    }
+
+    /// The API's form of a row.
+    pub async fn view(&self, row: &AuditRow) -> AuditView {
+        let host = self
+            .lookup(|c| c.names.get(&row.host_id).cloned())
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| format!("#{}", row.host_id));
+        AuditView {
+            id: row.id,
+            host,
+            ip: row.history_ip.clone(),
+            history_id: row.history_id,
+            user: row.history_user.clone(),
+            login_user: row.login_user.clone(),
+            tty: row.tty.clone(),
+            datetime: row.history_datetime.clone(),
+            received_at: row.received_at,
+            command: row.history_command.clone(),
+            source: row.source.clone(),
+        }
+    }
+
+    /// Hosts were added or changed: look them up afresh on the next request.
+    pub fn inventory_changed(&self) {
+        *self.refreshed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = HostCache::default();
+    }
+
+    pub async fn verify(&self) -> Result<chain::Report, StoreError> {
+        chain::verify(&self.store, &self.key).await
+    }
+
+    async fn host_by_ip(&self, ip: &str) -> Result<Option<(i64, String)>, StoreError> {
+        self.lookup(|c| c.by_ip.get(ip).cloned()).await
+    }
+
+    async fn host_ip(&self, host_id: i64) -> Result<String, IngestError> {
+        let found =
+            self.lookup(|c| c.by_ip.iter().find(|(_, (id, _))| *id == host_id).map(|(ip, _)| ip.clone())).await?;
+        found.ok_or_else(|| {
+            IngestError::Unavailable(format!("host #{host_id} of this token is no longer in the inventory"))
+        })
+    }
+
+    /// Looks in the cache; on a miss, refreshes it (at most once a second) and looks again.
+    async fn lookup<T>(&self, find: impl Fn(&HostCache) -> Option<T>) -> Result<Option<T>, StoreError> {
+        if let Some(found) = find(&self.hosts.read().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(Some(found));
+        }
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return Ok(None);
+            }
+            *last = Some(Instant::now());
+        }
+        let rows = self.store.list_hosts().await?;
+        let mut cache = HostCache::default();
+        for h in rows {
+            cache.by_ip.insert(h.ip.clone(), (h.id, h.name.clone()));
+            cache.by_name.insert(h.name.clone(), (h.id, h.name.clone()));
+            cache.names.insert(h.id, h.name);
+        }
+        let found = find(&cache);
+        *self.hosts.write().unwrap_or_else(|e| e.into_inner()) = cache;
+        Ok(found)
+    }
+}

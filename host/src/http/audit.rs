@@ -1,0 +1,284 @@
+//! Audit routes: the original agent's GET, the agent batch POST, query, CSV export, live stream, verify.
+
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
+
+use axum::{
+    extract::{rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, Query, RawQuery, State},
+    http::{header, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    routing::{get, post},
+    Json, Router,
+};
+use futures_util::{stream, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{auth::Authenticated, AppState, HttpError};
+use crate::{
+    audit::{AgentAck, AgentBatch, AuditView, Filter, IngestError},
+    auth::Role,
+    store::AuditQuery,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/omaudit/omaudit_pull/", get(legacy_pull))
+        .route("/omaudit/omaudit_pull", get(legacy_pull))
+        .route("/api/audit/events", post(agent_batch).layer(DefaultBodyLimit::max(8 * 1024 * 1024)).get(list))
+        .route("/api/audit/events.csv", get(csv))
+        .route("/api/audit/stream", get(live))
+        .route("/api/audit/verify", get(verify))
+}
+
+/// The original agent's request. Authenticated by the inventory and the TCP peer address (the original agents
+/// cannot send a token); answers exactly `OK` once the row is committed, as they expect.
+async fn legacy_pull(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    match state.audit.ingest_legacy(query.as_deref().unwrap_or(""), peer.ip()).await {
+        Ok(()) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], "OK").into_response(),
+        Err(err) => {
+            let status = match &err {
+                IngestError::Invalid(_) => StatusCode::BAD_REQUEST,
+                IngestError::UnknownHost(_) | IngestError::PeerMismatch { .. } => StatusCode::FORBIDDEN,
+                IngestError::LegacyOff => StatusCode::NOT_FOUND,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                tracing::error!(error = %err, "legacy audit event not stored");
+            } else {
+                tracing::warn!(peer = %peer, error = %err, "legacy audit event refused");
+            }
+            (status, [(header::CONTENT_TYPE, "text/plain")], format!("{err}\n")).into_response()
+        }
+    }
+}
+
+async fn agent_batch(
+    State(state): State<AppState>,
+    who: Authenticated,
+    batch: Result<Json<AgentBatch>, JsonRejection>,
+) -> Result<Json<AgentAck>, HttpError> {
+    if who.0.role != Role::Agent {
+        return Err(HttpError::Forbidden("agent"));
+    }
+    let Json(batch) = batch?;
+    Ok(Json(state.audit.ingest_agent(who.0.host_id, batch).await?))
+}
+
+impl From<IngestError> for HttpError {
+    fn from(err: IngestError) -> HttpError {
+        match err {
+            IngestError::Invalid(i) => HttpError::invalid(i.field, i.to_string()),
+            IngestError::BatchTooLarge(..) => HttpError::invalid("events", err.to_string()),
+            IngestError::NotAnAgent | IngestError::UnknownHost(_) | IngestError::PeerMismatch { .. } => {
+                HttpError::Forbidden("agent")
+            }
+            IngestError::LegacyOff => HttpError::NotFound(err.to_string()),
+            IngestError::Unavailable(m) => HttpError::Unavailable(m),
+            IngestError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Filters for query, export and stream. `host` takes names or IPs, comma-separated (`ip` is the same, for the
+/// original page's parameter); `user` likewise; `q` is a substring of the command.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    host: Option<String>,
+    ip: Option<String>,
+    user: Option<String>,
+    q: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+fn list_of(text: &Option<String>) -> Vec<String> {
+    text.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A time bound: a prefix of "YYYY-MM-DD HH:MM:SS".
+fn time_bound(field: &str, value: &Option<String>) -> Result<Option<String>, HttpError> {
+    let Some(v) = value.as_deref().filter(|v| !v.is_empty()) else { return Ok(None) };
+    let template = b"0000-00-00 00:00:00";
+    let shaped = v.len() <= 19
+        && v.bytes().zip(template).all(|(c, t)| {
+            if *t == b'0' {
+                c.is_ascii_digit()
+            } else {
+                c == *t || (*t == b' ' && c == b'T')
+            }
+        });
+    if !shaped {
+        return Err(HttpError::invalid(field, "must look like 2026-11-24 or 2026-11-24 18:30:00"));
+    }
+    Ok(Some(v.replace('T', " ")))
+}
+
+async fn filter_of(state: &AppState, p: &Params) -> Result<Filter, HttpError> {
+    let mut keys = list_of(&p.host);
+    keys.extend(list_of(&p.ip));
+    let host_ids = if keys.is_empty() {
+        Vec::new()
+    } else {
+        match state.audit.resolve_hosts(&keys).await {
+            Ok(ids) => ids,
+            Err(Ok(unknown)) => {
+                return Err(HttpError::invalid("host", format!("unknown hosts: {}", unknown.join(", "))))
+            }
+            Err(Err(e)) => return Err(e.into()),
+        }
+    };
+    Ok(Filter { host_ids, users: list_of(&p.user), text: p.q.clone().filter(|q| !q.is_empty()) })
+}
+
+async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, HttpError> {
+    let filter = filter_of(state, p).await?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=max).contains(&limit) {
+        return Err(HttpError::invalid("limit", format!("must be between 1 and {max}")));
+    }
+    Ok(AuditQuery {
+        host_ids: filter.host_ids,
+        users: filter.users,
+        text: filter.text,
+        from: time_bound("from", &p.from)?,
+        to: time_bound("to", &p.to)?,
+        after: p.after,
+        before: p.before,
+        limit,
+    })
+}
+
+fn params(query: Result<Query<Params>, axum::extract::rejection::QueryRejection>) -> Result<Params, HttpError> {
+    query.map(|Query(p)| p).map_err(|e| HttpError::bad_request(e.body_text()))
+}
+
+/// `{"events": [...], "next": id}`: newest first, or oldest first after `after`. `next` continues the listing
+/// (as `before` or `after`), absent at the end.
+async fn list(
+    State(state): State<AppState>,
+    who: Authenticated,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    who.require(Role::Viewer)?;
+    let p = params(query)?;
+    let q = query_of(&state, &p, 1000).await?;
+    let events = state.audit.query(&q).await?;
+    let next = (events.len() as i64 == q.limit).then(|| events.last().map(|e| e.id)).flatten();
+    Ok(Json(json!({ "events": events, "next": next })))
+}
+
+async fn csv(
+    State(state): State<AppState>,
+    who: Authenticated,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, HttpError> {
+    who.require(Role::Viewer)?;
+    let mut p = params(query)?;
+    p.limit = Some(p.limit.unwrap_or(100_000));
+    let q = query_of(&state, &p, 100_000).await?;
+    let events = state.audit.query(&q).await?;
+    let mut out = String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at_ms,source,command\r\n");
+    for e in &events {
+        let fields = [
+            e.id.to_string(),
+            e.host.clone(),
+            e.ip.clone(),
+            e.history_id.to_string(),
+            e.user.clone(),
+            e.login_user.clone().unwrap_or_default(),
+            e.tty.clone().unwrap_or_default(),
+            e.datetime.clone(),
+            e.received_at.to_string(),
+            e.source.clone(),
+            e.command.clone(),
+        ];
+        out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"audit.csv\""),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// RFC 4180 quoting, plus a leading `'` on cells a spreadsheet would run as a formula (commands are
+/// attacker-controlled text: `=HYPERLINK(...)` must stay text).
+fn csv_field(value: &str) -> String {
+    let guarded =
+        if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
+    if guarded.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+/// Server-sent events: each stored row that matches the filters, as `event: audit` with the row id as the event
+/// id, as soon as it is committed.
+async fn live(
+    State(state): State<AppState>,
+    who: Authenticated,
+    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
+    who.require(Role::Viewer)?;
+    let p = params(query)?;
+    let filter = filter_of(&state, &p).await?;
+    let rx = state.audit.subscribe();
+    let audit = state.audit.clone();
+    let events = stream::unfold((rx, filter, audit), |(mut rx, filter, audit)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(row) if filter.matches(&row) => {
+                    let view: AuditView = audit.view(&row).await;
+                    let data = serde_json::to_string(&view).unwrap_or_default();
+                    let event = Event::default().event("audit").id(row.id.to_string()).data(data);
+                    return Some((Ok(event), (rx, filter, audit)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => {
+                    // Too slow a reader: say so, so that it can fill the hole from GET /api/audit/events.
+                    let event = Event::default().event("lagged").data(missed.to_string());
+                    return Some((Ok(event), (rx, filter, audit)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<serde_json::Value>, HttpError> {
+    who.require(Role::Admin)?;
+    let report = state.audit.verify().await?;
+    Ok(Json(json!(report)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("ls -l"), "ls -l");
+        assert_eq!(csv_field("echo \"a,b\""), "\"echo \"\"a,b\"\"\"");
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("-rf"), "'-rf");
+        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
+    }
+}

@@ -1,0 +1,277 @@
+//! Audit rows (`server_history`), chain heads and gaps. The hash chain itself is computed by `crate::audit`;
+//! this module only reads and writes rows, in the batches the audit writer hands it.
+
+use serde::Serialize;
+
+use super::{now_ms, on_pool, Dialect, Store, StoreError};
+
+/// A row ready to insert: validated, deduplicated and chained by the audit writer.
+#[derive(Debug, Clone)]
+pub struct NewAuditRow {
+    pub host_id: i64,
+    pub history_ip: String,
+    pub history_id: i64,
+    pub history_user: String,
+    pub login_user: Option<String>,
+    pub tty: Option<String>,
+    pub history_datetime: String,
+    pub received_at: i64,
+    pub history_command: String,
+    pub source: &'static str,
+    pub stream: Option<String>,
+    pub seq: Option<i64>,
+    pub dedup_key: String,
+    pub chain_seq: i64,
+    pub prev_hash: String,
+    pub row_hash: String,
+}
+
+/// A stored row, as queries and `audit verify` read it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AuditRow {
+    pub id: i64,
+    pub host_id: i64,
+    pub history_ip: String,
+    pub history_id: i64,
+    pub history_user: String,
+    pub login_user: Option<String>,
+    pub tty: Option<String>,
+    pub history_datetime: String,
+    pub received_at: i64,
+    pub history_command: String,
+    pub source: String,
+    pub stream: Option<String>,
+    pub seq: Option<i64>,
+    #[serde(skip)]
+    pub dedup_key: String,
+    pub chain_seq: i64,
+    #[serde(skip)]
+    pub prev_hash: String,
+    #[serde(skip)]
+    pub row_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewGap {
+    pub host_id: i64,
+    pub stream: String,
+    pub from_seq: i64,
+    pub to_seq: i64,
+    pub reason: String,
+}
+
+/// Filters for listing audit rows. Every field narrows; empty lists mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub host_ids: Vec<i64>,
+    pub users: Vec<String>,
+    /// Substring of the command, matched literally.
+    pub text: Option<String>,
+    /// `history_datetime` bounds, inclusive, as "YYYY-MM-DD HH:MM:SS" prefixes.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Rows with id greater than this, oldest first; otherwise newest first (below `before` when given).
+    pub after: Option<i64>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, history_datetime, \
+                       received_at, history_command, source, stream, seq, dedup_key, chain_seq, prev_hash, row_hash";
+const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, history_user, login_user, tty, history_datetime, \
+                              received_at, history_command, source, stream, seq, dedup_key, chain_seq, prev_hash, \
+                              row_hash";
+/// Rows per multi-row INSERT: 16 parameters each, well under every dialect's parameter limit.
+const INSERT_CHUNK: usize = 500;
+
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+impl Store {
+    /// Writes one batch in one transaction: the rows, the gaps, and the new chain heads. Returns the ids of the
+    /// rows in order. The caller (the single audit writer) has already removed duplicates.
+    pub async fn write_audit_batch(
+        &self,
+        rows: &[NewAuditRow],
+        gaps: &[NewGap],
+        heads: &[(i64, i64, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let dialect = self.dialect;
+        let head_sql = self.sql(match dialect {
+            Dialect::MySql => {
+                "INSERT INTO audit_chain (host_id, last_seq, last_hash) VALUES (?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE last_seq = VALUES(last_seq), last_hash = VALUES(last_hash)"
+            }
+            _ => {
+                "INSERT INTO audit_chain (host_id, last_seq, last_hash) VALUES (?, ?, ?) \
+                 ON CONFLICT (host_id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash"
+            }
+        });
+        let gap_find = self
+            .sql("SELECT COUNT(*) FROM audit_gaps WHERE host_id = ? AND stream = ? AND from_seq = ? AND to_seq = ?");
+        let gap_insert = self.sql(
+            "INSERT INTO audit_gaps (host_id, stream, from_seq, to_seq, reason, received_at) VALUES (?, ?, ?, ?, ?, ?)",
+        );
+        let mut ids = Vec::with_capacity(rows.len());
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let mut sql = format!("INSERT INTO server_history ({INSERT_COLUMNS}) VALUES {marks}");
+                if dialect != Dialect::MySql {
+                    sql.push_str(" RETURNING id");
+                }
+                let sql = self.sql(&sql);
+                let mut q = sqlx::query_scalar::<_, i64>(&sql);
+                for r in chunk {
+                    q = q
+                        .bind(r.host_id)
+                        .bind(&r.history_ip)
+                        .bind(r.history_id)
+                        .bind(&r.history_user)
+                        .bind(&r.login_user)
+                        .bind(&r.tty)
+                        .bind(&r.history_datetime)
+                        .bind(r.received_at)
+                        .bind(&r.history_command)
+                        .bind(r.source)
+                        .bind(&r.stream)
+                        .bind(r.seq)
+                        .bind(&r.dedup_key)
+                        .bind(r.chain_seq)
+                        .bind(&r.prev_hash)
+                        .bind(&r.row_hash);
+                }
+                if dialect == Dialect::MySql {
+                    // MySQL has no RETURNING. The audit writer is the only writer of this table, so one
+                    // multi-row INSERT takes consecutive ids from LAST_INSERT_ID() (the first row's).
+                    q.fetch_optional(&mut *tx).await?;
+                    let first: i64 = sqlx::query_scalar("SELECT CAST(LAST_INSERT_ID() AS SIGNED)").fetch_one(&mut *tx).await?;
+                    ids.extend((0..chunk.len() as i64).map(|i| first + i));
+                } else {
+                    ids.extend(q.fetch_all(&mut *tx).await?);
+                }
+            }
+            for g in gaps {
+                let seen: i64 = sqlx::query_scalar(&gap_find)
+                    .bind(g.host_id).bind(&g.stream).bind(g.from_seq).bind(g.to_seq)
+                    .fetch_one(&mut *tx).await?;
+                if seen == 0 {
+                    sqlx::query(&gap_insert)
+                        .bind(g.host_id).bind(&g.stream).bind(g.from_seq).bind(g.to_seq).bind(&g.reason).bind(now_ms())
+                        .execute(&mut *tx).await?;
+                }
+            }
+            for (host_id, last_seq, last_hash) in heads {
+                sqlx::query(&head_sql).bind(host_id).bind(last_seq).bind(last_hash).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        })?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Which of `keys` are stored already.
+    pub async fn existing_dedup_keys(&self, keys: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut found = Vec::new();
+        for chunk in keys.chunks(INSERT_CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let query = format!("SELECT dedup_key FROM server_history WHERE dedup_key IN ({marks})");
+            let sql = self.sql(&query);
+            let rows: Vec<String> = on_pool!(self, pool => {
+                let mut q = sqlx::query_scalar::<_, String>(&sql);
+                for k in chunk {
+                    q = q.bind(*k);
+                }
+                q.fetch_all(pool).await
+            })?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    /// The chain head of a host: (last chain_seq, last row hash).
+    pub async fn audit_head(&self, host_id: i64) -> Result<Option<(i64, String)>, StoreError> {
+        let sql = self.sql("SELECT last_seq, last_hash FROM audit_chain WHERE host_id = ?");
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, (i64, String)>(&sql).bind(host_id).fetch_optional(pool).await)?)
+    }
+
+    /// Hosts that have audit rows or a chain head.
+    pub async fn audited_hosts(&self) -> Result<Vec<i64>, StoreError> {
+        let sql = "SELECT host_id FROM audit_chain UNION SELECT DISTINCT host_id FROM server_history ORDER BY 1";
+        Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql).fetch_all(pool).await)?)
+    }
+
+    /// A host's rows in chain order, `limit` at a time from `after_seq`.
+    pub async fn audit_chain_rows(
+        &self,
+        host_id: i64,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let query = format!(
+            "SELECT {COLUMNS} FROM server_history WHERE host_id = ? AND chain_seq > ? ORDER BY chain_seq LIMIT ?"
+        );
+        let sql = self.sql(&query);
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(&sql).bind(host_id).bind(after_seq).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    pub async fn query_audit(&self, filter: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut binds: Vec<Bind> = Vec::new();
+        if !filter.host_ids.is_empty() {
+            clauses.push(format!("host_id IN ({})", vec!["?"; filter.host_ids.len()].join(", ")));
+            binds.extend(filter.host_ids.iter().map(|id| Bind::Int(*id)));
+        }
+        if !filter.users.is_empty() {
+            let marks = vec!["?"; filter.users.len()].join(", ");
+            clauses.push(format!("(history_user IN ({marks}) OR login_user IN ({marks}))"));
+            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
+            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
+        }
+        if let Some(text) = &filter.text {
+            // LIKE with the pattern characters escaped, so the text is matched literally.
+            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            clauses.push("history_command LIKE ? ESCAPE '\\'".to_owned());
+            binds.push(Bind::Text(format!("%{escaped}%")));
+        }
+        if let Some(from) = &filter.from {
+            clauses.push("history_datetime >= ?".to_owned());
+            binds.push(Bind::Text(from.clone()));
+        }
+        if let Some(to) = &filter.to {
+            // A prefix bound ("2026-11-24") includes the whole of that day.
+            clauses.push("history_datetime <= ?".to_owned());
+            binds.push(Bind::Text(format!("{to}\u{7f}")));
+        }
+        let order = if let Some(after) = filter.after {
+            clauses.push("id > ?".to_owned());
+            binds.push(Bind::Int(after));
+            "ASC"
+        } else {
+            if let Some(before) = filter.before {
+                clauses.push("id < ?".to_owned());
+                binds.push(Bind::Int(before));
+            }
+            "DESC"
+        };
+        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let query = format!("SELECT {COLUMNS} FROM server_history{filter_sql} ORDER BY id {order} LIMIT ?");
+        binds.push(Bind::Int(filter.limit));
+        let sql = self.sql(&query);
+        Ok(on_pool!(self, pool => {
+            let mut q = sqlx::query_as::<_, AuditRow>(&sql);
+            for b in &binds {
+                q = match b {
+                    Bind::Int(v) => q.bind(*v),
+                    Bind::Text(v) => q.bind(v.as_str()),
+                };
+            }
+            q.fetch_all(pool).await
+        })?)
+    }
+}
