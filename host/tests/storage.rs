@@ -222,8 +222,18 @@ async fn tables(db: &Db) -> Vec<String> {
     names
 }
 
-const TABLES: [&str; 7] =
-    ["_sqlx_migrations", "api_tokens", "job_results", "jobs", "server_app_categ", "server_fun_categ", "server_list"];
+const TABLES: [&str; 10] = [
+    "_sqlx_migrations",
+    "api_tokens",
+    "audit_chain",
+    "audit_gaps",
+    "job_results",
+    "jobs",
+    "server_app_categ",
+    "server_fun_categ",
+    "server_history",
+    "server_list",
+];
 
 /// The URL spelled with the scheme's other accepted name (`mariadb:`, `postgresql:`), to check both connect.
 fn alias_url(db: &Db) -> String {
@@ -266,7 +276,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, [Some(1)]);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2)]);
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
@@ -277,7 +287,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, [Some(1)]);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2)]);
         assert_eq!(count(&db, "_sqlx_migrations").await, 1);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
