@@ -288,7 +288,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
         assert_eq!(integers(&db, applied).await, [Some(1), Some(2)]);
-        assert_eq!(count(&db, "_sqlx_migrations").await, 1);
+        assert_eq!(count(&db, "_sqlx_migrations").await, 2);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
         again.close().await;
