@@ -95,7 +95,11 @@ impl Store {
     /// The id of the app category `app` under function category `function`, created when missing.
     async fn app_category(&self, function: &str, app: &str) -> Result<i64, StoreError> {
         let find_fun = self.sql("SELECT id FROM server_fun_categ WHERE server_categ_name = ?");
+        // Each loop reads, then inserts; losing the insert race to another request means the row now exists, so
+        // the next read finds it. Two rounds are enough; a third failure is a real error.
+        let mut rounds = 0;
         let fun_id = loop {
+            rounds += 1;
             let found: Option<i64> =
                 on_pool!(self, pool => sqlx::query_scalar(&find_fun).bind(function).fetch_optional(pool).await)?;
             if let Some(id) = found {
@@ -104,12 +108,12 @@ impl Store {
             match insert_id!(self, "INSERT INTO server_fun_categ (server_categ_name) VALUES (?)", function) {
                 Ok(id) => break id,
                 // Another request created it between our read and insert: read again.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && rounds < 3 => continue,
                 Err(e) => return Err(e.into()),
             }
         };
         let find_app = self.sql("SELECT id FROM server_app_categ WHERE server_categ_id = ? AND app_categ_name = ?");
-        loop {
+        for round in 1.. {
             let found: Option<i64> = on_pool!(self, pool =>
                 sqlx::query_scalar(&find_app).bind(fun_id).bind(app).fetch_optional(pool).await)?;
             if let Some(id) = found {
@@ -118,9 +122,10 @@ impl Store {
             let sql = "INSERT INTO server_app_categ (server_categ_id, app_categ_name) VALUES (?, ?)";
             match insert_id!(self, sql, fun_id, app) {
                 Ok(id) => return Ok(id),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => continue,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && round < 3 => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+        unreachable!("the loop returns")
     }
 }
