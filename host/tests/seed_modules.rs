@@ -171,3 +171,26 @@ fn injection_attempts_are_refused_and_nothing_runs() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"], "unknown hosts (not in the inventory): evil;id");
 }
+
+#[test]
+fn a_running_job_shows_what_its_hosts_reported_so_far() {
+    let hosts_root = tempfile::tempdir().unwrap();
+    let dest = hosts_root.path().join("nginx");
+    // The follow-up takes a while: the copy's result is there to see before the job ends.
+    let server =
+        server(format!("[modules.1005]\n\"dest.nginx\" = \"{}\"\n\"then.nginx\" = \"sleep 2\"\n", dest.display()));
+    fs::write(server.files_dir().join("nginx"), "x").unwrap();
+    let id = server.submit(1005, &["127.0.0.1"], json!({ "file": "nginx" }));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let partial = loop {
+        let (_, job) = server.get(&format!("/api/jobs/{id}"));
+        if job["status"] == "running" && job["results"].as_array().is_some_and(|r| !r.is_empty()) {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "no progress shown while running: {job}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(partial["results"][0]["stdout"].as_str().unwrap().starts_with("copied 1 bytes to"), "{partial}");
+    let done = server.wait_job(id, Duration::from_secs(30));
+    assert_eq!(done["status"], "succeeded", "{done}");
+}

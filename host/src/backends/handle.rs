@@ -11,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Backend;
 
+/// Results a job's backend calls have returned so far, for showing a running job's progress.
+pub type Progress = Arc<std::sync::Mutex<Vec<HostResult>>>;
+
 /// Lent to one job's `run`. Its methods are called from the module on a blocking thread and block on the runtime.
 /// They must not panic: a panic here would unwind into module code across the FFI boundary.
 pub struct JobHandle {
@@ -18,6 +21,7 @@ pub struct JobHandle {
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
     files_dir: PathBuf,
+    progress: Progress,
 }
 
 impl JobHandle {
@@ -26,8 +30,9 @@ impl JobHandle {
         runtime: tokio::runtime::Handle,
         cancel: CancellationToken,
         files_dir: PathBuf,
+        progress: Progress,
     ) -> JobHandle {
-        JobHandle { backend, runtime, cancel, files_dir }
+        JobHandle { backend, runtime, cancel, files_dir, progress }
     }
 
     /// Runs `work` unless the job is cancelled first; a cancelled job gets a failed result per host.
@@ -46,6 +51,7 @@ impl JobHandle {
                 _ = self.cancel.cancelled() => cancelled(),
             }
         });
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).extend(results.iter().cloned());
         results.into()
     }
 }

@@ -12,7 +12,7 @@ use std::{path::Path, time::Duration};
 
 use omserver_plugin_api::{HostResult, Target};
 
-pub use handle::JobHandle;
+pub use handle::{JobHandle, Progress};
 pub use local::LocalBackend;
 
 /// Limits every backend applies to one command on one host.

@@ -26,7 +26,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 pub use params::ParamError;
 
 use crate::{
-    backends::{Backend, JobHandle},
+    backends::{Backend, JobHandle, Progress},
     plugins::{LoadedModule, Registry},
     store::{HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
 };
@@ -96,9 +96,14 @@ pub struct JobService {
     backend: Arc<Backend>,
     settings: JobSettings,
     slots: Arc<Semaphore>,
-    /// Cancellation for every job not yet finished, by id.
-    live: Mutex<HashMap<i64, CancellationToken>>,
+    /// Every job not yet finished, by id: how to cancel it and what its hosts reported so far.
+    live: Mutex<HashMap<i64, LiveJob>>,
     tracker: TaskTracker,
+}
+
+struct LiveJob {
+    cancel: CancellationToken,
+    progress: Progress,
 }
 
 /// Why a run ended early.
@@ -157,7 +162,8 @@ impl JobService {
         metrics::counter!("omserver_jobs_submitted_total").increment(1);
 
         let cancel = CancellationToken::new();
-        self.lock_live().insert(id, cancel.clone());
+        let progress = Progress::default();
+        self.lock_live().insert(id, LiveJob { cancel: cancel.clone(), progress: progress.clone() });
         let init = InitRequest {
             module_id: module.meta.id,
             hosts: targets.clone().into(),
@@ -166,7 +172,7 @@ impl JobService {
         };
         let service = self.clone();
         let running = self.tracker.spawn(async move {
-            service.execute(id, module, init, targets, cancel).await;
+            service.execute(id, module, init, targets, cancel, progress).await;
             service.lock_live().remove(&id);
         });
         Ok((id, running))
@@ -175,8 +181,8 @@ impl JobService {
     /// Cancels a queued or running job. False when it is not live (finished, or unknown).
     pub fn cancel(&self, id: i64) -> bool {
         match self.lock_live().get(&id) {
-            Some(token) => {
-                token.cancel();
+            Some(job) => {
+                job.cancel.cancel();
                 true
             }
             None => false,
@@ -185,7 +191,14 @@ impl JobService {
 
     pub async fn view(&self, id: i64) -> Result<JobView, JobError> {
         let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
-        let results = self.store.job_results(id).await?;
+        let mut results = self.store.job_results(id).await?;
+        if results.is_empty() && job.status == "running" {
+            // Not stored yet: show what the backend has reported so far.
+            if let Some(live) = self.lock_live().get(&id) {
+                let so_far = live.progress.lock().unwrap_or_else(|e| e.into_inner());
+                results = so_far.iter().cloned().map(result_row).collect();
+            }
+        }
         Ok(view_of(job, results))
     }
 
@@ -196,15 +209,15 @@ impl JobService {
     /// Cancels every live job and waits (up to `wait`) for them to record their outcome.
     pub async fn shutdown(&self, wait: Duration) {
         self.tracker.close();
-        for token in self.lock_live().values() {
-            token.cancel();
+        for job in self.lock_live().values() {
+            job.cancel.cancel();
         }
         if tokio::time::timeout(wait, self.tracker.wait()).await.is_err() {
             tracing::warn!("jobs still running at shutdown; they will be failed as interrupted at next start");
         }
     }
 
-    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, CancellationToken>> {
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, HashMap<i64, LiveJob>> {
         // The map holds no invariant a panic could break half-way: recover it.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -248,6 +261,7 @@ impl JobService {
         init: InitRequest,
         targets: Vec<Target>,
         cancel: CancellationToken,
+        progress: Progress,
     ) {
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let permit = tokio::select! {
@@ -268,6 +282,7 @@ impl JobService {
             tokio::runtime::Handle::current(),
             cancel.clone(),
             self.settings.files_dir.clone(),
+            progress,
         );
         let mut run = tokio::task::spawn_blocking(move || {
             // The permit lives as long as the module's thread, so a stuck module keeps using its slot.
@@ -354,21 +369,25 @@ fn rows_for_targets(targets: &[Target], results: &mut Vec<HostResult>, error: Op
                     HostResult::failed(&target.name, error.unwrap_or("the module reported no result for this host"))
                 }
             };
-            ResultRow {
-                host: result.host.into_string(),
-                status: match result.status {
-                    HostStatus::Ok => "ok",
-                    HostStatus::Failed => "failed",
-                    HostStatus::Unreachable => "unreachable",
-                }
-                .to_owned(),
-                rc: result.rc.into_option().map(i64::from),
-                stdout: result.stdout.into_string(),
-                stderr: result.stderr.into_string(),
-                duration_ms: i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
-            }
+            result_row(result)
         })
         .collect()
+}
+
+fn result_row(result: HostResult) -> ResultRow {
+    ResultRow {
+        host: result.host.into_string(),
+        status: match result.status {
+            HostStatus::Ok => "ok",
+            HostStatus::Failed => "failed",
+            HostStatus::Unreachable => "unreachable",
+        }
+        .to_owned(),
+        rc: result.rc.into_option().map(i64::from),
+        stdout: result.stdout.into_string(),
+        stderr: result.stderr.into_string(),
+        duration_ms: i64::try_from(result.duration_ms).unwrap_or(i64::MAX),
+    }
 }
 
 fn view_of(job: JobRow, results: Vec<ResultRow>) -> JobView {
