@@ -228,3 +228,100 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> RResult<T, RString> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RSlice, RStr},
+    };
+
+    use super::*;
+    use crate::contract::{Backend, Backend_TO};
+
+    /// A backend that answers every command with its argv joined, so the tests see what the module asked for.
+    struct Echo;
+
+    impl Backend for Echo {
+        fn name(&self) -> RString {
+            "echo".into()
+        }
+        fn run(&self, hosts: RSlice<'_, Target>, argv: RSlice<'_, RString>) -> RVec<HostResult> {
+            let line: Vec<&str> = argv.iter().map(|a| a.as_str()).collect();
+            hosts
+                .iter()
+                .map(|h| HostResult { stdout: line.join(" ").into(), ..HostResult::failed(&h.name, "") })
+                .collect()
+        }
+        fn copy_file(&self, hosts: RSlice<'_, Target>, _: RStr<'_>, _: RStr<'_>, _: u32) -> RVec<HostResult> {
+            hosts.iter().map(|h| HostResult::failed(&h.name, "no copies here")).collect()
+        }
+        fn is_cancelled(&self) -> bool {
+            false
+        }
+    }
+
+    struct Tail {
+        hosts: Vec<Target>,
+        lines: i64,
+    }
+
+    impl TaskModule for Tail {
+        fn metadata() -> Metadata {
+            Metadata::new(1001, "Tail", "1.2.3").param(ParamSpec::integer("lines", 1, 10).default_integer(5))
+        }
+        fn initialise(request: InitRequest) -> Result<Self, String> {
+            if request.setting("explode") == Some("init") {
+                panic!("boom in initialise");
+            }
+            let lines = request.integer("lines").ok_or("no lines")?;
+            Ok(Tail { hosts: request.hosts.into_vec(), lines })
+        }
+        fn run(&mut self, ctx: &Context<'_>) -> Result<Vec<HostResult>, String> {
+            if self.lines == 7 {
+                panic!("boom in run");
+            }
+            Ok(ctx.run(&self.hosts, &["tail", "-n", &self.lines.to_string()]))
+        }
+    }
+
+    fn request(lines: i64, settings: &[(&str, &str)]) -> InitRequest {
+        InitRequest {
+            module_id: 1001,
+            hosts: vec![Target::from("127.0.0.1")].into(),
+            params: vec![crate::Param { name: "lines".into(), value: ParamValue::Integer(lines) }].into(),
+            settings: settings.iter().map(|(k, v)| crate::Setting { key: (*k).into(), value: (*v).into() }).collect(),
+        }
+    }
+
+    fn run(lines: i64, settings: &[(&str, &str)]) -> Result<Vec<HostResult>, String> {
+        let lib = module_lib::<Tail>();
+        let mut task = lib.initialise()(request(lines, settings)).into_result().map_err(|e| e.into_string())?;
+        let backend = Backend_TO::from_ptr(&Echo, TD_Opaque);
+        task.run(backend).into_result().map(RVec::into_vec).map_err(|e| e.into_string())
+    }
+
+    #[test]
+    fn the_shims_carry_metadata_and_results_across() {
+        let meta = module_lib::<Tail>().metadata()().unwrap();
+        assert_eq!((meta.id, meta.version.as_str(), meta.params.len()), (1001, "1.2.3", 1));
+        assert!(!meta.params[0].required, "a default makes it optional");
+        let results = run(3, &[]).unwrap();
+        assert_eq!(results[0].stdout, "tail -n 3");
+    }
+
+    #[test]
+    fn panics_become_errors_on_the_module_side() {
+        assert_eq!(run(7, &[]).unwrap_err(), "module panicked: boom in run");
+        assert_eq!(run(3, &[("explode", "init")]).unwrap_err(), "module panicked: boom in initialise");
+    }
+
+    #[test]
+    fn defaults_and_settings() {
+        let spec = ParamSpec::choice("service", &["nginx"]).default_text("nginx");
+        assert!(matches!(&spec.kind, ParamKind::Choice { default: ROption::RSome(d), .. } if d == "nginx"));
+        let req = request(3, &[("path", "/srv/log")]);
+        assert_eq!((req.setting_or("path", "/x"), req.setting_or("other", "/x")), ("/srv/log", "/x"));
+        assert_eq!(req.text("lines"), None, "an integer is not text");
+    }
+}
