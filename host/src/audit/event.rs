@@ -90,7 +90,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> Invalid {
 }
 
 /// Decodes a raw query string strictly: percent-escapes must decode to UTF-8 (`+` is a space, as the original's
-/// `urllib.urlencode` wrote it). Unknown parameters are ignored, as Django did; a repeated one is an error.
+/// `urllib.quote` left it). Unknown parameters are ignored, as Django did; a repeated one is an error.
 pub fn parse_legacy_query(raw: &str) -> Result<LegacyParams, Invalid> {
     let mut params = LegacyParams::default();
     for pair in raw.split('&').filter(|p| !p.is_empty()) {
@@ -283,16 +283,20 @@ pub fn check_agent_event(host_id: i64, host_ip: &str, e: &AgentEvent, limits: Li
             Some(_) => Err(invalid(field, "must be at most 64 characters without control characters")),
         }
     };
-    let login_user = optional("login_user", &e.login_user)?;
+    let login_user = optional("login_user", &e.login_user)?.map(|u| match e.uid {
+        Some(uid) => format!("{u}({uid})"),
+        None => u,
+    });
+    // Stored as `name(uid)` in a 64-character column: check the stored form, or the whole batch fails to insert.
+    if login_user.as_ref().is_some_and(|u| u.len() > 64) {
+        return Err(invalid("login_user", "with its uid must be at most 64 characters"));
+    }
     Ok(Incoming {
         host_id,
         ip: host_ip.to_owned(),
         history_id: e.history_id,
         user: check_user("user", &e.user)?,
-        login_user: login_user.map(|u| match e.uid {
-            Some(uid) => format!("{u}({uid})"),
-            None => u,
-        }),
+        login_user,
         tty: optional("tty", &e.tty)?,
         datetime: check_datetime("time", &e.time)?,
         command: check_command("command", &e.command, limits)?,
@@ -310,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_original_agents_query_decodes() {
-        // What the Python agent sent: urllib.urlencode of the command, the datetime with %20.
+        // What the Python agent sent: urllib.quote of the command, the datetime with %20.
         let raw = "history_id=173&history_ip=127.0.0.1&history_user=root&history_datetime=2014-06-07%2022:05:56\
                    &history_command=ls+-l+%2Ftmp%2F%2A+%7C+grep+%27a+b%27";
         let p = parse_legacy_query(raw).unwrap();

@@ -136,6 +136,9 @@ pub struct AuditService {
     /// When the cache was last refreshed because of a miss: at most once a second, so unknown addresses cannot
     /// turn every request into an inventory read.
     refreshed: Mutex<Option<Instant>>,
+    /// Held while the cache is refreshed: a request that misses meanwhile waits for that refresh instead of
+    /// taking the empty cache for "unknown host".
+    refreshing: tokio::sync::Mutex<()>,
     key: Vec<u8>,
 }
 
@@ -153,6 +156,7 @@ impl AuditService {
             live,
             hosts: RwLock::default(),
             refreshed: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
             key,
         })
     }
@@ -317,6 +321,10 @@ impl AuditService {
 
     /// Looks in the cache; on a miss, refreshes it (at most once a second) and looks again.
     async fn lookup<T>(&self, find: impl Fn(&HostCache) -> Option<T>) -> Result<Option<T>, StoreError> {
+        if let Some(found) = find(&self.hosts.read().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(Some(found));
+        }
+        let _refreshing = self.refreshing.lock().await;
         if let Some(found) = find(&self.hosts.read().unwrap_or_else(|e| e.into_inner())) {
             return Ok(Some(found));
         }

