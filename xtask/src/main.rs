@@ -6,6 +6,7 @@
 //! - `install-plugins [--release] [--dir DIR]`: build the seed modules and install them as `Mid_<ID>.so`.
 //! - `fixtures`: build the test-only module fixtures into `target/fixtures/`.
 //! - `bench-plugins [ARGS…]`: the plugin reload benchmark (see BENCHMARKS.md).
+//! - `bench-audit [ARGS…]`: the audit ingest benchmarks (see BENCHMARKS.md); installs Debian's `wrk` when missing.
 //!
 //! No dependencies: it must build in seconds on a fresh clone.
 
@@ -34,8 +35,9 @@ fn main() -> ExitCode {
         "install-plugins" => install_plugins_cmd(&rest),
         "fixtures" => fixtures(),
         "bench-plugins" => bench_plugins(&rest),
+        "bench-audit" => bench_audit(&rest),
         _ => {
-            eprintln!("usage: cargo xtask serve|test|install-plugins|fixtures|bench-plugins [ARGS…]");
+            eprintln!("usage: cargo xtask serve|test|install-plugins|fixtures|bench-plugins|bench-audit [ARGS…]");
             return ExitCode::from(2);
         }
     };
@@ -150,6 +152,16 @@ fn test(args: &[String]) -> Result {
 fn bench_plugins(args: &[String]) -> Result {
     install_plugins(true, &target_dir().join("plugins-release"))?;
     run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "plugin_reload", "--"]).args(args))
+}
+
+/// The legacy ingest figures come from `wrk` (Debian's package), the rest from the example's own clients.
+fn bench_audit(args: &[String]) -> Result {
+    let have_wrk = Command::new("wrk").arg("--version").output().is_ok();
+    if !have_wrk {
+        eprintln!("xtask: wrk is not installed; installing Debian's package");
+        run(Command::new("apt-get").args(["install", "-y", "wrk"]))?;
+    }
+    run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "audit_ingest", "--"]).args(args))
 }
 
 /// PostgreSQL and MariaDB run on this kind of machine before a session; start whichever is down (the storage

@@ -71,6 +71,13 @@ impl From<StoreError> for HttpError {
     fn from(err: StoreError) -> HttpError {
         match err {
             StoreError::Conflict(message) => HttpError::Conflict(message),
+            // The database is down or unreachable: a retry later will do, and clients (agents) must know that.
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed,
+            ) => {
+                tracing::warn!(error = %err, "database unavailable");
+                HttpError::Unavailable("the database is unavailable; try again later".into())
+            }
             other => HttpError::Internal(other.to_string()),
         }
     }

@@ -111,7 +111,9 @@ impl Store {
 
     async fn connect_without_migrating(url: &str) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
-        let acquire = Duration::from_secs(10);
+        // Short: when the database is down, requests should fail fast with 503 (agents keep their events and
+        // retry) rather than hang past their clients' timeouts.
+        let acquire = Duration::from_secs(2);
         let (pool, dialect) = match scheme {
             "sqlite" => {
                 let options = SqliteConnectOptions::from_str(url)?

@@ -271,3 +271,48 @@ pub fn cli(server: &Server, args: &[&str]) -> CliOutput {
     let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
     CliOutput { status, stdout, stderr }
 }
+
+impl Server {
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the base URL ends with a port")
+    }
+
+    /// Kills the server with SIGKILL, as a crash or the OOM killer would: no graceful shutdown, nothing flushed.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills the server (SIGKILL) if it runs and starts it again on the same directory, configuration, database
+    /// and port: the port it got at first start is written into the configuration in place of port 0, so clients
+    /// keep their address. The log of each earlier run is kept as `server.log.<n>` (see [`Server::logs`]); the
+    /// admin token stays valid and is kept.
+    pub fn restart(&mut self) {
+        self.kill();
+        let config_path = self.dir.path().join("omserver.toml");
+        let config = fs::read_to_string(&config_path).expect("read the server's configuration");
+        let pinned = format!("listen = \"127.0.0.1:{}\"", self.port());
+        fs::write(&config_path, config.replacen("listen = \"127.0.0.1:0\"", &pinned, 1)).expect("pin the port");
+        let log = self.dir.path().join("server.log");
+        let runs = (1..).find(|n| !self.dir.path().join(format!("server.log.{n}")).exists()).unwrap_or(1);
+        let _ = fs::rename(&log, self.dir.path().join(format!("server.log.{runs}")));
+        // `spawn` takes the directory by value: lend it a placeholder until the new process owns the real one.
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
+        let mut restarted = Server::spawn(dir, &config_path);
+        restarted.token = std::mem::take(&mut self.token);
+        // Drops the old value: its process is already reaped, its directory is the placeholder.
+        *self = restarted;
+    }
+
+    /// The logs of every run so far, oldest first (earlier runs' are kept by [`Server::restart`]).
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for n in 1.. {
+            let Ok(earlier) = fs::read_to_string(self.dir.path().join(format!("server.log.{n}"))) else { break };
+            text.push_str(&format!("--- run {n} ---\n{earlier}"));
+        }
+        text.push_str(&format!("--- current run ---\n{}", self.log()));
+        text
+    }
+}
