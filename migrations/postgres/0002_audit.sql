@@ -20,10 +20,10 @@ CREATE TABLE server_history (
     chain_seq BIGINT NOT NULL,
     prev_hash CHAR(64) NOT NULL,
     row_hash CHAR(64) NOT NULL,
-    CONSTRAINT server_history_dedup_key UNIQUE (dedup_key),
+    -- Agent events are idempotent on (host, stream, seq); the index appends per stream, so it stays cheap.
+    CONSTRAINT server_history_stream_key UNIQUE (host_id, stream, seq),
     CONSTRAINT server_history_chain_key UNIQUE (host_id, chain_seq)
 );
-CREATE INDEX server_history_ip_idx ON server_history (history_ip);
 CREATE INDEX server_history_host_time_idx ON server_history (host_id, history_datetime);
 CREATE INDEX server_history_user_idx ON server_history (history_user);
 

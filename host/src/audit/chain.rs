@@ -7,31 +7,14 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::store::{AuditRow, NewAuditRow, Store, StoreError};
+use crate::store::{AuditRow, Store, StoreError};
 
 /// The `prev_hash` of a host's first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The fields a row's MAC covers, in a fixed order, each length-prefixed so no two rows encode alike.
-struct Fields<'a> {
-    host_id: i64,
-    chain_seq: i64,
-    prev_hash: &'a str,
-    history_ip: &'a str,
-    history_id: i64,
-    history_user: &'a str,
-    login_user: Option<&'a str>,
-    tty: Option<&'a str>,
-    history_datetime: &'a str,
-    received_at: i64,
-    history_command: &'a str,
-    source: &'a str,
-    stream: Option<&'a str>,
-    seq: Option<i64>,
-    dedup_key: &'a str,
-}
-
-fn mac(key: &[u8], f: &Fields<'_>) -> String {
+/// The MAC of a row: every field but `id` and `row_hash`, in a fixed order, each length-prefixed so that no two
+/// rows encode alike. Used to seal a new row and to check a stored one.
+pub fn seal(key: &[u8], r: &AuditRow) -> String {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
     let mut put = |s: &str| {
         m.update(&(s.len() as u64).to_le_bytes());
@@ -39,72 +22,25 @@ fn mac(key: &[u8], f: &Fields<'_>) -> String {
     };
     let opt = |o: Option<&str>| o.map(|s| format!("+{s}")).unwrap_or_else(|| "-".into());
     for field in [
-        f.host_id.to_string(),
-        f.chain_seq.to_string(),
-        f.prev_hash.to_owned(),
-        f.history_ip.to_owned(),
-        f.history_id.to_string(),
-        f.history_user.to_owned(),
-        opt(f.login_user),
-        opt(f.tty),
-        f.history_datetime.to_owned(),
-        f.received_at.to_string(),
-        f.history_command.to_owned(),
-        f.source.to_owned(),
-        opt(f.stream),
-        opt(f.seq.map(|s| s.to_string()).as_deref()),
-        f.dedup_key.to_owned(),
+        r.host_id.to_string(),
+        r.chain_seq.to_string(),
+        r.prev_hash.clone(),
+        r.history_ip.clone(),
+        r.history_id.to_string(),
+        r.history_user.clone(),
+        opt(r.login_user.as_deref()),
+        opt(r.tty.as_deref()),
+        r.history_datetime.clone(),
+        r.received_at.to_string(),
+        r.history_command.clone(),
+        r.source.clone(),
+        opt(r.stream.as_deref()),
+        opt(r.seq.map(|s| s.to_string()).as_deref()),
+        r.dedup_key.clone(),
     ] {
         put(&field);
     }
     hex::encode(m.finalize().into_bytes())
-}
-
-/// The MAC for a row about to be written (its `row_hash` field is ignored).
-pub fn seal(key: &[u8], r: &NewAuditRow) -> String {
-    mac(
-        key,
-        &Fields {
-            host_id: r.host_id,
-            chain_seq: r.chain_seq,
-            prev_hash: &r.prev_hash,
-            history_ip: &r.history_ip,
-            history_id: r.history_id,
-            history_user: &r.history_user,
-            login_user: r.login_user.as_deref(),
-            tty: r.tty.as_deref(),
-            history_datetime: &r.history_datetime,
-            received_at: r.received_at,
-            history_command: &r.history_command,
-            source: r.source,
-            stream: r.stream.as_deref(),
-            seq: r.seq,
-            dedup_key: &r.dedup_key,
-        },
-    )
-}
-
-fn recompute(key: &[u8], r: &AuditRow) -> String {
-    mac(
-        key,
-        &Fields {
-            host_id: r.host_id,
-            chain_seq: r.chain_seq,
-            prev_hash: &r.prev_hash,
-            history_ip: &r.history_ip,
-            history_id: r.history_id,
-            history_user: &r.history_user,
-            login_user: r.login_user.as_deref(),
-            tty: r.tty.as_deref(),
-            history_datetime: &r.history_datetime,
-            received_at: r.received_at,
-            history_command: &r.history_command,
-            source: &r.source,
-            stream: r.stream.as_deref(),
-            seq: r.seq,
-            dedup_key: &r.dedup_key,
-        },
-    )
 }
 
 /// One thing `audit verify` found wrong.
@@ -147,7 +83,7 @@ pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
                 } else if row.prev_hash != prev {
                     find("link to the previous row is broken (a row before it was replaced or edited)".into());
                 }
-                if recompute(key, row) != row.row_hash {
+                if seal(key, row) != row.row_hash {
                     find(format!("row id {} was edited or forged: its contents do not match its MAC", row.id));
                 }
                 expected_seq = row.chain_seq + 1;

@@ -2,21 +2,37 @@
 //! commits them in groups. One transaction (one fsync) covers every request that arrived while the previous one
 //! was committing, which is what makes "OK only after commit" fast.
 //!
+//! Duplicates are found without a global unique index (whose random keys made every insert dirty a random page):
+//! agent events by a range scan of the (host, stream, seq) index, legacy events against the host's newest
+//! [`RECENT`] rows, because what the original agent re-sends is the line it just sent.
+//!
 //! **Invariant:** this task is the only writer of `server_history` and `audit_chain` in the process (one server
-//! process per database): it keeps each host's chain head in memory.
+//! process per database): it keeps each host's chain head and newest dedup keys in memory.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{chain, event::Incoming};
-use crate::store::{now_ms, AuditRow, NewAuditRow, NewGap, Store};
+use crate::store::{now_ms, AuditRow, NewGap, Store};
 
 /// At most this many events go into one transaction.
 const MAX_BATCH: usize = 10_000;
+/// How many of a host's newest rows a legacy event is compared with. An idle prompt re-sends the line it just
+/// sent; other shells on the same host may have sent a few lines in between.
+const RECENT: usize = 64;
+
+/// What the writer remembers per host between batches.
+#[derive(Debug, Clone)]
+struct HostState {
+    /// (chain position, hash) of the newest row.
+    head: (i64, String),
+    /// Dedup keys of the newest rows, oldest first, at most [`RECENT`].
+    recent: VecDeque<String>,
+}
 
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +54,7 @@ pub fn spawn(
     live: broadcast::Sender<Arc<AuditRow>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut heads: HashMap<i64, (i64, String)> = HashMap::new();
+        let mut hosts: HashMap<i64, HostState> = HashMap::new();
         while let Some(first) = rx.recv().await {
             let mut batch = vec![first];
             let mut events = batch[0].events.len();
@@ -52,13 +68,14 @@ pub fn spawn(
                 }
             }
             let started = std::time::Instant::now();
-            match write(&store, &key, &mut heads, &batch).await {
+            match write(&store, &key, &mut hosts, &mut batch).await {
                 Ok((outcomes, rows)) => {
                     metrics::counter!("omserver_audit_events_stored_total").increment(rows.len() as u64);
                     metrics::histogram!("omserver_audit_commit_seconds").record(started.elapsed().as_secs_f64());
-                    for row in rows {
-                        // No subscriber is fine: the row is stored either way.
-                        let _ = live.send(Arc::new(row));
+                    if live.receiver_count() > 0 {
+                        for row in rows {
+                            let _ = live.send(Arc::new(row));
+                        }
                     }
                     for (submission, outcome) in batch.into_iter().zip(outcomes) {
                         let _ = submission.reply.send(Ok(outcome));
@@ -67,8 +84,8 @@ pub fn spawn(
                 Err(err) => {
                     tracing::error!(error = %err, events, "audit batch not stored");
                     metrics::counter!("omserver_audit_batches_failed_total").increment(1);
-                    // The heads may have moved in memory only: forget them, they are read again from the database.
-                    heads.clear();
+                    // Nothing was committed; forget what is remembered anyway, it is read again from the database.
+                    hosts.clear();
                     for submission in batch {
                         let _ = submission.reply.send(Err("the audit store is unavailable; send again".into()));
                     }
@@ -82,62 +99,79 @@ pub fn spawn(
 async fn write(
     store: &Store,
     key: &[u8],
-    heads: &mut HashMap<i64, (i64, String)>,
-    batch: &[Submission],
+    hosts: &mut HashMap<i64, HostState>,
+    batch: &mut [Submission],
 ) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), crate::store::StoreError> {
-    let keys: Vec<String> = batch.iter().flat_map(|s| s.events.iter().map(Incoming::dedup_key)).collect();
-    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let mut seen: HashSet<String> = store.existing_dedup_keys(&key_refs).await?.into_iter().collect();
-
-    let mut working: HashMap<i64, (i64, String)> = HashMap::new();
+    // The events are moved into rows; the submissions keep only their reply channels and gaps.
+    let incoming: Vec<Vec<Incoming>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
+    let stored_seqs = stored_agent_seqs(store, &incoming).await?;
+    // This batch's view of each host; becomes `hosts` only once committed.
+    let mut working: HashMap<i64, HostState> = HashMap::new();
+    let mut batch_seqs: HashSet<(i64, String, i64)> = HashSet::new();
     let mut rows = Vec::new();
     let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(batch.len());
     let received_at = now_ms();
-    let mut keys = keys.into_iter();
-    for submission in batch {
-        let mut these = Vec::with_capacity(submission.events.len());
-        for event in &submission.events {
-            let dedup_key = keys.next().unwrap_or_default();
-            if !seen.insert(dedup_key.clone()) {
+    for events in incoming {
+        let mut these = Vec::with_capacity(events.len());
+        for event in events {
+            if !working.contains_key(&event.host_id) {
+                let state = match hosts.get(&event.host_id) {
+                    Some(state) => state.clone(),
+                    None => load_host(store, event.host_id).await?,
+                };
+                working.insert(event.host_id, state);
+            }
+            let Some(state) = working.get_mut(&event.host_id) else { continue };
+            let dedup_key = event.dedup_key();
+            let duplicate = match (&event.stream, event.seq) {
+                (Some(stream), Some(seq)) => {
+                    let id = (event.host_id, stream.clone(), seq);
+                    stored_seqs.contains(&id) || !batch_seqs.insert(id)
+                }
+                _ => state.recent.contains(&dedup_key),
+            };
+            if duplicate {
                 these.push(Outcome::Duplicate);
                 continue;
             }
-            let head = match working.get(&event.host_id).or_else(|| heads.get(&event.host_id)) {
-                Some(head) => head.clone(),
-                None => store.audit_head(event.host_id).await?.unwrap_or((0, chain::GENESIS.to_owned())),
-            };
-            let mut row = NewAuditRow {
+            let mut row = AuditRow {
+                id: 0,
                 host_id: event.host_id,
-                history_ip: event.ip.clone(),
+                history_ip: event.ip,
                 history_id: event.history_id,
-                history_user: event.user.clone(),
-                login_user: event.login_user.clone(),
-                tty: event.tty.clone(),
-                history_datetime: event.datetime.clone(),
+                history_user: event.user,
+                login_user: event.login_user,
+                tty: event.tty,
+                history_datetime: event.datetime,
                 received_at,
-                history_command: event.command.clone(),
-                source: event.source.as_str(),
-                stream: event.stream.clone(),
+                history_command: event.command,
+                source: event.source.as_str().to_owned(),
+                stream: event.stream,
                 seq: event.seq,
                 dedup_key,
-                chain_seq: head.0 + 1,
-                prev_hash: head.1,
+                chain_seq: state.head.0 + 1,
+                prev_hash: state.head.1.clone(),
                 row_hash: String::new(),
             };
             row.row_hash = chain::seal(key, &row);
-            working.insert(event.host_id, (row.chain_seq, row.row_hash.clone()));
+            state.head = (row.chain_seq, row.row_hash.clone());
+            if state.recent.len() == RECENT {
+                state.recent.pop_front();
+            }
+            state.recent.push_back(row.dedup_key.clone());
             these.push(Outcome::Stored(0));
             rows.push(row);
         }
         outcomes.push(these);
     }
     let gaps: Vec<NewGap> = batch.iter().flat_map(|s| s.gaps.iter().cloned()).collect();
-    let new_heads: Vec<(i64, i64, String)> = working.iter().map(|(h, (s, x))| (*h, *s, x.clone())).collect();
+    let new_heads: Vec<(i64, i64, String)> =
+        working.iter().map(|(h, state)| (*h, state.head.0, state.head.1.clone())).collect();
     if rows.is_empty() && gaps.is_empty() {
         return Ok((outcomes, Vec::new()));
     }
     let ids = store.write_audit_batch(&rows, &gaps, &new_heads).await?;
-    heads.extend(working);
+    hosts.extend(working);
 
     // Ids come back in insertion order; hand them to the Stored outcomes in the same order.
     let mut id_iter = ids.iter().copied();
@@ -146,28 +180,37 @@ async fn write(
             *id = id_iter.next().unwrap_or_default();
         }
     }
-    let stored = rows
-        .into_iter()
-        .zip(ids)
-        .map(|(r, id)| AuditRow {
-            id,
-            host_id: r.host_id,
-            history_ip: r.history_ip,
-            history_id: r.history_id,
-            history_user: r.history_user,
-            login_user: r.login_user,
-            tty: r.tty,
-            history_datetime: r.history_datetime,
-            received_at: r.received_at,
-            history_command: r.history_command,
-            source: r.source.to_owned(),
-            stream: r.stream,
-            seq: r.seq,
-            dedup_key: r.dedup_key,
-            chain_seq: r.chain_seq,
-            prev_hash: r.prev_hash,
-            row_hash: r.row_hash,
-        })
-        .collect();
-    Ok((outcomes, stored))
+    for (row, id) in rows.iter_mut().zip(ids) {
+        row.id = id;
+    }
+    Ok((outcomes, rows))
+}
+
+/// The (host, stream, seq) of agent events in the batch that are stored already: one range scan per stream.
+async fn stored_agent_seqs(
+    store: &Store,
+    incoming: &[Vec<Incoming>],
+) -> Result<HashSet<(i64, String, i64)>, crate::store::StoreError> {
+    let mut ranges: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
+    for event in incoming.iter().flatten() {
+        if let (Some(stream), Some(seq)) = (&event.stream, event.seq) {
+            let range = ranges.entry((event.host_id, stream.as_str())).or_insert((seq, seq));
+            *range = (range.0.min(seq), range.1.max(seq));
+        }
+    }
+    let mut stored = HashSet::new();
+    for ((host_id, stream), (from, to)) in ranges {
+        for seq in store.existing_seqs(host_id, stream, from, to).await? {
+            stored.insert((host_id, stream.to_owned(), seq));
+        }
+    }
+    Ok(stored)
+}
+
+/// A host's chain head and newest dedup keys, from the database.
+async fn load_host(store: &Store, host_id: i64) -> Result<HostState, crate::store::StoreError> {
+    let head = store.audit_head(host_id).await?.unwrap_or((0, chain::GENESIS.to_owned()));
+    let mut recent: VecDeque<String> = store.recent_dedup_keys(host_id, RECENT as i64).await?.into();
+    recent.make_contiguous().reverse();
+    Ok(HostState { head, recent })
 }

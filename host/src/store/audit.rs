@@ -5,28 +5,7 @@ use serde::Serialize;
 
 use super::{now_ms, on_pool, Dialect, Store, StoreError};
 
-/// A row ready to insert: validated, deduplicated and chained by the audit writer.
-#[derive(Debug, Clone)]
-pub struct NewAuditRow {
-    pub host_id: i64,
-    pub history_ip: String,
-    pub history_id: i64,
-    pub history_user: String,
-    pub login_user: Option<String>,
-    pub tty: Option<String>,
-    pub history_datetime: String,
-    pub received_at: i64,
-    pub history_command: String,
-    pub source: &'static str,
-    pub stream: Option<String>,
-    pub seq: Option<i64>,
-    pub dedup_key: String,
-    pub chain_seq: i64,
-    pub prev_hash: String,
-    pub row_hash: String,
-}
-
-/// A stored row, as queries and `audit verify` read it.
+/// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
@@ -94,7 +73,7 @@ impl Store {
     /// rows in order. The caller (the single audit writer) has already removed duplicates.
     pub async fn write_audit_batch(
         &self,
-        rows: &[NewAuditRow],
+        rows: &[AuditRow],
         gaps: &[NewGap],
         heads: &[(i64, i64, String)],
     ) -> Result<Vec<i64>, StoreError> {
@@ -136,7 +115,7 @@ impl Store {
                         .bind(&r.history_datetime)
                         .bind(r.received_at)
                         .bind(&r.history_command)
-                        .bind(r.source)
+                        .bind(&r.source)
                         .bind(&r.stream)
                         .bind(r.seq)
                         .bind(&r.dedup_key)
@@ -173,23 +152,21 @@ impl Store {
         Ok(ids)
     }
 
-    /// Which of `keys` are stored already.
-    pub async fn existing_dedup_keys(&self, keys: &[&str]) -> Result<Vec<String>, StoreError> {
-        let mut found = Vec::new();
-        for chunk in keys.chunks(INSERT_CHUNK) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let query = format!("SELECT dedup_key FROM server_history WHERE dedup_key IN ({marks})");
-            let sql = self.sql(&query);
-            let rows: Vec<String> = on_pool!(self, pool => {
-                let mut q = sqlx::query_scalar::<_, String>(&sql);
-                for k in chunk {
-                    q = q.bind(*k);
-                }
-                q.fetch_all(pool).await
-            })?;
-            found.extend(rows);
-        }
-        Ok(found)
+    /// Which sequence numbers in `from..=to` of an agent stream are stored already (a short range scan of the
+    /// (host, stream, seq) index).
+    pub async fn existing_seqs(&self, host_id: i64, stream: &str, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
+        let sql = self.sql("SELECT seq FROM server_history WHERE host_id = ? AND stream = ? AND seq >= ? AND seq <= ?");
+        Ok(
+            on_pool!(self, pool => sqlx::query_scalar::<_, i64>(&sql).bind(host_id).bind(stream).bind(from).bind(to).fetch_all(pool).await)?,
+        )
+    }
+
+    /// The dedup keys of a host's newest `limit` rows, newest first (a short backward scan of the chain index).
+    pub async fn recent_dedup_keys(&self, host_id: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+        let sql = self.sql("SELECT dedup_key FROM server_history WHERE host_id = ? ORDER BY chain_seq DESC LIMIT ?");
+        Ok(
+            on_pool!(self, pool => sqlx::query_scalar::<_, String>(&sql).bind(host_id).bind(limit).fetch_all(pool).await)?,
+        )
     }
 
     /// The chain head of a host: (last chain_seq, last row hash).

@@ -21,7 +21,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use audit::{AuditQuery, AuditRow, NewAuditRow, NewGap};
+pub use audit::{AuditQuery, AuditRow, NewGap};
 pub use inventory::{HostRow, NewHost};
 pub use jobs::{JobRow, NewJob, ResultRow};
 pub use tokens::TokenRow;
@@ -122,6 +122,9 @@ impl Store {
                     // FULL: a committed row survives power loss, not only a crash of this process.
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
+                    // Multi-row inserts into tables with UNIQUE constraints keep a statement journal; in memory, not
+                    // in a temporary file (measured: a fifth of the audit writer's time).
+                    .pragma("temp_store", "memory")
                     .busy_timeout(Duration::from_secs(5));
                 let pool = SqlitePoolOptions::new().acquire_timeout(acquire).connect_with(options).await?;
                 (Pool::Sqlite(pool), Dialect::Sqlite)
