@@ -10,7 +10,7 @@
 //! process per database): it keeps each host's chain head and newest dedup keys in memory.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{hash_map::Entry, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -114,14 +114,13 @@ async fn write(
     for events in incoming {
         let mut these = Vec::with_capacity(events.len());
         for event in events {
-            if !working.contains_key(&event.host_id) {
-                let state = match hosts.get(&event.host_id) {
+            let state = match working.entry(event.host_id) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(slot) => slot.insert(match hosts.get(&event.host_id) {
                     Some(state) => state.clone(),
                     None => load_host(store, event.host_id).await?,
-                };
-                working.insert(event.host_id, state);
-            }
-            let Some(state) = working.get_mut(&event.host_id) else { continue };
+                }),
+            };
             let dedup_key = event.dedup_key();
             let duplicate = match (&event.stream, event.seq) {
                 (Some(stream), Some(seq)) => {
