@@ -144,6 +144,8 @@ fn test(args: &[String]) -> Result {
     ensure_databases()?;
     install_plugins(false, &target_dir().join("plugins"))?;
     fixtures()?;
+    // The audit tests run the agent binary itself; build it explicitly rather than rely on test ordering.
+    run(cargo().args(["build", "--quiet", "-p", "omaudit-agent"]))?;
     run(cargo().args(["test", "--workspace"]).args(args))?;
     println!("xtask test: done in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
