@@ -1130,70 +1130,9 @@ mod dialects {
     use serde_json::{json, Value};
     use sqlx::Connection;
 
+    use super::common::scratch::Scratch;
+
     const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-
-    fn admin_url(dialect: Dialect) -> String {
-        let (var, default) = match dialect {
-            Dialect::MySql => ("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-            Dialect::Postgres => ("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-            Dialect::Sqlite => unreachable!(),
-        };
-        std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
-    }
-
-    fn with_database(url: &str, name: &str) -> String {
-        let (base, query) = match url.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (url, String::new()),
-        };
-        let start = base.find("://").map(|i| i + 3).unwrap_or(0);
-        let end = base[start..].find('/').map(|i| start + i).unwrap_or(base.len());
-        format!("{}/{name}{query}", &base[..end])
-    }
-
-    async fn admin<C: Connection>(url: &str) -> C {
-        match tokio::time::timeout(CONNECT_LIMIT, C::connect(url)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => panic!("cannot connect to {url} ({e}); the audit dialect test needs it running"),
-            Err(_) => panic!("{url} did not answer in {CONNECT_LIMIT:?}; the audit dialect test needs it running"),
-        }
-    }
-
-    /// A fresh database: (URL, admin URL and name to drop, temp dir for SQLite).
-    async fn create(dialect: Dialect) -> (String, Option<(String, String)>, Option<tempfile::TempDir>) {
-        if dialect == Dialect::Sqlite {
-            let dir = tempfile::tempdir().unwrap();
-            let url = format!("sqlite://{}", dir.path().join("audit.db").display());
-            return (url, None, Some(dir));
-        }
-        let admin_url = admin_url(dialect);
-        let name = format!("omstest_{:016x}", rand::random::<u64>());
-        let sql = format!("CREATE DATABASE {name}");
-        if dialect == Dialect::MySql {
-            let mut conn: sqlx::MySqlConnection = admin(&admin_url).await;
-            sqlx::query(&sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let _ = conn.close().await;
-        } else {
-            let mut conn: sqlx::PgConnection = admin(&admin_url).await;
-            sqlx::query(&sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-            let _ = conn.close().await;
-        }
-        (with_database(&admin_url, &name), Some((admin_url, name)), None)
-    }
-
-    async fn drop_database(dialect: Dialect, server: Option<(String, String)>) {
-        let Some((admin_url, name)) = server else { return };
-        let done = if dialect == Dialect::MySql {
-            let mut conn: sqlx::MySqlConnection = admin(&admin_url).await;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await.map(|_| ())
-        } else {
-            let mut conn: sqlx::PgConnection = admin(&admin_url).await;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.map(|_| ())
-        };
-        if let Err(e) = done {
-            eprintln!("warning: could not drop test database {name}: {e}");
-        }
-    }
 
     /// Runs `sql` (no parameters) on a plain connection, outside the store; returns the rows changed.
     async fn raw(dialect: Dialect, url: &str, sql: &str) -> u64 {
@@ -1460,9 +1399,10 @@ mod dialects {
         let mut failures = Vec::new();
         for dialect in [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres] {
             let outcome = AssertUnwindSafe(async {
-                let (url, server, _dir) = create(dialect).await;
+                let scratch = Scratch::create(dialect).await;
+                let url = scratch.url.clone();
                 let run = AssertUnwindSafe(check(dialect, &url)).catch_unwind().await;
-                drop_database(dialect, server).await;
+                scratch.drop_database().await;
                 if let Err(panic) = run {
                     std::panic::resume_unwind(panic);
                 }

@@ -404,11 +404,10 @@ impl Service {
 
     /// The admin URL (may create and drop databases), as in `storage.rs`.
     fn admin_url(self) -> String {
-        let (var, default) = match self {
-            Service::MariaDb => ("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-            Service::Postgres => ("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-        };
-        std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+        common::scratch::admin_url(match self {
+            Service::MariaDb => omserver::store::Dialect::MySql,
+            Service::Postgres => omserver::store::Dialect::Postgres,
+        })
     }
 
     fn sh(script: &str) -> Output {
@@ -540,14 +539,7 @@ impl Scratch {
         service
             .admin_blocking(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("create a database on {} ({}): {e}", service.name(), service.admin_url()));
-        let admin = service.admin_url();
-        let (base, query) = match admin.split_once('?') {
-            Some((base, query)) => (base.to_owned(), format!("?{query}")),
-            None => (admin.clone(), String::new()),
-        };
-        let authority = base.find("://").map(|i| i + 3).unwrap_or(0);
-        let path = base[authority..].find('/').map(|i| authority + i).unwrap_or(base.len());
-        let url = format!("{}/{name}{query}", &base[..path]);
+        let url = common::scratch::with_database(&service.admin_url(), &name);
         Scratch { service, name, url }
     }
 }

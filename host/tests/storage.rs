@@ -5,12 +5,15 @@
 //! `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`) and `TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); the account must be allowed to create and drop databases.
 
-use std::{fmt::Write as _, future::Future, panic::AssertUnwindSafe, time::Duration};
+use std::{fmt::Write as _, future::Future, panic::AssertUnwindSafe};
 
 use futures_util::FutureExt;
 use omserver::store::{now_ms, Dialect, HostRow, JobRow, NewHost, NewJob, ResultRow, Store, StoreError};
 use sqlx::Connection;
-use tempfile::TempDir;
+
+mod common;
+
+use common::scratch::{with_database, Scratch, CONNECT_LIMIT};
 
 const DIALECTS: [Dialect; 3] = [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres];
 
@@ -21,105 +24,6 @@ struct Db {
     /// The URL of this database (not the admin one).
     url: String,
     store: Store,
-}
-
-/// A database created for one check: where it lives and how to get rid of it.
-struct Scratch {
-    dialect: Dialect,
-    url: String,
-    /// The admin URL and database name, for the servers; `None` for SQLite (a file in `_dir`).
-    server: Option<(String, String)>,
-    _dir: Option<TempDir>,
-}
-
-fn admin_url(dialect: Dialect) -> String {
-    let (var, default) = match dialect {
-        Dialect::MySql => ("TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"),
-        Dialect::Postgres => ("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
-        Dialect::Sqlite => unreachable!("SQLite needs no server"),
-    };
-    std::env::var(var).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
-}
-
-/// `url` with its database (the path) replaced by `name`, keeping credentials, host and query.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, format!("?{query}")),
-        None => (url, String::new()),
-    };
-    let authority_start = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let authority_end = base[authority_start..].find('/').map(|i| authority_start + i).unwrap_or(base.len());
-    format!("{}/{name}{query}", &base[..authority_end])
-}
-
-const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-
-impl Scratch {
-    async fn create(dialect: Dialect) -> Scratch {
-        if dialect == Dialect::Sqlite {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let url = format!("sqlite://{}", dir.path().join("omserver.db").display());
-            return Scratch { dialect, url, server: None, _dir: Some(dir) };
-        }
-        let admin = admin_url(dialect);
-        let name = format!("omstest_{:016x}", rand::random::<u64>());
-        let create = format!("CREATE DATABASE {name}");
-        match dialect {
-            Dialect::MySql => {
-                let mut conn = admin_connect::<sqlx::MySqlConnection>("MariaDB/MySQL", "TEST_MYSQL_URL", &admin).await;
-                sqlx::query(&create).execute(&mut conn).await.unwrap_or_else(|e| panic!("{create}: {e}"));
-                let _ = conn.close().await;
-            }
-            Dialect::Postgres => {
-                let mut conn = admin_connect::<sqlx::PgConnection>("PostgreSQL", "TEST_POSTGRES_URL", &admin).await;
-                sqlx::query(&create).execute(&mut conn).await.unwrap_or_else(|e| panic!("{create}: {e}"));
-                let _ = conn.close().await;
-            }
-            Dialect::Sqlite => unreachable!(),
-        }
-        Scratch { dialect, url: with_database(&admin, &name), server: Some((admin, name)), _dir: None }
-    }
-
-    /// Drops the database. Best effort: a failure here is reported, not fatal.
-    async fn drop_database(self) {
-        let Some((admin, name)) = self.server else { return };
-        let outcome = match self.dialect {
-            Dialect::MySql => match sqlx::MySqlConnection::connect(&admin).await {
-                Ok(mut conn) => {
-                    let done = sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut conn).await;
-                    let _ = conn.close().await;
-                    done.map(|_| ())
-                }
-                Err(e) => Err(e),
-            },
-            Dialect::Postgres => match sqlx::PgConnection::connect(&admin).await {
-                Ok(mut conn) => {
-                    // FORCE: a pool connection still closing must not keep the database alive.
-                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    let done = sqlx::query(&sql).execute(&mut conn).await;
-                    let _ = conn.close().await;
-                    done.map(|_| ())
-                }
-                Err(e) => Err(e),
-            },
-            Dialect::Sqlite => Ok(()),
-        };
-        if let Err(e) = outcome {
-            eprintln!("warning: could not drop test database {name}: {e}");
-        }
-    }
-}
-
-async fn admin_connect<C: Connection>(server: &str, var: &str, url: &str) -> C {
-    match tokio::time::timeout(CONNECT_LIMIT, C::connect(url)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            panic!("cannot connect to {server} at {url} ({e}); the storage tests need it running (set {var})")
-        }
-        Err(_) => {
-            panic!("{server} at {url} did not answer in {CONNECT_LIMIT:?}; the storage tests need it (set {var})")
-        }
-    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
