@@ -50,7 +50,11 @@ impl App {
         let store = Store::connect(&config.database_url).await?;
         let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
-        let audit = AuditService::start(store.clone(), config.audit.clone(), auth::derive_key(&key, "audit-chain-v1"));
+        let audit = AuditService::start(
+            store.clone(),
+            config.audit.clone(),
+            auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE),
+        );
         let tokens = Tokens::new(store.clone(), key);
 
         std::fs::create_dir_all(&config.plugins_dir)

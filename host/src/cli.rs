@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     app::App,
-    auth::Role,
+    auth::{self, Role, Tokens},
     config::Config,
     jobs::JobRequest,
     store::{NewHost, Store},
@@ -118,9 +118,9 @@ impl Cli {
             Command::Run { module, hosts, params } => run(config, module, hosts, params).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Token(TokenCommand::Create { name, role }) => {
-                let app = App::open(config).await?;
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-                println!("{}", app.tokens.create(&name, role).await?);
+                let store = Store::connect(&config.database_url).await?;
+                println!("{}", tokens(&config, &store)?.create(&name, role).await?);
                 Ok(ExitCode::SUCCESS)
             }
         }
@@ -190,11 +190,11 @@ async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             println!("added {} ({})", row.name, row.ip);
         }
         HostsCommand::Token { host } => {
-            let app = App::open(config).await?;
             let Some(row) = store.find_hosts(std::slice::from_ref(&host)).await?.into_iter().next() else {
                 bail!("no host {host:?} in the inventory (add it with `omserver hosts add`)");
             };
-            println!("{}", app.tokens.create_for_host(&format!("agent:{}", row.name), row.id).await?);
+            let token = tokens(&config, &store)?.create_for_host(&format!("agent:{}", row.name), row.id).await?;
+            println!("{token}");
         }
         HostsCommand::List => {
             for h in store.list_hosts().await? {
@@ -233,23 +233,23 @@ async fn run(
     if let Some(error) = &job.error {
         eprintln!("job {id} {}: {error}", job.status);
     }
-    if job.status != "succeeded" {
-        bail_code(&job.status)
-    } else {
-        Ok(ExitCode::SUCCESS)
-    }
+    Ok(if job.status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn bail_code(status: &str) -> anyhow::Result<ExitCode> {
-    if status.is_empty() {
-        bail!("job has no status");
-    }
-    Ok(ExitCode::FAILURE)
+fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+    auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
+        .with_context(|| format!("secret key in {}", config.state_dir.display()))
+}
+
+/// Token issuing without the rest of the server (no module scan, no audit writer).
+fn tokens(config: &Config, store: &Store) -> anyhow::Result<Tokens> {
+    Ok(Tokens::new(store.clone(), secret_key(config)?))
 }
 
 async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
-    let app = App::open(config).await?;
-    let report = app.audit.verify().await?;
+    let store = Store::connect(&config.database_url).await?;
+    let key = secret_key(&config)?;
+    let report = crate::audit::chain::verify(&store, &auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE)).await?;
     for f in &report.findings {
         println!("host #{} at chain position {}: {}", f.host_id, f.chain_seq, f.problem);
     }

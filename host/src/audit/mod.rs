@@ -27,6 +27,10 @@ pub use event::{AgentBatch, Invalid, Source};
 use event::{Incoming, Limits};
 pub use writer::Outcome;
 
+/// The purpose label of the chain key derived from the secret key (`auth::derive_key`). Changing it orphans
+/// every existing chain.
+pub const CHAIN_KEY_PURPOSE: &str = "audit-chain-v1";
+
 /// Settings under `[audit]` in the configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
