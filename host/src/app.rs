@@ -59,8 +59,7 @@ impl App {
 
         std::fs::create_dir_all(&config.plugins_dir)
             .map_err(io(format!("plugins directory {}", config.plugins_dir.display())))?;
-        std::fs::create_dir_all(&config.files_dir)
-            .map_err(io(format!("file store {}", config.files_dir.display())))?;
+        std::fs::create_dir_all(&config.files_dir).map_err(io(format!("file store {}", config.files_dir.display())))?;
         let registry = Arc::new(Registry::new(&config.plugins_dir, &config.state_dir.join("plugins")));
         let loader = registry.clone();
         let first = tokio::task::spawn_blocking(move || {
