@@ -46,23 +46,25 @@ impl Incoming {
     /// sent with. Legacy events have none, so the history line itself: an idle prompt re-sends the same line.
     pub fn dedup_key(&self) -> String {
         let mut h = Sha256::new();
-        let parts: Vec<String> = match (self.source, &self.stream, self.seq) {
-            (Source::Agent, Some(stream), Some(seq)) => {
-                vec!["agent".into(), self.host_id.to_string(), stream.clone(), seq.to_string()]
-            }
-            _ => vec![
-                "legacy".into(),
-                self.host_id.to_string(),
-                self.history_id.to_string(),
-                self.user.clone(),
-                self.datetime.clone(),
-                self.command.clone(),
-            ],
+        let mut text = |s: &str| {
+            h.update((s.len() as u64).to_le_bytes());
+            h.update(s.as_bytes());
         };
-        for p in parts {
-            h.update((p.len() as u64).to_le_bytes());
-            h.update(p.as_bytes());
+        match (self.source, &self.stream, self.seq) {
+            (Source::Agent, Some(stream), Some(seq)) => {
+                text("agent");
+                text(stream);
+                h.update(seq.to_le_bytes());
+            }
+            _ => {
+                text("legacy");
+                text(&self.user);
+                text(&self.datetime);
+                text(&self.command);
+                h.update(self.history_id.to_le_bytes());
+            }
         }
+        h.update(self.host_id.to_le_bytes());
         hex::encode(h.finalize())
     }
 }
