@@ -371,10 +371,11 @@ fn bad_job_requests_are_400_and_create_nothing() {
     let unknown = "unknown hosts (not in the inventory): 10.9.9.9";
     assert_bad_request(post(json!({ "module": 1003, "hosts": ["10.9.9.9"] })), Some("hosts"), unknown);
     assert_bad_request(post(json!({ "module": 1003, "hosts": ["127.0.0.1", "10.9.9.9"] })), Some("hosts"), unknown);
+    // Host names are case-insensitive (LOCALHOST is localhost); unknown ones are named as they were given.
     assert_bad_request(
-        post(json!({ "module": 1003, "hosts": ["10.9.9.9", "LOCALHOST", "web"] })),
+        post(json!({ "module": 1003, "hosts": ["10.9.9.9", "LOCALHOST", "Web"] })),
         Some("hosts"),
-        "unknown hosts (not in the inventory): 10.9.9.9, LOCALHOST, web",
+        "unknown hosts (not in the inventory): 10.9.9.9, Web",
     );
     assert_bad_request(post(json!({ "module": 1003, "hosts": [] })), Some("hosts"), "no hosts given");
     assert_bad_request(
@@ -523,4 +524,17 @@ fn metrics_count_jobs_and_time_requests_by_route() {
     assert!(timed("/api/jobs", "POST", "202"), "{text}");
     assert!(timed("/api/jobs/{id}", "GET", "200"), "routes are labelled by their pattern, not the raw path: {text}");
     assert!(!text.contains(&format!("route=\"/api/jobs/{}\"", job["id"])), "{text}");
+}
+
+#[test]
+fn host_names_are_case_insensitive_and_addresses_canonical() {
+    let server = Server::start();
+    let (status, row) = server.post("/api/hosts", &json!({ "name": "Web-01.Example", "ip": "2001:0db8::0002" }));
+    assert_eq!(status, StatusCode::CREATED, "{row}");
+    assert_eq!((row["name"].as_str(), row["ip"].as_str()), (Some("web-01.example"), Some("2001:db8::2")));
+    let (status, body) = server.post("/api/hosts", &json!({ "name": "WEB-01.example", "ip": "10.0.0.9" }));
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let job = server.run_job(1003, &["LOCALHOST"], json!({}));
+    assert_eq!(job["hosts"], json!(["localhost"]));
+    assert_eq!(job["status"], "succeeded", "{job}");
 }

@@ -256,8 +256,12 @@ impl AuditService {
         let mut ids = Vec::new();
         let mut unknown = Vec::new();
         for key in keys {
-            let canonical = event::canonical_ip("host", key).unwrap_or_else(|_| key.clone());
-            match self.lookup(|c| c.by_ip.get(&canonical).or_else(|| c.by_name.get(key)).cloned()).await.map_err(Err)? {
+            let wanted = crate::store::host_key(key);
+            match self
+                .lookup(|c| c.by_ip.get(&wanted).or_else(|| c.by_name.get(&wanted)).cloned())
+                .await
+                .map_err(Err)?
+            {
                 Some((id, _)) => ids.push(id),
                 None => unknown.push(key.clone()),
             }

@@ -28,7 +28,7 @@ pub use params::ParamError;
 use crate::{
     backends::{Backend, JobHandle, Progress},
     plugins::{LoadedModule, Registry},
-    store::{HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
+    store::{host_key, HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
 };
 
 /// How long a cancelled or timed-out module gets to return what it has before the job is closed without it.
@@ -238,7 +238,10 @@ impl JobService {
             return Err(JobError::NoHosts);
         }
         let rows = self.store.find_hosts(requested).await?;
-        let find = |key: &str| -> Option<&HostRow> { rows.iter().find(|h| h.name == key || h.ip == key) };
+        let find = |key: &str| -> Option<&HostRow> {
+            let normal = host_key(key);
+            rows.iter().find(|h| [key, normal.as_str()].iter().any(|k| h.name == *k || h.ip == *k))
+        };
         let unknown: Vec<String> = requested.iter().filter(|k| find(k).is_none()).cloned().collect();
         if !unknown.is_empty() {
             return Err(JobError::UnknownHosts(unknown));

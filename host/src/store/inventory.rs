@@ -37,6 +37,16 @@ const SELECT_HOSTS: &str = "SELECT h.id, h.server_name, h.server_lip, h.server_w
      LEFT JOIN server_app_categ a ON a.id = h.server_app_id \
      LEFT JOIN server_fun_categ f ON f.id = a.server_categ_id";
 
+/// How a host is looked up: an address in canonical form (`::0001` is `::1`), a name in lower case (host names
+/// are case-insensitive, and MariaDB's default collation compares them so anyway: all three databases agree).
+pub fn host_key(key: &str) -> String {
+    let key = key.trim();
+    match key.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.to_string(),
+        Err(_) => key.to_ascii_lowercase(),
+    }
+}
+
 impl Store {
     pub async fn list_hosts(&self) -> Result<Vec<HostRow>, StoreError> {
         let query = format!("{SELECT_HOSTS} ORDER BY h.server_name");
@@ -44,17 +54,21 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, HostRow>(&sql).fetch_all(pool).await)?)
     }
 
-    /// Finds hosts whose name or internal IP is one of `keys`.
+    /// Finds hosts whose name or internal IP is one of `keys`, as given or as a [`host_key`] (rows written before
+    /// names were normalised, or not through the API, are still found as they are).
     pub async fn find_hosts(&self, keys: &[String]) -> Result<Vec<HostRow>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        let mut keys: Vec<String> = keys.iter().flat_map(|k| [k.clone(), host_key(k)]).collect();
+        keys.sort();
+        keys.dedup();
         let marks = vec!["?"; keys.len()].join(", ");
         let query = format!("{SELECT_HOSTS} WHERE h.server_name IN ({marks}) OR h.server_lip IN ({marks})");
         let sql = self.sql(&query);
         Ok(on_pool!(self, pool => {
             let mut q = sqlx::query_as::<_, HostRow>(&sql);
-            for key in keys.iter().chain(keys) {
+            for key in keys.iter().chain(&keys) {
                 q = q.bind(key);
             }
             q.fetch_all(pool).await
@@ -67,8 +81,10 @@ impl Store {
         )
     }
 
-    /// Adds a host, creating its categories when they are new. A taken name or IP is a `Conflict`.
+    /// Adds a host, creating its categories when they are new. A taken name or IP is a `Conflict`. The name is
+    /// stored in lower case.
     pub async fn add_host(&self, host: &NewHost) -> Result<HostRow, StoreError> {
+        let name = host_key(&host.name);
         let app_id = match &host.category {
             Some((function, app)) => Some(self.app_category(function, app).await?),
             None => None,
@@ -77,7 +93,7 @@ impl Store {
             self,
             "INSERT INTO server_list (server_name, server_wip, server_lip, server_op, server_app_id, created_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
-            &host.name,
+            &name,
             &host.wan_ip,
             &host.ip,
             &host.op,
@@ -85,7 +101,7 @@ impl Store {
             now_ms()
         )
         .map_err(|e| {
-            StoreError::conflict_or(e, || format!("a host named {:?} or with IP {} exists already", host.name, host.ip))
+            StoreError::conflict_or(e, || format!("a host named {name:?} or with IP {} exists already", host.ip))
         })?;
         let query = format!("{SELECT_HOSTS} WHERE h.id = ?");
         let sql = self.sql(&query);

@@ -22,7 +22,7 @@ use sqlx::{
 };
 
 pub use audit::{AuditQuery, AuditRow, NewGap};
-pub use inventory::{HostRow, NewHost};
+pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{JobRow, NewJob, ResultRow};
 pub use tokens::TokenRow;
 
