@@ -1120,9 +1120,8 @@ fn verify_catches_a_forged_row_with_a_copied_hash() {
 // 6. Three dialects, in-process
 
 mod dialects {
-    use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+    use std::{sync::Arc, time::Duration};
 
-    use futures_util::FutureExt;
     use omserver::{
         audit::{chain::Finding, AgentBatch, AuditConfig, AuditService},
         store::{AuditQuery, AuditRow, Dialect, NewHost, Store},
@@ -1130,7 +1129,7 @@ mod dialects {
     use serde_json::{json, Value};
     use sqlx::Connection;
 
-    use super::common::scratch::Scratch;
+    use super::common::scratch::on_each_dialect;
 
     const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -1396,28 +1395,6 @@ mod dialects {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_audit_service_behaves_alike_on_sqlite_mariadb_and_postgresql() {
-        let mut failures = Vec::new();
-        for dialect in [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres] {
-            let outcome = AssertUnwindSafe(async {
-                let scratch = Scratch::create(dialect).await;
-                let url = scratch.url.clone();
-                let run = AssertUnwindSafe(check(dialect, &url)).catch_unwind().await;
-                scratch.drop_database().await;
-                if let Err(panic) = run {
-                    std::panic::resume_unwind(panic);
-                }
-            })
-            .catch_unwind()
-            .await;
-            if let Err(panic) = outcome {
-                let message = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                    .unwrap_or_default();
-                failures.push(format!("{dialect:?}: {message}"));
-            }
-        }
-        assert!(failures.is_empty(), "failed on {} of 3 dialects:\n{}", failures.len(), failures.join("\n"));
+        on_each_dialect(|dialect, url| async move { check(dialect, &url).await }).await;
     }
 }

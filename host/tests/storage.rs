@@ -5,17 +5,14 @@
 //! `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`) and `TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`); the account must be allowed to create and drop databases.
 
-use std::{fmt::Write as _, future::Future, panic::AssertUnwindSafe};
+use std::{fmt::Write as _, future::Future};
 
-use futures_util::FutureExt;
 use omserver::store::{now_ms, Dialect, HostRow, JobRow, NewHost, NewJob, ResultRow, Store, StoreError};
 use sqlx::Connection;
 
 mod common;
 
-use common::scratch::{with_database, Scratch, CONNECT_LIMIT};
-
-const DIALECTS: [Dialect; 3] = [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres];
+use common::scratch::{on_each_dialect, with_database, CONNECT_LIMIT};
 
 /// A fresh, migrated database of one dialect, handed to each check.
 #[derive(Clone)]
@@ -26,50 +23,25 @@ struct Db {
     store: Store,
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "(no message)".to_owned())
-}
-
-/// Runs `check` once per dialect, each on a fresh migrated database, then drops it. Every dialect runs even when
-/// an earlier one fails; the test fails naming each dialect that failed.
+/// Runs `check` once per dialect, each on a fresh migrated database (see `common::scratch::on_each_dialect`).
 async fn for_each_dialect<F, Fut>(check: F)
 where
     F: Fn(Db) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut failures = Vec::new();
-    for dialect in DIALECTS {
-        let outcome = AssertUnwindSafe(async {
-            let scratch = Scratch::create(dialect).await;
-            let url = scratch.url.clone();
-            let run = AssertUnwindSafe(async {
-                let store = tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(&url))
-                    .await
-                    .unwrap_or_else(|_| panic!("Store::connect({url}) did not finish"))
-                    .unwrap_or_else(|e| panic!("Store::connect({url}): {e}"));
-                assert_eq!(store.dialect(), dialect);
-                let db = Db { dialect, url: url.clone(), store: store.clone() };
-                check(db).await;
-                store.close().await;
-            })
-            .catch_unwind()
-            .await;
-            scratch.drop_database().await;
-            if let Err(panic) = run {
-                std::panic::resume_unwind(panic);
-            }
-        })
-        .catch_unwind()
-        .await;
-        if let Err(panic) = outcome {
-            failures.push(format!("{dialect:?}: {}", panic_message(&*panic)));
+    on_each_dialect(|dialect, url| {
+        let check = &check;
+        async move {
+            let store = tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(&url))
+                .await
+                .unwrap_or_else(|_| panic!("Store::connect({url}) did not finish"))
+                .unwrap_or_else(|e| panic!("Store::connect({url}): {e}"));
+            assert_eq!(store.dialect(), dialect);
+            check(Db { dialect, url: url.clone(), store: store.clone() }).await;
+            store.close().await;
         }
-    }
-    assert!(failures.is_empty(), "failed on {} of 3 dialects:\n{}", failures.len(), failures.join("\n"));
+    })
+    .await;
 }
 
 /// Opens a plain connection to `db` (not through the store) and evaluates `$body` with `$conn` bound to it.

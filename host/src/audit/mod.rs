@@ -117,7 +117,9 @@ impl Filter {
             && (self.users.is_empty()
                 || self.users.iter().any(|u| {
                     *u == row.history_user
-                        || row.login_user.as_deref().is_some_and(|l| l == u || l.starts_with(&format!("{u}(")))
+                        || row.login_user.as_deref().is_some_and(|l| {
+                            l == u || l.strip_prefix(u.as_str()).is_some_and(|rest| rest.starts_with('('))
+                        })
                 }))
             && self.text.as_deref().is_none_or(|t| row.history_command.contains(t))
     }

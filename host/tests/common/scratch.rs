@@ -108,3 +108,37 @@ pub async fn admin_connect<C: Connection>(server: &str, var: &str, url: &str) ->
         }
     }
 }
+
+/// Runs `check(dialect, url)` on a fresh database of each dialect (SQLite, MariaDB/MySQL, PostgreSQL), dropping
+/// each afterwards. Every dialect runs even when an earlier one fails; then the test fails naming each failure.
+pub async fn on_each_dialect<F, Fut>(check: F)
+where
+    F: Fn(Dialect, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+
+    let mut failures = Vec::new();
+    for dialect in [Dialect::Sqlite, Dialect::MySql, Dialect::Postgres] {
+        let outcome = AssertUnwindSafe(async {
+            let scratch = Scratch::create(dialect).await;
+            let run = AssertUnwindSafe(check(dialect, scratch.url.clone())).catch_unwind().await;
+            scratch.drop_database().await;
+            if let Err(panic) = run {
+                std::panic::resume_unwind(panic);
+            }
+        })
+        .catch_unwind()
+        .await;
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "(no message)".to_owned());
+            failures.push(format!("{dialect:?}: {message}"));
+        }
+    }
+    assert!(failures.is_empty(), "failed on {} of 3 dialects:\n{}", failures.len(), failures.join("\n"));
+}
