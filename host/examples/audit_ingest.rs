@@ -36,6 +36,11 @@ use serde_json::Value;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
+/// As in `omserver` itself: mimalloc rather than glibc's malloc: request handlers allocate what the audit writer thread frees, and glibc
+/// spent ~15 % of the request threads' time on that (perf, BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 struct Settings {

@@ -52,9 +52,10 @@ impl App {
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
         let audit = AuditService::start(
             store.clone(),
+            store.audit_sink()?,
             config.audit.clone(),
             auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE),
-        );
+        )?;
         let tokens = Tokens::new(store.clone(), key);
 
         std::fs::create_dir_all(&config.plugins_dir)

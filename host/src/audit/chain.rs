@@ -5,29 +5,78 @@
 
 use hmac::{Hmac, Mac};
 use serde::Serialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use crate::store::{AuditRow, Store, StoreError};
 
 /// The `prev_hash` of a host's first row.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The MAC of a row: every field but `id` and `row_hash`, in a fixed order, each length-prefixed (and optional
-/// ones marked present or absent) so that no two rows encode alike. Used to seal a new row and to check a stored
-/// one. Fed field by field: this runs once per stored event on the writer's hot path.
-pub fn seal(key: &[u8], r: &AuditRow) -> String {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key"));
+/// The identity that makes a resend a duplicate, from the row's own fields. Agent events: the host, stream and
+/// sequence number they were sent with. Legacy events have none, so the history line itself: an idle prompt
+/// re-sends the same line. Not stored: the writer and `verify` compute it (it is part of the MAC).
+pub fn dedup_key(r: &AuditRow) -> String {
+    let mut h = Sha256::new();
+    let mut text = |s: &str| {
+        h.update((s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    match (r.source.as_str(), &r.stream, r.seq) {
+        ("agent", Some(stream), Some(seq)) => {
+            text("agent");
+            text(stream);
+            h.update(seq.to_le_bytes());
+        }
+        _ => {
+            text("legacy");
+            text(&r.history_user);
+            text(&r.history_datetime);
+            text(&r.history_command);
+            h.update(r.history_id.to_le_bytes());
+        }
+    }
+    h.update(r.host_id.to_le_bytes());
+    lower_hex(&h.finalize())
+}
+
+/// The chain key, keyed once: sealing a row clones the keyed state instead of hashing the key again.
+#[derive(Clone)]
+pub struct ChainKey(Hmac<Sha256>);
+
+impl ChainKey {
+    pub fn new(key: &[u8]) -> ChainKey {
+        ChainKey(<Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC takes any key")))
+    }
+}
+
+/// Lower-case hex, as `hex::encode` writes it, without its per-character iterator (measured: 4 % of the writer).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
+}
+
+/// The MAC of a row: the previous row's hash, the row's dedup key, and every field but `id` and `row_hash`, in a
+/// fixed order, each length-prefixed (and optional ones marked present or absent) so that no two rows encode
+/// alike. Used to seal a new row and to check a stored one. Fed field by field: this runs once per stored event
+/// on the writer's hot path.
+pub fn seal(key: &ChainKey, r: &AuditRow, prev_hash: &str, dedup_key: &str) -> String {
+    let mut m = key.0.clone();
     let mut text = |s: &str| {
         m.update(&(s.len() as u64).to_le_bytes());
         m.update(s.as_bytes());
     };
-    text(&r.prev_hash);
+    text(prev_hash);
     text(&r.history_ip);
     text(&r.history_user);
     text(&r.history_datetime);
     text(&r.history_command);
     text(&r.source);
-    text(&r.dedup_key);
+    text(dedup_key);
     for optional in [&r.login_user, &r.tty, &r.stream] {
         match optional {
             Some(s) => {
@@ -46,7 +95,7 @@ pub fn seal(key: &[u8], r: &AuditRow) -> String {
     for number in [r.host_id, r.chain_seq, r.history_id, r.received_at] {
         m.update(&number.to_le_bytes());
     }
-    hex::encode(m.finalize().into_bytes())
+    lower_hex(&m.finalize().into_bytes())
 }
 
 /// One thing `audit verify` found wrong.
@@ -68,6 +117,7 @@ pub struct Report {
 /// Walks every host's chain from its first row to its head.
 pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
     const PAGE: i64 = 5000;
+    let key = &ChainKey::new(key);
     let mut report = Report::default();
     for host_id in store.audited_hosts().await? {
         report.hosts += 1;
@@ -82,14 +132,13 @@ pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
                     |problem: String| report.findings.push(Finding { host_id, chain_seq: row.chain_seq, problem });
                 if row.chain_seq != expected_seq {
                     let missing = row.chain_seq - expected_seq;
+                    // This row's MAC covers the hash of a row that is gone, so it cannot be checked: the gap is
+                    // the finding.
                     find(format!(
                         "{missing} row(s) missing before this one (deleted): chain positions {expected_seq}..{}",
                         row.chain_seq - 1
                     ));
-                } else if row.prev_hash != prev {
-                    find("link to the previous row is broken (a row before it was replaced or edited)".into());
-                }
-                if seal(key, row) != row.row_hash {
+                } else if seal(key, row, &prev, &dedup_key(row)) != row.row_hash {
                     find(format!("row id {} was edited or forged: its contents do not match its MAC", row.id));
                 }
                 expected_seq = row.chain_seq + 1;
@@ -120,4 +169,51 @@ pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stream: &str, seq: i64) -> AuditRow {
+        AuditRow {
+            id: 0,
+            host_id: 1,
+            history_ip: "127.0.0.1".into(),
+            history_id: 5,
+            history_user: "root".into(),
+            login_user: None,
+            tty: None,
+            history_datetime: "2014-06-07 22:05:56".into(),
+            received_at: 0,
+            history_command: "ls".into(),
+            source: "agent".into(),
+            stream: Some(stream.into()),
+            seq: Some(seq),
+            chain_seq: 1,
+            row_hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn resends_share_a_key_and_distinct_events_do_not() {
+        assert_eq!(dedup_key(&row("a", 1)), dedup_key(&AuditRow { received_at: 9, chain_seq: 7, ..row("a", 1) }));
+        assert_ne!(dedup_key(&row("a", 1)), dedup_key(&row("a", 2)));
+        assert_ne!(dedup_key(&row("a", 1)), dedup_key(&row("b", 1)));
+        let legacy = AuditRow { source: "legacy".into(), stream: None, seq: None, ..row("a", 1) };
+        assert_eq!(dedup_key(&legacy), dedup_key(&AuditRow { tty: Some("x".into()), ..legacy.clone() }));
+        assert_ne!(dedup_key(&legacy), dedup_key(&AuditRow { history_command: "ls ".into(), ..legacy.clone() }));
+    }
+
+    #[test]
+    fn the_mac_covers_the_link_and_every_field() {
+        let key = &ChainKey::new(b"k");
+        let r = row("a", 1);
+        let mac = seal(key, &r, GENESIS, &dedup_key(&r));
+        assert_ne!(mac, seal(key, &r, &"1".repeat(64), &dedup_key(&r)));
+        assert_ne!(mac, seal(key, &AuditRow { history_command: "ls -l".into(), ..r.clone() }, GENESIS, &dedup_key(&r)));
+        assert_ne!(mac, seal(key, &AuditRow { tty: Some(String::new()), ..r.clone() }, GENESIS, &dedup_key(&r)));
+        assert_ne!(mac, seal(&ChainKey::new(b"other"), &r, GENESIS, &dedup_key(&r)));
+        assert_eq!(lower_hex(&[0x00, 0x9f, 0xa0, 0xff]), hex::encode([0x00, 0x9f, 0xa0, 0xff]));
+    }
 }

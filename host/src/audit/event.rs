@@ -4,7 +4,6 @@
 use std::net::IpAddr;
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,34 +38,6 @@ pub struct Incoming {
     pub source: Source,
     pub stream: Option<String>,
     pub seq: Option<i64>,
-}
-
-impl Incoming {
-    /// The identity that makes a resend a duplicate. Agent events: the host, stream and sequence number they were
-    /// sent with. Legacy events have none, so the history line itself: an idle prompt re-sends the same line.
-    pub fn dedup_key(&self) -> String {
-        let mut h = Sha256::new();
-        let mut text = |s: &str| {
-            h.update((s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        };
-        match (self.source, &self.stream, self.seq) {
-            (Source::Agent, Some(stream), Some(seq)) => {
-                text("agent");
-                text(stream);
-                h.update(seq.to_le_bytes());
-            }
-            _ => {
-                text("legacy");
-                text(&self.user);
-                text(&self.datetime);
-                text(&self.command);
-                h.update(self.history_id.to_le_bytes());
-            }
-        }
-        h.update(self.host_id.to_le_bytes());
-        hex::encode(h.finalize())
-    }
 }
 
 /// The five parameters of the original agent's request, decoded but not yet checked.
@@ -358,28 +329,5 @@ mod tests {
         assert_eq!(canonical_ip("ip", "::ffff:127.0.0.1").unwrap(), "127.0.0.1");
         assert_eq!(canonical_ip("ip", "2001:0db8::0001").unwrap(), "2001:db8::1");
         assert!(canonical_ip("ip", "127.0.0.1; id").is_err());
-    }
-
-    #[test]
-    fn resends_share_a_key_and_distinct_events_do_not() {
-        let e = |stream: &str, seq: i64| Incoming {
-            host_id: 1,
-            ip: "127.0.0.1".into(),
-            history_id: 5,
-            user: "root".into(),
-            login_user: None,
-            tty: None,
-            datetime: "2014-06-07 22:05:56".into(),
-            command: "ls".into(),
-            source: Source::Agent,
-            stream: Some(stream.into()),
-            seq: Some(seq),
-        };
-        assert_eq!(e("a", 1).dedup_key(), e("a", 1).dedup_key());
-        assert_ne!(e("a", 1).dedup_key(), e("a", 2).dedup_key());
-        assert_ne!(e("a", 1).dedup_key(), e("b", 1).dedup_key());
-        let legacy = Incoming { source: Source::Legacy, stream: None, seq: None, ..e("a", 1) };
-        assert_eq!(legacy.dedup_key(), Incoming { tty: Some("x".into()), ..legacy.clone() }.dedup_key());
-        assert_ne!(legacy.dedup_key(), Incoming { command: "ls ".into(), ..legacy.clone() }.dedup_key());
     }
 }

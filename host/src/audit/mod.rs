@@ -22,7 +22,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::store::{AuditQuery, AuditRow, NewGap, Store, StoreError};
+use crate::store::{AuditQuery, AuditRow, AuditSink, NewGap, Store, StoreError};
 pub use event::{AgentBatch, Invalid, Source};
 use event::{Incoming, Limits};
 pub use writer::Outcome;
@@ -149,13 +149,19 @@ pub struct AuditService {
 }
 
 impl AuditService {
-    /// Starts the writer task. `key` is the chain key (see `auth::derive_key`).
-    pub fn start(store: Store, config: AuditConfig, key: Vec<u8>) -> Arc<AuditService> {
+    /// Starts the writer thread over `sink` (see `Store::audit_sink`). `key` is the chain key (see
+    /// `auth::derive_key`).
+    pub fn start(
+        store: Store,
+        sink: Box<dyn AuditSink>,
+        config: AuditConfig,
+        key: Vec<u8>,
+    ) -> Result<Arc<AuditService>, StoreError> {
         // Bounded: when the database is slow, requests wait here (backpressure) instead of piling up in memory.
         let (submit, rx) = mpsc::channel(1024);
         let (live, _) = broadcast::channel(4096);
-        writer::spawn(store.clone(), key.clone(), rx, live.clone());
-        Arc::new(AuditService {
+        writer::spawn(sink, key.clone(), rx, live.clone())?;
+        Ok(Arc::new(AuditService {
             store,
             config,
             submit,
@@ -164,7 +170,7 @@ impl AuditService {
             refreshed: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             key,
-        })
+        }))
     }
 
     pub fn config(&self) -> &AuditConfig {

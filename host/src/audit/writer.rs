@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{chain, event::Incoming};
-use crate::store::{now_ms, AuditRow, NewGap, Store};
+use crate::store::{now_ms, AuditRow, AuditSink, NewGap, StoreError, WalSync};
 
 /// At most this many events go into one transaction.
 const MAX_BATCH: usize = 10_000;
@@ -41,93 +41,153 @@ pub enum Outcome {
     Duplicate,
 }
 
+/// Where a submission is answered: each event's outcome, or why nothing was stored.
+pub type Reply = oneshot::Sender<Result<Vec<Outcome>, String>>;
+
 pub struct Submission {
     pub events: Vec<Incoming>,
     pub gaps: Vec<NewGap>,
-    pub reply: oneshot::Sender<Result<Vec<Outcome>, String>>,
+    pub reply: Reply,
 }
 
-pub fn spawn(
-    store: Store,
-    key: Vec<u8>,
-    mut rx: mpsc::Receiver<Submission>,
-    live: broadcast::Sender<Arc<AuditRow>>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut hosts: HashMap<i64, HostState> = HashMap::new();
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            let mut events = batch[0].events.len();
-            while events < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(next) => {
-                        events += next.events.len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
+/// A committed group, to be answered once it is durable.
+struct Committed {
+    answers: Vec<(Reply, Vec<Outcome>)>,
+    rows: Vec<AuditRow>,
+}
+
+/// Answers committed groups and publishes their rows. With a [`WalSync`] that happens on a thread of its own,
+/// after a sync that began once the group was committed, so the writer commits the next group meanwhile.
+enum Answerer {
+    Now(broadcast::Sender<Arc<AuditRow>>),
+    AfterSync(std::sync::mpsc::Sender<Committed>),
+}
+
+impl Answerer {
+    fn start(wal: Option<WalSync>, live: broadcast::Sender<Arc<AuditRow>>) -> std::io::Result<Answerer> {
+        let Some(wal) = wal else { return Ok(Answerer::Now(live)) };
+        let (tx, rx) = std::sync::mpsc::channel::<Committed>();
+        std::thread::Builder::new().name("audit-sync".into()).spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut groups = vec![first];
+                groups.extend(rx.try_iter());
+                let synced = wal.sync();
+                if let Err(err) = &synced {
+                    // The rows are committed but perhaps not on disk: say so, and let senders resend (agent events
+                    // are idempotent; a re-sent legacy line is recognised as the newest).
+                    tracing::error!(error = %err, groups = groups.len(), "audit WAL sync failed");
+                    metrics::counter!("omserver_audit_batches_failed_total").increment(1);
+                }
+                for group in groups {
+                    answer(group, synced.is_ok().then_some(&live));
                 }
             }
-            let started = std::time::Instant::now();
-            match write(&store, &key, &mut hosts, &mut batch).await {
-                Ok((outcomes, rows)) => {
-                    metrics::counter!("omserver_audit_events_stored_total").increment(rows.len() as u64);
-                    metrics::histogram!("omserver_audit_commit_seconds").record(started.elapsed().as_secs_f64());
-                    if live.receiver_count() > 0 {
-                        for row in rows {
-                            let _ = live.send(Arc::new(row));
-                        }
-                    }
-                    for (submission, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = submission.reply.send(Ok(outcome));
-                    }
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, events, "audit batch not stored");
-                    metrics::counter!("omserver_audit_batches_failed_total").increment(1);
-                    // Nothing was committed; forget what is remembered anyway, it is read again from the database.
-                    hosts.clear();
-                    for submission in batch {
-                        let _ = submission.reply.send(Err("the audit store is unavailable; send again".into()));
-                    }
+        })?;
+        Ok(Answerer::AfterSync(tx))
+    }
+
+    fn committed(&self, group: Committed) {
+        match self {
+            Answerer::Now(live) => answer(group, Some(live)),
+            Answerer::AfterSync(syncer) => {
+                if let Err(std::sync::mpsc::SendError(group)) = syncer.send(group) {
+                    answer(group, None);
                 }
             }
         }
-    })
+    }
+}
+
+/// Answers a group: stored and published when `durable` (the live stream) is given, "send again" otherwise.
+fn answer(group: Committed, durable: Option<&broadcast::Sender<Arc<AuditRow>>>) {
+    for (reply, outcomes) in group.answers {
+        let _ = reply.send(if durable.is_some() { Ok(outcomes) } else { Err(UNAVAILABLE.into()) });
+    }
+    if let Some(live) = durable.filter(|live| live.receiver_count() > 0) {
+        for row in group.rows {
+            let _ = live.send(Arc::new(row));
+        }
+    }
+}
+
+const UNAVAILABLE: &str = "the audit store is unavailable; send again";
+
+/// Starts the writer on a thread of its own: the sink's calls block (SQLite is called directly), and a thread
+/// keeps them off the runtime's workers. The thread ends when every sender of `rx` is gone.
+pub fn spawn(
+    mut sink: Box<dyn AuditSink>,
+    key: Vec<u8>,
+    mut rx: mpsc::Receiver<Submission>,
+    live: broadcast::Sender<Arc<AuditRow>>,
+) -> Result<(), StoreError> {
+    let thread = |source| StoreError::Io { what: "audit writer thread", source };
+    let answerer = Answerer::start(sink.wal_sync()?, live).map_err(thread)?;
+    let key = chain::ChainKey::new(&key);
+    std::thread::Builder::new()
+        .name("audit-writer".into())
+        .spawn(move || {
+            let mut hosts: HashMap<i64, HostState> = HashMap::new();
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                let mut events = batch[0].events.len();
+                while events < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => {
+                            events += next.events.len();
+                            batch.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let started = std::time::Instant::now();
+                match write(sink.as_mut(), &key, &mut hosts, &mut batch) {
+                    Ok((outcomes, rows)) => {
+                        metrics::counter!("omserver_audit_events_stored_total").increment(rows.len() as u64);
+                        metrics::histogram!("omserver_audit_commit_seconds").record(started.elapsed().as_secs_f64());
+                        let answers = batch.into_iter().map(|s| s.reply).zip(outcomes).collect();
+                        answerer.committed(Committed { answers, rows });
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, events, "audit batch not stored");
+                        metrics::counter!("omserver_audit_batches_failed_total").increment(1);
+                        // Nothing was committed; forget what is remembered anyway, it is read again from the
+                        // database.
+                        hosts.clear();
+                        for submission in batch {
+                            let _ = submission.reply.send(Err(UNAVAILABLE.into()));
+                        }
+                    }
+                }
+            }
+        })
+        .map_err(thread)?;
+    Ok(())
 }
 
 /// Writes one group; returns each submission's outcomes and the stored rows (for the live stream).
-async fn write(
-    store: &Store,
-    key: &[u8],
+fn write(
+    sink: &mut dyn AuditSink,
+    key: &chain::ChainKey,
     hosts: &mut HashMap<i64, HostState>,
     batch: &mut [Submission],
-) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), crate::store::StoreError> {
+) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), StoreError> {
     // The events are moved into rows; the submissions keep only their reply channels and gaps.
     let incoming: Vec<Vec<Incoming>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
-    let stored_seqs = stored_agent_seqs(store, &incoming).await?;
+    let duplicates = agent_duplicates(sink, &incoming)?;
     // This batch's view of each host; becomes `hosts` only once committed.
     let mut working: HashMap<i64, HostState> = HashMap::new();
-    let mut batch_seqs: HashSet<(i64, String, i64)> = HashSet::new();
     let mut rows = Vec::new();
     let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(batch.len());
     let received_at = now_ms();
-    for events in incoming {
+    for (events, duplicates) in incoming.into_iter().zip(duplicates) {
         let mut these = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, duplicate) in events.into_iter().zip(duplicates) {
             let state = match working.entry(event.host_id) {
                 Entry::Occupied(known) => known.into_mut(),
                 Entry::Vacant(slot) => slot.insert(match hosts.get(&event.host_id) {
                     Some(state) => state.clone(),
-                    None => load_host(store, event.host_id).await?,
+                    None => load_host(sink, event.host_id)?,
                 }),
-            };
-            let dedup_key = event.dedup_key();
-            let duplicate = match (&event.stream, event.seq) {
-                (Some(stream), Some(seq)) => {
-                    let id = (event.host_id, stream.clone(), seq);
-                    stored_seqs.contains(&id) || !batch_seqs.insert(id)
-                }
-                _ => state.recent.contains(&dedup_key),
             };
             if duplicate {
                 these.push(Outcome::Duplicate);
@@ -147,17 +207,20 @@ async fn write(
                 source: event.source.as_str().to_owned(),
                 stream: event.stream,
                 seq: event.seq,
-                dedup_key,
                 chain_seq: state.head.0 + 1,
-                prev_hash: state.head.1.clone(),
                 row_hash: String::new(),
             };
-            row.row_hash = chain::seal(key, &row);
+            let dedup_key = chain::dedup_key(&row);
+            if row.seq.is_none() && state.recent.contains(&dedup_key) {
+                these.push(Outcome::Duplicate);
+                continue;
+            }
+            row.row_hash = chain::seal(key, &row, &state.head.1, &dedup_key);
             state.head = (row.chain_seq, row.row_hash.clone());
             if state.recent.len() == RECENT {
                 state.recent.pop_front();
             }
-            state.recent.push_back(row.dedup_key.clone());
+            state.recent.push_back(dedup_key);
             these.push(Outcome::Stored(0));
             rows.push(row);
         }
@@ -169,7 +232,7 @@ async fn write(
     if rows.is_empty() && gaps.is_empty() {
         return Ok((outcomes, Vec::new()));
     }
-    let ids = store.write_audit_batch(&rows, &gaps, &new_heads).await?;
+    let ids = sink.write_audit_batch(&rows, &gaps, &new_heads)?;
     hosts.extend(working);
 
     // Ids come back in insertion order; hand them to the Stored outcomes in the same order.
@@ -185,31 +248,33 @@ async fn write(
     Ok((outcomes, rows))
 }
 
-/// The (host, stream, seq) of agent events in the batch that are stored already: one range scan per stream.
-async fn stored_agent_seqs(
-    store: &Store,
-    incoming: &[Vec<Incoming>],
-) -> Result<HashSet<(i64, String, i64)>, crate::store::StoreError> {
+/// An agent event's identity: (host, stream, seq).
+fn agent_id(e: &Incoming) -> Option<(i64, &str, i64)> {
+    Some((e.host_id, e.stream.as_deref()?, e.seq?))
+}
+
+/// Which agent events of the group are duplicates: stored already (one range scan per stream) or sent earlier in
+/// the same group. Legacy events are compared later, with their host's newest lines.
+fn agent_duplicates(sink: &mut dyn AuditSink, incoming: &[Vec<Incoming>]) -> Result<Vec<Vec<bool>>, StoreError> {
     let mut ranges: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
-    for event in incoming.iter().flatten() {
-        if let (Some(stream), Some(seq)) = (&event.stream, event.seq) {
-            let range = ranges.entry((event.host_id, stream.as_str())).or_insert((seq, seq));
-            *range = (range.0.min(seq), range.1.max(seq));
-        }
+    for (host_id, stream, seq) in incoming.iter().flatten().filter_map(agent_id) {
+        let range = ranges.entry((host_id, stream)).or_insert((seq, seq));
+        *range = (range.0.min(seq), range.1.max(seq));
     }
-    let mut stored = HashSet::new();
+    let mut seen: HashSet<(i64, &str, i64)> = HashSet::new();
     for ((host_id, stream), (from, to)) in ranges {
-        for seq in store.existing_seqs(host_id, stream, from, to).await? {
-            stored.insert((host_id, stream.to_owned(), seq));
-        }
+        seen.extend(sink.existing_seqs(host_id, stream, from, to)?.into_iter().map(|seq| (host_id, stream, seq)));
     }
-    Ok(stored)
+    Ok(incoming
+        .iter()
+        .map(|events| events.iter().map(|e| agent_id(e).is_some_and(|id| !seen.insert(id))).collect())
+        .collect())
 }
 
 /// A host's chain head and newest dedup keys, from the database.
-async fn load_host(store: &Store, host_id: i64) -> Result<HostState, crate::store::StoreError> {
-    let head = store.audit_head(host_id).await?.unwrap_or((0, chain::GENESIS.to_owned()));
-    let mut recent: VecDeque<String> = store.recent_dedup_keys(host_id, RECENT as i64).await?.into();
-    recent.make_contiguous().reverse();
+fn load_host(sink: &mut dyn AuditSink, host_id: i64) -> Result<HostState, StoreError> {
+    let head = sink.audit_head(host_id)?.unwrap_or((0, chain::GENESIS.to_owned()));
+    let newest_first = sink.recent_audit_rows(host_id, RECENT as i64)?;
+    let recent = newest_first.iter().rev().map(chain::dedup_key).collect();
     Ok(HostState { head, recent })
 }

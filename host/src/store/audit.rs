@@ -21,11 +21,7 @@ pub struct AuditRow {
     pub source: String,
     pub stream: Option<String>,
     pub seq: Option<i64>,
-    #[serde(skip)]
-    pub dedup_key: String,
     pub chain_seq: i64,
-    #[serde(skip)]
-    pub prev_hash: String,
     #[serde(skip)]
     pub row_hash: String,
 }
@@ -55,13 +51,68 @@ pub struct AuditQuery {
     pub limit: i64,
 }
 
-const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, history_datetime, \
-                       received_at, history_command, source, stream, seq, dedup_key, chain_seq, prev_hash, row_hash";
-const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, history_user, login_user, tty, history_datetime, \
-                              received_at, history_command, source, stream, seq, dedup_key, chain_seq, prev_hash, \
-                              row_hash";
-/// Rows per multi-row INSERT: 16 parameters each, well under every dialect's parameter limit.
+pub(super) const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, \
+                                  history_datetime, received_at, history_command, source, stream, seq, chain_seq, \
+                                  row_hash";
+pub(super) const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, history_user, login_user, tty, \
+                                         history_datetime, received_at, history_command, source, stream, seq, \
+                                         chain_seq, row_hash";
+/// Rows per multi-row INSERT: 14 parameters each, well under every dialect's parameter limit.
 const INSERT_CHUNK: usize = 500;
+
+/// The audit writer's view of storage: the reads it makes before a group, and the group's one transaction.
+/// Synchronous, because the writer is a thread of its own. Two implementations: [`super::audit_sqlite::SqliteAuditSink`]
+/// for the embedded default (its own connection and prepared statements, no hop through a pool's worker) and
+/// [`PooledAuditSink`] for MariaDB/MySQL and PostgreSQL.
+pub trait AuditSink: Send {
+    /// What makes commits durable when the commit itself does not: `Some` for SQLite (see
+    /// [`super::audit_sqlite`]); `None` where a returned commit is durable already.
+    fn wal_sync(&self) -> Result<Option<super::audit_sqlite::WalSync>, StoreError> {
+        Ok(None)
+    }
+    /// Which sequence numbers in `from..=to` of an agent stream are stored already.
+    fn existing_seqs(&mut self, host_id: i64, stream: &str, from: i64, to: i64) -> Result<Vec<i64>, StoreError>;
+    /// A host's chain head: (last chain_seq, last row hash).
+    fn audit_head(&mut self, host_id: i64) -> Result<Option<(i64, String)>, StoreError>;
+    /// A host's newest `limit` rows, newest first.
+    fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
+    /// Writes one group in one transaction: the rows, the gaps, the new chain heads. Returns the rows' ids in order.
+    fn write_audit_batch(
+        &mut self,
+        rows: &[AuditRow],
+        gaps: &[NewGap],
+        heads: &[(i64, i64, String)],
+    ) -> Result<Vec<i64>, StoreError>;
+}
+
+/// The audit sink over the shared pool, driven from the writer thread through the runtime's handle.
+pub struct PooledAuditSink {
+    store: Store,
+    runtime: tokio::runtime::Handle,
+}
+
+impl AuditSink for PooledAuditSink {
+    fn existing_seqs(&mut self, host_id: i64, stream: &str, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {
+        self.runtime.block_on(self.store.existing_seqs(host_id, stream, from, to))
+    }
+
+    fn audit_head(&mut self, host_id: i64) -> Result<Option<(i64, String)>, StoreError> {
+        self.runtime.block_on(self.store.audit_head(host_id))
+    }
+
+    fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        self.runtime.block_on(self.store.recent_audit_rows(host_id, limit))
+    }
+
+    fn write_audit_batch(
+        &mut self,
+        rows: &[AuditRow],
+        gaps: &[NewGap],
+        heads: &[(i64, i64, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads))
+    }
+}
 
 enum Bind {
     Int(i64),
@@ -69,6 +120,16 @@ enum Bind {
 }
 
 impl Store {
+    /// The sink for the audit writer thread. A SQLite file gets a connection of its own; anything else (MySQL,
+    /// PostgreSQL, an in-memory SQLite that another connection could not see) goes through the pool. Call it
+    /// from within the runtime: the pooled sink keeps its handle.
+    pub fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
+        Ok(match &self.sqlite_file {
+            Some(path) => Box::new(super::audit_sqlite::SqliteAuditSink::open(path)?),
+            None => Box::new(PooledAuditSink { store: self.clone(), runtime: tokio::runtime::Handle::current() }),
+        })
+    }
+
     /// Writes one batch in one transaction: the rows, the gaps, and the new chain heads. Returns the ids of the
     /// rows in order. The caller (the single audit writer) has already removed duplicates.
     pub async fn write_audit_batch(
@@ -97,7 +158,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(INSERT_CHUNK) {
-                let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
                 let mut sql = format!("INSERT INTO server_history ({INSERT_COLUMNS}) VALUES {marks}");
                 if dialect != Dialect::MySql {
                     sql.push_str(" RETURNING id");
@@ -118,9 +179,7 @@ impl Store {
                         .bind(&r.source)
                         .bind(&r.stream)
                         .bind(r.seq)
-                        .bind(&r.dedup_key)
                         .bind(r.chain_seq)
-                        .bind(&r.prev_hash)
                         .bind(&r.row_hash);
                 }
                 if dialect == Dialect::MySql {
@@ -161,12 +220,11 @@ impl Store {
         )
     }
 
-    /// The dedup keys of a host's newest `limit` rows, newest first (a short backward scan of the chain index).
-    pub async fn recent_dedup_keys(&self, host_id: i64, limit: i64) -> Result<Vec<String>, StoreError> {
-        let sql = self.sql("SELECT dedup_key FROM server_history WHERE host_id = ? ORDER BY chain_seq DESC LIMIT ?");
-        Ok(
-            on_pool!(self, pool => sqlx::query_scalar::<_, String>(&sql).bind(host_id).bind(limit).fetch_all(pool).await)?,
-        )
+    /// A host's newest `limit` rows, newest first (a short backward scan of the chain index).
+    pub async fn recent_audit_rows(&self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let query = format!("SELECT {COLUMNS} FROM server_history WHERE host_id = ? ORDER BY chain_seq DESC LIMIT ?");
+        let sql = self.sql(&query);
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(&sql).bind(host_id).bind(limit).fetch_all(pool).await)?)
     }
 
     /// The chain head of a host: (last chain_seq, last row hash).

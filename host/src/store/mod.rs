@@ -9,11 +9,12 @@
 //! **Invariant:** storage knows nothing of HTTP or jobs' execution; it stores and reads rows.
 
 mod audit;
+mod audit_sqlite;
 mod inventory;
 mod jobs;
 mod tokens;
 
-use std::{borrow::Cow, str::FromStr, time::Duration};
+use std::{borrow::Cow, path::PathBuf, str::FromStr, time::Duration};
 
 use sqlx::{
     mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions},
@@ -21,7 +22,8 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
-pub use audit::{AuditQuery, AuditRow, NewGap};
+pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
+pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{JobRow, NewJob, ResultRow};
 pub use tokens::TokenRow;
@@ -34,6 +36,11 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// From the audit writer's own SQLite connection.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -99,6 +106,8 @@ pub(crate) use insert_id;
 pub struct Store {
     pool: Pool,
     dialect: Dialect,
+    /// The database file when this is an on-disk SQLite database (the audit writer opens its own connection).
+    sqlite_file: Option<PathBuf>,
 }
 
 impl Store {
@@ -114,8 +123,10 @@ impl Store {
         // Short: when the database is down, requests should fail fast with 503 (agents keep their events and
         // retry) rather than hang past their clients' timeouts.
         let acquire = Duration::from_secs(2);
+        let mut sqlite_file = None;
         let (pool, dialect) = match scheme {
             "sqlite" => {
+                sqlite_without_memstatus();
                 let options = SqliteConnectOptions::from_str(url)?
                     .create_if_missing(true)
                     .journal_mode(SqliteJournalMode::Wal)
@@ -126,6 +137,10 @@ impl Store {
                     // in a temporary file (measured: a fifth of the audit writer's time).
                     .pragma("temp_store", "memory")
                     .busy_timeout(Duration::from_secs(5));
+                // sqlx does not say whether options are in memory; its URL forms for that are these two.
+                if !url.contains(":memory:") && !url.contains("mode=memory") {
+                    sqlite_file = Some(options.get_filename().to_path_buf());
+                }
                 let pool = SqlitePoolOptions::new().acquire_timeout(acquire).connect_with(options).await?;
                 (Pool::Sqlite(pool), Dialect::Sqlite)
             }
@@ -144,7 +159,7 @@ impl Store {
             }
             _ => return Err(StoreError::UnsupportedUrl(url.to_owned())),
         };
-        Ok(Store { pool, dialect })
+        Ok(Store { pool, dialect, sqlite_file })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -188,6 +203,21 @@ impl Store {
         }
         Cow::Owned(out)
     }
+}
+
+/// SQLite keeps allocation statistics behind a global mutex unless told not to; nothing here reads them, and
+/// that mutex was 7 % of the audit writer's time (perf, BENCHMARKS.md). Only possible before SQLite initialises,
+/// so it runs before this process's first SQLite connection.
+fn sqlite_without_memstatus() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: sqlite3_config must not run concurrently with other SQLite calls: the Once makes every
+        // connection that this module opens wait for it, and nothing else in the server opens SQLite. Called
+        // after initialisation it returns SQLITE_MISUSE and changes nothing.
+        unsafe {
+            rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
+        }
+    });
 }
 
 /// Milliseconds since the Unix epoch: the one time format in every table.
