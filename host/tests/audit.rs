@@ -1501,4 +1501,53 @@ mod dialects {
         })
         .await;
     }
+
+    #[tokio::test]
+    async fn a_large_group_gets_each_row_its_own_id_in_order() {
+        on_each_dialect(|dialect, url| async move {
+            let store = Store::connect(&url).await.unwrap();
+            let host = NewHost { name: "big".into(), ip: "10.7.0.1".into(), wan_ip: None, op: None, category: None };
+            let host_id = store.add_host(&host).await.unwrap().id;
+            // 293 rows: the SQLite sink's multi-row statements of 256, 32 and 4 rows and single rows, all used.
+            let rows: Vec<AuditRow> = (1..=293)
+                .map(|n| AuditRow {
+                    id: 0,
+                    host_id,
+                    history_ip: "10.7.0.1".into(),
+                    history_id: n,
+                    history_user: "root".into(),
+                    login_user: None,
+                    tty: None,
+                    history_datetime: "2026-11-24 10:00:00".into(),
+                    received_at: n,
+                    history_command: format!("echo {n}"),
+                    source: "agent".into(),
+                    stream: Some("s".into()),
+                    seq: Some(n),
+                    chain_seq: n,
+                    row_hash: format!("{n:064}"),
+                })
+                .collect();
+            let mut sink = store.audit_sink().unwrap();
+            let written = rows.clone();
+            let (ids, mut sink) = tokio::task::spawn_blocking(move || {
+                let ids = sink.write_audit_batch(&written, &[], &[(host_id, 293, format!("{:064}", 293))]);
+                (ids, sink)
+            })
+            .await
+            .unwrap();
+            let ids = ids.unwrap();
+            assert_eq!(ids.len(), rows.len(), "{dialect:?}");
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{dialect:?}: ids in insertion order");
+            let stored = store.query_audit(&AuditQuery { after: Some(0), limit: 1000, ..AuditQuery::default() }).await;
+            let stored = stored.unwrap();
+            let by_id: Vec<(i64, i64)> = stored.iter().map(|r| (r.id, r.history_id)).collect();
+            let want: Vec<(i64, i64)> = ids.iter().copied().zip(1..=293).collect();
+            assert_eq!(by_id, want, "{dialect:?}: each id names its own row");
+            let head = tokio::task::spawn_blocking(move || sink.audit_head(host_id)).await.unwrap().unwrap();
+            assert_eq!(head, Some((293, format!("{:064}", 293))), "{dialect:?}");
+            store.close().await;
+        })
+        .await;
+    }
 }

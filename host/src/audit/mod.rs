@@ -250,6 +250,8 @@ impl AuditService {
     async fn write(&self, events: Vec<Incoming>, gaps: Vec<NewGap>) -> Result<Vec<Outcome>, IngestError> {
         let (reply, answer) = oneshot::channel();
         let unavailable = || IngestError::Unavailable("the audit writer has stopped".into());
+        let received_at = crate::store::now_ms();
+        let events = events.into_iter().map(|e| writer::Pending::new(e, received_at)).collect();
         self.submit.send(writer::Submission { events, gaps, reply }).await.map_err(|_| unavailable())?;
         answer.await.map_err(|_| unavailable())?.map_err(IngestError::Unavailable)
     }

@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::{chain, event::Incoming};
-use crate::store::{now_ms, AuditRow, AuditSink, NewGap, StoreError, WalSync};
+use crate::store::{AuditRow, AuditSink, NewGap, StoreError, WalSync};
 
 /// At most this many events go into one transaction.
 const MAX_BATCH: usize = 10_000;
@@ -44,8 +44,39 @@ pub enum Outcome {
 /// Where a submission is answered: each event's outcome, or why nothing was stored.
 pub type Reply = oneshot::Sender<Result<Vec<Outcome>, String>>;
 
+/// An event on its way to the writer: its row (chain position and MAC still to come) and its dedup key, both
+/// made on the request's thread so that the one writer has less to do per event.
+pub struct Pending {
+    row: AuditRow,
+    dedup_key: String,
+}
+
+impl Pending {
+    /// `received_at`: when the request arrived, in Unix ms.
+    pub fn new(event: Incoming, received_at: i64) -> Pending {
+        let row = AuditRow {
+            id: 0,
+            host_id: event.host_id,
+            history_ip: event.ip,
+            history_id: event.history_id,
+            history_user: event.user,
+            login_user: event.login_user,
+            tty: event.tty,
+            history_datetime: event.datetime,
+            received_at,
+            history_command: event.command,
+            source: event.source.as_str().to_owned(),
+            stream: event.stream,
+            seq: event.seq,
+            chain_seq: 0,
+            row_hash: String::new(),
+        };
+        Pending { dedup_key: chain::dedup_key(&row), row }
+    }
+}
+
 pub struct Submission {
-    pub events: Vec<Incoming>,
+    pub events: Vec<Pending>,
     pub gaps: Vec<NewGap>,
     pub reply: Reply,
 }
@@ -172,49 +203,27 @@ fn write(
     batch: &mut [Submission],
 ) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), StoreError> {
     // The events are moved into rows; the submissions keep only their reply channels and gaps.
-    let incoming: Vec<Vec<Incoming>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
+    let incoming: Vec<Vec<Pending>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
     let duplicates = agent_duplicates(sink, &incoming)?;
     // This batch's view of each host; becomes `hosts` only once committed.
     let mut working: HashMap<i64, HostState> = HashMap::new();
     let mut rows = Vec::new();
     let mut outcomes: Vec<Vec<Outcome>> = Vec::with_capacity(batch.len());
-    let received_at = now_ms();
     for (events, duplicates) in incoming.into_iter().zip(duplicates) {
         let mut these = Vec::with_capacity(events.len());
-        for (event, duplicate) in events.into_iter().zip(duplicates) {
-            let state = match working.entry(event.host_id) {
+        for (Pending { mut row, dedup_key }, duplicate) in events.into_iter().zip(duplicates) {
+            let state = match working.entry(row.host_id) {
                 Entry::Occupied(known) => known.into_mut(),
-                Entry::Vacant(slot) => slot.insert(match hosts.get(&event.host_id) {
+                Entry::Vacant(slot) => slot.insert(match hosts.get(&row.host_id) {
                     Some(state) => state.clone(),
-                    None => load_host(sink, event.host_id)?,
+                    None => load_host(sink, row.host_id)?,
                 }),
             };
-            if duplicate {
+            if duplicate || (row.seq.is_none() && state.recent.contains(&dedup_key)) {
                 these.push(Outcome::Duplicate);
                 continue;
             }
-            let mut row = AuditRow {
-                id: 0,
-                host_id: event.host_id,
-                history_ip: event.ip,
-                history_id: event.history_id,
-                history_user: event.user,
-                login_user: event.login_user,
-                tty: event.tty,
-                history_datetime: event.datetime,
-                received_at,
-                history_command: event.command,
-                source: event.source.as_str().to_owned(),
-                stream: event.stream,
-                seq: event.seq,
-                chain_seq: state.head.0 + 1,
-                row_hash: String::new(),
-            };
-            let dedup_key = chain::dedup_key(&row);
-            if row.seq.is_none() && state.recent.contains(&dedup_key) {
-                these.push(Outcome::Duplicate);
-                continue;
-            }
+            row.chain_seq = state.head.0 + 1;
             row.row_hash = chain::seal(key, &row, &state.head.1, &dedup_key);
             state.head = (row.chain_seq, row.row_hash.clone());
             if state.recent.len() == RECENT {
@@ -249,13 +258,13 @@ fn write(
 }
 
 /// An agent event's identity: (host, stream, seq).
-fn agent_id(e: &Incoming) -> Option<(i64, &str, i64)> {
-    Some((e.host_id, e.stream.as_deref()?, e.seq?))
+fn agent_id(e: &Pending) -> Option<(i64, &str, i64)> {
+    Some((e.row.host_id, e.row.stream.as_deref()?, e.row.seq?))
 }
 
 /// Which agent events of the group are duplicates: stored already (one range scan per stream) or sent earlier in
 /// the same group. Legacy events are compared later, with their host's newest lines.
-fn agent_duplicates(sink: &mut dyn AuditSink, incoming: &[Vec<Incoming>]) -> Result<Vec<Vec<bool>>, StoreError> {
+fn agent_duplicates(sink: &mut dyn AuditSink, incoming: &[Vec<Pending>]) -> Result<Vec<Vec<bool>>, StoreError> {
     let mut ranges: HashMap<(i64, &str), (i64, i64)> = HashMap::new();
     for (host_id, stream, seq) in incoming.iter().flatten().filter_map(agent_id) {
         let range = ranges.entry((host_id, stream)).or_insert((seq, seq));
