@@ -119,14 +119,14 @@ impl App {
     }
 
     pub fn state(&self) -> AppState {
-        AppState {
+        AppState::new(http::Services {
             store: self.store.clone(),
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
             tokens: self.tokens.clone(),
             audit: self.audit.clone(),
             metrics: metrics_handle(),
-        }
+        })
     }
 
     /// Serves on `listener` and watches plugins.d until `shutdown` is cancelled; then stops accepting, lets

@@ -28,9 +28,25 @@ pub use hosts::{validate_host, HostForm};
 
 use crate::{audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store};
 
-/// What every handler may use.
+/// What every handler may use. Cloned for every request (axum's `State`), so one `Arc` rather than the parts.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> AppState {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,

@@ -192,6 +192,11 @@ impl AuditSink for SqliteAuditSink {
             // statement for many rows; each size is prepared once for the connection's life).
             let mut rest = rows;
             for (size, sql) in INSERTS.iter() {
+                if rest.len() < *size {
+                    // Not even looked up: the cache hashes and compares the whole SQL text (tens of KiB for the
+                    // largest), and clears every parameter of a statement it hands back.
+                    continue;
+                }
                 let mut insert = tx.prepare_cached(sql)?;
                 let mut params: Vec<&dyn ToSql> = Vec::with_capacity(size * 14);
                 while rest.len() >= *size {
