@@ -2,7 +2,8 @@
 //!
 //! One server in this process, built like the real one (`App::open` on a fresh SQLite file with the durable
 //! settings, `http::router`, connect-info for the peer address) plus a `/noop` route that answers `OK` and does
-//! nothing else: the ceiling of HTTP on this machine, measured in the same run. Then:
+//! nothing else, served through the same layers as every route (tracing, latency metrics): the ceiling of this
+//! server's HTTP on this machine, measured in the same run. Then:
 //!
 //! 1. **Legacy GET ingest** with `wrk --latency` (keep-alive): `/noop` and `/omaudit/omaudit_pull/` with the same
 //!    Lua script, which gives every request a distinct history line (otherwise deduplication would make most of
@@ -124,7 +125,9 @@ async fn main() -> Result<(), Error> {
     let localhost = app.store.list_hosts().await?.into_iter().find(|h| h.ip == "127.0.0.1").ok_or("no 127.0.0.1")?;
     let agent = app.tokens.create_for_host("bench-agent", localhost.id).await?;
 
-    let router = omserver::http::router(app.state()).merge(Router::new().route("/noop", get(|| async { "OK" })));
+    // The no-op route goes through the same layers (tracing, latency metrics) as the audit routes.
+    let noop = Router::new().route("/noop", get(|| async { "OK" }));
+    let router = omserver::http::router_with(app.state(), noop);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
