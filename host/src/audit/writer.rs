@@ -1,12 +1,14 @@
-//! The single audit writer: takes validated events from every request, deduplicates and chains them, and
-//! commits them in groups. One transaction (one fsync) covers every request that arrived while the previous one
-//! was committing, which is what makes "OK only after commit" fast.
+//! The single audit writer: a thread that takes validated events from every request, deduplicates and chains
+//! them, and commits them in groups through an [`AuditSink`]. One transaction covers every request that arrived
+//! while the previous one was committing, which is what makes "OK only after commit" fast. Where the commit is not
+//! durable by itself (SQLite, see `store::audit_sqlite`), groups are answered by a second thread after an
+//! `fdatasync` of the WAL that began after their commit, and one flush covers every group committed meanwhile.
 //!
 //! Duplicates are found without a global unique index (whose random keys made every insert dirty a random page):
 //! agent events by a range scan of the (host, stream, seq) index, legacy events against the host's newest
 //! [`RECENT`] rows, because what the original agent re-sends is the line it just sent.
 //!
-//! **Invariant:** this task is the only writer of `server_history` and `audit_chain` in the process (one server
+//! **Invariant:** this thread is the only writer of `server_history` and `audit_chain` in the process (one server
 //! process per database): it keeps each host's chain head and newest dedup keys in memory.
 
 use std::{

@@ -97,7 +97,7 @@ impl SqliteAuditSink {
 }
 
 /// The multi-row INSERTs, largest first, ending with one row. 14 parameters a row: 3 584 at most, within
-/// SQLite's default limit of 32 766. Measured: 256 rows a statement is ~25 % faster than one.
+/// SQLite's default limit of 32 766. Measured: batch ingest ~25 % faster than with one row a statement.
 static INSERTS: std::sync::LazyLock<Vec<(usize, String)>> =
     std::sync::LazyLock::new(|| [256, 32, 4, 1].into_iter().map(|rows| (rows, insert_sql(rows))).collect());
 
