@@ -90,11 +90,12 @@ fn assert_bad_request(answer: (StatusCode, Value), field: Option<&str>, error: &
 }
 
 /// A 400 without a field whose message contains each of `parts` (serde's wording for malformed bodies).
-fn assert_bad_body(answer: (StatusCode, Value), parts: &[&str]) {
+/// A 400 whose message mentions each of `parts` and whose `field` is `field` (absent when `None`).
+fn assert_bad_body(answer: (StatusCode, Value), field: Option<&str>, parts: &[&str]) {
     let (status, body) = answer;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let error = body["error"].as_str().unwrap_or_else(|| panic!("an error message: {body}"));
-    assert!(body.get("field").is_none(), "{body}");
+    assert_eq!(body.get("field").and_then(Value::as_str), field, "{body}");
     for part in parts {
         assert!(error.contains(part), "{error:?} should mention {part:?}");
     }
@@ -312,12 +313,24 @@ fn invalid_hosts_are_400_naming_the_field() {
         "must be at most 64 characters",
     );
     // Bodies serde refuses: the message names what is wrong.
-    assert_bad_body(post(json!({ "name": "x", "ip": "10.0.0.1", "color": "red" })), &["unknown field `color`"]);
-    assert_bad_body(post(json!({ "name": "x" })), &["missing field `ip`"]);
-    assert_bad_body(post(json!({ "name": 7, "ip": "10.0.0.1" })), &["name"]);
-    assert_bad_body(post_raw(&server, "/api/hosts", Some("application/json"), r#"{"name": "x", "ip": "#), &["EOF"]);
-    assert_bad_body(post_raw(&server, "/api/hosts", Some("application/json"), "not json"), &["expected"]);
-    assert_bad_body(post_raw(&server, "/api/hosts", None, r#"{"name": "x", "ip": "10.0.0.1"}"#), &["Content-Type"]);
+    assert_bad_body(
+        post(json!({ "name": "x", "ip": "10.0.0.1", "color": "red" })),
+        Some("color"),
+        &["unknown field `color`"],
+    );
+    assert_bad_body(post(json!({ "name": "x" })), Some("ip"), &["missing field `ip`"]);
+    assert_bad_body(post(json!({ "name": 7, "ip": "10.0.0.1" })), Some("name"), &["name"]);
+    assert_bad_body(
+        post_raw(&server, "/api/hosts", Some("application/json"), r#"{"name": "x", "ip": "#),
+        None,
+        &["EOF"],
+    );
+    assert_bad_body(post_raw(&server, "/api/hosts", Some("application/json"), "not json"), None, &["expected"]);
+    assert_bad_body(
+        post_raw(&server, "/api/hosts", None, r#"{"name": "x", "ip": "10.0.0.1"}"#),
+        None,
+        &["Content-Type"],
+    );
 
     assert_eq!(host_names(&server), ["localhost"]);
 }
@@ -400,11 +413,15 @@ fn bad_job_requests_are_400_and_create_nothing() {
         Some("lines"),
         "parameter lines: must be between 1 and 10000",
     );
-    assert_bad_body(post(json!({ "module": 1003 })), &["missing field `hosts`"]);
-    assert_bad_body(post(json!({ "module": 1003, "hosts": ["localhost"], "sudo": true })), &["unknown field `sudo`"]);
-    assert_bad_body(post(json!({ "module": "1003", "hosts": ["localhost"] })), &["module"]);
-    assert_bad_body(post(json!({ "module": -1, "hosts": ["localhost"] })), &["module"]);
-    assert_bad_body(post_raw(&server, "/api/jobs", Some("application/json"), "{\"module\": 1003,"), &["EOF"]);
+    assert_bad_body(post(json!({ "module": 1003 })), Some("hosts"), &["missing field `hosts`"]);
+    assert_bad_body(
+        post(json!({ "module": 1003, "hosts": ["localhost"], "sudo": true })),
+        Some("sudo"),
+        &["unknown field `sudo`"],
+    );
+    assert_bad_body(post(json!({ "module": "1003", "hosts": ["localhost"] })), Some("module"), &["module"]);
+    assert_bad_body(post(json!({ "module": -1, "hosts": ["localhost"] })), Some("module"), &["module"]);
+    assert_bad_body(post_raw(&server, "/api/jobs", Some("application/json"), "{\"module\": 1003,"), None, &["EOF"]);
 
     assert_eq!(job_count(&server), 1, "no refused request created a job");
 }

@@ -665,6 +665,7 @@ fn malformed_oversized_and_too_long_batches_are_refused() {
     let (status, body) = raw("{\"events\": [], \"extra\": 1}".to_owned());
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body["error"].as_str().unwrap().contains("unknown field `extra`"), "{body}");
+    assert_eq!(body["field"], "extra", "{body}");
 
     let many: Vec<Value> = (1..=5001).map(|s| ev("s1", s, "root", "2026-11-24 10:00:00", "ls")).collect();
     assert_eq!(

@@ -100,6 +100,73 @@ impl From<JobError> for HttpError {
 
 impl From<axum::extract::rejection::JsonRejection> for HttpError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> HttpError {
-        HttpError::bad_request(rejection.body_text())
+        let text = rejection.body_text();
+        HttpError::BadRequest { field: json_error_field(&text), reason: text }
+    }
+}
+
+/// The field a JSON body error is about, for clients that show it beside the input: axum words a data error
+/// `… target type: <path>: <serde error>`, and serde names a missing or unknown field only in its message.
+fn json_error_field(text: &str) -> Option<String> {
+    let (_, detail) = text.split_once("target type: ")?;
+    let (path, error) = match detail.split_once(": ") {
+        Some((path, error)) if !path.contains(' ') => (Some(path).filter(|p| *p != "."), error),
+        _ => (None, detail),
+    };
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| error.strip_prefix(prefix))
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, named) {
+        // serde_path_to_error already ends the path of an unknown field with its name.
+        (Some(path), Some(name)) if path == name || path.ends_with(&format!(".{name}")) => Some(path.to_owned()),
+        (Some(path), Some(name)) => Some(format!("{path}.{name}")),
+        (None, Some(name)) => Some(name.to_owned()),
+        (Some(path), None) => Some(path.to_owned()),
+        (None, None) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{extract::rejection::JsonRejection, Json};
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        items: Vec<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    fn field_of(body: &str) -> Option<String> {
+        let rejection: JsonRejection = Json::<Outer>::from_bytes(body.as_bytes()).expect_err("a bad body");
+        match HttpError::from(rejection) {
+            HttpError::BadRequest { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_errors_name_their_field() {
+        assert_eq!(field_of(r#"{"name": "a", "items": [], "color": 1}"#).as_deref(), Some("color"));
+        assert_eq!(field_of(r#"{"items": []}"#).as_deref(), Some("name"));
+        assert_eq!(field_of(r#"{"name": 7, "items": []}"#).as_deref(), Some("name"));
+        assert_eq!(field_of(r#"{"name": "a", "items": [{"n": -1}]}"#).as_deref(), Some("items[0].n"));
+        assert_eq!(field_of(r#"{"name": "a", "items": [{"n": 1, "m": 2}]}"#).as_deref(), Some("items[0].m"));
+        assert_eq!(field_of(r#"{"name": "a", "items": [{}]}"#).as_deref(), Some("items[0].n"));
+        assert_eq!(field_of(r#"{"name": "a", "#), None);
+        assert_eq!(field_of("not json"), None);
     }
 }
