@@ -130,15 +130,15 @@ pub fn check_history_id(text: &str) -> Result<i64, Invalid> {
 }
 
 /// A user name as bash prints it: 1–64 characters, no control characters or spaces.
-pub fn check_user(field: &'static str, text: &str) -> Result<String, Invalid> {
+pub fn check_user(field: &'static str, text: String) -> Result<String, Invalid> {
     if text.is_empty() || text.len() > 64 || text.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(invalid(field, "must be 1-64 characters without spaces or control characters"));
     }
-    Ok(text.to_owned())
+    Ok(text)
 }
 
 /// "YYYY-MM-DD HH:MM:SS" with a real calendar date and time.
-pub fn check_datetime(field: &'static str, text: &str) -> Result<String, Invalid> {
+pub fn check_datetime(field: &'static str, text: String) -> Result<String, Invalid> {
     let bad = || invalid(field, format!("{text:?} is not a date and time like 2014-06-07 22:05:56"));
     let b = text.as_bytes();
     if b.len() != 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
@@ -164,10 +164,10 @@ pub fn check_datetime(field: &'static str, text: &str) -> Result<String, Invalid
     if y < 1970 || d == 0 || d > days || h > 23 || mi > 59 || s > 60 {
         return Err(bad());
     }
-    Ok(text.to_owned())
+    Ok(text)
 }
 
-pub fn check_command(field: &'static str, text: &str, limits: Limits) -> Result<String, Invalid> {
+pub fn check_command(field: &'static str, text: String, limits: Limits) -> Result<String, Invalid> {
     if text.trim().is_empty() {
         return Err(invalid(field, "is empty"));
     }
@@ -181,7 +181,7 @@ pub fn check_command(field: &'static str, text: &str, limits: Limits) -> Result<
         // PostgreSQL cannot store NUL in text, and no shell command line contains one.
         return Err(invalid(field, "contains a NUL byte"));
     }
-    Ok(text.to_owned())
+    Ok(text)
 }
 
 /// An address in canonical form (`::ffff:10.0.0.1` and `10.0.0.1` are one host).
@@ -234,29 +234,50 @@ pub struct AgentBatch {
     pub gaps: Vec<AgentGap>,
 }
 
-pub fn check_stream(text: &str) -> Result<String, Invalid> {
+pub fn check_stream(text: String) -> Result<String, Invalid> {
+    valid_stream(&text).map(|()| text)
+}
+
+fn valid_stream(text: &str) -> Result<(), Invalid> {
     if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(invalid("stream", "must be 1-64 letters, digits or '-'"));
     }
-    Ok(text.to_owned())
+    Ok(())
 }
 
 /// Checks an agent's event for `host_id` (from its token: the address it claims is not trusted).
-pub fn check_agent_event(host_id: i64, host_ip: &str, e: &AgentEvent, limits: Limits) -> Result<Incoming, Invalid> {
+/// Checks one agent event, taking its strings over rather than copying them (this runs for every event of every
+/// batch). A refused event gives its stream back with the reason, for the answer.
+pub fn check_agent_event(
+    host_id: i64,
+    host_ip: &str,
+    mut e: AgentEvent,
+    limits: Limits,
+) -> Result<Incoming, (Invalid, String)> {
+    let stream = std::mem::take(&mut e.stream);
+    match valid_stream(&stream).and_then(|()| check_agent_fields(host_id, host_ip, e, limits)) {
+        Ok(incoming) => Ok(Incoming { stream: Some(stream), ..incoming }),
+        Err(why) => Err((why, stream)),
+    }
+}
+
+/// Everything of an agent event but its stream.
+fn check_agent_fields(host_id: i64, host_ip: &str, e: AgentEvent, limits: Limits) -> Result<Incoming, Invalid> {
     if e.seq < 1 {
         return Err(invalid("seq", "must be 1 or more"));
     }
     if e.history_id < 0 {
         return Err(invalid("history_id", "must be 0 or more"));
     }
-    let optional = |field: &'static str, v: &Option<String>| -> Result<Option<String>, Invalid> {
-        match v.as_deref() {
-            None | Some("") => Ok(None),
-            Some(s) if s.len() <= 64 && !s.chars().any(char::is_control) => Ok(Some(s.to_owned())),
+    let optional = |field: &'static str, v: Option<String>| -> Result<Option<String>, Invalid> {
+        match v {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) if s.len() <= 64 && !s.chars().any(char::is_control) => Ok(Some(s)),
             Some(_) => Err(invalid(field, "must be at most 64 characters without control characters")),
         }
     };
-    let login_user = optional("login_user", &e.login_user)?.map(|u| match e.uid {
+    let login_user = optional("login_user", e.login_user)?.map(|u| match e.uid {
         Some(uid) => format!("{u}({uid})"),
         None => u,
     });
@@ -268,13 +289,13 @@ pub fn check_agent_event(host_id: i64, host_ip: &str, e: &AgentEvent, limits: Li
         host_id,
         ip: host_ip.to_owned(),
         history_id: e.history_id,
-        user: check_user("user", &e.user)?,
+        user: check_user("user", e.user)?,
         login_user,
-        tty: optional("tty", &e.tty)?,
-        datetime: check_datetime("time", &e.time)?,
-        command: check_command("command", &e.command, limits)?,
+        tty: optional("tty", e.tty)?,
+        datetime: check_datetime("time", e.time)?,
+        command: check_command("command", e.command, limits)?,
         source: Source::Agent,
-        stream: Some(check_stream(&e.stream)?),
+        stream: None,
         seq: Some(e.seq),
     })
 }
@@ -305,23 +326,23 @@ mod tests {
 
     #[test]
     fn datetimes_must_be_real() {
-        assert!(check_datetime("d", "2014-06-07 22:05:56").is_ok());
-        assert!(check_datetime("d", "2024-02-29 00:00:00").is_ok());
+        assert!(check_datetime("d", "2014-06-07 22:05:56".into()).is_ok());
+        assert!(check_datetime("d", "2024-02-29 00:00:00".into()).is_ok());
         for bad in
             ["2023-02-29 00:00:00", "2014-13-01 00:00:00", "2014-06-07T22:05:56", "2014-06-07 24:00:00", "", "1; id"]
         {
-            assert!(check_datetime("d", bad).is_err(), "{bad}");
+            assert!(check_datetime("d", bad.into()).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn commands_are_kept_whole_within_the_limit() {
         let html = "<script>alert(1)</script>'; DROP TABLE server_history; --";
-        assert_eq!(check_command("c", html, LIMITS).unwrap(), html);
-        assert!(check_command("c", &"x".repeat(65536), LIMITS).is_ok());
-        assert!(check_command("c", &"x".repeat(65537), LIMITS).unwrap_err().reason.contains("65537 bytes"));
-        assert!(check_command("c", "  ", LIMITS).is_err());
-        assert!(check_command("c", "a\0b", LIMITS).is_err());
+        assert_eq!(check_command("c", html.into(), LIMITS).unwrap(), html);
+        assert!(check_command("c", "x".repeat(65536), LIMITS).is_ok());
+        assert!(check_command("c", "x".repeat(65537), LIMITS).unwrap_err().reason.contains("65537 bytes"));
+        assert!(check_command("c", "  ".into(), LIMITS).is_err());
+        assert!(check_command("c", "a\0b".into(), LIMITS).is_err());
     }
 
     #[test]

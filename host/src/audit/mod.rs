@@ -192,10 +192,10 @@ impl AuditService {
         };
         let history_id = event::check_history_id(&required("history_id", p.history_id)?)?;
         let ip = event::canonical_ip("history_ip", &required("history_ip", p.history_ip)?)?;
-        let user = event::check_user("history_user", &required("history_user", p.history_user)?)?;
-        let datetime = event::check_datetime("history_datetime", &required("history_datetime", p.history_datetime)?)?;
+        let user = event::check_user("history_user", required("history_user", p.history_user)?)?;
+        let datetime = event::check_datetime("history_datetime", required("history_datetime", p.history_datetime)?)?;
         let command =
-            event::check_command("history_command", &required("history_command", p.history_command)?, self.limits())?;
+            event::check_command("history_command", required("history_command", p.history_command)?, self.limits())?;
         let peer = event::canonical(peer).to_string();
         if self.config.legacy_check_peer && peer != ip {
             return Err(IngestError::PeerMismatch { peer, claimed: ip });
@@ -226,15 +226,16 @@ impl AuditService {
         let host_ip = self.host_ip(host_id).await?;
         let mut rejected = Vec::new();
         let mut accepted = Vec::with_capacity(batch.events.len());
-        for e in &batch.events {
+        for e in batch.events {
+            let seq = e.seq;
             match event::check_agent_event(host_id, &host_ip, e, self.limits()) {
                 Ok(incoming) => accepted.push(incoming),
-                Err(why) => rejected.push(Rejected { stream: e.stream.clone(), seq: e.seq, reason: why.to_string() }),
+                Err((why, stream)) => rejected.push(Rejected { stream, seq, reason: why.to_string() }),
             }
         }
         let mut gaps = Vec::new();
         for g in batch.gaps {
-            let stream = event::check_stream(&g.stream)?;
+            let stream = event::check_stream(g.stream)?;
             if g.from_seq < 1 || g.to_seq < g.from_seq {
                 return Err(Invalid { field: "gaps", reason: format!("bad range {}..{}", g.from_seq, g.to_seq) }.into());
             }
