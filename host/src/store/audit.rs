@@ -57,6 +57,8 @@ pub(super) const COLUMNS: &str = "id, host_id, history_ip, history_id, history_u
 pub(super) const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, history_user, login_user, tty, \
                                          history_datetime, received_at, history_command, source, stream, seq, \
                                          chain_seq, row_hash";
+/// One row's placeholders in `INSERT_COLUMNS` order.
+pub(super) const ROW_MARKS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 /// Rows per multi-row INSERT: 14 parameters each, well under every dialect's parameter limit.
 const INSERT_CHUNK: usize = 500;
 
@@ -158,7 +160,7 @@ impl Store {
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in rows.chunks(INSERT_CHUNK) {
-                let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let marks = vec![ROW_MARKS; chunk.len()].join(", ");
                 let mut sql = format!("INSERT INTO server_history ({INSERT_COLUMNS}) VALUES {marks}");
                 if dialect != Dialect::MySql {
                     sql.push_str(" RETURNING id");

@@ -22,7 +22,7 @@ use std::{
 use rusqlite::{params, Connection, OpenFlags, ToSql, TransactionBehavior};
 
 use super::{
-    audit::{AuditSink, COLUMNS, INSERT_COLUMNS},
+    audit::{AuditSink, COLUMNS, INSERT_COLUMNS, ROW_MARKS},
     now_ms, AuditRow, NewGap, StoreError,
 };
 
@@ -102,7 +102,7 @@ static INSERTS: std::sync::LazyLock<Vec<(usize, String)>> =
     std::sync::LazyLock::new(|| [256, 32, 4, 1].into_iter().map(|rows| (rows, insert_sql(rows))).collect());
 
 fn insert_sql(rows: usize) -> String {
-    let marks = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ");
+    let marks = vec![ROW_MARKS; rows].join(", ");
     format!("INSERT INTO server_history ({INSERT_COLUMNS}) VALUES {marks}")
 }
 
