@@ -1551,4 +1551,29 @@ mod dialects {
         })
         .await;
     }
+
+    /// An in-memory SQLite database cannot be opened a second time, so its audit writer goes through the pool.
+    #[tokio::test]
+    async fn an_in_memory_database_is_audited_through_the_pool() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let host = NewHost { name: "mem".into(), ip: "10.8.0.1".into(), wan_ip: None, op: None, category: None };
+        let host_id = store.add_host(&host).await.unwrap().id;
+        let audit =
+            AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), b"k".to_vec())
+                .unwrap();
+        let batch = |seq: i64| -> AgentBatch {
+            serde_json::from_value(json!({ "events": [{
+                "stream": "m", "seq": seq, "history_id": seq, "user": "root", "time": "2026-11-24 10:00:00",
+                "command": format!("echo {seq}")
+            }]}))
+            .unwrap()
+        };
+        assert_eq!(audit.ingest_agent(Some(host_id), batch(1)).await.unwrap().stored, 1);
+        let again = audit.ingest_agent(Some(host_id), batch(1)).await.unwrap();
+        assert_eq!((again.stored, again.duplicates), (0, 1));
+        let rows = store.query_audit(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.history_command.as_str()).collect::<Vec<_>>(), ["echo 1"]);
+        let report = audit.verify().await.unwrap();
+        assert_eq!((report.rows, report.findings), (1, vec![]));
+    }
 }
