@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     audit::AuditService,
     auth::{self, Role, Tokens},
-    backends::{Backend, BackendError, Limits},
+    backends::{BackendError, Backends, Limits},
     config::Config,
     http::{self, AppState},
     jobs::{JobService, JobSettings},
@@ -84,7 +84,7 @@ impl App {
 
         let limits =
             Limits { command_timeout: config.command_timeout(), output_limit_bytes: config.output_limit_bytes };
-        let backend = Arc::new(Backend::from_name(&config.auto_platform, limits)?);
+        let backends = Arc::new(Backends::new(&config.auto_platform, &config.backends, limits, &config.state_dir)?);
         let module_settings: HashMap<u32, Vec<(String, String)>> = config
             .modules
             .keys()
@@ -97,7 +97,7 @@ impl App {
             files_dir: config.files_dir.clone(),
             module_settings,
         };
-        let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), backend, settings));
+        let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), backends, settings));
         Ok(App { config, store, registry, jobs, tokens, audit })
     }
 
@@ -106,7 +106,7 @@ impl App {
     pub async fn bootstrap(&self) -> Result<Option<String>, StartError> {
         if self.store.host_count().await? == 0 {
             let localhost =
-                NewHost { name: "localhost".into(), ip: "127.0.0.1".into(), wan_ip: None, op: None, category: None };
+                NewHost { name: "localhost".into(), ip: "127.0.0.1".into(), wan_ip: None, op: None, category: None, port: None, user: None };
             match self.store.add_host(&localhost).await {
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),
@@ -145,6 +145,14 @@ impl App {
             tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
         }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
+        // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
+        for health in self.jobs.backends().health().await {
+            if health.ok {
+                tracing::info!(backend = health.backend, default = health.default, detail = %health.detail, "backend ready");
+            } else {
+                tracing::error!(backend = health.backend, default = health.default, problem = %health.detail, "backend unhealthy");
+            }
+        }
         let router = http::router(self.state());
         let addr = listener.local_addr().map_err(io("listener address"))?;
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");

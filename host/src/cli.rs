@@ -10,8 +10,9 @@ use crate::{
     app::App,
     auth::{self, Role, Tokens},
     config::Config,
-    jobs::JobRequest,
-    store::{NewHost, Store},
+    backends::{Backends, Limits},
+    jobs::{JobEvent, JobRequest},
+    store::{NewHost, ResultRow, Store},
 };
 
 #[derive(Debug, Parser)]
@@ -43,13 +44,26 @@ enum Command {
         /// A parameter as key=value; repeat for more.
         #[arg(long = "param", value_parser = parse_param)]
         params: Vec<(String, String)>,
+        /// An available backend (local, ssh, ansible, saltstack, func); `auto_platform` when absent.
+        #[arg(long)]
+        backend: Option<String>,
     },
+    /// Execution backends.
+    #[command(subcommand)]
+    Backends(BackendsCommand),
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BackendsCommand {
+    /// Check every configured backend (key files, known hosts, the tool's binary, salt-api login, certificates)
+    /// and say exactly what is wrong. Exit code 0 only if all are healthy.
+    Check,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +89,12 @@ enum HostsCommand {
         /// App category, e.g. nginx (with --function).
         #[arg(long, requires = "function")]
         app: Option<String>,
+        /// SSH port for the ssh and ansible backends (their default when absent).
+        #[arg(long)]
+        port: Option<u32>,
+        /// Login user for the ssh and ansible backends (their default when absent).
+        #[arg(long)]
+        user: Option<String>,
     },
     /// List the hosts.
     List,
@@ -115,7 +135,8 @@ impl Cli {
             Command::Serve => serve(config).await,
             Command::Modules => modules(config).await,
             Command::Hosts(cmd) => hosts(config, cmd).await,
-            Command::Run { module, hosts, params } => run(config, module, hosts, params).await,
+            Command::Run { module, hosts, params, backend } => run(config, module, hosts, params, backend).await,
+            Command::Backends(BackendsCommand::Check) => backends_check(config).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Token(TokenCommand::Create { name, role }) => {
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
@@ -182,8 +203,11 @@ async fn modules(config: Config) -> anyhow::Result<ExitCode> {
 async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&config.database_url).await?;
     match cmd {
-        HostsCommand::Add { name, ip, wan_ip, op, function, app } => {
-            let form = serde_json::json!({ "name": name, "ip": ip, "wan_ip": wan_ip, "op": op, "function": function, "app": app });
+        HostsCommand::Add { name, ip, wan_ip, op, function, app, port, user } => {
+            let form = serde_json::json!({
+                "name": name, "ip": ip, "wan_ip": wan_ip, "op": op, "function": function, "app": app,
+                "port": port, "user": user,
+            });
             let host: NewHost =
                 crate::http::validate_host(serde_json::from_value(form)?).map_err(|e| anyhow::anyhow!("{e}"))?;
             let row = store.add_host(&host).await?;
@@ -214,26 +238,53 @@ async fn run(
     module: u32,
     hosts: Vec<String>,
     params: Vec<(String, String)>,
+    backend: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let app = App::open(config).await?;
     let params = params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-    let request = JobRequest { module, hosts, params };
+    let request = JobRequest { module, hosts, params, backend };
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-    let id = app.jobs.submit_and_wait(request, &actor).await?;
-    let job = app.jobs.view(id).await?;
-    for r in &job.results {
-        println!("host: {}\nstatus: {}{}", r.host, r.status, r.rc.map(|rc| format!(" (rc {rc})")).unwrap_or_default());
-        if !r.stdout.is_empty() {
-            println!("{}", r.stdout.trim_end());
-        }
-        if !r.stderr.is_empty() {
-            eprintln!("{}: {}", r.host, r.stderr.trim_end());
+    let id = app.jobs.submit(request, &actor).await?;
+    // Each host as it finishes; the final view says how the job ended.
+    let mut events = app.jobs.events(id).await?;
+    let mut end = None;
+    while let Some(event) = events.next().await {
+        match event {
+            JobEvent::Host(r) => print_result(&r),
+            JobEvent::End(view) => end = Some(view),
         }
     }
+    let job = match end {
+        Some(view) => *view,
+        None => app.jobs.view(id).await?,
+    };
     if let Some(error) = &job.error {
         eprintln!("job {id} {}: {error}", job.status);
     }
     Ok(if job.status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_result(r: &ResultRow) {
+    println!("host: {}\nstatus: {}{}", r.host, r.status, r.rc.map(|rc| format!(" (rc {rc})")).unwrap_or_default());
+    if !r.stdout.is_empty() {
+        println!("{}", r.stdout.trim_end());
+    }
+    if !r.stderr.is_empty() {
+        eprintln!("{}: {}", r.host, r.stderr.trim_end());
+    }
+}
+
+async fn backends_check(config: Config) -> anyhow::Result<ExitCode> {
+    let limits = Limits { command_timeout: config.command_timeout(), output_limit_bytes: config.output_limit_bytes };
+    let backends = Backends::new(&config.auto_platform, &config.backends, limits, &config.state_dir)?;
+    let mut all_ok = true;
+    for h in backends.health().await {
+        all_ok &= h.ok;
+        let mark = if h.ok { "ok" } else { "PROBLEM" };
+        let default = if h.default { " (default)" } else { "" };
+        println!("{:<10} {mark:<8} {}{default}", h.backend, h.detail);
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {

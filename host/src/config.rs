@@ -24,8 +24,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The file store that modules copy from (module 1005's sources). Modules name files relative to it.
     pub files_dir: PathBuf,
-    /// The execution backend: `local` (the default), later `ssh`, `ansible`, `saltstack`, `func`.
+    /// The default execution backend: `local` (the default), `ssh`, `ansible`, `saltstack` or `func`. A job may
+    /// name another available one.
     pub auto_platform: String,
+    /// `[backends.<name>]`: a backend other than `local` is available when its section exists.
+    pub backends: crate::backends::BackendsConfig,
     /// Key for hashing API tokens. When unset, one is generated into `state_dir/secret_key` on first start.
     pub secret_key: Option<String>,
     /// A job that has not finished after this long is stopped and fails with "timed out".
@@ -51,6 +54,7 @@ impl Default for Config {
             state_dir: PathBuf::from(".omserver"),
             files_dir: PathBuf::from("files"),
             auto_platform: "local".to_owned(),
+            backends: crate::backends::BackendsConfig::default(),
             secret_key: None,
             job_timeout_secs: 300,
             command_timeout_secs: 120,
@@ -70,6 +74,7 @@ const KEYS: &[&str] = &[
     "state_dir",
     "files_dir",
     "auto_platform",
+    "backends",
     "secret_key",
     "job_timeout_secs",
     "command_timeout_secs",

@@ -121,7 +121,7 @@ fn alias_url(db: &Db) -> String {
 }
 
 fn host(name: &str, ip: &str) -> NewHost {
-    NewHost { name: name.to_owned(), ip: ip.to_owned(), wan_ip: None, op: None, category: None }
+    NewHost { name: name.to_owned(), ip: ip.to_owned(), wan_ip: None, op: None, category: None, port: None, user: None }
 }
 
 fn in_category(name: &str, ip: &str, function: &str, app: &str) -> NewHost {

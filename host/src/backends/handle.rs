@@ -1,18 +1,65 @@
-//! The backend handle a module receives: the configured backend plus cancellation and the file-store wall.
+//! The backend handle a module receives: the job's backend plus cancellation, live progress and two walls (file
+//! copies stay inside the file store; a module addresses only its job's hosts).
 
 use std::{
     path::{Component, Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use abi_stable::std_types::{RSlice, RStr, RString, RVec};
 use omserver_plugin_api::{Backend as BackendApi, HostResult, Target};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Backend;
+use super::{Backend, Host, Report};
 
-/// Results a job's backend calls have returned so far, for showing a running job's progress.
-pub type Progress = Arc<std::sync::Mutex<Vec<HostResult>>>;
+/// Every result a job's backend calls have reported so far, in the order hosts finished: what a running job's
+/// view shows and what `/api/jobs/{id}/events` streams. Watchers are told the new count after each result.
+#[derive(Debug)]
+pub struct Progress {
+    results: Mutex<Vec<HostResult>>,
+    count: watch::Sender<usize>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress { results: Mutex::default(), count: watch::Sender::new(0), closed: Default::default() }
+    }
+}
+
+impl Progress {
+    pub fn push(&self, result: HostResult) {
+        let mut results = self.lock();
+        results.push(result);
+        self.count.send_replace(results.len());
+    }
+
+    /// The results from index `from` on.
+    pub fn since(&self, from: usize) -> Vec<HostResult> {
+        self.lock().get(from..).map(<[HostResult]>::to_vec).unwrap_or_default()
+    }
+
+    /// Wakes on every new result and at [`close`](Self::close).
+    pub fn watch(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+
+    /// No more results will come: the job's outcome is stored.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.count.send_modify(|_| {});
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HostResult>> {
+        // A Vec of results holds no invariant a panic could break half-way: recover it.
+        self.results.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Lent to one job's `run`. Its methods are called from the module on a blocking thread and block on the runtime.
 /// They must not panic: a panic here would unwind into module code across the FFI boundary.
@@ -21,7 +68,9 @@ pub struct JobHandle {
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
     files_dir: PathBuf,
-    progress: Progress,
+    /// The job's hosts, as the inventory has them (port and user included).
+    hosts: Vec<Host>,
+    progress: Arc<Progress>,
 }
 
 impl JobHandle {
@@ -30,28 +79,68 @@ impl JobHandle {
         runtime: tokio::runtime::Handle,
         cancel: CancellationToken,
         files_dir: PathBuf,
-        progress: Progress,
+        hosts: Vec<Host>,
+        progress: Arc<Progress>,
     ) -> JobHandle {
-        JobHandle { backend, runtime, cancel, files_dir, progress }
+        JobHandle { backend, runtime, cancel, files_dir, hosts, progress }
     }
 
-    /// Runs `work` unless the job is cancelled first; a cancelled job gets a failed result per host.
-    fn guarded<F>(&self, hosts: &[Target], work: F) -> RVec<HostResult>
+    /// The job's hosts for the module's targets, by name. A target that is not one of the job's hosts is refused:
+    /// a module must not reach an address the operator did not choose.
+    fn resolve(&self, targets: &[Target]) -> Result<Vec<Host>, Vec<HostResult>> {
+        let mut hosts = Vec::with_capacity(targets.len());
+        let mut refused = Vec::new();
+        for target in targets {
+            match self.hosts.iter().find(|h| h.name == target.name.as_str()) {
+                Some(host) => hosts.push(host.clone()),
+                None => refused.push(target.name.as_str()),
+            }
+        }
+        if refused.is_empty() {
+            return Ok(hosts);
+        }
+        let message = format!("not a host of this job: {}", refused.join(", "));
+        Err(targets.iter().map(|t| HostResult::failed(&t.name, &message)).collect())
+    }
+
+    /// Runs `work` unless the job is cancelled first; a cancelled job gets a failed result per host that had not
+    /// finished. Each result reaches the job's progress as the backend reports it.
+    fn guarded<'a, F, W>(&'a self, hosts: &'a [Host], work: W) -> RVec<HostResult>
     where
-        F: std::future::Future<Output = Vec<HostResult>>,
+        W: FnOnce(&'a [Host], Report) -> F,
+        F: std::future::Future<Output = Vec<HostResult>> + 'a,
     {
-        let cancelled = || hosts.iter().map(|t| HostResult::failed(&t.name, "cancelled")).collect::<Vec<_>>();
+        let done = Arc::new(Mutex::new(vec![false; hosts.len()]));
+        let report = {
+            let (progress, done) = (self.progress.clone(), done.clone());
+            let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+            Report::new(move |result| {
+                if let Some(i) = names.iter().position(|n| n == result.host.as_str()) {
+                    done.lock().unwrap_or_else(|e| e.into_inner())[i] = true;
+                }
+                progress.push(result.clone());
+            })
+        };
+        let cancelled = || -> Vec<HostResult> {
+            let done = done.lock().unwrap_or_else(|e| e.into_inner());
+            let results: Vec<HostResult> = hosts.iter().map(|h| HostResult::failed(&h.name, "cancelled")).collect();
+            for (result, finished) in results.iter().zip(done.iter()) {
+                if !finished {
+                    self.progress.push(result.clone());
+                }
+            }
+            results
+        };
         if self.cancel.is_cancelled() {
             return cancelled().into();
         }
         let results = self.runtime.block_on(async {
             tokio::select! {
-                results = work => results,
-                // Dropping `work` kills what it started (see backends::process).
+                results = work(hosts, report) => results,
+                // Dropping the work stops what it started (each backend says how).
                 _ = self.cancel.cancelled() => cancelled(),
             }
         });
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).extend(results.iter().cloned());
         results.into()
     }
 }
@@ -61,22 +150,39 @@ impl BackendApi for JobHandle {
         self.backend.name().into()
     }
 
-    fn run(&self, hosts: RSlice<'_, Target>, argv: RSlice<'_, RString>) -> RVec<HostResult> {
+    fn run(&self, targets: RSlice<'_, Target>, argv: RSlice<'_, RString>) -> RVec<HostResult> {
+        let hosts = match self.resolve(targets.as_slice()) {
+            Ok(hosts) => hosts,
+            Err(refused) => return refused.into(),
+        };
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        self.guarded(hosts.as_slice(), self.backend.run(hosts.as_slice(), &argv))
+        self.guarded(&hosts, |hosts, report| async move { self.backend.run(hosts, &argv, &report).await })
     }
 
-    fn copy_file(&self, hosts: RSlice<'_, Target>, source: RStr<'_>, dest: RStr<'_>, mode: u32) -> RVec<HostResult> {
-        let hosts = hosts.as_slice();
+    fn copy_file(
+        &self,
+        targets: RSlice<'_, Target>,
+        source: RStr<'_>,
+        dest: RStr<'_>,
+        mode: u32,
+    ) -> RVec<HostResult> {
+        let targets = targets.as_slice();
+        let refuse = |reason: &str| targets.iter().map(|t| HostResult::failed(&t.name, reason)).collect();
+        let hosts = match self.resolve(targets) {
+            Ok(hosts) => hosts,
+            Err(refused) => return refused.into(),
+        };
         let source = match resolve_in_store(&self.files_dir, source.as_str()) {
             Ok(path) => path,
-            Err(reason) => return hosts.iter().map(|t| HostResult::failed(&t.name, &reason)).collect(),
+            Err(reason) => return refuse(&reason),
         };
-        if !dest.as_str().starts_with('/') {
-            let reason = format!("destination {:?} must be an absolute path", dest.as_str());
-            return hosts.iter().map(|t| HostResult::failed(&t.name, &reason)).collect();
+        let dest = dest.as_str().to_owned();
+        if !dest.starts_with('/') {
+            return refuse(&format!("destination {dest:?} must be an absolute path"));
         }
-        self.guarded(hosts, self.backend.copy_file(hosts, &source, dest.as_str(), mode & 0o7777))
+        self.guarded(&hosts, |hosts, report| async move {
+            self.backend.copy_file(hosts, &source, &dest, mode & 0o7777, &report).await
+        })
     }
 
     fn is_cancelled(&self) -> bool {

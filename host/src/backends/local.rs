@@ -6,10 +6,9 @@
 use std::{net::IpAddr, path::Path, time::Instant};
 
 use abi_stable::std_types::ROption;
-use futures_util::future::join_all;
-use omserver_plugin_api::{HostResult, HostStatus, Target};
+use omserver_plugin_api::{HostResult, HostStatus};
 
-use super::{process, Limits};
+use super::{failed, millis, per_host, process, Host, Limits, Report};
 
 #[derive(Debug)]
 pub struct LocalBackend {
@@ -21,53 +20,57 @@ impl LocalBackend {
         LocalBackend { limits }
     }
 
-    pub async fn run(&self, hosts: &[Target], argv: &[String]) -> Vec<HostResult> {
-        join_all(hosts.iter().map(|target| async move {
-            if let Err(refusal) = check_local(target) {
+    pub async fn run(&self, hosts: &[Host], argv: &[String], report: &Report) -> Vec<HostResult> {
+        per_host(hosts, hosts.len(), report, |host| async move {
+            if let Err(refusal) = check_local(host) {
                 return refusal;
             }
             process::run(argv, self.limits.command_timeout, self.limits.output_limit_bytes)
                 .await
-                .into_result(&target.name)
-        }))
+                .into_result(&host.name)
+        })
         .await
     }
 
-    pub async fn copy_file(&self, hosts: &[Target], source: &Path, dest: &str, mode: u32) -> Vec<HostResult> {
-        join_all(hosts.iter().map(|target| async move {
-            if let Err(refusal) = check_local(target) {
+    pub async fn copy_file(
+        &self,
+        hosts: &[Host],
+        source: &Path,
+        dest: &str,
+        mode: u32,
+        report: &Report,
+    ) -> Vec<HostResult> {
+        per_host(hosts, hosts.len(), report, |host| async move {
+            if let Err(refusal) = check_local(host) {
                 return refusal;
             }
             let started = Instant::now();
-            let outcome = copy_atomically(source, Path::new(dest), mode).await;
-            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            match outcome {
+            match copy_atomically(source, Path::new(dest), mode).await {
                 Ok(bytes) => HostResult {
-                    host: target.name.clone(),
+                    host: host.name.as_str().into(),
                     status: HostStatus::Ok,
                     rc: ROption::RSome(0),
                     stdout: format!("copied {bytes} bytes to {dest}\n").into(),
                     stderr: "".into(),
-                    duration_ms,
+                    duration_ms: millis(started.elapsed()),
                 },
-                Err(err) => HostResult { duration_ms, ..HostResult::failed(&target.name, &err) },
+                Err(err) => failed(&host.name, &err, Some(started.elapsed())),
             }
-        }))
+        })
         .await
     }
 }
 
-fn check_local(target: &Target) -> Result<(), HostResult> {
-    let local = target.name == "localhost"
-        || target.address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        || target.address == "localhost";
+fn check_local(host: &Host) -> Result<(), HostResult> {
+    let local = host.name == "localhost"
+        || host.address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host.address == "localhost";
     if local {
         Ok(())
     } else {
-        Err(HostResult::failed(
-            &target.name,
-            &format!("the local backend runs only on this server; {} is not a loopback address", target.address),
-        ))
+        let message =
+            format!("the local backend runs only on this server; {} is not a loopback address", host.address);
+        Err(failed(&host.name, &message, None))
     }
 }
 

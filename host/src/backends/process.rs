@@ -1,4 +1,5 @@
-//! Running one local process with a timeout and capped output; shared by the backends that spawn programs.
+//! Running one local process with a timeout and capped output; shared by the backends that spawn programs
+//! (local, ansible).
 
 use std::{
     process::Stdio,
@@ -8,6 +9,8 @@ use std::{
 use abi_stable::std_types::ROption;
 use omserver_plugin_api::HostStatus;
 use tokio::{io::AsyncReadExt, process::Command};
+
+use super::output::Capped;
 
 /// What one process did.
 #[derive(Debug)]
@@ -111,24 +114,15 @@ impl Drop for GroupGuard {
 /// Reads a stream to its end, keeping the first `limit` bytes and counting the rest, so a chatty command can
 /// neither fill the server's memory nor block on a full pipe.
 async fn read_capped<R: AsyncReadExt + Unpin>(reader: &mut R, limit: usize) -> String {
-    let mut kept = Vec::new();
-    let mut dropped: u64 = 0;
+    let mut capped = Capped::new(limit);
     let mut buf = [0u8; 8192];
     loop {
         match reader.read(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = limit.saturating_sub(kept.len()).min(n);
-                kept.extend_from_slice(&buf[..room]);
-                dropped += (n - room) as u64;
-            }
+            Ok(n) => capped.push(&buf[..n]),
         }
     }
-    let mut text = String::from_utf8_lossy(&kept).into_owned();
-    if dropped > 0 {
-        text.push_str(&format!("\n[output cut: {dropped} more bytes]"));
-    }
-    text
+    capped.finish()
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ impl From<JobError> for HttpError {
             JobError::InvalidParam(p) => HttpError::invalid(&p.field, p.to_string()),
             JobError::UnknownHosts(_) => HttpError::invalid("hosts", err.to_string()),
             JobError::NoHosts => HttpError::invalid("hosts", err.to_string()),
+            JobError::Backend(_) => HttpError::invalid("backend", err.to_string()),
             JobError::UnknownModule(_) | JobError::UnsupportedBackend { .. } => {
                 HttpError::invalid("module", err.to_string())
             }

@@ -31,6 +31,10 @@ pub struct HostForm {
     function: Option<String>,
     /// App category within `function`, e.g. "nginx".
     app: Option<String>,
+    /// SSH port for the ssh and ansible backends (their configured default when absent).
+    port: Option<u32>,
+    /// Login user for the ssh and ansible backends (their configured default when absent).
+    user: Option<String>,
 }
 
 async fn add(
@@ -70,7 +74,22 @@ pub fn validate_host(form: HostForm) -> Result<NewHost, HttpError> {
         }
         _ => return Err(HttpError::invalid("app", "function and app are given together or not at all")),
     };
-    Ok(NewHost { name: name.to_owned(), ip, wan_ip, op, category })
+    let port = match form.port {
+        None => None,
+        Some(p) => Some(u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| HttpError::invalid("port", "must be 1-65535"))?),
+    };
+    let user = form.user.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    if user.as_deref().is_some_and(|u| !valid_user(u)) {
+        return Err(HttpError::invalid("user", "must be a login name: 1-32 of a-z, 0-9, '_', '.', '-', not starting with '-' or '.'"));
+    }
+    Ok(NewHost { name: name.to_owned(), ip, wan_ip, op, category, port, user })
+}
+
+/// Login names as `useradd` takes them. The user reaches SSH and Ansible's inventory, so nothing else passes.
+fn valid_user(user: &str) -> bool {
+    user.len() <= 32
+        && user.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && user.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
 }
 
 fn valid_category(s: &str) -> bool {

@@ -8,7 +8,7 @@
 mod params;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -20,13 +20,13 @@ use abi_stable::{
 };
 use omserver_plugin_api::{Backend_TO, HostResult, HostStatus, InitRequest, Setting, Target};
 use serde::Serialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 pub use params::ParamError;
 
 use crate::{
-    backends::{Backend, JobHandle, Progress},
+    backends::{Backend, BackendError, Backends, Host, JobHandle, Progress},
     plugins::{LoadedModule, Registry},
     store::{host_key, HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
 };
@@ -43,12 +43,17 @@ pub struct JobRequest {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
+    /// An available backend by name; the server's `auto_platform` when absent.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     #[error("module Mid_{0} does not exist; add it to the plugins directory")]
     UnknownModule(u32),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error("module {module} does not support the {backend} backend")]
     UnsupportedBackend { module: u32, backend: String },
     #[error(transparent)]
@@ -93,7 +98,7 @@ pub struct JobSettings {
 pub struct JobService {
     store: Store,
     registry: Arc<Registry>,
-    backend: Arc<Backend>,
+    backends: Arc<Backends>,
     settings: JobSettings,
     slots: Arc<Semaphore>,
     /// Every job not yet finished, by id: how to cancel it and what its hosts reported so far.
@@ -103,7 +108,59 @@ pub struct JobService {
 
 struct LiveJob {
     cancel: CancellationToken,
-    progress: Progress,
+    progress: Arc<Progress>,
+}
+
+/// What `/api/jobs/{id}/events` sends: each host result as it arrives, then the job's final view.
+#[derive(Debug)]
+pub enum JobEvent {
+    Host(ResultRow),
+    End(Box<JobView>),
+}
+
+/// Reads one job's events in order, waiting for new ones while the job runs. Nothing is skipped: it reads the
+/// job's progress by index rather than from a channel that could lag.
+pub struct EventCursor {
+    id: i64,
+    service: Arc<JobService>,
+    queue: VecDeque<JobEvent>,
+    live: Option<(watch::Receiver<usize>, Arc<Progress>, usize)>,
+    ended: bool,
+}
+
+impl EventCursor {
+    /// The next event; `None` after `End`.
+    pub async fn next(&mut self) -> Option<JobEvent> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.ended {
+                return None;
+            }
+            match &mut self.live {
+                Some((changes, progress, seen)) => {
+                    // Closed is read before the results, so a result pushed just before closing is still read.
+                    let closed = progress.is_closed();
+                    let fresh = progress.since(*seen);
+                    *seen += fresh.len();
+                    self.queue.extend(fresh.into_iter().map(|r| JobEvent::Host(result_row(r))));
+                    if closed {
+                        self.live = None;
+                    } else if self.queue.is_empty() && changes.changed().await.is_err() {
+                        self.live = None;
+                    }
+                }
+                None => {
+                    self.ended = true;
+                    match self.service.view(self.id).await {
+                        Ok(view) => self.queue.push_back(JobEvent::End(Box::new(view))),
+                        Err(err) => tracing::warn!(job_id = self.id, error = %err, "job events: no final view"),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why a run ended early.
@@ -114,9 +171,13 @@ enum Stop {
 }
 
 impl JobService {
-    pub fn new(store: Store, registry: Arc<Registry>, backend: Arc<Backend>, settings: JobSettings) -> JobService {
+    pub fn new(store: Store, registry: Arc<Registry>, backends: Arc<Backends>, settings: JobSettings) -> JobService {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
-        JobService { store, registry, backend, settings, slots, live: Mutex::default(), tracker: TaskTracker::new() }
+        JobService { store, registry, backends, settings, slots, live: Mutex::default(), tracker: TaskTracker::new() }
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.backends
     }
 
     /// Validates and records a job, starts it, and returns its id at once.
@@ -137,12 +198,15 @@ impl JobService {
         actor: &str,
     ) -> Result<(i64, tokio::task::JoinHandle<()>), JobError> {
         let module = self.registry.get(request.module).ok_or(JobError::UnknownModule(request.module))?;
-        let backend = self.backend.name();
-        if !module.meta.backends.is_empty() && !module.meta.backends.iter().any(|b| b == backend) {
-            return Err(JobError::UnsupportedBackend { module: request.module, backend: backend.to_owned() });
+        let backend = self.backends.get(request.backend.as_deref())?;
+        let backend_name = backend.name();
+        if !module.meta.backends.is_empty() && !module.meta.backends.iter().any(|b| b == backend_name) {
+            return Err(JobError::UnsupportedBackend { module: request.module, backend: backend_name.to_owned() });
         }
         let params = params::validate(&module.meta, &request.params)?;
-        let targets = self.resolve_targets(&request.hosts).await?;
+        let hosts = self.resolve_targets(&request.hosts).await?;
+        let targets: Vec<Target> =
+            hosts.iter().map(|h| Target { name: h.name.as_str().into(), address: h.address.as_str().into() }).collect();
 
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
         let params_json = params::to_json(&params).to_string();
@@ -152,17 +216,17 @@ impl JobService {
             .insert_job(&NewJob {
                 module_id: module.meta.id,
                 module_version: &module.meta.version,
-                backend,
+                backend: backend_name,
                 params: &params_json,
                 hosts: &hosts_json,
                 created_by: actor,
             })
             .await?;
-        tracing::info!(job_id = id, module = module.meta.id, version = %module.meta.version, hosts = targets.len(), actor, "job queued");
+        tracing::info!(job_id = id, module = module.meta.id, version = %module.meta.version, backend = backend_name, hosts = targets.len(), actor, "job queued");
         metrics::counter!("omserver_jobs_submitted_total").increment(1);
 
         let cancel = CancellationToken::new();
-        let progress = Progress::default();
+        let progress = Arc::new(Progress::default());
         self.lock_live().insert(id, LiveJob { cancel: cancel.clone(), progress: progress.clone() });
         let init = InitRequest {
             module_id: module.meta.id,
@@ -172,7 +236,9 @@ impl JobService {
         };
         let service = self.clone();
         let running = self.tracker.spawn(async move {
-            service.execute(id, module, init, targets, cancel, progress).await;
+            service.execute(id, module, backend, init, hosts, cancel, progress.clone()).await;
+            // After the outcome is stored: a watcher that sees the close reads the final view.
+            progress.close();
             service.lock_live().remove(&id);
         });
         Ok((id, running))
@@ -195,11 +261,22 @@ impl JobService {
         if results.is_empty() && job.status == "running" {
             // Not stored yet: show what the backend has reported so far.
             if let Some(live) = self.lock_live().get(&id) {
-                let so_far = live.progress.lock().unwrap_or_else(|e| e.into_inner());
-                results = so_far.iter().cloned().map(result_row).collect();
+                results = live.progress.since(0).into_iter().map(result_row).collect();
             }
         }
         Ok(view_of(job, results))
+    }
+
+    /// The job's events: every host result reported so far, then each new one as it arrives, then `End` with the
+    /// final view. A finished job gives its stored results, then `End`.
+    pub async fn events(self: &Arc<Self>, id: i64) -> Result<EventCursor, JobError> {
+        let live = self.lock_live().get(&id).map(|job| job.progress.clone());
+        let mut cursor = EventCursor { id, service: self.clone(), queue: VecDeque::new(), live: None, ended: false };
+        match live {
+            Some(progress) => cursor.live = Some((progress.watch(), progress, 0)),
+            None => cursor.queue.extend(self.view(id).await?.results.into_iter().map(JobEvent::Host)),
+        }
+        Ok(cursor)
     }
 
     pub async fn recent(&self, limit: i64) -> Result<Vec<JobView>, JobError> {
@@ -233,7 +310,7 @@ impl JobService {
     }
 
     /// Every requested name or IP must be a host in the inventory. Order follows the request; repeats collapse.
-    async fn resolve_targets(&self, requested: &[String]) -> Result<Vec<Target>, JobError> {
+    async fn resolve_targets(&self, requested: &[String]) -> Result<Vec<Host>, JobError> {
         if requested.is_empty() {
             return Err(JobError::NoHosts);
         }
@@ -246,26 +323,33 @@ impl JobService {
         if !unknown.is_empty() {
             return Err(JobError::UnknownHosts(unknown));
         }
-        let mut targets: Vec<Target> = Vec::new();
+        let mut hosts: Vec<Host> = Vec::new();
         for key in requested {
-            if let Some(host) = find(key) {
-                if !targets.iter().any(|t| t.name == host.name.as_str()) {
-                    targets.push(Target { name: host.name.as_str().into(), address: host.ip.as_str().into() });
+            if let Some(row) = find(key) {
+                if !hosts.iter().any(|h| h.name == row.name) {
+                    hosts.push(Host {
+                        name: row.name.clone(),
+                        address: row.ip.clone(),
+                        port: row.port.and_then(|p| u16::try_from(p).ok()),
+                        user: row.user.clone(),
+                    });
                 }
             }
         }
-        Ok(targets)
+        Ok(hosts)
     }
 
     async fn execute(
         &self,
         id: i64,
         module: Arc<LoadedModule>,
+        backend: Arc<Backend>,
         init: InitRequest,
-        targets: Vec<Target>,
+        hosts: Vec<Host>,
         cancel: CancellationToken,
-        progress: Progress,
+        progress: Arc<Progress>,
     ) {
+        let targets: Vec<Target> = init.hosts.to_vec();
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let permit = tokio::select! {
             permit = self.slots.clone().acquire_owned() => permit.ok(),
@@ -281,10 +365,11 @@ impl JobService {
         }
 
         let handle = JobHandle::new(
-            self.backend.clone(),
+            backend,
             tokio::runtime::Handle::current(),
             cancel.clone(),
             self.settings.files_dir.clone(),
+            hosts,
             progress,
         );
         let mut run = tokio::task::spawn_blocking(move || {

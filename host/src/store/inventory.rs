@@ -18,6 +18,12 @@ pub struct HostRow {
     pub op: Option<String>,
     pub function: Option<String>,
     pub app: Option<String>,
+    /// SSH port for the ssh and ansible backends; `None`: the backend's default.
+    #[sqlx(rename = "server_port")]
+    pub port: Option<i32>,
+    /// Login user for the ssh and ansible backends; `None`: the backend's default.
+    #[sqlx(rename = "server_user")]
+    pub user: Option<String>,
     pub created_at: i64,
 }
 
@@ -29,10 +35,12 @@ pub struct NewHost {
     pub wan_ip: Option<String>,
     pub op: Option<String>,
     pub category: Option<(String, String)>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
 }
 
 const SELECT_HOSTS: &str = "SELECT h.id, h.server_name, h.server_lip, h.server_wip, h.server_op, \
-     f.server_categ_name AS function, a.app_categ_name AS app, h.created_at \
+     h.server_port, h.server_user, f.server_categ_name AS function, a.app_categ_name AS app, h.created_at \
      FROM server_list h \
      LEFT JOIN server_app_categ a ON a.id = h.server_app_id \
      LEFT JOIN server_fun_categ f ON f.id = a.server_categ_id";
@@ -91,13 +99,15 @@ impl Store {
         };
         let id = insert_id!(
             self,
-            "INSERT INTO server_list (server_name, server_wip, server_lip, server_op, server_app_id, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO server_list (server_name, server_wip, server_lip, server_op, server_app_id, server_port, \
+             server_user, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             &name,
             &host.wan_ip,
             &host.ip,
             &host.op,
             app_id,
+            host.port.map(i32::from),
+            &host.user,
             now_ms()
         )
         .map_err(|e| {
