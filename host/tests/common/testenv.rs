@@ -1,0 +1,77 @@
+//! The backends' test environment, started by `cargo xtask testenv up` (and by `cargo xtask test`): sshd on
+//! loopback addresses, ansible-core, a salt-master with minions and salt-api, and the Func stand-in. Its scripts
+//! live in `testenv/` and describe what they started in `target/testenv/env.json`, read here.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TestEnv {
+    pub ssh: SshEnv,
+    pub ansible: AnsibleEnv,
+    pub salt: SaltEnv,
+    pub func: FuncEnv,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SshEnv {
+    pub port: u16,
+    /// Loopback addresses sshd listens on; each acts as a separate host.
+    pub addresses: Vec<String>,
+    pub user: String,
+    pub identity_file: PathBuf,
+    /// `[addr]:port key` lines for every address.
+    pub known_hosts_file: PathBuf,
+    /// The same entries, hashed (`|1|salt|hash key`).
+    pub known_hosts_hashed_file: PathBuf,
+    /// A port nothing listens on.
+    pub closed_port: u16,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AnsibleEnv {
+    pub executable: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SaltEnv {
+    pub url: String,
+    pub username: String,
+    pub password: String,
+    pub eauth: String,
+    /// Running minions, by id.
+    pub minions: Vec<String>,
+    /// A minion whose key the master has accepted but that does not run.
+    pub stopped_minion: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FuncEnv {
+    pub port: u16,
+    /// Stand-in funcd hosts whose certificate CN is their name.
+    pub hosts: Vec<FuncHost>,
+    /// A stand-in whose certificate CN is not the name the inventory gives it.
+    pub wrong_cn_host: FuncHost,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FuncHost {
+    pub name: String,
+    pub address: String,
+}
+
+/// The running test environment (`target/testenv/env.json`, or the file `OMSERVER_TESTENV` names). Panics with
+/// what to run when it is not up: backend tests fail, never skip.
+pub fn testenv() -> TestEnv {
+    let path = std::env::var_os("OMSERVER_TESTENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| super::target_dir().join("testenv").join("env.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("{}: {e}; start the backends' test environment with `cargo xtask testenv up`", path.display())
+    });
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
