@@ -74,7 +74,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (ok, failed, stop, jobs) = (ok.clone(), failed.clone(), stop.clone(), jobs.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let request = JobRequest { module: 1003, hosts: vec!["127.0.0.1".into()], params: Default::default() };
+                let request = JobRequest {
+                    module: 1003,
+                    hosts: vec!["127.0.0.1".into()],
+                    params: Default::default(),
+                    backend: None,
+                };
                 let outcome = match jobs.submit_and_wait(request, "bench").await {
                     Ok(id) => jobs.view(id).await.map(|j| j.status == "succeeded").unwrap_or(false),
                     Err(_) => false,

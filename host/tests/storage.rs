@@ -152,7 +152,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3)]);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4)]);
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
@@ -163,8 +163,8 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3)]);
-        assert_eq!(count(&db, "_sqlx_migrations").await, 3);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(count(&db, "_sqlx_migrations").await, 4);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
         again.close().await;
@@ -234,6 +234,21 @@ async fn hosts_with_and_without_categories() {
         // The longest name the column holds.
         let long = "n".repeat(255);
         assert_eq!(store.add_host(&host(&long, "10.0.0.6")).await.unwrap().name, long);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hosts_ssh_port_and_user_round_trip() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let custom = NewHost { port: Some(65535), user: Some("deploy".into()), ..host("custom", "10.0.0.31") };
+        let row = store.add_host(&custom).await.unwrap();
+        assert_eq!((row.port, row.user.as_deref()), (Some(65535), Some("deploy")));
+        let plain = store.add_host(&host("plain", "10.0.0.32")).await.unwrap();
+        assert_eq!((plain.port, plain.user), (None, None));
+        let found = store.find_hosts(&["custom".to_owned()]).await.unwrap();
+        assert_eq!((found[0].port, found[0].user.as_deref()), (Some(65535), Some("deploy")));
     })
     .await;
 }

@@ -130,6 +130,7 @@ fn fixtures() -> Result {
         ("fx_panic", &[], "fx_panic"),
         ("fx_hang", &[], "fx_hang"),
         ("fx_old_api", &[], "fx_old_api"),
+        ("fx_sleep", &[], "fx_sleep"),
     ];
     for (package, extra, name) in builds {
         run(cargo().args(["build", "--quiet", "-p", package]).args(*extra))?;

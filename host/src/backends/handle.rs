@@ -159,13 +159,7 @@ impl BackendApi for JobHandle {
         self.guarded(&hosts, |hosts, report| async move { self.backend.run(hosts, &argv, &report).await })
     }
 
-    fn copy_file(
-        &self,
-        targets: RSlice<'_, Target>,
-        source: RStr<'_>,
-        dest: RStr<'_>,
-        mode: u32,
-    ) -> RVec<HostResult> {
+    fn copy_file(&self, targets: RSlice<'_, Target>, source: RStr<'_>, dest: RStr<'_>, mode: u32) -> RVec<HostResult> {
         let targets = targets.as_slice();
         let refuse = |reason: &str| targets.iter().map(|t| HostResult::failed(&t.name, reason)).collect();
         let hosts = match self.resolve(targets) {
@@ -204,6 +198,28 @@ fn resolve_in_store(store: &Path, name: &str) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::{Limits, LocalBackend};
+
+    #[test]
+    fn a_module_reaches_only_its_jobs_hosts() {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let limits = Limits { command_timeout: std::time::Duration::from_secs(5), output_limit_bytes: 1024 };
+        let mine = Host { name: "web1".into(), address: "127.0.0.1".into(), port: None, user: None };
+        let handle = JobHandle::new(
+            Arc::new(Backend::Local(LocalBackend::new(limits))),
+            runtime.handle().clone(),
+            CancellationToken::new(),
+            PathBuf::from("/srv/files"),
+            vec![mine],
+            Arc::new(Progress::default()),
+        );
+        let forged = Target { name: "db1".into(), address: "127.0.0.1".into() };
+        let argv: Vec<RString> = vec!["true".into()];
+        let results = handle.run(vec![forged].as_slice().into(), argv.as_slice().into());
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].stderr.as_str(), "not a host of this job: db1");
+        assert!(handle.progress.since(0).is_empty(), "nothing ran, nothing reported");
+    }
 
     #[test]
     fn sources_stay_inside_the_store() {

@@ -145,9 +145,9 @@ impl EventCursor {
                     let fresh = progress.since(*seen);
                     *seen += fresh.len();
                     self.queue.extend(fresh.into_iter().map(|r| JobEvent::Host(result_row(r))));
-                    if closed {
-                        self.live = None;
-                    } else if self.queue.is_empty() && changes.changed().await.is_err() {
+                    // A closed channel cannot happen while we hold the progress; treat it as the end anyway.
+                    let ended = closed || (self.queue.is_empty() && changes.changed().await.is_err());
+                    if ended {
                         self.live = None;
                     }
                 }
@@ -161,6 +161,14 @@ impl EventCursor {
             }
         }
     }
+}
+
+/// A validated job, ready to run: the pinned module, the backend, what `initialise` gets, the resolved hosts.
+struct Prepared {
+    module: Arc<LoadedModule>,
+    backend: Arc<Backend>,
+    init: InitRequest,
+    hosts: Vec<Host>,
 }
 
 /// Why a run ended early.
@@ -236,7 +244,7 @@ impl JobService {
         };
         let service = self.clone();
         let running = self.tracker.spawn(async move {
-            service.execute(id, module, backend, init, hosts, cancel, progress.clone()).await;
+            service.execute(id, Prepared { module, backend, init, hosts }, cancel, progress.clone()).await;
             // After the outcome is stored: a watcher that sees the close reads the final view.
             progress.close();
             service.lock_live().remove(&id);
@@ -339,16 +347,8 @@ impl JobService {
         Ok(hosts)
     }
 
-    async fn execute(
-        &self,
-        id: i64,
-        module: Arc<LoadedModule>,
-        backend: Arc<Backend>,
-        init: InitRequest,
-        hosts: Vec<Host>,
-        cancel: CancellationToken,
-        progress: Arc<Progress>,
-    ) {
+    async fn execute(&self, id: i64, job: Prepared, cancel: CancellationToken, progress: Arc<Progress>) {
+        let Prepared { module, backend, init, hosts } = job;
         let targets: Vec<Target> = init.hosts.to_vec();
         let deadline = tokio::time::Instant::now() + self.settings.timeout;
         let permit = tokio::select! {
@@ -380,7 +380,10 @@ impl JobService {
         let stop = tokio::select! {
             finished = &mut run => {
                 let outcome = finished.unwrap_or_else(|e| Err(format!("the module run crashed: {e}")));
-                return self.record(id, &targets, outcome, None).await;
+                // A module that returned because its backend calls were cancelled ended by the cancel: both
+                // branches can be ready at once, and select! picks either.
+                let stop = cancel.is_cancelled().then_some(Stop::Cancelled);
+                return self.record(id, &targets, outcome, stop).await;
             }
             _ = cancel.cancelled() => Stop::Cancelled,
             _ = tokio::time::sleep_until(deadline) => Stop::TimedOut,

@@ -204,10 +204,89 @@ impl Server {
         }
     }
 
+    /// Opens `GET /api/jobs/{id}/events` and returns a reader of its events (in a thread of its own).
+    pub fn job_events(&self, id: i64) -> EventReader {
+        let url = format!("{}/api/jobs/{id}/events", self.base);
+        let token = self.token.clone();
+        let (tx, rx) = mpsc::channel();
+        let opened = Instant::now();
+        thread::spawn(move || {
+            // No overall timeout: the stream lasts as long as the job; the reader bounds its own waits.
+            let client = Client::builder().timeout(None).build().expect("client");
+            let response = match client.get(url).bearer_auth(token).send() {
+                Ok(r) => r,
+                Err(e) => return drop(tx.send(Err(e.to_string()))),
+            };
+            if !response.status().is_success() {
+                let status = response.status();
+                return drop(tx.send(Err(format!("{status}: {}", response.text().unwrap_or_default()))));
+            }
+            let (mut event, mut data) = (String::new(), String::new());
+            for line in BufReader::new(response).lines().map_while(Result::ok) {
+                if let Some(name) = line.strip_prefix("event:") {
+                    event = name.trim().to_owned();
+                } else if let Some(chunk) = line.strip_prefix("data:") {
+                    data.push_str(chunk.strip_prefix(' ').unwrap_or(chunk));
+                } else if line.is_empty() && !event.is_empty() {
+                    let value = serde_json::from_str(&data).unwrap_or(Value::String(data.clone()));
+                    if tx.send(Ok(JobEventSeen { event: event.clone(), data: value, at: opened.elapsed() })).is_err() {
+                        return;
+                    }
+                    event.clear();
+                    data.clear();
+                }
+            }
+        });
+        EventReader { rx }
+    }
+
     /// Submits a job and waits for it.
     pub fn run_job(&self, module: u32, hosts: &[&str], params: Value) -> Value {
         let id = self.submit(module, hosts, params);
         self.wait_job(id, Duration::from_secs(60))
+    }
+}
+
+/// One server-sent event of a job's stream, and when it arrived (since the stream was opened).
+#[derive(Debug, Clone)]
+pub struct JobEventSeen {
+    pub event: String,
+    pub data: Value,
+    pub at: Duration,
+}
+
+pub struct EventReader {
+    rx: mpsc::Receiver<Result<JobEventSeen, String>>,
+}
+
+impl EventReader {
+    /// Every event up to and including `end`; panics if `end` has not come within `limit`.
+    pub fn until_end(&self, limit: Duration) -> Vec<JobEventSeen> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Ok(e)) => {
+                    let end = e.event == "end";
+                    seen.push(e);
+                    if end {
+                        return seen;
+                    }
+                }
+                Ok(Err(problem)) => panic!("job events: {problem}"),
+                Err(_) => panic!("no `end` event within {limit:?}; seen: {seen:?}"),
+            }
+        }
+    }
+
+    /// The next event, waiting at most `limit`.
+    pub fn next(&self, limit: Duration) -> Option<JobEventSeen> {
+        match self.rx.recv_timeout(limit) {
+            Ok(Ok(e)) => Some(e),
+            Ok(Err(problem)) => panic!("job events: {problem}"),
+            Err(_) => None,
+        }
     }
 }
 
