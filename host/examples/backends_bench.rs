@@ -43,7 +43,8 @@ struct Env {
 
 fn load_env(target: &Path) -> Result<Env, Box<dyn std::error::Error>> {
     let path = target.join("testenv/env.json");
-    let env: Value = serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?)?;
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?)?;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     Ok(Env {
         ssh_port: env["ssh"]["port"].as_u64().unwrap_or(22) as u16,
@@ -81,7 +82,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     let env = load_env(&target)?;
     if env.addresses.len() < HOSTS {
-        return Err(format!("the test environment has {} ssh addresses, the benchmark needs {HOSTS}", env.addresses.len()).into());
+        return Err(format!(
+            "the test environment has {} ssh addresses, the benchmark needs {HOSTS}",
+            env.addresses.len()
+        )
+        .into());
     }
     let limits = Limits { command_timeout: Duration::from_secs(60), output_limit_bytes: 1 << 20 };
     let hosts: Vec<Host> = env.addresses[..HOSTS]

@@ -425,8 +425,7 @@ impl JobService {
             None => "failed",
         };
         if error.is_none() && status == "failed" {
-            let bad = rows.iter().filter(|r| r.status != "ok").count();
-            error = Some(format!("{bad} of {} hosts did not succeed", rows.len()));
+            error = Some(failure_summary(&rows));
         }
         metrics::counter!("omserver_jobs_total", "status" => status).increment(1);
         tracing::info!(job_id = id, status, error = error.as_deref().unwrap_or(""), "job finished");
@@ -465,6 +464,24 @@ fn rows_for_targets(targets: &[Target], results: &mut Vec<HostResult>, error: Op
         .collect()
 }
 
+/// The job's error when hosts failed: how many, and when every one failed the same way (salt-api down, a bad key
+/// for all), that reason, so the job's own error says what happened.
+fn failure_summary(rows: &[ResultRow]) -> String {
+    let bad: Vec<&ResultRow> = rows.iter().filter(|r| r.status != "ok").collect();
+    let counted = format!("{} of {} hosts did not succeed", bad.len(), rows.len());
+    match bad.first() {
+        Some(first)
+            if bad.len() > 1
+                && !first.stderr.is_empty()
+                && bad.iter().all(|r| r.status == first.status && r.stderr == first.stderr) =>
+        {
+            let reason = first.stderr.lines().next().unwrap_or_default();
+            format!("{counted}; all {}: {reason}", first.status)
+        }
+        _ => counted,
+    }
+}
+
 fn result_row(result: HostResult) -> ResultRow {
     ResultRow {
         host: result.host.into_string(),
@@ -496,5 +513,31 @@ fn view_of(job: JobRow, results: Vec<ResultRow>) -> JobView {
         started_at: job.started_at,
         finished_at: job.finished_at,
         results,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(host: &str, status: &str, stderr: &str) -> ResultRow {
+        ResultRow {
+            host: host.into(),
+            status: status.into(),
+            rc: None,
+            stdout: String::new(),
+            stderr: stderr.into(),
+            duration_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_reason_shared_by_every_failed_host_becomes_the_jobs_error() {
+        let down = "salt-api at http://127.0.0.1:8000 refused the connection";
+        let all = [row("m1", "unreachable", down), row("m2", "unreachable", down)];
+        assert_eq!(failure_summary(&all), format!("2 of 2 hosts did not succeed; all unreachable: {down}"));
+        let mixed = [row("m1", "unreachable", down), row("m2", "failed", "exit 1"), row("m3", "ok", "")];
+        assert_eq!(failure_summary(&mixed), "2 of 3 hosts did not succeed");
+        assert_eq!(failure_summary(&[row("m1", "failed", "exit 1")]), "1 of 1 hosts did not succeed");
     }
 }
