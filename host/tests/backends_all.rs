@@ -84,7 +84,9 @@ fn run_on(server: &Server, module: u32, backend: &str, hosts: &[&str], params: V
 }
 
 /// What must be the same on every backend: the status, and for a host that succeeded its exit code and output.
-fn outcome(result: &Value) -> (String, Option<i64>, String) {
+type Outcome = (String, Option<i64>, String);
+
+fn outcome(result: &Value) -> Outcome {
     let status = result["status"].as_str().unwrap_or_default().to_owned();
     if status == "ok" {
         (status, result["rc"].as_i64(), result["stdout"].as_str().unwrap_or_default().to_owned())
@@ -121,7 +123,7 @@ fn seed_modules_give_the_same_outcome_on_every_backend() {
         (1007, json!({ "service": "nginx" })),
     ];
     for (module, params) in cases {
-        let mut seen: BTreeMap<&str, Vec<(String, Option<i64>, String)>> = BTreeMap::new();
+        let mut seen: BTreeMap<&str, Vec<Outcome>> = BTreeMap::new();
         for (backend, hosts) in BACKENDS {
             let job = run_on(&server, *module, backend, hosts, params.clone());
             let results = job["results"].as_array().unwrap();
