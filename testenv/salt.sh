@@ -160,10 +160,10 @@ salt_up() {
     mark_down salt
     salt_stop_all
     salt_start_all
-    if ! problem=$(salt_verify 60); then
+    if ! problem=$(salt_verify 90); then
         local logs=()
         for daemon in "${SALT_DAEMONS[@]}"; do logs+=("$(salt_logfile "$daemon")"); done
-        die "salt is not ready after 60 s: $problem (see ${logs[*]} and the *.console.log beside them)"
+        die "salt is not ready after 90 s: $problem (see ${logs[*]} and the *.console.log beside them)"
     fi
     mark_ready salt
     say "salt up: master, salt-api $SALT_URL, minions ${SALT_MINIONS[*]}, stopped minion $SALT_STOPPED ($(since "$started"))"
