@@ -61,27 +61,55 @@ spawn() {
     echo $! >"$pidfile"
 }
 
-# Sends TERM to each process group named by the pid files given, waits up to $1 seconds for all of them to be
-# gone, then KILLs what is left. Removes the pid files. Safe when nothing runs.
+# The pids of $1's descendants, deepest first (found through parent pids: sessions a daemon forks with setsid
+# leave its process group, not its tree).
+descendants() {
+    ps -e -o pid=,ppid= 2>/dev/null | awk -v root="$1" '
+        { parent[$1] = $2; pids[NR] = $1 }
+        END {
+            for (i = 1; i <= NR; i++) {
+                depth = 0
+                for (p = parent[pids[i]]; p != "" && p != 0 && p != 1; p = parent[p]) {
+                    depth++
+                    if (p == root) { print depth, pids[i]; break }
+                }
+            }
+        }' | sort -rn | awk '{print $2}'
+}
+
+# Sends TERM to process $2 (alive, command line containing $3) and all its descendants, waits up to $1 seconds,
+# then KILLs it and its descendants if it is still there. (Pids are reused quickly on a busy machine, so only
+# processes found again through a live, verified ancestor are KILLed.)
+stop_tree() {
+    local grace=$1 pid=$2 marker=$3
+    alive "$pid" "$marker" || return 0
+    kill -TERM $(descendants "$pid") "$pid" 2>/dev/null
+    wait_for "$grace" bash -c "$(declare -f alive); ! alive $pid '$marker'" && return 0
+    kill -KILL $(descendants "$pid") "$pid" 2>/dev/null
+    true
+}
+
+# Sends TERM to each process group named by the pid files given (and to the descendants of each group's leader,
+# which may have left the group), waits up to $1 seconds for the groups to be empty, then KILLs what is left of
+# them. Removes the pid files. Safe when nothing runs.
 stop_groups() {
     local grace=$1
     shift
-    local pidfile pid pids=() deadline
+    local pidfile pid pids=() deadline left
     for pidfile in "$@"; do
         pid=$(cat "$pidfile" 2>/dev/null) || continue
         [[ $pid =~ ^[0-9]+$ ]] || continue
-        # Only a group we started: its leader's pid file names it and the leader (or a member) still exists.
+        # Only a group we started: its leader's pid file names it and the group still has members.
         if [[ -n $(group_members "$pid") ]]; then
+            kill -TERM $(descendants "$pid") 2>/dev/null
             kill -TERM -- "-$pid" 2>/dev/null
             pids+=("$pid")
         fi
     done
     deadline=$((SECONDS + grace))
     while ((SECONDS < deadline)); do
-        local left=0
-        for pid in "${pids[@]}"; do
-            [[ -n $(group_members "$pid") ]] && left=1
-        done
+        left=0
+        for pid in "${pids[@]}"; do [[ -n $(group_members "$pid") ]] && left=1; done
         ((left)) || break
         sleep 0.2
     done

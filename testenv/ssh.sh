@@ -24,14 +24,20 @@ ssh_keys() {
     [[ -f $SSH_DIR/host_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C omserver-testenv-host -f "$SSH_DIR/host_ed25519"
     [[ -f $SSH_DIR/id_ed25519 ]] || ssh-keygen -q -t ed25519 -N '' -C omserver-testenv-client -f "$SSH_DIR/id_ed25519"
     cp "$SSH_DIR/id_ed25519.pub" "$SSH_DIR/authorized_keys"
-    # One plain and one hashed entry per address; rewritten each time so they always match the host key.
+    # One plain and one hashed entry per address. Replaced (by rename: tests may be reading them) only when the
+    # host key or the addresses changed, so the hashed file's salts stay put between runs.
     local key addr
     key=$(cut -d' ' -f1,2 "$SSH_DIR/host_ed25519.pub")
-    for addr in $(ssh_addresses); do echo "[$addr]:$SSH_PORT $key"; done >"$SSH_DIR/known_hosts.tmp"
-    mv "$SSH_DIR/known_hosts.tmp" "$SSH_DIR/known_hosts"
-    cp "$SSH_DIR/known_hosts" "$SSH_DIR/known_hosts_hashed"
-    ssh-keygen -q -H -f "$SSH_DIR/known_hosts_hashed" >/dev/null 2>&1 || die "ssh-keygen -H failed"
-    rm -f "$SSH_DIR/known_hosts_hashed.old"
+    for addr in $(ssh_addresses); do echo "[$addr]:$SSH_PORT $key"; done >"$SSH_DIR/known_hosts.new"
+    if cmp -s "$SSH_DIR/known_hosts.new" "$SSH_DIR/known_hosts" && [[ -s $SSH_DIR/known_hosts_hashed ]]; then
+        rm "$SSH_DIR/known_hosts.new"
+        return
+    fi
+    cp "$SSH_DIR/known_hosts.new" "$SSH_DIR/known_hosts_hashed.new"
+    ssh-keygen -q -H -f "$SSH_DIR/known_hosts_hashed.new" >/dev/null 2>&1 || die "ssh-keygen -H failed"
+    rm -f "$SSH_DIR/known_hosts_hashed.new.old"
+    mv "$SSH_DIR/known_hosts_hashed.new" "$SSH_DIR/known_hosts_hashed"
+    mv "$SSH_DIR/known_hosts.new" "$SSH_DIR/known_hosts"
 }
 
 # Renders sshd process $1's configuration to stdout.
@@ -82,14 +88,11 @@ ssh_install() {
 }
 
 ssh_stop_process() {
-    local g=$1 pid child
+    local g=$1 pid
     pid=$(running_pid "$(ssh_pidfile "$g")" "$(ssh_conffile "$g")") || { rm -f "$(ssh_pidfile "$g")"; return 0; }
-    # The listener's children are per-connection sshd processes (each in its own session); end them too so no
-    # remote command outlives the environment.
-    for child in $(ps -o pid= --ppid "$pid" 2>/dev/null); do kill -TERM "$child" 2>/dev/null; done
-    kill -TERM "$pid" 2>/dev/null
-    wait_for 5 bash -c "! kill -0 $pid 2>/dev/null || [[ \$(awk '{print \$3}' /proc/$pid/stat 2>/dev/null) == Z ]]" ||
-        kill -KILL "$pid" 2>/dev/null
+    # The listener's descendants are the per-connection sshd processes (each in its own session) and the commands
+    # they run; end them too so no remote command outlives the environment.
+    stop_tree 5 "$pid" "$(ssh_conffile "$g")"
     rm -f "$(ssh_pidfile "$g")"
 }
 
