@@ -83,9 +83,9 @@ descendants() {
 stop_tree() {
     local grace=$1 pid=$2 marker=$3
     alive "$pid" "$marker" || return 0
-    kill -TERM $(descendants "$pid") "$pid" 2>/dev/null
+    kill -TERM $(descendants "$pid") "$pid" 2>/dev/null || true
     wait_for "$grace" bash -c "$(declare -f alive); ! alive $pid '$marker'" && return 0
-    kill -KILL $(descendants "$pid") "$pid" 2>/dev/null
+    kill -KILL $(descendants "$pid") "$pid" 2>/dev/null || true
     true
 }
 
@@ -101,8 +101,8 @@ stop_groups() {
         [[ $pid =~ ^[0-9]+$ ]] || continue
         # Only a group we started: its leader's pid file names it and the group still has members.
         if [[ -n $(group_members "$pid") ]]; then
-            kill -TERM $(descendants "$pid") 2>/dev/null
-            kill -TERM -- "-$pid" 2>/dev/null
+            kill -TERM $(descendants "$pid") 2>/dev/null || true
+            kill -TERM -- "-$pid" 2>/dev/null || true
             pids+=("$pid")
         fi
     done
@@ -116,7 +116,7 @@ stop_groups() {
     for pid in "${pids[@]}"; do
         if [[ -n $(group_members "$pid") ]]; then
             say "process group $pid did not stop within ${grace}s; killing it"
-            kill -KILL -- "-$pid" 2>/dev/null
+            kill -KILL -- "-$pid" 2>/dev/null || true
         fi
     done
     rm -f "$@"
