@@ -18,6 +18,13 @@ ssh_group_addresses() {
     ((to > SSH_LAST)) && to=$SSH_LAST
     for ((n = from; n <= to; n++)); do echo "127.0.0.$n"; done
 }
+# The first and the last address of sshd process $1 (no `| head`: with pipefail its SIGPIPE would abort us).
+ssh_group_first() { echo "127.0.0.$((SSH_FIRST + ($1 - 1) * SSH_PER_PROCESS))"; }
+ssh_group_last() {
+    local to=$((SSH_FIRST + $1 * SSH_PER_PROCESS - 1))
+    ((to > SSH_LAST)) && to=$SSH_LAST
+    echo "127.0.0.$to"
+}
 
 ssh_keys() {
     mkdir -p "$SSH_DIR" && chmod 700 "$SSH_DIR"
@@ -64,6 +71,9 @@ MaxSessions 64
 MaxAuthTries 6
 LoginGraceTime 30
 PrintMotd no
+# Make each address a clean host: bash sources root's ~/.bashrc (here: pyenv init, its shims first on PATH) for
+# sshd's sessions only when SHLVL < 2 on entry. Sessions get sshd's standard PATH and /usr/bin/python3.
+SetEnv SHLVL=1
 Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel INFO
 CONF
@@ -106,8 +116,8 @@ ssh_start_process() {
     "$SSHD" -t -f "$conf" 2>>"$SSH_DIR/sshd-$g.log" || die "sshd rejects $conf (see $SSH_DIR/sshd-$g.log)"
     "$SSHD" -f "$conf" -E "$SSH_DIR/sshd-$g.log" 9>&- || die "sshd -f $conf failed (see $SSH_DIR/sshd-$g.log)"
     local first last
-    first=$(ssh_group_addresses "$g" | head -n1)
-    last=$(ssh_group_addresses "$g" | tail -n1)
+    first=$(ssh_group_first "$g")
+    last=$(ssh_group_last "$g")
     wait_for 10 listening "$first" "$SSH_PORT" && wait_for 5 listening "$last" "$SSH_PORT" ||
         die "sshd $g is not listening on $first…$last:$SSH_PORT (see $SSH_DIR/sshd-$g.log)"
 }
@@ -133,7 +143,7 @@ ssh_up() {
     # One login per sshd process, in parallel.
     local addr probes=() failed=""
     for ((g = 1; g <= $(ssh_groups); g++)); do
-        addr=$(ssh_group_addresses "$g" | tail -n1)
+        addr=$(ssh_group_last "$g")
         wait_for 10 ssh_probe "$addr" &
         probes+=("$!:$addr")
     done
@@ -156,7 +166,7 @@ ssh_status() {
     local g ok=0
     for ((g = 1; g <= $(ssh_groups); g++)); do
         if ssh_running "$g"; then
-            say "sshd $g: running (pid $(cat "$(ssh_pidfile "$g")")): $(ssh_group_addresses "$g" | head -n1)…$(ssh_group_addresses "$g" | tail -n1):$SSH_PORT"
+            say "sshd $g: running (pid $(cat "$(ssh_pidfile "$g")")): $(ssh_group_first "$g")…$(ssh_group_last "$g"):$SSH_PORT"
         else
             say "sshd $g: not running"
             ok=1

@@ -25,6 +25,15 @@ write_env_json() {
     mv "$TE/env.json.tmp" "$TE/env.json"
 }
 
+# The piece `up` is bringing up; when the script fails during it, that piece is not up.
+CURRENT=""
+on_exit() {
+    local status=$?
+    [[ $status -ne 0 && -n $CURRENT ]] && mark_down "$CURRENT"
+    write_env_json
+    exit "$status"
+}
+
 usage() { echo "usage: testenv.sh up|down|status [ssh|venv|salt|func]…" >&2; exit 2; }
 
 main() {
@@ -44,13 +53,15 @@ main() {
         flock 9
     fi
     # Whatever happens (a piece failing included), env.json ends up describing what is up.
-    [[ $command == status ]] || trap write_env_json EXIT
+    [[ $command == status ]] || trap on_exit EXIT
     case $command in
     up)
         local started
         started=$(now_ms)
         for piece in "${pieces[@]}"; do
+            CURRENT=$piece
             "${piece}_up"
+            CURRENT=""
             write_env_json
         done
         say "up in $(since "$started"); environment described in $TE/env.json"
