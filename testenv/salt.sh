@@ -33,6 +33,9 @@ auto_accept: True
 # A job's minions that have not answered are asked once after 2 s whether they still run it.
 gather_job_timeout: 2
 timeout: 5
+# The master computes grains too (for its own MasterMinion); there is no DNS here to give fqdns.
+enable_fqdns_grains: False
+enable_gpu_grains: False
 file_roots:
   base:
     - $r/srv/salt
@@ -118,6 +121,8 @@ salt_start_all() {
         listening 127.0.0.1 "$port" &&
             die "127.0.0.1:$port is already in use by a process this environment did not start (another salt?)"
     done
+    # Salt refuses to start while the pid in its own pid file runs; after a KILL that pid may belong to anyone.
+    rm -f "$SALT_DIR"/*/run/*.pid
     spawn "$SALT_DIR/master/log/master.console.log" "$(salt_pidfile master)" \
         "$VENV/bin/salt-master" -c "$(salt_confdir master)" -l warning
     wait_for 30 listening 127.0.0.1 4506 && wait_for 5 listening 127.0.0.1 4505 ||
