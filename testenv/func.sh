@@ -138,7 +138,9 @@ func_host_json() { printf '{"name": %s, "address": %s}' "$(json_str "$1")" "$(js
 func_json() {
     if ready func; then
         local hosts="" line
+        # shellcheck disable=SC2086 # "name address cn" split into arguments
         for line in "${FUNC_HOSTS[@]}"; do hosts+="${hosts:+, }$(func_host_json $line)"; done
+        # shellcheck disable=SC2086 # as above
         printf '{"port": %d, "hosts": [%s], "wrong_cn_host": %s, "ca_file": %s, "cert_file": %s, "key_file": %s}' \
             "$FUNC_PORT" "$hosts" "$(func_host_json $FUNC_WRONG_CN)" "$(json_str "$FUNC_DIR/ca.cert")" \
             "$(json_str "$FUNC_DIR/omserver.cert")" "$(json_str "$FUNC_DIR/omserver.pem")"

@@ -6,6 +6,7 @@ TESTENV_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$TESTENV_SRC")"
 # The runtime directory (keys, configs, pid files, logs); xtask passes $CARGO_TARGET_DIR/testenv when it is set.
 TE="${OMSERVER_TESTENV_DIR:-$ROOT/target/testenv}"
+# shellcheck disable=SC2034 # used by the pieces that source this file
 VENV="$ROOT/.venv"
 STATE="$TE/state"
 # testenv.sh holds its lock on descriptor 9; everything it starts is run with 9>&- so no daemon inherits it.
@@ -83,8 +84,10 @@ descendants() {
 stop_tree() {
     local grace=$1 pid=$2 marker=$3
     alive "$pid" "$marker" || return 0
+    # shellcheck disable=SC2046 # a list of pids
     kill -TERM $(descendants "$pid") "$pid" 2>/dev/null || true
     wait_for "$grace" bash -c "$(declare -f alive); ! alive $pid '$marker'" && return 0
+    # shellcheck disable=SC2046 # a list of pids
     kill -KILL $(descendants "$pid") "$pid" 2>/dev/null || true
     true
 }
@@ -101,6 +104,7 @@ stop_groups() {
         [[ $pid =~ ^[0-9]+$ ]] || continue
         # Only a group we started: its leader's pid file names it and the group still has members.
         if [[ -n $(group_members "$pid") ]]; then
+            # shellcheck disable=SC2046 # a list of pids
             kill -TERM $(descendants "$pid") 2>/dev/null || true
             kill -TERM -- "-$pid" 2>/dev/null || true
             pids+=("$pid")

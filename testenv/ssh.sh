@@ -177,6 +177,7 @@ ssh_status() {
 
 # The "ssh" section of env.json.
 ssh_json() {
+    # shellcheck disable=SC2046 # one argument per address
     printf '{"port": %d, "addresses": %s, "user": "root", "identity_file": %s, "known_hosts_file": %s, "known_hosts_hashed_file": %s, "closed_port": %d}' \
         "$SSH_PORT" "$(json_list $(ssh_addresses))" "$(json_str "$SSH_DIR/id_ed25519")" \
         "$(json_str "$SSH_DIR/known_hosts")" "$(json_str "$SSH_DIR/known_hosts_hashed")" "$SSH_CLOSED_PORT"
