@@ -160,6 +160,9 @@ fn test(args: &[String]) -> Result {
     let tested = run(cargo().args(["test", "--workspace"]).args(args));
     // The environment is stopped whatever the tests did; their outcome is the command's outcome.
     let stopped = testenv(&["down".into()]);
+    if let (Err(_), Err(e)) = (&tested, &stopped) {
+        eprintln!("xtask: {e}");
+    }
     tested?;
     stopped?;
     println!("xtask test: done in {:.0}s", started.elapsed().as_secs_f64());
