@@ -1,8 +1,11 @@
 //! `cargo xtask <command>`: the project's chores, in Rust so they run wherever cargo does.
 //!
 //! - `serve [ARGS…]`: build the seven seed modules, install them into plugins.d, run `omserver serve ARGS…`.
-//! - `test [ARGS…]`: prepare everything the test suite talks to (databases, module and fixture libraries), then
-//!   `cargo test --workspace ARGS…`. This is the one command CI runs after fmt and clippy.
+//! - `test [ARGS…]`: prepare everything the test suite talks to (databases, module and fixture libraries, the
+//!   backends' test environment), then `cargo test --workspace ARGS…`, then stop the test environment again, also
+//!   when tests fail. This is the one command CI runs after fmt and clippy.
+//! - `testenv up|down|status [PIECE…]`: the backends' test environment (sshd, ansible-core and salt in `.venv`,
+//!   salt-master/minions/salt-api, the Func stand-in), run by `testenv/testenv.sh`; see `testenv/README.md`.
 //! - `install-plugins [--release] [--dir DIR]`: build the seed modules and install them as `Mid_<ID>.so`.
 //! - `fixtures`: build the test-only module fixtures into `target/fixtures/`.
 //! - `bench-plugins [ARGS…]`: the plugin reload benchmark (see BENCHMARKS.md).
@@ -32,12 +35,15 @@ fn main() -> ExitCode {
     let outcome = match command {
         "serve" => serve(&rest),
         "test" => test(&rest),
+        "testenv" => testenv(&rest),
         "install-plugins" => install_plugins_cmd(&rest),
         "fixtures" => fixtures(),
         "bench-plugins" => bench_plugins(&rest),
         "bench-audit" => bench_audit(&rest),
         _ => {
-            eprintln!("usage: cargo xtask serve|test|install-plugins|fixtures|bench-plugins|bench-audit [ARGS…]");
+            eprintln!(
+                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-audit [ARGS…]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -147,9 +153,28 @@ fn test(args: &[String]) -> Result {
     fixtures()?;
     // The audit tests run the agent binary itself; build it explicitly rather than rely on test ordering.
     run(cargo().args(["build", "--quiet", "-p", "omaudit-agent"]))?;
-    run(cargo().args(["test", "--workspace"]).args(args))?;
+    if let Err(e) = testenv(&["up".into()]) {
+        // Stop whatever part of it did come up before reporting.
+        let _ = testenv(&["down".into()]);
+        return Err(e);
+    }
+    let tested = run(cargo().args(["test", "--workspace"]).args(args));
+    // The environment is stopped whatever the tests did; their outcome is the command's outcome.
+    let stopped = testenv(&["down".into()]);
+    if let (Err(_), Err(e)) = (&tested, &stopped) {
+        eprintln!("xtask: {e}");
+    }
+    tested?;
+    stopped?;
     println!("xtask test: done in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `testenv/testenv.sh up|down|status [PIECE…]`, with its runtime directory in this target directory (where the
+/// tests look for `testenv/env.json`).
+fn testenv(args: &[String]) -> Result {
+    let script = root().join("testenv").join("testenv.sh");
+    run(Command::new("bash").arg(script).args(args).env("OMSERVER_TESTENV_DIR", target_dir().join("testenv")))
 }
 
 fn bench_plugins(args: &[String]) -> Result {
