@@ -10,6 +10,8 @@
 //! - `fixtures`: build the test-only module fixtures into `target/fixtures/`.
 //! - `bench-plugins [ARGS…]`: the plugin reload benchmark (see BENCHMARKS.md).
 //! - `bench-audit [ARGS…]`: the audit ingest benchmarks (see BENCHMARKS.md); installs Debian's `wrk` when missing.
+//! - `bench-backends [ROUNDS]`: `uname -n` on 50 loopback hosts through each backend and the tools' own clients
+//!   (see BENCHMARKS.md); starts the test environment first and leaves it running (`testenv down` stops it).
 //!
 //! No dependencies: it must build in seconds on a fresh clone.
 
@@ -40,9 +42,10 @@ fn main() -> ExitCode {
         "fixtures" => fixtures(),
         "bench-plugins" => bench_plugins(&rest),
         "bench-audit" => bench_audit(&rest),
+        "bench-backends" => bench_backends(&rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-audit [ARGS…]"
+                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-audit|bench-backends [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -183,6 +186,11 @@ fn bench_plugins(args: &[String]) -> Result {
 }
 
 /// The legacy ingest figures come from `wrk` (Debian's package), the rest from the example's own clients.
+fn bench_backends(args: &[String]) -> Result {
+    testenv(&["up".into()])?;
+    run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "backends_bench", "--"]).args(args))
+}
+
 fn bench_audit(args: &[String]) -> Result {
     let have_wrk = Command::new("wrk").arg("--version").output().is_ok();
     if !have_wrk {
