@@ -135,7 +135,7 @@ async fn a_hostile_argument_arrives_as_one_argument_byte_for_byte_and_runs_nothi
 #[tokio::test]
 async fn stopped_and_unknown_minions_are_unreachable_while_the_others_report_first() {
     let env = testenv().salt;
-    let timeout = 4;
+    let timeout = 6;
     let salt = backend(timeout);
     let mut hosts = vec![host(&env.minions[0]), host(&env.stopped_minion), host("no-such-minion")];
     hosts.extend(env.minions[1..].iter().map(|m| host(m)));
@@ -293,6 +293,11 @@ async fn check_logs_in_and_the_token_is_reused() {
     let (a, b) = tokio::join!(salt.run(&hosts, &echo_a, &report), salt.run(&hosts, &echo_b, &report));
     assert!(a.iter().all(|r| r.stdout.as_str() == "a\n"), "{a:?}");
     assert!(b.iter().all(|r| r.stdout.as_str() == "b\n"), "{b:?}");
+
+    // A token the master no longer honours (expired, revoked) is replaced by one new login.
+    salt.spoil_token_for_tests().await;
+    let results = salt.run(&minions(), &argv(&["true"]), &Report::discard()).await;
+    assert!(results.iter().all(|r| r.status == HostStatus::Ok), "after a 401: {results:?}");
 }
 
 #[test]

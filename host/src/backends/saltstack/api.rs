@@ -116,6 +116,15 @@ impl SaltApi {
         Ok(())
     }
 
+    /// Replaces the cached token by one salt-api does not know, as if the master had expired or revoked it: the
+    /// next request meets a 401 and must log in again. For tests of that path.
+    #[doc(hidden)]
+    pub async fn spoil_token(&self) {
+        if let Some(token) = self.token.lock().await.as_mut() {
+            token.value = "0123456789abcdef0123456789abcdef01234567".to_owned();
+        }
+    }
+
     /// Publishes one low-state chunk (`{"client": "local_async", …}`) and returns the job salt-api created.
     /// A job that matched no minion at all comes back with no jid: then `minions` is empty.
     pub async fn publish(&self, low: Value) -> Result<Published, ApiError> {

@@ -159,6 +159,14 @@ impl SaltBackend {
         Ok(format!("salt-api at {}: logged in as {} (eauth {})", api.url(), config.username, config.eauth))
     }
 
+    /// Makes the cached salt-api token invalid (see `SaltApi::spoil_token`). For tests of the re-login path.
+    #[doc(hidden)]
+    pub async fn spoil_token_for_tests(&self) {
+        if let Ok(api) = &self.api {
+            api.spoil_token().await;
+        }
+    }
+
     /// The client, or (a configuration problem) every host unreachable with the reason.
     fn api(&self, hosts: &[Host], report: &Report) -> Result<&Arc<SaltApi>, Vec<HostResult>> {
         self.api
