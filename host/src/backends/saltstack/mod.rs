@@ -9,7 +9,10 @@
 //! hands the list to the program as it is (no shell, no splitting, no `name=value` parsing of its items). Each
 //! call opens its own event subscription before it publishes, so every return is seen, and reports each minion
 //! the moment its return arrives. A file is copied with `cp.recv_chunked` (what `salt-cp --chunked` uses) to a
-//! temporary name beside the destination, then `file.rename`d over it.
+//! temporary name beside the destination, then `file.rename`d over it. (Like `salt-cp`, `cp.recv_chunked` creates
+//! a missing destination directory.) A minion that has not returned within `timeout_secs` is unreachable; so the
+//! effective command limit on Salt is the smaller of `timeout_secs` and `command_timeout_secs` (which the minion
+//! itself enforces through `cmd.run_all`'s `timeout`).
 
 mod api;
 mod events;
