@@ -407,6 +407,26 @@ async fn dropping_the_call_kills_the_remote_command() {
     assert_ok(&backend.run(&hosts, &argv(&["true"]), &Report::discard()).await[0]);
 }
 
+/// A job cancelled at any moment of its start (before exec, before the pid line, after) leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_call_at_any_moment_leaves_no_process() {
+    let backend = backend();
+    let hosts = hosts(52..53);
+    assert_ok(&backend.run(&hosts, &argv(&["true"]), &Report::discard()).await[0]);
+    let mut patterns = Vec::new();
+    for delay_ms in [0u64, 5, 20, 50, 100, 200] {
+        let duration = format!("7{}{delay_ms}", rand::random::<u16>() % 1000);
+        let args = argv(&["sleep", &duration]);
+        let report = Report::discard();
+        let run = backend.run(&hosts, &args, &report);
+        let _ = tokio::time::timeout(Duration::from_millis(delay_ms), run).await;
+        patterns.push(format!("sleep {duration}"));
+    }
+    for pattern in &patterns {
+        eventually(Duration::from_secs(15), &format!("no {pattern} left"), || !pgrep(pattern)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_outlives_its_timeout_fails_and_is_killed() {
     let duration = format!("6{}2", rand::random::<u16>() % 1000);

@@ -17,10 +17,10 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use russh::{client::Msg, ChannelMsg, ChannelWriteHalf, Sig};
+use russh::{client::Msg, ChannelMsg, ChannelReadHalf, ChannelWriteHalf, Sig};
 
 use super::pool::{Connection, Lease};
 use crate::backends::output::Capped;
@@ -43,7 +43,7 @@ pub enum CommandError {
     Refused,
     #[error("the SSH connection was lost while the command ran: {0}")]
     Lost(String),
-    #[error("timed out after {}s", .0.as_secs_f32())]
+    #[error("timed out after {0:?}")]
     TimedOut(Duration),
 }
 
@@ -66,12 +66,18 @@ pub async fn run(
     let (lease, channel) = tokio::time::timeout(open_timeout, open)
         .await
         .map_err(|_| CommandError::Open(format!("no channel within {}s", open_timeout.as_secs_f32())))??;
-    let (mut reader, writer) = channel.split();
+    let (reader, writer) = channel.split();
     let writer = Arc::new(writer);
-    let remote_pid = Arc::new(AtomicU32::new(0));
-    let mut stop = StopOnDrop { writer: Some(writer.clone()), lease: Some(lease), remote_pid: remote_pid.clone() };
-    let started = Instant::now();
+    let remote_pid = Arc::new(AtomicU32::new(PID_UNKNOWN));
+    let mut stop = StopOnDrop {
+        writer: Some(writer.clone()),
+        reader: Some(reader),
+        lease: Some(lease),
+        remote_pid: remote_pid.clone(),
+    };
+    let reader = &mut stop.reader;
     let work = async {
+        let reader = reader.as_mut().ok_or_else(|| CommandError::Lost("no channel reader".to_owned()))?;
         let line = format!("echo $$; {command}");
         writer.exec(true, line.as_bytes()).await.map_err(|e| CommandError::Lost(e.to_string()))?;
         // The data goes after exec, on the channel's stdin; EOF right away when there is none (like `ssh -n`), so a
@@ -100,8 +106,13 @@ pub async fn run(
                 message = reader.wait() => match message {
                     Some(ChannelMsg::Data { data }) => {
                         let rest = pid_line.feed(&data, &mut stdout);
-                        if let Some(pid) = pid_line.pid.take() {
-                            remote_pid.store(pid, Ordering::SeqCst);
+                        match pid_line.pid.take() {
+                            Some(pid) => remote_pid.store(pid, Ordering::SeqCst),
+                            None => {
+                                let _ = remote_pid.compare_exchange(
+                                    PID_UNKNOWN, PID_NONE, Ordering::SeqCst, Ordering::SeqCst,
+                                );
+                            }
                         }
                         stdout.push(rest);
                     }
@@ -130,17 +141,24 @@ pub async fn run(
             Ok(finished)
         }
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(CommandError::TimedOut(started.elapsed())),
+        Err(_) => Err(CommandError::TimedOut(timeout)),
     }
     // `stop` signals and closes the channel here unless disarmed.
 }
 
+/// `remote_pid` before any stdout arrived.
+const PID_UNKNOWN: u32 = 0;
+/// `remote_pid` when stdout began with something else than a process id (a chatty login shell).
+const PID_NONE: u32 = 1;
+
 /// Kills the remote command and closes its channel when dropped, unless it ended on its own. Drop cannot await,
-/// so the two requests are sent from a spawned task, which keeps the connection leased until they are out.
+/// so the requests are sent from a spawned task, which keeps the connection leased until they are out.
 struct StopOnDrop {
     writer: Option<Arc<ChannelWriteHalf<Msg>>>,
+    /// Kept so that a command cancelled before its pid line arrived can still be found.
+    reader: Option<ChannelReadHalf>,
     lease: Option<Lease>,
-    /// The remote process id, once its first line of stdout said it (0 until then).
+    /// The remote process id once the first line of stdout said it, else [`PID_UNKNOWN`] or [`PID_NONE`].
     remote_pid: Arc<AtomicU32>,
 }
 
@@ -154,18 +172,44 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         let Some(writer) = self.writer.take() else { return };
         let Some(lease) = self.lease.take() else { return };
-        let pid = self.remote_pid.load(Ordering::SeqCst);
+        let mut pid = self.remote_pid.load(Ordering::SeqCst);
+        let reader = self.reader.take();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         runtime.spawn(async move {
             let _ = writer.signal(Sig::KILL).await;
+            if let (PID_UNKNOWN, Some(mut reader)) = (pid, reader) {
+                pid = pid_from(&mut reader).await;
+            }
             // Never 0 or 1: `kill -- -1` would mean every process the user may signal.
-            if pid > 1 {
+            if pid > PID_NONE {
                 kill_group(lease.connection(), pid).await;
             }
             let _ = writer.close().await;
             drop(lease);
         });
     }
+}
+
+/// Reads the pid line of a command cancelled before it arrived (bounded: the command may be stuck).
+async fn pid_from(reader: &mut ChannelReadHalf) -> u32 {
+    let mut line = PidLine::default();
+    let mut ignored = Capped::new(0);
+    let read = async {
+        while let Some(message) = reader.wait().await {
+            match message {
+                ChannelMsg::Data { data } => {
+                    line.feed(&data, &mut ignored);
+                    if line.done {
+                        return line.pid.unwrap_or(PID_NONE);
+                    }
+                }
+                ChannelMsg::ExitStatus { .. } | ChannelMsg::ExitSignal { .. } | ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        PID_NONE
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.unwrap_or(PID_NONE)
 }
 
 /// Runs `kill -9 -- -PID` on a new channel of the same connection and waits (bounded) for it to finish.
