@@ -136,6 +136,26 @@ async fn several_hosts_in_one_call_each_report_as_they_finish() {
     assert_eq!(reported.len(), 8, "every host reported once");
 }
 
+/// `max_parallel` bounds the hosts worked on at once: measured from the commands' own start and end times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_parallel_bounds_the_hosts_worked_on_at_once() {
+    let mut config = config(&env().known_hosts_file, HostKeyPolicy::Strict);
+    config.max_parallel = 2;
+    let backend = SshBackend::new(config, LIMITS);
+    let script = "date +%s.%N; sleep 0.4; date +%s.%N";
+    let results = backend.run(&hosts(53..59), &argv(&["sh", "-c", script]), &Report::discard()).await;
+    let spans: Vec<(f64, f64)> = results
+        .iter()
+        .map(|r| {
+            assert_ok(r);
+            let t: Vec<f64> = r.stdout.split_whitespace().map(|w| w.parse().unwrap()).collect();
+            (t[0], t[1])
+        })
+        .collect();
+    let most = spans.iter().map(|(start, _)| spans.iter().filter(|(s, e)| s <= start && start < e).count()).max();
+    assert_eq!(most, Some(2), "at most two at once, and two did overlap: {spans:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_and_output_caps() {
     let limits = Limits { command_timeout: Duration::from_secs(60), output_limit_bytes: 1000 };

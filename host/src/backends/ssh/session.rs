@@ -12,6 +12,7 @@
 //!   same connection ends the program and all its children.
 //!
 //! Closing the channel alone would not do it: without a pty sshd leaves the process running.
+
 use std::{
     sync::{
         atomic::{AtomicU32, Ordering},
