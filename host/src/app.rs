@@ -105,8 +105,15 @@ impl App {
     /// machine so that the first job has a target.
     pub async fn bootstrap(&self) -> Result<Option<String>, StartError> {
         if self.store.host_count().await? == 0 {
-            let localhost =
-                NewHost { name: "localhost".into(), ip: "127.0.0.1".into(), wan_ip: None, op: None, category: None, port: None, user: None };
+            let localhost = NewHost {
+                name: "localhost".into(),
+                ip: "127.0.0.1".into(),
+                wan_ip: None,
+                op: None,
+                category: None,
+                port: None,
+                user: None,
+            };
             match self.store.add_host(&localhost).await {
                 Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e.into()),

@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     app::App,
     auth::{self, Role, Tokens},
-    config::Config,
     backends::{Backends, Limits},
+    config::Config,
     jobs::{JobEvent, JobRequest},
     store::{NewHost, ResultRow, Store},
 };

@@ -159,13 +159,7 @@ impl BackendApi for JobHandle {
         self.guarded(&hosts, |hosts, report| async move { self.backend.run(hosts, &argv, &report).await })
     }
 
-    fn copy_file(
-        &self,
-        targets: RSlice<'_, Target>,
-        source: RStr<'_>,
-        dest: RStr<'_>,
-        mode: u32,
-    ) -> RVec<HostResult> {
+    fn copy_file(&self, targets: RSlice<'_, Target>, source: RStr<'_>, dest: RStr<'_>, mode: u32) -> RVec<HostResult> {
         let targets = targets.as_slice();
         let refuse = |reason: &str| targets.iter().map(|t| HostResult::failed(&t.name, reason)).collect();
         let hosts = match self.resolve(targets) {

@@ -68,8 +68,7 @@ fn check_local(host: &Host) -> Result<(), HostResult> {
     if local {
         Ok(())
     } else {
-        let message =
-            format!("the local backend runs only on this server; {} is not a loopback address", host.address);
+        let message = format!("the local backend runs only on this server; {} is not a loopback address", host.address);
         Err(failed(&host.name, &message, None))
     }
 }

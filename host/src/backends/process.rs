@@ -2,13 +2,17 @@
 //! (local, ansible).
 
 use std::{
-    process::Stdio,
+    process::{ExitStatus, Stdio},
     time::{Duration, Instant},
 };
 
 use abi_stable::std_types::ROption;
 use omserver_plugin_api::HostStatus;
-use tokio::{io::AsyncReadExt, process::Command};
+use tokio::{
+    io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, BufReader},
+    process::{Child, ChildStdout, Command},
+    task::JoinHandle,
+};
 
 use super::output::Capped;
 
@@ -91,6 +95,76 @@ pub async fn run(argv: &[String], timeout: Duration, output_limit: usize) -> Fin
     // `guard` kills the process group here unless the process was reaped normally.
 }
 
+/// A program started from a prepared [`Command`] whose stdout is read line by line while it runs (ansible prints
+/// one line per host as each finishes). Like [`run`], it runs in its own process group, and dropping it kills the
+/// whole group.
+pub struct Streaming {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    stderr: JoinHandle<String>,
+    guard: GroupGuard,
+}
+
+impl Streaming {
+    /// Starts `command` with stdin closed and stdout/stderr piped; stderr is collected in the background, capped
+    /// at `stderr_limit` bytes.
+    pub fn spawn(mut command: Command, stderr_limit: usize) -> std::io::Result<Streaming> {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+        let mut child = command.spawn()?;
+        let guard = GroupGuard(child.id());
+        let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(std::io::Error::other("no pipes to the child process"));
+        };
+        let stderr = tokio::spawn(async move { read_capped(&mut stderr, stderr_limit).await });
+        Ok(Streaming { child, stdout: BufReader::new(stdout), stderr, guard })
+    }
+
+    /// The next line of stdout without its newline, keeping at most `max` bytes of it (the rest of an over-long
+    /// line is skipped); `None` at the end of the output.
+    pub async fn next_line(&mut self, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+        read_line_bounded(&mut self.stdout, max).await
+    }
+
+    /// Waits for the program to exit (after its stdout ended) and returns its status and capped stderr.
+    pub async fn finish(mut self) -> (std::io::Result<ExitStatus>, String) {
+        let status = self.child.wait().await;
+        if status.is_ok() {
+            // The leader was reaped: its id may be reused, so the group must not be signalled any more.
+            self.guard.0 = None;
+        }
+        let stderr = (&mut self.stderr).await.unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        // The group is killed by `guard`; a stray holder of the stderr pipe must not keep the reader alive.
+        self.stderr.abort();
+    }
+}
+
+async fn read_line_bounded<R: AsyncBufRead + Unpin>(reader: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let mut read_any = false;
+    loop {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(read_any.then_some(line));
+        }
+        read_any = true;
+        let newline = buf.iter().position(|&b| b == b'\n');
+        let chunk = &buf[..newline.unwrap_or(buf.len())];
+        let room = max.saturating_sub(line.len()).min(chunk.len());
+        line.extend_from_slice(&chunk[..room]);
+        let used = newline.map_or(buf.len(), |i| i + 1);
+        reader.consume(used);
+        if newline.is_some() {
+            return Ok(Some(line));
+        }
+    }
+}
+
 /// Kills a process group when dropped, unless disarmed after the leader was reaped (its id may then be reused).
 struct GroupGuard(Option<u32>);
 
@@ -166,5 +240,31 @@ mod tests {
         let done = run(&argv(&["/nonexistent/program"]), Duration::from_secs(5), 1024).await;
         assert_eq!(done.status, HostStatus::Failed);
         assert!(done.stderr.starts_with("cannot start /nonexistent/program"), "{}", done.stderr);
+    }
+
+    #[tokio::test]
+    async fn streaming_reads_lines_as_they_come_and_bounds_them() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo one; echo 0123456789abcdef; printf tail; echo oops >&2; exit 4"]);
+        let mut child = Streaming::spawn(command, 1024).unwrap();
+        assert_eq!(child.next_line(100).await.unwrap().unwrap(), b"one");
+        assert_eq!(child.next_line(10).await.unwrap().unwrap(), b"0123456789", "cut at 10 bytes");
+        assert_eq!(child.next_line(100).await.unwrap().unwrap(), b"tail", "a last line without newline");
+        assert!(child.next_line(100).await.unwrap().is_none());
+        let (status, stderr) = child.finish().await;
+        assert_eq!((status.unwrap().code(), stderr.as_str()), (Some(4), "oops\n"));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_streaming_child_kills_its_group() {
+        let marker = format!("sleep 7{}", std::process::id() % 1000);
+        let mut command = Command::new("sh");
+        command.args(["-c", &format!("{marker} & {marker}; echo never")]);
+        let child = Streaming::spawn(command, 1024).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(child);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
     }
 }

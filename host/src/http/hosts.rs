@@ -76,11 +76,16 @@ pub fn validate_host(form: HostForm) -> Result<NewHost, HttpError> {
     };
     let port = match form.port {
         None => None,
-        Some(p) => Some(u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| HttpError::invalid("port", "must be 1-65535"))?),
+        Some(p) => Some(
+            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| HttpError::invalid("port", "must be 1-65535"))?,
+        ),
     };
     let user = form.user.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     if user.as_deref().is_some_and(|u| !valid_user(u)) {
-        return Err(HttpError::invalid("user", "must be a login name: 1-32 of a-z, 0-9, '_', '.', '-', not starting with '-' or '.'"));
+        return Err(HttpError::invalid(
+            "user",
+            "must be a login name: 1-32 of a-z, 0-9, '_', '.', '-', not starting with '-' or '.'",
+        ));
     }
     Ok(NewHost { name: name.to_owned(), ip, wan_ip, op, category, port, user })
 }
