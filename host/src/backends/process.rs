@@ -139,7 +139,12 @@ impl Streaming {
 
 impl Drop for Streaming {
     fn drop(&mut self) {
-        // The group is killed by `guard`; a stray holder of the stderr pipe must not keep the reader alive.
+        // Before the fields drop: `child` would kill only the leader, and its descendants would be orphaned (and
+        // so no longer found as descendants) before `guard` looked for them.
+        if let Some(pid) = self.guard.0.take().and_then(|p| i32::try_from(p).ok()) {
+            kill_tree(pid);
+        }
+        // A stray holder of the stderr pipe must not keep the reader alive.
         self.stderr.abort();
     }
 }
@@ -177,12 +182,73 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: killpg only sends a signal; the group was created for this child and it was not reaped yet.
-            unsafe {
-                libc::killpg(pid, libc::SIGKILL);
-            }
+            kill_tree(pid);
         }
     }
+}
+
+/// Kills the process group of `leader` and every descendant of it, also those that left the group: ansible's
+/// workers call `setsid()`, so killing the group alone would leave them and their ssh clients running.
+///
+/// Descendants are found through their parent links in /proc and stopped first (a stopped process cannot fork or
+/// exit and so keeps its children attached), until a scan finds nothing new; then all are killed. Only processes
+/// below our unreaped child are ever signalled, so a reused pid elsewhere is never hit.
+fn kill_tree(leader: i32) {
+    let signal = |pid: i32, sig: i32| {
+        // SAFETY: kill/killpg only send a signal.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    };
+    // SAFETY: as above; the group was created for this child and the child was not reaped yet.
+    unsafe {
+        libc::killpg(leader, libc::SIGSTOP);
+    }
+    let mut stopped: std::collections::HashSet<i32> = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let new: Vec<i32> = descendants(leader).into_iter().filter(|p| !stopped.contains(p)).collect();
+        if new.is_empty() {
+            break;
+        }
+        for pid in new {
+            signal(pid, libc::SIGSTOP);
+            stopped.insert(pid);
+        }
+    }
+    for &pid in &stopped {
+        signal(pid, libc::SIGKILL);
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::killpg(leader, libc::SIGKILL);
+    }
+}
+
+/// Every process below `root`, from the parent pid in each /proc/<pid>/stat (empty where there is no /proc).
+fn descendants(root: i32) -> Vec<i32> {
+    let mut children: std::collections::HashMap<i32, Vec<i32>> = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name in parentheses may hold spaces; the fields after it are state, ppid, …
+        let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+            found.push(child);
+            queue.push(child);
+        }
+    }
+    found
 }
 
 /// Reads a stream to its end, keeping the first `limit` bytes and counting the rest, so a chatty command can
@@ -253,6 +319,20 @@ mod tests {
         assert!(child.next_line(100).await.unwrap().is_none());
         let (status, stderr) = child.finish().await;
         assert_eq!((status.unwrap().code(), stderr.as_str()), (Some(4), "oops\n"));
+    }
+
+    #[tokio::test]
+    async fn dropping_a_streaming_child_kills_descendants_that_left_its_group() {
+        let marker = format!("sleep 8{}", std::process::id() % 1000);
+        let mut command = Command::new("sh");
+        // A new session, as ansible's workers make for themselves (`-w`: setsid stays the parent, no daemon).
+        command.args(["-c", &format!("setsid -w {marker} & {marker}")]);
+        let child = Streaming::spawn(command, 1024).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(child);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = std::process::Command::new("pgrep").args(["-f", &marker]).output().unwrap();
+        assert!(left.stdout.is_empty(), "left behind: {}", String::from_utf8_lossy(&left.stdout));
     }
 
     #[tokio::test]

@@ -3,8 +3,15 @@
 //!
 //! **Why the odd shape:** ansible templates (Jinja2) every string it is given — module arguments, inventory
 //! variables, extra variables — so an argument `{{ lookup('pipe', 'id') }}` would run on the server. Everything
-//! that comes from a request or the inventory is therefore written as a YAML `!unsafe` value (never templated) into
-//! files of this directory, and the module arguments on the command line only refer to those variables.
+//! that comes from a request or the inventory is therefore written into files of this directory inside a YAML
+//! `!unsafe` mapping (never templated), each string explicitly `!!str` (ansible-core 2.19 re-resolves the scalars
+//! under `!unsafe` as if unquoted: `!unsafe "true"` became the boolean), and the module arguments on the command
+//! line only refer to those variables.
+//!
+//! A command runs on the target under `supervise.py` (through the target's `python3`, which ansible needs there
+//! anyway): ssh does not stop a remote command when the connection is cut, so that wrapper kills the command's
+//! session when the command outlives the command timeout or when the ssh session above it is gone (a cancelled
+//! job).
 
 use std::{
     fmt::Write as _,
@@ -18,6 +25,7 @@ use super::super::{config::AnsibleConfig, config::HostKeyPolicy, Host, Limits};
 /// The callback plugin, written next to each call's inventory.
 const CALLBACK_NAME: &str = "omserver_jsonl";
 const CALLBACK_SOURCE: &str = include_str!("omserver_jsonl.py");
+const SUPERVISOR_SOURCE: &str = include_str!("supervise.py");
 
 /// Where ansible puts its temporary files on the targets (it creates a private subdirectory per task), instead of
 /// `~/.ansible/tmp` in the remote user's home.
@@ -89,8 +97,10 @@ pub fn prepare(
     let (module, args, vars) = match task {
         Task::Command { argv } => (
             "command",
-            r#"{"argv": "{{ omserver_argv }}"}"#.to_owned(),
-            format!("omserver_argv: {}\n", unsafe_list(argv.iter().map(String::as_str))),
+            // The command module would otherwise expand `$VAR` and `~` in every argument (os.path.expandvars)
+            // and strip trailing newlines from the output.
+            r#"{"argv": "{{ omserver.argv }}", "expand_argument_vars": false, "strip_empty_ends": false}"#.to_owned(),
+            format!("omserver: !unsafe {{argv: {}}}\n", str_list(&supervised(argv, limits))),
         ),
         Task::Copy { source, dest, mode } => {
             let source = source
@@ -100,9 +110,9 @@ pub fn prepare(
                 "copy",
                 // The mode is ours (a number), so it may stand in the arguments; the paths may not.
                 format!(
-                    r#"{{"src": "{{{{ omserver_src }}}}", "dest": "{{{{ omserver_dest }}}}", "mode": "{mode:04o}"}}"#
+                    r#"{{"src": "{{{{ omserver.src }}}}", "dest": "{{{{ omserver.dest }}}}", "mode": "{mode:04o}"}}"#
                 ),
-                format!("omserver_src: {}\nomserver_dest: {}\n", unsafe_str(source), unsafe_str(dest)),
+                format!("omserver: !unsafe {{src: {}, dest: {}}}\n", yaml_str(source), yaml_str(dest)),
             )
         }
     };
@@ -133,7 +143,8 @@ pub fn prepare(
 /// directory, our callback on stdout.
 fn environment(limits: &Limits, state_dir: &Path, call_dir: &Path, ssh_args: &str) -> Vec<(String, String)> {
     let path_of = |p: &Path| p.display().to_string();
-    let task_timeout = limits.command_timeout.as_secs_f64().ceil().max(1.0) as u64;
+    // A backstop only: the supervisor stops a command at its timeout; this also bounds a copy.
+    let task_timeout = limits.command_timeout.as_secs_f64().ceil().max(1.0) as u64 + 30;
     let mut env: Vec<(&str, String)> = vec![
         ("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".to_owned())),
         ("HOME", path_of(&state_dir.join("home"))),
@@ -150,7 +161,6 @@ fn environment(limits: &Limits, state_dir: &Path, call_dir: &Path, ssh_args: &st
         ("ANSIBLE_CALLBACK_PLUGINS", path_of(&call_dir.join("callbacks"))),
         ("ANSIBLE_STDOUT_CALLBACK", CALLBACK_NAME.to_owned()),
         ("ANSIBLE_LOAD_CALLBACK_PLUGINS", "1".to_owned()),
-        ("ANSIBLE_CALLBACKS_ENABLED", String::new()),
         ("ANSIBLE_INVENTORY_ENABLED", "yaml".to_owned()),
         ("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True".to_owned()),
         ("ANSIBLE_PYTHON_INTERPRETER", "auto_silent".to_owned()),
@@ -192,7 +202,20 @@ pub fn ssh_args(config: &AnsibleConfig) -> Result<String, PrepareError> {
     ))
 }
 
-/// The YAML inventory: every host under its alias, its connection values as `!unsafe` strings.
+/// `python3 -c <supervise.py> TIMEOUT -- argv…`. The script's comments stay out of the remote command line.
+fn supervised(argv: &[String], limits: &Limits) -> Vec<String> {
+    let script: String = SUPERVISOR_SOURCE
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let timeout = limits.command_timeout.as_secs_f64().max(0.001);
+    let mut all = vec!["python3".to_owned(), "-c".to_owned(), script, format!("{timeout}"), "--".to_owned()];
+    all.extend(argv.iter().cloned());
+    all
+}
+
+/// The YAML inventory: every host under its alias, its connection values as never-templated strings.
 fn inventory(config: &AnsibleConfig, hosts: &[Host]) -> String {
     let mut text = String::from("all:\n  hosts:\n");
     for (i, host) in hosts.iter().enumerate() {
@@ -201,26 +224,26 @@ fn inventory(config: &AnsibleConfig, hosts: &[Host]) -> String {
         // Infallible: writing to a String.
         let _ = writeln!(
             text,
-            "    {}: {{ansible_host: {}, ansible_port: {port}, ansible_user: {}, omserver_name: {}}}",
+            "    {}: !unsafe {{ansible_host: {}, ansible_port: {port}, ansible_user: {}, omserver_name: {}}}",
             alias(i),
-            unsafe_str(&host.address),
-            unsafe_str(user),
-            unsafe_str(&host.name),
+            yaml_str(&host.address),
+            yaml_str(user),
+            yaml_str(&host.name),
         );
     }
     text
 }
 
-fn unsafe_list<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    let items: Vec<String> = items.map(unsafe_str).collect();
+fn str_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| yaml_str(s)).collect();
     format!("[{}]", items.join(", "))
 }
 
-/// `!unsafe "…"`: a YAML double-quoted scalar that ansible never templates. Everything outside YAML's printable
-/// set (and the quote, the backslash) is escaped, so any Rust string round-trips exactly.
-pub fn unsafe_str(value: &str) -> String {
+/// `!!str "…"`: a YAML double-quoted string that stays a string. Everything outside YAML's printable set (and
+/// the quote, the backslash) is escaped, so any Rust string round-trips exactly.
+pub fn yaml_str(value: &str) -> String {
     let mut out = String::with_capacity(value.len() + 12);
-    out.push_str("!unsafe \"");
+    out.push_str("!!str \"");
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -245,8 +268,8 @@ mod tests {
 
     #[test]
     fn unsafe_strings_escape_what_yaml_would_not_keep() {
-        assert_eq!(unsafe_str("a \"b\" \\ {{ x }}"), r#"!unsafe "a \"b\" \\ {{ x }}""#);
-        assert_eq!(unsafe_str("l1\nl2\t\u{7f}\u{85}\u{feff}é"), r#"!unsafe "l1\u000al2\u0009\u007f\u0085\ufeffé""#);
+        assert_eq!(yaml_str("a \"b\" \\ {{ x }}"), r#"!!str "a \"b\" \\ {{ x }}""#);
+        assert_eq!(yaml_str("l1\nl2\t\u{7f}\u{85}\u{feff}é"), r#"!!str "l1\u000al2\u0009\u007f\u0085\ufeffé""#);
     }
 
     #[test]
@@ -270,8 +293,8 @@ mod tests {
         let text = inventory(&AnsibleConfig::default(), &hosts);
         assert_eq!(
             text,
-            "all:\n  hosts:\n    h0: {ansible_host: !unsafe \"127.0.0.2\", ansible_port: 2222, \
-             ansible_user: !unsafe \"root\", omserver_name: !unsafe \"web[1:3]\"}\n"
+            "all:\n  hosts:\n    h0: !unsafe {ansible_host: !!str \"127.0.0.2\", ansible_port: 2222, \
+             ansible_user: !!str \"root\", omserver_name: !!str \"web[1:3]\"}\n"
         );
     }
 }

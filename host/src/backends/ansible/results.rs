@@ -72,7 +72,7 @@ pub fn to_result(name: &str, line: HostLine, action: &Action<'_>, elapsed: Durat
             result(HostStatus::Ok, Some(0), format!("copied {bytes} bytes to {dest}\n"), String::new())
         }
         (LineStatus::Failed, _) => {
-            let reason = if msg.contains("failed to execute in the expected time frame") {
+            let reason = if msg.contains("Timed out after") || msg.contains("expected time frame") {
                 format!("timed out (ansible's task timeout): {msg}")
             } else if stderr.is_empty() && msg != "non-zero return code" {
                 msg
