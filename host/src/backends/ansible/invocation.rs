@@ -163,7 +163,9 @@ fn environment(limits: &Limits, state_dir: &Path, call_dir: &Path, ssh_args: &st
         ("ANSIBLE_LOAD_CALLBACK_PLUGINS", "1".to_owned()),
         ("ANSIBLE_INVENTORY_ENABLED", "yaml".to_owned()),
         ("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True".to_owned()),
-        ("ANSIBLE_PYTHON_INTERPRETER", "auto_silent".to_owned()),
+        // The supervisor needs `python3` on the target's PATH anyway; naming it skips interpreter discovery, one
+        // ssh connection per host less (50 loopback hosts: 23 s instead of 29 s here).
+        ("ANSIBLE_PYTHON_INTERPRETER", "python3".to_owned()),
         ("ANSIBLE_RETRY_FILES_ENABLED", "False".to_owned()),
         ("ANSIBLE_NOCOLOR", "1".to_owned()),
         ("ANSIBLE_FORCE_COLOR", "0".to_owned()),
