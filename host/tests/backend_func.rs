@@ -218,3 +218,17 @@ async fn check_loads_the_certificates_or_says_which_file_is_wrong() {
     let problem = FuncBackend::new(missing, limits()).check().await.unwrap_err();
     assert!(problem.contains("ca_file /nonexistent/ca.cert"), "{problem}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_over_the_command_timeout_fails_at_the_timeout() {
+    let env = testenv();
+    let short = Limits { command_timeout: Duration::from_secs(2), output_limit_bytes: 1024 };
+    let started = Instant::now();
+    let r = &FuncBackend::new(config(&env), short)
+        .run(&hosts(&env)[..1], &["sleep".into(), "4".into()], &Report::discard())
+        .await[0];
+    let took = started.elapsed();
+    assert_eq!(r.status, HostStatus::Failed, "{}", r.stderr);
+    assert!(r.stderr.contains("timed out after 2s"), "{}", r.stderr);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+}

@@ -191,6 +191,7 @@ impl FuncBackend {
                 .await
                 .map_err(|e| CallError::Failed(format!("TLS with funcd at {where_} failed: {e}")))
         };
+        let started = Instant::now();
         let mut tls = tokio::time::timeout(connect_timeout, connect).await.map_err(|_| {
             CallError::Unreachable(format!("funcd at {where_} did not complete TLS within {connect_timeout:?}"))
         })??;
@@ -206,8 +207,10 @@ impl FuncBackend {
             tls.flush().await.map_err(io)?;
             read_response(&mut tls, self.response_limit()).await.map_err(CallError::Failed)
         };
+        // The whole call, connection included, stays within the command timeout.
         let timeout = self.limits.command_timeout;
-        let answer = tokio::time::timeout(timeout, exchange).await.map_err(|_| {
+        let left = timeout.saturating_sub(started.elapsed());
+        let answer = tokio::time::timeout(left, exchange).await.map_err(|_| {
             CallError::Failed(format!(
                 "timed out after {timeout:?} waiting for funcd at {where_} (the command may still run there)"
             ))
