@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     app::App,
     auth::{self, Role, Tokens},
-    backends::{Backends, Limits},
+    backends::{ssh, Backends, Limits},
     config::Config,
     jobs::{JobEvent, JobRequest},
     store::{NewHost, ResultRow, Store},
@@ -98,6 +98,12 @@ enum HostsCommand {
     },
     /// List the hosts.
     List,
+    /// Fetch the SSH host key a host presents, print its fingerprint and record it in the known-hosts file of
+    /// `[backends.ssh]` (else `[backends.ansible]`). A different key already recorded there is not replaced.
+    Trust {
+        /// The host's inventory name or IP.
+        host: String,
+    },
     /// Create an agent token for one host (for omaudit-agent) and print it, alone, on stdout.
     Token {
         /// The host's inventory name or IP.
@@ -220,6 +226,7 @@ async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             let token = tokens(&config, &store)?.create_for_host(&format!("agent:{}", row.name), row.id).await?;
             println!("{token}");
         }
+        HostsCommand::Trust { host } => return trust(&config, &store, &host).await,
         HostsCommand::List => {
             for h in store.list_hosts().await? {
                 let category = match (&h.function, &h.app) {
@@ -229,6 +236,28 @@ async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
                 println!("{:<24} {:<39} {category}", h.name, h.ip);
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `omserver hosts trust NAME`: what the host presents, then recorded (or why not).
+async fn trust(config: &Config, store: &Store, host: &str) -> anyhow::Result<ExitCode> {
+    let Some(row) = store.find_hosts(&[host.to_owned()]).await?.into_iter().next() else {
+        bail!("no host {host:?} in the inventory (add it with `omserver hosts add`)");
+    };
+    let (default_port, known_hosts, timeout) = match (&config.backends.ssh, &config.backends.ansible) {
+        (Some(ssh), _) => (ssh.port, ssh.known_hosts_file.clone(), ssh.connect_timeout_secs),
+        (None, Some(ansible)) => (ansible.port, ansible.known_hosts_file.clone(), ansible.connect_timeout_secs),
+        (None, None) => {
+            bail!("neither [backends.ssh] nor [backends.ansible] is configured: no known-hosts file to record in")
+        }
+    };
+    let port = row.port.and_then(|p| u16::try_from(p).ok()).unwrap_or(default_port);
+    let presented = ssh::presented_key(&row.ip, port, std::time::Duration::from_secs(timeout)).await?;
+    println!("{} ({}:{port}) presents {} {}", row.name, row.ip, presented.algorithm, presented.fingerprint);
+    match ssh::trust(&known_hosts, &row.ip, port, &presented)? {
+        ssh::Trusted::Recorded => println!("recorded in {}", known_hosts.display()),
+        ssh::Trusted::AlreadyKnown => println!("already trusted in {}", known_hosts.display()),
     }
     Ok(ExitCode::SUCCESS)
 }

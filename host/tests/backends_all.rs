@@ -270,3 +270,49 @@ fn the_cli_runs_on_a_named_backend_and_prints_each_host() {
     assert!(check.status.success(), "every backend of the test environment is healthy: {check:?}");
     assert!(Path::new(&env.ssh.known_hosts_file).exists());
 }
+
+#[test]
+fn hosts_trust_records_the_presented_key_and_never_replaces_a_different_one() {
+    let env = testenv();
+    let dir = tempfile::tempdir().unwrap();
+    let known = dir.path().join("known_hosts");
+    let config =
+        backends_config(&env).replace(&env.ssh.known_hosts_file.display().to_string(), &known.display().to_string());
+    let server = Server::start_with(Options { extra_config: config, seed: vec![1003], ..Options::default() });
+    let address = &env.ssh.addresses[20];
+    let (status, body) = server.post("/api/hosts", &json!({ "name": "fresh", "ip": address }));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    let refused = run_on(&server, 1003, "ssh", &["fresh"], json!({}));
+    let stderr = refused["results"][0]["stderr"].as_str().unwrap().to_owned();
+    assert_eq!(refused["results"][0]["status"], "failed", "{refused}");
+    assert!(stderr.contains("omserver hosts trust fresh"), "the refusal says how to fix it: {stderr}");
+
+    let trusted = cli(&server, &["hosts", "trust", "fresh"]);
+    assert!(trusted.status.success(), "{trusted:?}");
+    let fingerprint = Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(env.ssh.identity_file.with_file_name("host_ed25519.pub"))
+        .output()
+        .unwrap();
+    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    assert!(trusted.stdout.contains(&fingerprint), "prints the fingerprint {fingerprint}: {trusted:?}");
+    assert!(trusted.stdout.contains("recorded in"), "{trusted:?}");
+    let job = run_on(&server, 1003, "ssh", &["fresh"], json!({}));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let again = cli(&server, &["hosts", "trust", "fresh"]);
+    assert!(again.stdout.contains("already trusted"), "{again:?}");
+
+    // Another ed25519 key recorded for the same address: trust refuses to replace it.
+    let other = dir.path().join("other");
+    let made = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&other).status().unwrap();
+    assert!(made.success());
+    let other_key = fs::read_to_string(other.with_extension("pub")).unwrap();
+    let other_key: Vec<&str> = other_key.split_whitespace().take(2).collect();
+    fs::write(&known, format!("[{address}]:{} {}\n", env.ssh.port, other_key.join(" "))).unwrap();
+    let conflict = cli(&server, &["hosts", "trust", "fresh"]);
+    assert!(!conflict.status.success(), "{conflict:?}");
+    assert!(conflict.stderr.contains("different ssh-ed25519 key"), "{conflict:?}");
+    let kept = fs::read_to_string(&known).unwrap();
+    assert_eq!(kept.lines().count(), 1, "nothing was added: {kept}");
+}

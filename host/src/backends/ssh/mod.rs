@@ -275,6 +275,14 @@ pub struct PresentedKey {
     pub fingerprint: String,
     /// The line [`record_key`] appends: `[address]:port type base64` (`address type base64` on port 22).
     pub known_hosts_line: String,
+    key: russh::keys::PublicKey,
+}
+
+/// What [`trust`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trusted {
+    Recorded,
+    AlreadyKnown,
 }
 
 /// Errors of the host-key functions used by the CLI.
@@ -284,6 +292,8 @@ pub enum SshError {
     Connect(String),
     #[error("cannot record the key in {path}: {source}")]
     Record { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Connects to `address:port`, runs the key exchange far enough to see the host key, and hangs up: nothing is
@@ -294,7 +304,33 @@ pub async fn presented_key(address: &str, port: u16, timeout: Duration) -> Resul
         algorithm: key.algorithm().to_string(),
         fingerprint: known_hosts::fingerprint(&key),
         known_hosts_line: known_hosts::line_for(address, port, &key),
+        key,
     })
+}
+
+/// Records `presented` for `address:port` in `known_hosts_file` (`omserver hosts trust NAME`), unless the file
+/// holds a different key of the same type for it, or revokes this one: a changed key is replaced only by hand,
+/// after someone found out why it changed. Blocking.
+pub fn trust(known_hosts_file: &Path, address: &str, port: u16, presented: &PresentedKey) -> Result<Trusted, SshError> {
+    let file = known_hosts_file.display().to_string();
+    let hosts = known_hosts::KnownHosts::load(known_hosts_file)
+        .map_err(|source| SshError::Record { path: file.clone(), source })?;
+    let token = known_hosts::host_token(address, port);
+    match hosts.check(address, port, &presented.key) {
+        known_hosts::Verdict::Known => Ok(Trusted::AlreadyKnown),
+        known_hosts::Verdict::Unknown => {
+            record_key(known_hosts_file, &presented.known_hosts_line).map(|()| Trusted::Recorded)
+        }
+        known_hosts::Verdict::Changed { lines } => Err(SshError::Refused(format!(
+            "{file} holds a different {} key for {token} (line {}): if the host was really reinstalled, remove it \
+             with `ssh-keygen -R '{token}' -f {file}` and run trust again; otherwise this may be a man-in-the-middle",
+            presented.algorithm,
+            lines.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ")
+        ))),
+        known_hosts::Verdict::Revoked { line } => {
+            Err(SshError::Refused(format!("{file} revokes this key for {token} (line {line}); not recorded")))
+        }
+    }
 }
 
 /// Appends a line from [`PresentedKey::known_hosts_line`] to `known_hosts_file` (created if missing; a line
