@@ -23,12 +23,16 @@ impl Capped {
 
     /// The text (invalid UTF-8 replaced), with `[output cut: N more bytes]` on a line of its own when cut.
     pub fn finish(self) -> String {
-        let mut text = String::from_utf8_lossy(&self.kept).into_owned();
-        if self.dropped > 0 {
-            text.push_str(&format!("\n[output cut: {} more bytes]", self.dropped));
-        }
-        text
+        with_marker(String::from_utf8_lossy(&self.kept).into_owned(), self.dropped)
     }
+}
+
+/// Appends the cut marker to text of which `cut` more bytes were dropped (also for text a tool cut already).
+pub fn with_marker(mut text: String, cut: u64) -> String {
+    if cut > 0 {
+        text.push_str(&format!("\n[output cut: {cut} more bytes]"));
+    }
+    text
 }
 
 /// Caps a whole text that arrived at once (a tool's JSON answer).

@@ -34,7 +34,7 @@ impl Finished {
             rc: self.rc.map_or(ROption::RNone, ROption::RSome),
             stdout: self.stdout.into(),
             stderr: self.stderr.into(),
-            duration_ms: u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ms: super::millis(self.duration),
         }
     }
 }

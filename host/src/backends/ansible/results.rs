@@ -6,7 +6,7 @@ use abi_stable::std_types::ROption;
 use omserver_plugin_api::{HostResult, HostStatus};
 use serde::Deserialize;
 
-use super::super::{failed, millis};
+use super::super::{failed, millis, output::with_marker};
 
 /// One line of `omserver_jsonl.py`.
 #[derive(Debug, Deserialize)]
@@ -109,14 +109,6 @@ fn unreachable_or_refused(name: &str, msg: &str, elapsed: Duration) -> HostResul
         return failed(name, &text, Some(elapsed));
     }
     super::super::unreachable(name, msg, Some(elapsed))
-}
-
-/// The same marker as [`super::super::output::Capped`] uses, for text the plugin already cut.
-fn with_marker(mut text: String, cut: u64) -> String {
-    if cut > 0 {
-        text.push_str(&format!("\n[output cut: {cut} more bytes]"));
-    }
-    text
 }
 
 #[cfg(test)]
