@@ -32,6 +32,31 @@ pub enum StartError {
     Worker(String),
 }
 
+/// With `module_user`, what the server reads must not be readable by other users: `state_dir` (the secret key,
+/// library copies) is made private, and a configuration file others may read (database passwords, salt-api
+/// credentials) is refused rather than silently changed, the way sshd's StrictModes refuses loose key files.
+fn keep_from_workers(config: &Config) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(io(format!("state directory {}", config.state_dir.display())))?;
+    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("making {} private", config.state_dir.display())))?;
+    if let Some(file) = &config.source {
+        let mode =
+            std::fs::metadata(file).map_err(io(format!("configuration {}", file.display())))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(StartError::Worker(format!(
+                "module_user is set but {} is readable by other users (mode {:o}), so modules could read it: \
+                 chmod 600 {}",
+                file.display(),
+                mode & 0o777,
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The workers' settings from the `module_*` keys.
 fn worker_config(config: &Config) -> Result<WorkerConfig, StartError> {
     let program = match &config.module_worker_program {
@@ -39,7 +64,11 @@ fn worker_config(config: &Config) -> Result<WorkerConfig, StartError> {
         None => std::env::current_exe().map_err(io("the server's own executable (to start module workers)"))?,
     };
     let user = match &config.module_user {
-        Some(name) => Some(WorkerUser::lookup(name).map_err(|e| StartError::Worker(e.to_string()))?),
+        Some(name) => {
+            let user = WorkerUser::lookup(name).map_err(|e| StartError::Worker(e.to_string()))?;
+            keep_from_workers(config)?;
+            Some(user)
+        }
         None => None,
     };
     Ok(WorkerConfig {

@@ -58,6 +58,9 @@ pub struct Config {
     /// The `omserver` binary started as `omserver worker`; by default the running executable. Only programs
     /// that run the server in their own process (benchmarks) need to set it.
     pub module_worker_program: Option<PathBuf>,
+    /// The file this was loaded from, if any (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             module_user: None,
             module_probe_timeout_secs: 10,
             module_worker_program: None,
+            source: None,
         }
     }
 }
@@ -129,7 +133,9 @@ impl Config {
                 KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
             }))
             .merge(Env::raw().only(&["AUTO_PLATFORM", "SECRET_KEY"]));
-        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(Box::new(e)))?;
+        config.source = file.map(std::path::Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn job_timeout(&self) -> Duration {

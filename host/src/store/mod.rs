@@ -139,9 +139,19 @@ impl Store {
                     .busy_timeout(Duration::from_secs(5));
                 // sqlx does not say whether options are in memory; its URL forms for that are these two.
                 if !url.contains(":memory:") && !url.contains("mode=memory") {
-                    sqlite_file = Some(options.get_filename().to_path_buf());
+                    let file = options.get_filename().to_path_buf();
+                    keep_private(&file)?;
+                    sqlite_file = Some(file);
                 }
                 let pool = SqlitePoolOptions::new().acquire_timeout(acquire).connect_with(options).await?;
+                if let Some(file) = &sqlite_file {
+                    // SQLite gives -wal and -shm the database file's mode; tighten any left from an older start.
+                    for suffix in ["-wal", "-shm"] {
+                        let mut name = file.clone().into_os_string();
+                        name.push(suffix);
+                        keep_private(std::path::Path::new(&name))?;
+                    }
+                }
                 (Pool::Sqlite(pool), Dialect::Sqlite)
             }
             "mysql" | "mariadb" => {
@@ -208,6 +218,25 @@ impl Store {
 /// SQLite keeps allocation statistics behind a global mutex unless told not to; nothing here reads them, and
 /// that mutex was 7 % of the audit writer's time (perf, BENCHMARKS.md). Only possible before SQLite initialises,
 /// so it runs before this process's first SQLite connection.
+/// Makes a database file readable by the server's user only, creating it so when missing: it holds token
+/// hashes, audit rows and job output, and module workers running as `module_user` must not read it.
+fn keep_private(file: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file);
+    match created {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A missing directory and the like: let SQLite report it in its own words.
+        Err(_) => return Ok(()),
+    }
+    let mode = std::fs::metadata(file).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|source| StoreError::Io { what: "making the database file private (chmod 600)", source })?;
+    }
+    Ok(())
+}
+
 fn sqlite_without_memstatus() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
