@@ -10,6 +10,7 @@
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
 //! - [`audit`]: audit ingest (legacy GET and agent batches), dedup, hash chain, group commit, live fan-out.
 //! - [`auth`]: API tokens and roles.
+//! - [`users`]: console users, sessions, login throttling.
 //! - [`http`]: the axum routes, one router per resource.
 //! - [`cli`]: the `omserver` command line.
 //!
@@ -25,3 +26,4 @@ pub mod http;
 pub mod jobs;
 pub mod plugins;
 pub mod store;
+pub mod users;
