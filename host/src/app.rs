@@ -16,6 +16,7 @@ use crate::{
     plugins::{watch, Registry},
     store::{NewHost, Store, StoreError},
     worker::{WorkerConfig, WorkerUser, Workers},
+    users::{UserError, Users},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +95,17 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
     pub tokens: Tokens,
+    pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
+}
+
+/// What a first start created, each shown once.
+#[derive(Default)]
+pub struct Bootstrap {
+    /// The first admin token, when the database had no token.
+    pub token: Option<String>,
+    /// The generated password of the user `admin`, when the database had no user.
+    pub admin_password: Option<String>,
 }
 
 impl App {
@@ -109,6 +120,7 @@ impl App {
             config.audit.clone(),
             auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE),
         )?;
+        let users = Arc::new(Users::new(store.clone(), &key, config.sessions()));
         let tokens = Tokens::new(store.clone(), key);
 
         std::fs::create_dir_all(&config.plugins_dir)
@@ -147,12 +159,13 @@ impl App {
             module_settings,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
-        Ok(App { config, store, registry, jobs, tokens, audit })
+        Ok(App { config, store, registry, jobs, tokens, users, audit })
     }
 
-    /// First start with an empty database: create an admin token (returned, to be printed once) and register this
-    /// machine so that the first job has a target.
-    pub async fn bootstrap(&self) -> Result<Option<String>, StartError> {
+    /// First start with an empty database: create an admin token and the user `admin` with a generated password
+    /// (returned, to be printed once) and register this machine so that the first job has a target. Each is made
+    /// only when none of its kind exists, so a database from before users existed gets its `admin` user.
+    pub async fn bootstrap(&self) -> Result<Bootstrap, StartError> {
         if self.store.host_count().await? == 0 {
             let localhost = NewHost {
                 name: "localhost".into(),
@@ -168,10 +181,26 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        if self.store.token_count().await? > 0 {
-            return Ok(None);
+        let mut made = Bootstrap::default();
+        if self.store.user_count().await? == 0 {
+            let password = crate::users::password::generate();
+            match self.users.add("admin", &password, Role::Admin).await {
+                Ok(_) => made.admin_password = Some(password),
+                // Another process made the first user meanwhile: that one's password was printed there.
+                Err(UserError::Store(StoreError::Conflict(_))) => {}
+                Err(UserError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(StartError::Io {
+                        what: "creating the admin user".into(),
+                        source: std::io::Error::other(e),
+                    })
+                }
+            }
         }
-        Ok(Some(self.tokens.create("first-admin", Role::Admin).await?))
+        if self.store.token_count().await? == 0 {
+            made.token = Some(self.tokens.create("first-admin", Role::Admin).await?);
+        }
+        Ok(made)
     }
 
     pub fn state(&self) -> AppState {
@@ -180,6 +209,8 @@ impl App {
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
             tokens: self.tokens.clone(),
+            users: self.users.clone(),
+            secure_cookies: self.config.secure_cookies,
             audit: self.audit.clone(),
             metrics: metrics_handle(),
         })
@@ -201,6 +232,7 @@ impl App {
             tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
         }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
+        let sweeper = tokio::spawn(sweep_sessions(self.users.clone(), shutdown.clone()));
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
             if health.ok {
@@ -221,9 +253,32 @@ impl App {
             .map_err(io("serving HTTP"))?;
         self.jobs.shutdown(Duration::from_secs(10)).await;
         let _ = watcher.await;
+        let _ = sweeper.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Deletes expired sessions and forgotten login-throttle counts every minute (or every idle timeout, when that is
+/// shorter) until `shutdown`. Expired sessions are refused when used anyway; this keeps the table small.
+async fn sweep_sessions(users: Arc<Users>, shutdown: CancellationToken) {
+    // The decoy hash for unknown user names, made before the first login needs it (see users::password).
+    if let Err(err) = users.passwords().warm_up().await {
+        tracing::warn!(error = %err, "could not prepare password hashing");
+    }
+    let every = users.settings().idle_timeout.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match users.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "expired sessions deleted"),
+            Err(err) => tracing::warn!(error = %err, "could not delete expired sessions"),
+        }
     }
 }
 

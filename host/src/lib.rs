@@ -11,6 +11,7 @@
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
 //! - [`audit`]: audit ingest (legacy GET and agent batches), dedup, hash chain, group commit, live fan-out.
 //! - [`auth`]: API tokens and roles.
+//! - [`users`]: console users, sessions, login throttling.
 //! - [`http`]: the axum routes, one router per resource.
 //! - [`cli`]: the `omserver` command line.
 //!
@@ -27,3 +28,4 @@ pub mod jobs;
 pub mod plugins;
 pub mod store;
 pub mod worker;
+pub mod users;

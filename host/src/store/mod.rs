@@ -12,7 +12,9 @@ mod audit;
 mod audit_sqlite;
 mod inventory;
 mod jobs;
+mod sessions;
 mod tokens;
+mod users;
 
 use std::{borrow::Cow, path::PathBuf, str::FromStr, time::Duration};
 
@@ -26,7 +28,9 @@ pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{JobRow, NewJob, ResultRow};
-pub use tokens::TokenRow;
+pub use sessions::SessionRow;
+pub use tokens::{TokenListing, TokenRow, TokenScope};
+pub use users::{InvalidUserName, UserName, UserRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

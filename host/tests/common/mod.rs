@@ -43,6 +43,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub token: String,
+    /// The generated password of the console user `admin`, printed at first start.
+    pub admin_password: String,
     pub dir: TempDir,
     pub client: Client,
     /// Lines the server printed on stdout after start-up.
@@ -112,7 +114,7 @@ impl Server {
                 }
             }
         });
-        let (mut token, mut base) = (String::new(), String::new());
+        let (mut token, mut base, mut admin_password) = (String::new(), String::new(), String::new());
         let deadline = Instant::now() + Duration::from_secs(30);
         while base.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -123,12 +125,15 @@ impl Server {
             if let Some(t) = line.trim().strip_prefix("oms_") {
                 token = format!("oms_{t}");
             }
+            if let Some(password) = line.strip_prefix("admin password: ") {
+                admin_password = password.to_owned();
+            }
             if let Some(url) = line.strip_prefix("omserver listening on ") {
                 base = url.to_owned();
             }
         }
         let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Server { child, base, token, dir, client, stdout: rx }
+        Server { child, base, token, admin_password, dir, client, stdout: rx }
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -315,7 +320,12 @@ pub struct CliOutput {
 /// Runs `omserver --config <server's configuration> ARGS…` to completion (at most 60 s) and returns its output.
 /// It shares the server's database, state directory (secret key) and plugins.d.
 pub fn cli(server: &Server, args: &[&str]) -> CliOutput {
-    use std::io::Read;
+    cli_with_input(server, args, None)
+}
+
+/// [`cli`] with `input` written to the command's standard input (a pipe, not a terminal), then closed.
+pub fn cli_with_input(server: &Server, args: &[&str], input: Option<&str>) -> CliOutput {
+    use std::io::{Read, Write};
     let config = server.dir.path().join("omserver.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_omserver"))
         .arg("--config")
@@ -324,11 +334,14 @@ pub fn cli(server: &Server, args: &[&str]) -> CliOutput {
         .env("RUST_LOG", "warn")
         .env_remove("AUTO_PLATFORM")
         .env_remove("SECRET_KEY")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the omserver command line");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input.as_bytes()).expect("write the command's standard input");
+    }
     let drain = |mut pipe: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut text = String::new();
@@ -383,6 +396,7 @@ impl Server {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
         let mut restarted = Server::spawn(dir, &config_path);
         restarted.token = std::mem::take(&mut self.token);
+        restarted.admin_password = std::mem::take(&mut self.admin_password);
         // Drops the old value: its process is already reaped, its directory is the placeholder.
         *self = restarted;
     }
