@@ -15,8 +15,8 @@ use crate::{
     jobs::{JobService, JobSettings},
     plugins::{watch, Registry},
     store::{NewHost, Store, StoreError},
-    worker::{WorkerConfig, WorkerUser, Workers},
     users::{UserError, Users},
+    worker::{WorkerConfig, WorkerUser, Workers},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,7 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
+pub use auth::Authenticated;
 pub use body::{Submitted, CSRF_FIELD, RETURN_FIELD};
 pub use error::HttpError;
 pub use hosts::{validate_host, HostForm};
@@ -83,6 +84,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(session::router())
         .merge(users::router())
         .merge(tokens::router())
+        .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
         .layer(TraceLayer::new_for_http())
