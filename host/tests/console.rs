@@ -63,3 +63,68 @@ fn after_logging_out_pages_go_to_the_login_page() {
     let status = browser.eval("return fetch('/api/session').then(r => r.status)");
     assert_eq!(status, json!(StatusCode::UNAUTHORIZED.as_u16()));
 }
+
+/// `omserver hosts token NAME`: the host's agent token.
+fn agent_token(server: &Server, host: &str) -> String {
+    let out = common::cli(server, &["hosts", "token", host]);
+    assert!(out.status.success(), "hosts token: {out:?}");
+    out.stdout.trim().to_owned()
+}
+
+fn send_audit(server: &Server, token: &str, seq: i64, command: &str) {
+    let event = json!({ "stream": "console", "seq": seq, "history_id": seq, "user": "root", "login_user": "alice",
+                        "uid": 0, "tty": "/dev/pts/3", "ip": "127.0.0.1", "time": "2026-12-02 10:00:00",
+                        "command": command });
+    let request = server.client.post(format!("{}/api/audit/events", server.base)).bearer_auth(token);
+    let (status, body) = server.send(request.json(&json!({ "events": [event] })));
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
+    let server = server();
+    let token = agent_token(&server, "localhost");
+    send_audit(&server, &token, 1, "uptime");
+    let browser = Browser::start("audit_live");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/audit", server.base));
+    browser.wait_for_text("#events tbody", "uptime", Duration::from_secs(5));
+    browser.wait_for_text("#live-state", "live", Duration::from_secs(5));
+    send_audit(&server, &token, 2, "systemctl restart nginx");
+    let took = browser.wait_for_text("#events tbody", "systemctl restart nginx", Duration::from_secs(5));
+    browser.screenshot("live");
+    assert!(took < Duration::from_secs(1), "the event took {took:?} to appear");
+}
+
+#[test]
+fn markup_from_modules_hosts_and_audited_commands_shows_as_text_and_runs_nothing() {
+    const PAYLOAD: &str = "<img src=x onerror=\"window.__xss='img'\"></script><script>window.__xss='script'</script>";
+    let server = server();
+    install(&fixture("fx_markup"), &server.plugins_dir(), "Mid_9007.so");
+    server.wait_for_module("Mid_9007.so", Duration::from_secs(10), |e| e.is_some_and(|e| e["status"] == "loaded"));
+    let browser = Browser::start("markup");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    let ran = |browser: &Browser| browser.eval("return window.__xss === undefined ? null : window.__xss");
+
+    browser.goto(&format!("{}/modules", server.base));
+    browser.wait_for_text("tr[data-file='Mid_9007.so'] .description", PAYLOAD, Duration::from_secs(5));
+    browser.wait_for_text("tr[data-file='Mid_9007.so'] .name", "Markup <b>bold</b>", Duration::from_secs(1));
+    assert!(!browser.exists("#modules img") && !browser.exists("#modules b"), "module text became elements");
+    browser.screenshot("modules");
+    assert_eq!(ran(&browser), json!(null));
+
+    let job = server.run_job(9007, &["127.0.0.1"], json!({}));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    browser.goto(&format!("{}/jobs/{}", server.base, job["id"]));
+    browser.wait_for_text("#groups pre.stdout", PAYLOAD, Duration::from_secs(5));
+    assert!(!browser.exists("#groups img") && !browser.exists("#groups script"), "job output became elements");
+    browser.screenshot("job");
+    assert_eq!(ran(&browser), json!(null));
+
+    send_audit(&server, &agent_token(&server, "localhost"), 1, PAYLOAD);
+    browser.goto(&format!("{}/audit", server.base));
+    browser.wait_for_text("#events tbody", PAYLOAD, Duration::from_secs(5));
+    assert!(!browser.exists("#events img") && !browser.exists("#events script"), "a command became elements");
+    browser.screenshot("audit");
+    assert_eq!(ran(&browser), json!(null));
+}

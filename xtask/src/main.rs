@@ -140,6 +140,7 @@ fn fixtures() -> Result {
         ("fx_hang", &[], "fx_hang"),
         ("fx_old_api", &[], "fx_old_api"),
         ("fx_sleep", &[], "fx_sleep"),
+        ("fx_markup", &[], "fx_markup"),
     ];
     for (package, extra, name) in builds {
         run(cargo().args(["build", "--quiet", "-p", package]).args(*extra))?;

@@ -14,6 +14,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("console.css", "text/css; charset=utf-8", include_str!("assets/console.css")),
     ("console.js", "text/javascript; charset=utf-8", include_str!("assets/console.js")),
     ("job.js", "text/javascript; charset=utf-8", include_str!("assets/job.js")),
+    ("audit.js", "text/javascript; charset=utf-8", include_str!("assets/audit.js")),
+    ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
 ];
 
 /// Each file's ETag, computed once: browsers revalidate with `If-None-Match` and get 304s.

@@ -27,6 +27,8 @@ pub fn router() -> Router<AppState> {
         .route("/", get(home))
         .route("/login", get(login_page))
         .route("/jobs", get(jobs_page))
+        .route("/audit", get(audit_page))
+        .route("/modules", get(modules_page))
         .route("/jobs/{id}", get(job_page))
         .route("/assets/{name}", get(assets::serve))
 }
@@ -117,6 +119,33 @@ async fn jobs_page(
     let user = viewer((who, session))?;
     let jobs = state.jobs.recent(100).await?;
     Ok(JobsPage { user: Some(user), jobs })
+}
+
+/// A page whose content its script fetches: only the layout is rendered here.
+#[derive(Template, WebTemplate)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    user: Option<PageUser>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "modules.html")]
+struct ModulesPage {
+    user: Option<PageUser>,
+}
+
+async fn audit_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<AuditPage, PageError> {
+    Ok(AuditPage { user: Some(viewer((who, session))?) })
+}
+
+async fn modules_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<ModulesPage, PageError> {
+    Ok(ModulesPage { user: Some(viewer((who, session))?) })
 }
 
 async fn home(who: Result<Authenticated, HttpError>, session: Option<Extension<Session>>) -> Response {
