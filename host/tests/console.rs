@@ -128,3 +128,48 @@ fn markup_from_modules_hosts_and_audited_commands_shows_as_text_and_runs_nothing
     browser.screenshot("audit");
     assert_eq!(ran(&browser), json!(null));
 }
+
+#[test]
+fn running_1003_from_the_run_page_shows_its_result_on_the_job_page() {
+    let server = server();
+    let browser = Browser::start("run_page");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/run", server.base));
+    browser.find("#host-list input[value='localhost']");
+    browser.click("#host-list input[value='localhost']");
+    browser.find("#module option[value='1003']");
+    browser.eval("const s = document.getElementById('module'); s.value = '1003'; s.dispatchEvent(new Event('change')); return null");
+    browser.click("#review");
+    browser.wait_for_text("#summary", "on 1 host", Duration::from_secs(5));
+    browser.screenshot("1-confirm");
+    browser.click("#run");
+    browser.wait_for_text("#status", "succeeded", Duration::from_secs(20));
+    let issue = std::fs::read_to_string("/etc/issue").unwrap_or_default();
+    let first = issue.lines().next().unwrap_or_default().trim().to_owned();
+    browser.wait_for_text("#groups pre.stdout", &first, Duration::from_secs(5));
+    assert!(browser.url().contains("/jobs/"), "{}", browser.url());
+    browser.screenshot("2-result");
+}
+
+#[test]
+fn a_viewer_sees_no_run_button_and_the_api_refuses_them() {
+    let server = server();
+    let out =
+        common::cli_with_input(&server, &["user", "add", "vera", "--role", "viewer"], Some("viewer-password-1\n"));
+    assert!(out.status.success(), "{out:?}");
+    let id = server.submit(9003, &["127.0.0.1"], json!({ "seconds": 30 }));
+    let browser = Browser::start("viewer");
+    browser.log_in(&server.base, "vera", "viewer-password-1");
+    browser.goto(&format!("{}/jobs/{id}", server.base));
+    browser.wait_for_text("#status", "running", Duration::from_secs(5));
+    assert!(!browser.exists("#cancel"), "a viewer must not get a cancel button");
+    assert!(!browser.exists("header.top a[href='/run']"), "a viewer must not get a Run link");
+    browser.screenshot("job");
+    let status = browser.eval(
+        "return fetch('/api/session').then(r => r.json()).then(s => fetch('/api/jobs', { method: 'POST', \
+         headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token }, \
+         body: JSON.stringify({ module: 1003, hosts: ['localhost'] }) })).then(r => r.status)",
+    );
+    assert_eq!(status, json!(403));
+    server.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
+}

@@ -15,6 +15,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("console.js", "text/javascript; charset=utf-8", include_str!("assets/console.js")),
     ("job.js", "text/javascript; charset=utf-8", include_str!("assets/job.js")),
     ("audit.js", "text/javascript; charset=utf-8", include_str!("assets/audit.js")),
+    ("run.js", "text/javascript; charset=utf-8", include_str!("assets/run.js")),
     ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
 ];
 

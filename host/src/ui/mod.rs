@@ -29,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .route("/jobs", get(jobs_page))
         .route("/audit", get(audit_page))
         .route("/modules", get(modules_page))
+        .route("/run", get(run_page))
         .route("/jobs/{id}", get(job_page))
         .route("/assets/{name}", get(assets::serve))
 }
@@ -146,6 +147,23 @@ async fn modules_page(
     session: Option<Extension<Session>>,
 ) -> Result<ModulesPage, PageError> {
     Ok(ModulesPage { user: Some(viewer((who, session))?) })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "run.html")]
+struct RunPage {
+    user: Option<PageUser>,
+}
+
+async fn run_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<RunPage, PageError> {
+    let user = viewer((who, session))?;
+    if !user.can_run {
+        return Err(HttpError::Forbidden(Role::Operator.as_str()).into());
+    }
+    Ok(RunPage { user: Some(user) })
 }
 
 async fn home(who: Result<Authenticated, HttpError>, session: Option<Extension<Session>>) -> Response {
