@@ -121,6 +121,7 @@ impl App {
             auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE),
         )?;
         let users = Arc::new(Users::new(store.clone(), &key, config.sessions()));
+        audit.reload_alerts().await?;
         let tokens = Tokens::new(store.clone(), key);
 
         std::fs::create_dir_all(&config.plugins_dir)

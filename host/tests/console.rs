@@ -92,8 +92,16 @@ fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
     browser.wait_for_text("#live-state", "live", Duration::from_secs(5));
     send_audit(&server, &token, 2, "systemctl restart nginx");
     let took = browser.wait_for_text("#events tbody", "systemctl restart nginx", Duration::from_secs(5));
-    browser.screenshot("live");
     assert!(took < Duration::from_secs(1), "the event took {took:?} to appear");
+
+    // An alert rule added on the page flags matching events as they arrive.
+    browser.fill("#r-name", "rm-root");
+    browser.fill("#r-pattern", r"rm\s+-rf\s+/(\s|$)");
+    browser.click("#add-rule");
+    browser.wait_for_text("#rules tbody", "rm-root", Duration::from_secs(5));
+    send_audit(&server, &token, 3, "rm -rf /");
+    browser.wait_for_text("#events tbody tr.flagged .alerts", "rm-root", Duration::from_secs(5));
+    browser.screenshot("live");
 }
 
 #[test]

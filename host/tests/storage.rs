@@ -100,9 +100,10 @@ async fn tables(db: &Db) -> Vec<String> {
     names
 }
 
-const TABLES: [&str; 12] = [
+const TABLES: [&str; 13] = [
     "_sqlx_migrations",
     "api_tokens",
+    "audit_alert_rules",
     "audit_chain",
     "audit_gaps",
     "job_results",
@@ -156,7 +157,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
@@ -167,8 +168,8 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
-        assert_eq!(count(&db, "_sqlx_migrations").await, 5);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
+        assert_eq!(count(&db, "_sqlx_migrations").await, 6);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
         again.close().await;

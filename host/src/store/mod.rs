@@ -8,6 +8,7 @@
 //!
 //! **Invariant:** storage knows nothing of HTTP or jobs' execution; it stores and reads rows.
 
+mod alerts;
 mod audit;
 mod audit_sqlite;
 mod inventory;
@@ -24,6 +25,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};

@@ -23,9 +23,11 @@ function filters() {
 }
 
 function row(e) {
-  const tr = el('tr', undefined, { 'data-id': String(e.id) });
+  const alerts = e.alerts || [];
+  const tr = el('tr', undefined, { 'data-id': String(e.id), class: alerts.length ? 'flagged' : '' });
   tr.append(el('td', new Date(e.received_at).toLocaleString()), el('td', e.host), el('td', e.user),
-    el('td', e.login_user || ''), el('td', e.tty || ''), el('td', e.command, { class: 'command' }));
+    el('td', e.login_user || ''), el('td', e.tty || ''), el('td', e.command, { class: 'command' }),
+    el('td', alerts.join(', '), { class: 'alerts' }));
   return tr;
 }
 
@@ -79,7 +81,46 @@ document.getElementById('pause').addEventListener('click', (e) => {
 document.getElementById('older').addEventListener('click', () => {
   history(next).catch((err) => { problem.textContent = err.message; });
 });
-if (document.getElementById('main').dataset.admin === 'true') {
+const admin = document.getElementById('main').dataset.admin === 'true';
+
+async function rules() {
+  const list = await api('/api/audit/rules');
+  document.querySelector('#rules tbody').replaceChildren(...list.map((r) => {
+    const tr = el('tr', undefined, { 'data-rule': r.name });
+    tr.append(el('td', r.name), el('td', r.pattern, { class: 'command' }), el('td', r.host_id ?? 'any'),
+      el('td', r.user_name ?? 'any'));
+    const cell = el('td');
+    if (admin) {
+      const button = el('button', `Delete ${r.name}`, { type: 'button' });
+      button.addEventListener('click', async () => {
+        try { await api(`/api/audit/rules/${r.id}`, { method: 'DELETE' }); await rules(); } catch (err) { problem.textContent = err.message; }
+      });
+      cell.append(button);
+    }
+    tr.append(cell);
+    return tr;
+  }));
+}
+
+if (admin) {
+  const form = document.getElementById('rule-form');
+  form.hidden = false;
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    const body = { name: String(data.get('name')).trim(), pattern: String(data.get('pattern')) };
+    for (const key of ['host', 'user']) { const v = String(data.get(key) || '').trim(); if (v) body[key] = v; }
+    try {
+      await api('/api/audit/rules', { method: 'POST', body });
+      form.reset();
+      document.getElementById('rule-problem').textContent = '';
+      await rules();
+    } catch (err) { document.getElementById('rule-problem').textContent = err.message; }
+  });
+}
+rules().catch((err) => { problem.textContent = err.message; });
+
+if (admin) {
   document.getElementById('verify-box').hidden = false;
   document.getElementById('verify').addEventListener('click', async () => {
     const out = document.getElementById('verify-result');
