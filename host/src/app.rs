@@ -30,6 +30,10 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error("module workers: {0}")]
     Worker(String),
+    #[error("HTTPS: {0}")]
+    Tls(#[from] http::tls::TlsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// With `module_user`, what the server reads must not be readable by other users: `state_dir` (the secret key,
@@ -95,11 +99,14 @@ pub struct App {
     pub jobs: Arc<JobService>,
     pub tokens: Tokens,
     pub audit: Arc<AuditService>,
+    /// HTTPS settings when `tls_cert_file` and `tls_key_file` are set; read at open, so a bad file stops start-up.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl App {
     /// Connects and migrates the database, loads the modules in plugins.d once, and prepares the backend.
     pub async fn open(config: Config) -> Result<App, StartError> {
+        let tls = config.tls()?.map(|files| http::tls::server_config(&files)).transpose()?;
         let store = Store::connect(&config.database_url).await?;
         let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
@@ -147,7 +154,7 @@ impl App {
             module_settings,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
-        Ok(App { config, store, registry, jobs, tokens, audit })
+        Ok(App { config, store, registry, jobs, tokens, audit, tls })
     }
 
     /// First start with an empty database: create an admin token (returned, to be printed once) and register this
@@ -214,11 +221,15 @@ impl App {
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();
-        // Peer addresses are needed by the legacy audit route.
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(io("serving HTTP"))?;
+        if let Some(tls) = self.tls.clone() {
+            http::tls::serve(listener, router, tls, stop).await;
+        } else {
+            // Peer addresses are needed by the legacy audit route.
+            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .map_err(io("serving HTTP"))?;
+        }
         self.jobs.shutdown(Duration::from_secs(10)).await;
         let _ = watcher.await;
         self.store.close().await;

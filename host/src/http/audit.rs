@@ -5,34 +5,41 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 use axum::{
     body::Bytes,
     extract::{rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Query, RawQuery, Request, State},
-    http::{header, HeaderMap, StatusCode},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
     },
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use futures_util::{stream, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::{router::UtoipaMethodRouterExt, routes};
 
-use super::{auth::Authenticated, AppState, HttpError};
+use super::{
+    auth::Authenticated,
+    error::ErrorBody,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
 use crate::{
-    audit::{AgentAck, AgentBatch, AuditView, Filter, IngestError},
+    audit::{chain::Report, AgentAck, AgentBatch, AuditView, Filter, IngestError},
     auth::Role,
     store::AuditQuery,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/omaudit/omaudit_pull/", get(legacy_pull))
-        .route("/omaudit/omaudit_pull", get(legacy_pull))
-        .route("/api/audit/events", post(agent_batch).layer(DefaultBodyLimit::max(8 * 1024 * 1024)).get(list))
-        .route("/api/audit/events.csv", get(csv))
-        .route("/api/audit/stream", get(live))
-        .route("/api/audit/verify", get(verify))
+pub fn router() -> Routes {
+    let viewer = Access::AtLeast(Role::Viewer);
+    Routes::new()
+        .plain(Method::GET, "/omaudit/omaudit_pull/", Access::InventoryPeer, legacy_pull)
+        .plain(Method::GET, "/omaudit/omaudit_pull", Access::InventoryPeer, legacy_pull)
+        .api(Access::Agent, routes!(agent_batch).layer(DefaultBodyLimit::max(8 * 1024 * 1024)))
+        .api(viewer, routes!(list))
+        .api(viewer, routes!(csv))
+        .api(viewer, routes!(live))
+        .api(Access::AtLeast(Role::Admin), routes!(verify))
 }
 
 /// axum's `Json`, but a good body is parsed with plain `serde_json`: `Json` tracks the path of every value so that
@@ -94,6 +101,14 @@ async fn legacy_pull(
     }
 }
 
+/// An agent's batch of events (and gaps) for the host its token is bound to. Each event is checked on its own:
+/// the invalid ones are listed in `rejected`, the rest stored; duplicates of stored events are counted, not kept.
+#[utoipa::path(post, path = "/api/audit/events", tag = "audit", request_body = AgentBatch, responses(
+    (status = 200, body = AgentAck),
+    (status = 400, description = "not a batch", body = ErrorBody),
+    (status = 413, description = "over 8 MiB: send half", body = ErrorBody),
+    (status = 503, description = "not stored; send it again later", body = ErrorBody),
+))]
 async fn agent_batch(
     State(state): State<AppState>,
     who: Authenticated,
@@ -131,18 +146,37 @@ impl From<IngestError> for HttpError {
 
 /// Filters for query, export and stream. `host` takes names or IPs, comma-separated (`ip` is the same, for the
 /// original page's parameter); `user` likewise; `q` is a substring of the command.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Params {
+    /// Host names or IPs, comma-separated.
     host: Option<String>,
+    /// The same as `host` (the original page's name).
     ip: Option<String>,
+    /// User names, comma-separated.
     user: Option<String>,
+    /// A substring of the command.
     q: Option<String>,
+    /// From this time on: a prefix of `YYYY-MM-DD HH:MM:SS`.
     from: Option<String>,
+    /// Up to this time: a prefix of `YYYY-MM-DD HH:MM:SS`.
     to: Option<String>,
+    /// Rows after this id, oldest first (paging forward).
     after: Option<i64>,
+    /// Rows before this id, newest first (paging back).
     before: Option<i64>,
+    /// At most this many rows (1-1000, default 100; the CSV export up to 100 000).
     limit: Option<i64>,
+}
+
+/// A page of audit events.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // the document's shape of `{"events": […], "next": …}`
+struct AuditPage {
+    events: Vec<AuditView>,
+    /// Continues the listing (as `before`, or `after` when paging forward); absent at the end.
+    next: Option<i64>,
 }
 
 fn list_of(text: &Option<String>) -> Vec<String> {
@@ -208,6 +242,10 @@ fn params(query: Result<Query<Params>, axum::extract::rejection::QueryRejection>
 
 /// `{"events": [...], "next": id}`: newest first, or oldest first after `after`. `next` continues the listing
 /// (as `before` or `after`), absent at the end.
+#[utoipa::path(get, path = "/api/audit/events", tag = "audit", params(Params), responses(
+    (status = 200, body = AuditPage),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
@@ -221,6 +259,11 @@ async fn list(
     Ok(Json(json!({ "events": events, "next": next })))
 }
 
+/// The same rows as CSV (RFC 4180; cells a spreadsheet would run as a formula start with `'`).
+#[utoipa::path(get, path = "/api/audit/events.csv", tag = "audit", params(Params), responses(
+    (status = 200, content_type = "text/csv", body = String),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
 async fn csv(
     State(state): State<AppState>,
     who: Authenticated,
@@ -273,6 +316,11 @@ fn csv_field(value: &str) -> String {
 
 /// Server-sent events: each stored row that matches the filters, as `event: audit` with the row id as the event
 /// id, as soon as it is committed.
+#[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(Params), responses(
+    (status = 200, content_type = "text/event-stream",
+     description = "`event: audit` with an AuditView per row; `event: lagged` with the number of rows missed"),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
 async fn live(
     State(state): State<AppState>,
     who: Authenticated,
@@ -305,6 +353,8 @@ async fn live(
     Ok(Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// Walks every host's chain and reports what does not hold (deleted, changed or reordered rows).
+#[utoipa::path(get, path = "/api/audit/verify", tag = "audit", responses((status = 200, body = Report)))]
 async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<serde_json::Value>, HttpError> {
     who.require(Role::Admin)?;
     let report = state.audit.verify().await?;
