@@ -252,8 +252,15 @@ fn the_openapi_document_lists_exactly_the_api_routes_the_router_serves() {
         (&json!("http"), &json!("bearer")),
         "{schemes}"
     );
+    let mut ids = BTreeSet::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path} has an operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            for (code, response) in operation["responses"].as_object().unwrap() {
+                let described = response["description"].as_str().is_some_and(|d| !d.is_empty());
+                assert!(described, "{method} {path} {code}: OpenAPI requires a description");
+            }
             assert_eq!(operation["security"], json!([{ "bearer": [] }]), "{method} {path}");
             let error = &operation["responses"]["403"]["content"]["application/json"]["schema"]["$ref"];
             assert_eq!(error, "#/components/schemas/ErrorBody", "{method} {path}");

@@ -11,7 +11,7 @@
 
 use axum::{
     handler::Handler,
-    http::Method,
+    http::{Method, StatusCode},
     routing::{on, MethodFilter},
     Router,
 };
@@ -19,7 +19,7 @@ use utoipa::openapi::{
     extensions::Extensions,
     path::{Operation, PathItem},
     security::SecurityRequirement,
-    Content, OpenApi, Ref, Response,
+    Content, OpenApi, Ref, RefOr, Response,
 };
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
@@ -106,7 +106,7 @@ impl Routes {
             let operations = operations_mut(item);
             assert!(operations.len() == 1, "{path}: one method per handler, got {}", operations.len());
             for (method, operation) in operations {
-                document_access(operation, access);
+                document(operation, access);
                 self.rules.push(RouteRule { method, path: path.clone(), access, documented: true });
             }
         }
@@ -167,8 +167,21 @@ fn operations_mut(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
 /// The name of the bearer scheme in the document's components.
 pub const BEARER: &str = "bearer";
 
-/// The rule as the document states it, so that a client reads the least role beside each operation.
-fn document_access(operation: &mut Operation, access: Access) {
+/// Completes an operation: an id unique in the document (the handler's name is unique only in its file, so the
+/// tag goes first), a description on every response (OpenAPI requires one), and the rule, so that a client reads
+/// the least role beside each operation.
+fn document(operation: &mut Operation, access: Access) {
+    if let (Some(tag), Some(id)) = (operation.tags.as_ref().and_then(|t| t.first()), operation.operation_id.as_mut()) {
+        *id = format!("{tag}_{id}");
+    }
+    for (code, response) in operation.responses.responses.iter_mut() {
+        if let RefOr::T(response) = response {
+            if response.description.is_empty() {
+                let reason = code.parse::<StatusCode>().ok().and_then(|s| s.canonical_reason());
+                response.description = reason.unwrap_or("the answer").to_owned();
+            }
+        }
+    }
     operation
         .extensions
         .get_or_insert_with(Extensions::default)
