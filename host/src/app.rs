@@ -91,6 +91,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// How long shutdown waits for requests in flight once it stopped accepting.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// The server's parts, opened but not yet serving.
 pub struct App {
     pub config: Config,
@@ -221,14 +224,24 @@ impl App {
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();
-        if let Some(tls) = self.tls.clone() {
-            http::tls::serve(listener, router, tls, stop).await;
-        } else {
-            // Peer addresses are needed by the legacy audit route.
-            axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-                .map_err(io("serving HTTP"))?;
+        let serving = async {
+            if let Some(tls) = self.tls.clone() {
+                http::tls::serve(listener, router, tls, stop).await;
+                Ok(())
+            } else {
+                // Peer addresses are needed by the legacy audit route.
+                axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }
+        };
+        // A live stream (SSE) never ends by itself, and graceful shutdown waits for every open request: after
+        // DRAIN the server stops waiting and goes on to finish its jobs.
+        tokio::select! {
+            served = serving => served.map_err(io("serving HTTP"))?,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+                tracing::warn!(drain_secs = DRAIN.as_secs(), "requests still open at shutdown were dropped");
+            }
         }
         self.jobs.shutdown(Duration::from_secs(10)).await;
         let _ = watcher.await;

@@ -75,6 +75,41 @@ fn with_both_files_the_server_speaks_https_only() {
     assert_eq!(trusting.get(format!("{}/healthz", server.base)).send().unwrap().status(), StatusCode::OK);
 }
 
+/// Graceful shutdown lets requests finish but must not wait for a live stream, which never ends by itself: on
+/// plain HTTP and on HTTPS the server stops within its drain time (5 s) with a stream open, at once without.
+#[test]
+fn shutdown_does_not_wait_for_live_streams() {
+    let pki = tempfile::tempdir().unwrap();
+    let ca = issue(pki.path());
+    let tls = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n",
+        pki.path().join("cert.pem").display(),
+        pki.path().join("key.pem").display()
+    );
+    for extra_config in [String::new(), tls] {
+        let https = !extra_config.is_empty();
+        let start = || Server::start_with(Options { extra_config: extra_config.clone(), ..Options::default() });
+        let client =
+            client().timeout(None).add_root_certificate(Certificate::from_pem(ca.as_bytes()).unwrap()).build().unwrap();
+
+        let mut idle = start();
+        assert_eq!(client.get(format!("{}/healthz", idle.base)).send().unwrap().status(), StatusCode::OK);
+        let took = idle.terminate(Duration::from_secs(4)).expect("an idle server stops at once");
+        assert!(took < Duration::from_secs(3), "https: {https}: {took:?}");
+
+        let mut streaming = start();
+        let stream =
+            client.get(format!("{}/api/audit/stream", streaming.base)).bearer_auth(&streaming.token).send().unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        let took = streaming.terminate(Duration::from_secs(15));
+        // At least most of the drain time: the stream was open and was waited for, then dropped.
+        let drained = took.is_some_and(|t| t > Duration::from_secs(4) && t < Duration::from_secs(10));
+        assert!(drained, "https: {https}: {took:?}\n{}", streaming.log());
+        drop(stream);
+        assert!(streaming.log().contains("stopped"), "it went on to finish its jobs and close the store");
+    }
+}
+
 /// Runs `omserver serve` with `config` and returns its exit status and stderr; it must stop by itself.
 fn serve_with(config: &str) -> (std::process::ExitStatus, String) {
     let dir = tempfile::tempdir().unwrap();
