@@ -288,6 +288,21 @@ fn the_openapi_document_lists_exactly_the_api_routes_the_router_serves() {
     let (_, modules) = server.get("/api/modules");
     let module: BTreeSet<String> = modules[0].as_object().expect("module 1003 is listed").keys().cloned().collect();
     assert_eq!(module, properties("ModuleListing"));
+    let keys = |value: &Value| -> BTreeSet<String> {
+        value.as_object().unwrap_or_else(|| panic!("an object: {value}")).keys().cloned().collect()
+    };
+    let (status, submitted) = server.post("/api/jobs", &json!({ "module": 1003, "hosts": ["127.0.0.1"] }));
+    assert_eq!(status, StatusCode::ACCEPTED, "{submitted}");
+    assert_eq!(keys(&submitted), properties("Submitted"));
+    let job = server.wait_job(submitted["id"].as_i64().unwrap(), Duration::from_secs(60));
+    assert_eq!(keys(&job), properties("JobView"));
+    assert_eq!(keys(&job["results"][0]), properties("ResultRow"));
+    let (_, page) = server.get("/api/audit/events");
+    assert_eq!(keys(&page), properties("AuditPage"));
+    let (_, report) = server.get("/api/audit/verify");
+    assert_eq!(keys(&report), properties("Report"));
+    let (_, backends) = server.get("/api/backends");
+    assert_eq!(keys(&backends[0]), properties("Health"));
     let (status, error) = server.post("/api/hosts", &json!({ "name": "x" }));
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let fields: BTreeSet<String> = error.as_object().unwrap().keys().cloned().collect();

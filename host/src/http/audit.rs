@@ -171,11 +171,10 @@ struct Params {
 }
 
 /// A page of audit events.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // the document's shape of `{"events": […], "next": …}`
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct AuditPage {
     events: Vec<AuditView>,
-    /// Continues the listing (as `before`, or `after` when paging forward); absent at the end.
+    /// Continues the listing (as `before`, or `after` when paging forward); null at the end.
     next: Option<i64>,
 }
 
@@ -250,13 +249,13 @@ async fn list(
     State(state): State<AppState>,
     who: Authenticated,
     query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Json<AuditPage>, HttpError> {
     who.require(Role::Viewer)?;
     let p = params(query)?;
     let q = query_of(&state, &p, 1000).await?;
     let events = state.audit.query(&q).await?;
     let next = (events.len() as i64 == q.limit).then(|| events.last().map(|e| e.id)).flatten();
-    Ok(Json(json!({ "events": events, "next": next })))
+    Ok(Json(AuditPage { events, next }))
 }
 
 /// The same rows as CSV (RFC 4180; cells a spreadsheet would run as a formula start with `'`).
@@ -355,10 +354,10 @@ async fn live(
 
 /// Walks every host's chain and reports what does not hold (deleted, changed or reordered rows).
 #[utoipa::path(get, path = "/api/audit/verify", tag = "audit", responses((status = 200, body = Report)))]
-async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<serde_json::Value>, HttpError> {
+async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<Report>, HttpError> {
     who.require(Role::Admin)?;
     let report = state.audit.verify().await?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
 #[cfg(test)]

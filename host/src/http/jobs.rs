@@ -10,7 +10,7 @@ use axum::{
     Json,
 };
 use futures_util::{stream, Stream};
-use serde_json::{json, Value};
+use serde::Serialize;
 use utoipa_axum::routes;
 
 use super::{
@@ -36,15 +36,13 @@ pub fn router() -> Routes {
 }
 
 /// The answer to a submitted job.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // the document's shape of `{"id": …}`
+#[derive(Serialize, utoipa::ToSchema)]
 struct Submitted {
     id: i64,
 }
 
 /// The answer to a cancel request.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // the document's shape of `{"id": …, "cancelling": true}`
+#[derive(Serialize, utoipa::ToSchema)]
 struct Cancelling {
     id: i64,
     cancelling: bool,
@@ -94,11 +92,11 @@ async fn submit(
     State(state): State<AppState>,
     who: Authenticated,
     request: Result<Json<JobRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), HttpError> {
+) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let Json(request) = request?;
     let id = state.jobs.submit(request, &principal.name).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
 /// The latest 100 jobs, newest first.
@@ -131,11 +129,11 @@ async fn cancel(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Cancelling>, HttpError> {
     who.require(Role::Operator)?;
     if state.jobs.cancel(id) {
         tracing::info!(job_id = id, actor = %who.0.name, "job cancel requested");
-        Ok(Json(json!({ "id": id, "cancelling": true })))
+        Ok(Json(Cancelling { id, cancelling: true }))
     } else {
         // Finished jobs cannot be cancelled; unknown ones do not exist.
         let job = state.jobs.view(id).await?;
