@@ -31,6 +31,10 @@ pub enum StartError {
     Watch(#[from] notify::Error),
     #[error("module workers: {0}")]
     Worker(String),
+    #[error("HTTPS: {0}")]
+    Tls(#[from] http::tls::TlsError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// With `module_user`, what the server reads must not be readable by other users: `state_dir` (the secret key,
@@ -88,6 +92,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// How long shutdown waits for requests in flight once it stopped accepting.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// The server's parts, opened but not yet serving.
 pub struct App {
     pub config: Config,
@@ -97,6 +104,8 @@ pub struct App {
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
+    /// HTTPS settings when `tls_cert_file` and `tls_key_file` are set; read at open, so a bad file stops start-up.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What a first start created, each shown once.
@@ -111,6 +120,7 @@ pub struct Bootstrap {
 impl App {
     /// Connects and migrates the database, loads the modules in plugins.d once, and prepares the backend.
     pub async fn open(config: Config) -> Result<App, StartError> {
+        let tls = config.tls()?.map(|files| http::tls::server_config(&files)).transpose()?;
         let store = Store::connect(&config.database_url).await?;
         let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
@@ -160,7 +170,7 @@ impl App {
             module_settings,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
-        Ok(App { config, store, registry, jobs, tokens, users, audit })
+        Ok(App { config, store, registry, jobs, tokens, users, audit, tls })
     }
 
     /// First start with an empty database: create an admin token and the user `admin` with a generated password
@@ -247,11 +257,25 @@ impl App {
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();
-        // Peer addresses are needed by the legacy audit route.
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(io("serving HTTP"))?;
+        let serving = async {
+            if let Some(tls) = self.tls.clone() {
+                http::tls::serve(listener, router, tls, stop).await;
+                Ok(())
+            } else {
+                // Peer addresses are needed by the legacy audit route.
+                axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }
+        };
+        // A live stream (SSE) never ends by itself, and graceful shutdown waits for every open request: after
+        // DRAIN the server stops waiting and goes on to finish its jobs.
+        tokio::select! {
+            served = serving => served.map_err(io("serving HTTP"))?,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(DRAIN).await } => {
+                tracing::warn!(drain_secs = DRAIN.as_secs(), "requests still open at shutdown were dropped");
+            }
+        }
         self.jobs.shutdown(Duration::from_secs(10)).await;
         let _ = watcher.await;
         let _ = sweeper.await;

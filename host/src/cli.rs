@@ -221,7 +221,8 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     });
     // Scripts and tests read this line to find the port when `listen` asks for port 0; it comes once plugins.d
     // is watched, so a module dropped in right after it is seen.
-    app.serve(listener, shutdown, |addr| println!("omserver listening on http://{addr}")).await?;
+    let scheme = app.config.url_scheme();
+    app.serve(listener, shutdown, |addr| println!("omserver listening on {scheme}://{addr}")).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Address the HTTP server listens on.
     pub listen: SocketAddr,
+    /// PEM certificate chain (leaf first) for HTTPS. With `tls_key_file`, `listen` serves HTTPS only.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
     /// `sqlite://file.db` (the default), `mysql://…` (MariaDB/MySQL) or `postgres://…`.
     pub database_url: String,
     /// The drop-in directory for task-module libraries, watched while the server runs.
@@ -74,6 +78,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert_file: None,
+            tls_key_file: None,
             database_url: "sqlite://omserver.db".to_owned(),
             plugins_dir: PathBuf::from("plugins.d"),
             state_dir: PathBuf::from(".omserver"),
@@ -104,6 +110,8 @@ impl Default for Config {
 /// The top-level keys, for filtering the environment.
 const KEYS: &[&str] = &[
     "listen",
+    "tls_cert_file",
+    "tls_key_file",
     "database_url",
     "plugins_dir",
     "state_dir",
@@ -129,8 +137,19 @@ const KEYS: &[&str] = &[
 ];
 
 #[derive(Debug, thiserror::Error)]
-#[error("configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+/// The certificate and key files of HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 impl Config {
     /// Loads defaults, then `file` (when given), then the environment.
@@ -146,9 +165,30 @@ impl Config {
                 KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
             }))
             .merge(Env::raw().only(&["AUTO_PLATFORM", "SECRET_KEY"]));
-        let mut config: Config = figment.extract().map_err(|e| ConfigError(Box::new(e)))?;
+        let mut config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.source = file.map(std::path::Path::to_path_buf);
+        config.tls()?;
         Ok(config)
+    }
+
+    /// The HTTPS files when both keys are set, `None` when neither is; one without the other is an error (a
+    /// server meant to be HTTPS must not come up as plain HTTP).
+    pub fn tls(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone() })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(ConfigError::Invalid("tls_cert_file is set but tls_key_file is not".into())),
+            (None, Some(_)) => Err(ConfigError::Invalid("tls_key_file is set but tls_cert_file is not".into())),
+        }
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn url_scheme(&self) -> &'static str {
+        if matches!(self.tls(), Ok(Some(_))) {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn job_timeout(&self) -> Duration {
@@ -196,6 +236,24 @@ mod tests {
             assert_eq!(config.database_url, "postgres://127.0.0.1/test");
             assert_eq!(config.auto_platform, "local", "the bare AUTO_PLATFORM wins over the file");
             assert_eq!(config.module_settings(1006), vec![("path.nginx".to_owned(), "/srv/nginx.conf".to_owned())]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn tls_needs_both_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("cert.toml", "tls_cert_file = \"/etc/omserver/cert.pem\"\n")?;
+            let err = Config::load(Some("cert.toml".as_ref())).expect_err("a certificate without a key");
+            assert!(err.to_string().contains("tls_key_file is not"), "{err}");
+            jail.create_file("key.toml", "tls_key_file = \"/etc/omserver/key.pem\"\n")?;
+            let err = Config::load(Some("key.toml".as_ref())).expect_err("a key without a certificate");
+            assert!(err.to_string().contains("tls_cert_file is not"), "{err}");
+            jail.create_file("both.toml", "tls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n")?;
+            let config = Config::load(Some("both.toml".as_ref())).map_err(|e| e.to_string())?;
+            assert_eq!(config.tls().ok().flatten(), Some(TlsFiles { cert: "c.pem".into(), key: "k.pem".into() }));
+            assert_eq!(config.url_scheme(), "https");
+            assert_eq!(Config::default().url_scheme(), "http");
             Ok(())
         });
     }

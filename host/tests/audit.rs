@@ -300,7 +300,7 @@ fn the_original_agents_request_is_stored_once_and_answered_ok() {
         body,
         json!({ "events": [{ "id": 1, "host": "localhost", "ip": "127.0.0.1", "history_id": 173, "user": "root",
                               "login_user": null, "tty": null, "datetime": "2014-06-07 22:05:56",
-                              "received_at": received, "command": "ls -l /tmp", "source": "legacy" }],
+                              "received_at": received, "command": "ls -l /tmp", "source": "legacy", "alerts": [] }],
                 "next": null })
     );
 
@@ -913,7 +913,7 @@ fn the_live_stream_sends_matching_events_as_they_are_committed() {
         data,
         json!({ "id": 3, "host": "localhost", "ip": "127.0.0.1", "history_id": 3, "user": "root", "login_user": null,
                 "tty": null, "datetime": "2014-06-07 22:05:56", "received_at": data["received_at"],
-                "command": "root cmd", "source": "legacy" })
+                "command": "root cmd", "source": "legacy", "alerts": [] })
     );
     assert!(filtered.recv_timeout(Duration::from_millis(300)).is_err(), "nothing else matches");
     let all: Vec<(String, String)> = (0..3)

@@ -99,7 +99,7 @@ pub fn seal(key: &ChainKey, r: &AuditRow, prev_hash: &str, dedup_key: &str) -> S
 }
 
 /// One thing `audit verify` found wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Finding {
     pub host_id: i64,
     /// The chain position where the problem shows.
@@ -107,7 +107,7 @@ pub struct Finding {
     pub problem: String,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Report {
     pub hosts: usize,
     pub rows: u64,

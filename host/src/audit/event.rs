@@ -198,7 +198,7 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// One event as `omaudit-agent` sends it (see agent/README.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct AgentEvent {
     pub stream: String,
     pub seq: i64,
@@ -217,7 +217,7 @@ pub struct AgentEvent {
 }
 
 /// Events an agent lost (its spool overflowed), reported so the loss is never silent.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct AgentGap {
     pub stream: String,
     pub from_seq: i64,
@@ -225,7 +225,7 @@ pub struct AgentGap {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentBatch {
     #[serde(default)]

@@ -73,14 +73,14 @@ pub enum IngestError {
 }
 
 /// The answer to an agent batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentAck {
     pub stored: usize,
     pub duplicates: usize,
     pub rejected: Vec<Rejected>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Rejected {
     pub stream: String,
     pub seq: i64,
@@ -88,7 +88,7 @@ pub struct Rejected {
 }
 
 /// An audit row as the API shows it: with the host's name.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub host: String,
@@ -106,7 +106,7 @@ pub struct AuditView {
 }
 
 /// A rule as an admin asks for it.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleRequest {
     pub name: String,

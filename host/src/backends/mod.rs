@@ -144,7 +144,7 @@ pub fn millis(duration: Duration) -> u64 {
 }
 
 /// What `GET /api/backends` and `omserver backends check` say about one backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub backend: &'static str,
     pub default: bool,

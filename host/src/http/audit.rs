@@ -8,37 +8,48 @@ use axum::{
     extract::{
         rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, RawQuery, Request, State,
     },
-    http::{header, HeaderMap, StatusCode},
+    http::{header, HeaderMap, Method, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
         IntoResponse, Response,
     },
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use futures_util::{stream, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa_axum::{router::UtoipaMethodRouterExt, routes};
 
-use super::{auth::Authenticated, body::Submitted, AppState, HttpError};
+use super::{
+    auth::Authenticated,
+    body::Submitted,
+    error::ErrorBody,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
 use crate::{
-    audit::{alerts::RuleError, AgentAck, AgentBatch, AuditView, Filter, IngestError, RuleRefused, RuleRequest},
+    audit::{
+        alerts::RuleError, chain::Report, AgentAck, AgentBatch, AuditView, Filter, IngestError, RuleRefused,
+        RuleRequest,
+    },
     auth::Role,
     store::{AlertRuleRow, AuditQuery},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/omaudit/omaudit_pull/", get(legacy_pull))
-        .route("/omaudit/omaudit_pull", get(legacy_pull))
-        .route("/api/audit/events", post(agent_batch).layer(DefaultBodyLimit::max(8 * 1024 * 1024)).get(list))
-        .route("/api/audit/events.csv", get(csv))
-        .route("/api/audit/stream", get(live))
-        .route("/api/audit/verify", get(verify))
-        .route("/api/audit/rules", get(rules).post(add_rule))
-        .route("/api/audit/rules/{id}", axum::routing::delete(delete_rule))
-        .route("/api/audit/rules/{id}/delete", post(delete_rule))
+pub fn router() -> Routes {
+    let viewer = Access::AtLeast(Role::Viewer);
+    Routes::new()
+        .plain(Method::GET, "/omaudit/omaudit_pull/", Access::InventoryPeer, legacy_pull)
+        .plain(Method::GET, "/omaudit/omaudit_pull", Access::InventoryPeer, legacy_pull)
+        .api(Access::Agent, routes!(agent_batch).layer(DefaultBodyLimit::max(8 * 1024 * 1024)))
+        .api(viewer, routes!(list))
+        .api(viewer, routes!(csv))
+        .api(viewer, routes!(live))
+        .api(Access::AtLeast(Role::Admin), routes!(verify))
+        .api(viewer, routes!(rules))
+        .api(Access::AtLeast(Role::Admin), routes!(add_rule))
+        .api(Access::AtLeast(Role::Admin), routes!(delete_rule))
 }
 
 /// axum's `Json`, but a good body is parsed with plain `serde_json`: `Json` tracks the path of every value so that
@@ -100,6 +111,14 @@ async fn legacy_pull(
     }
 }
 
+/// An agent's batch of events (and gaps) for the host its token is bound to. Each event is checked on its own:
+/// the invalid ones are listed in `rejected`, the rest stored; duplicates of stored events are counted, not kept.
+#[utoipa::path(post, path = "/api/audit/events", tag = "audit", request_body = AgentBatch, responses(
+    (status = 200, body = AgentAck),
+    (status = 400, description = "not a batch", body = ErrorBody),
+    (status = 413, description = "over 8 MiB: send half", body = ErrorBody),
+    (status = 503, description = "not stored; send it again later", body = ErrorBody),
+))]
 async fn agent_batch(
     State(state): State<AppState>,
     who: Authenticated,
@@ -137,18 +156,36 @@ impl From<IngestError> for HttpError {
 
 /// Filters for query, export and stream. `host` takes names or IPs, comma-separated (`ip` is the same, for the
 /// original page's parameter); `user` likewise; `q` is a substring of the command.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Params {
+    /// Host names or IPs, comma-separated.
     host: Option<String>,
+    /// The same as `host` (the original page's name).
     ip: Option<String>,
+    /// User names, comma-separated.
     user: Option<String>,
+    /// A substring of the command.
     q: Option<String>,
+    /// From this time on: a prefix of `YYYY-MM-DD HH:MM:SS`.
     from: Option<String>,
+    /// Up to this time: a prefix of `YYYY-MM-DD HH:MM:SS`.
     to: Option<String>,
+    /// Rows after this id, oldest first (paging forward).
     after: Option<i64>,
+    /// Rows before this id, newest first (paging back).
     before: Option<i64>,
+    /// At most this many rows (1-1000, default 100; the CSV export up to 100 000).
     limit: Option<i64>,
+}
+
+/// A page of audit events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct AuditPage {
+    events: Vec<AuditView>,
+    /// Continues the listing (as `before`, or `after` when paging forward); null at the end.
+    next: Option<i64>,
 }
 
 fn list_of(text: &Option<String>) -> Vec<String> {
@@ -214,19 +251,28 @@ fn params(query: Result<Query<Params>, axum::extract::rejection::QueryRejection>
 
 /// `{"events": [...], "next": id}`: newest first, or oldest first after `after`. `next` continues the listing
 /// (as `before` or `after`), absent at the end.
+#[utoipa::path(get, path = "/api/audit/events", tag = "audit", params(Params), responses(
+    (status = 200, body = AuditPage),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
     query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Json<AuditPage>, HttpError> {
     who.require(Role::Viewer)?;
     let p = params(query)?;
     let q = query_of(&state, &p, 1000).await?;
     let events = state.audit.query(&q).await?;
     let next = (events.len() as i64 == q.limit).then(|| events.last().map(|e| e.id)).flatten();
-    Ok(Json(json!({ "events": events, "next": next })))
+    Ok(Json(AuditPage { events, next }))
 }
 
+/// The same rows as CSV (RFC 4180; cells a spreadsheet would run as a formula start with `'`).
+#[utoipa::path(get, path = "/api/audit/events.csv", tag = "audit", params(Params), responses(
+    (status = 200, content_type = "text/csv", body = String),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
 async fn csv(
     State(state): State<AppState>,
     who: Authenticated,
@@ -279,6 +325,11 @@ fn csv_field(value: &str) -> String {
 
 /// Server-sent events: each stored row that matches the filters, as `event: audit` with the row id as the event
 /// id, as soon as it is committed.
+#[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(Params), responses(
+    (status = 200, content_type = "text/event-stream",
+     description = "`event: audit` with an AuditView per row; `event: lagged` with the number of rows missed"),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
 async fn live(
     State(state): State<AppState>,
     who: Authenticated,
@@ -311,24 +362,35 @@ async fn live(
     Ok(Sse::new(events.boxed()).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<serde_json::Value>, HttpError> {
+/// Walks every host's chain and reports what does not hold (deleted, changed or reordered rows).
+#[utoipa::path(get, path = "/api/audit/verify", tag = "audit", responses((status = 200, body = Report)))]
+async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<Report>, HttpError> {
     who.require(Role::Admin)?;
     let report = state.audit.verify().await?;
-    Ok(Json(json!(report)))
+    Ok(Json(report))
 }
 
 /// The alert rules (any viewer may see what is watched for).
+#[utoipa::path(get, path = "/api/audit/rules", tag = "audit", responses((status = 200, body = Vec<AlertRuleRow>)))]
 async fn rules(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<AlertRuleRow>>, HttpError> {
     who.require(Role::Viewer)?;
     Ok(Json(state.audit.alert_rules().await?))
 }
 
+/// Adds an alert rule; it applies to events stored from now on.
+#[utoipa::path(post, path = "/api/audit/rules", tag = "audit", request_body = RuleRequest, responses(
+    (status = 201, description = "`{\"id\"}`; a form gets 303"),
+    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 409, description = "the name is taken", body = ErrorBody),
+))]
 async fn add_rule(
     State(state): State<AppState>,
     who: Authenticated,
-    body: Submitted<RuleRequest>,
+    body: Result<Submitted<RuleRequest>, HttpError>,
 ) -> Result<Response, HttpError> {
+    // Who first: a caller without the role learns nothing from how its body is judged.
     let admin = who.require(Role::Admin)?;
+    let body = body?;
     let name = body.value.name.clone();
     let id = state.audit.add_alert_rule(body.value.clone(), &admin.name).await.map_err(|err| match err {
         RuleRefused::Invalid(RuleError::Name) => HttpError::invalid("name", err.to_string()),
@@ -340,6 +402,11 @@ async fn add_rule(
     Ok(body.respond(StatusCode::CREATED, json!({ "id": id }), "/audit"))
 }
 
+#[utoipa::path(delete, path = "/api/audit/rules/{id}", tag = "audit",
+    params(("id" = i64, Path, description = "rule id")), responses(
+    (status = 204, description = "deleted"),
+    (status = 404, description = "no such rule", body = ErrorBody),
+))]
 async fn delete_rule(
     State(state): State<AppState>,
     who: Authenticated,

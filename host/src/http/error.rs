@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{
     auth::TokenError,
@@ -14,6 +14,16 @@ use crate::{
     store::StoreError,
     users::{LoginError, PasswordError, UserError},
 };
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong, for people.
+    pub error: String,
+    /// The request field it is about (`items[0].n` for nested ones), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -79,8 +89,8 @@ impl IntoResponse for HttpError {
             tracing::error!(error = %cause, "request failed");
         }
         let body = match &self {
-            HttpError::BadRequest { field: Some(field), reason } => json!({ "error": reason, "field": field }),
-            other => json!({ "error": other.to_string() }),
+            HttpError::BadRequest { field, reason } => ErrorBody { error: reason.clone(), field: field.clone() },
+            other => ErrorBody { error: other.to_string(), field: None },
         };
         let mut response = (self.status(), Json(body)).into_response();
         match &self {

@@ -1,13 +1,27 @@
 //! `/healthz` (the one unauthenticated route) and `/metrics` (Prometheus text).
 
-use axum::{extract::State, http::StatusCode, routing::get, Json, Router};
+use axum::{
+    extract::State,
+    http::{Method, StatusCode},
+    Json,
+};
 use serde_json::json;
 
-use super::{auth::Authenticated, AppState, HttpError};
+use super::{
+    auth::Authenticated,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
 use crate::auth::Role;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+pub fn router() -> Routes {
+    let viewer = Access::AtLeast(Role::Viewer);
+    Routes::new().plain(Method::GET, "/healthz", Access::Public, healthz).plain(
+        Method::GET,
+        "/metrics",
+        viewer,
+        metrics,
+    )
 }
 
 /// 200 while the database answers, 503 otherwise. Says nothing an anonymous caller should not know.

@@ -2,25 +2,34 @@
 
 use std::net::IpAddr;
 
-use axum::{extract::rejection::JsonRejection, extract::State, http::StatusCode, routing::get, Json, Router};
+use axum::{extract::rejection::JsonRejection, extract::State, http::StatusCode, Json};
 use serde::Deserialize;
+use utoipa_axum::routes;
 
-use super::{auth::Authenticated, AppState, HttpError};
+use super::{
+    auth::Authenticated,
+    error::ErrorBody,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
 use crate::{
     auth::Role,
     store::{HostRow, NewHost},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/hosts", get(list).post(add))
+pub fn router() -> Routes {
+    Routes::new().api(Access::AtLeast(Role::Viewer), routes!(list)).api(Access::AtLeast(Role::Admin), routes!(add))
 }
 
+/// The inventory, by name.
+#[utoipa::path(get, path = "/api/hosts", tag = "inventory", responses((status = 200, body = Vec<HostRow>)))]
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<HostRow>>, HttpError> {
     who.require(Role::Viewer)?;
     Ok(Json(state.store.list_hosts().await?))
 }
 
-#[derive(Debug, Deserialize)]
+/// A host to add to the inventory.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostForm {
     name: String,
@@ -37,6 +46,12 @@ pub struct HostForm {
     user: Option<String>,
 }
 
+/// Adds a host; its categories are created with it when new.
+#[utoipa::path(post, path = "/api/hosts", tag = "inventory", request_body = HostForm, responses(
+    (status = 201, body = HostRow),
+    (status = 400, description = "a field is not valid; `field` names it", body = ErrorBody),
+    (status = 409, description = "a host with this name or address exists", body = ErrorBody),
+))]
 async fn add(
     State(state): State<AppState>,
     who: Authenticated,

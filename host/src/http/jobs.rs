@@ -7,30 +7,55 @@ use axum::{
     extract::{rejection::JsonRejection, Path, State},
     http::StatusCode,
     response::sse::{Event, KeepAlive, Sse},
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use futures_util::{stream, Stream};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa_axum::routes;
 
-use super::{auth::Authenticated, AppState, HttpError};
+use super::{
+    auth::Authenticated,
+    error::ErrorBody,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
 use crate::{
     auth::Role,
     backends::Health,
     jobs::{JobEvent, JobRequest, JobView},
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs", get(list).post(submit))
-        .route("/api/jobs/{id}", get(show))
-        .route("/api/jobs/{id}/events", get(events))
-        .route("/api/jobs/{id}/cancel", post(cancel))
-        .route("/api/backends", get(backends))
+pub fn router() -> Routes {
+    Routes::new()
+        .api(Access::AtLeast(Role::Viewer), routes!(list))
+        .api(Access::AtLeast(Role::Operator), routes!(submit))
+        .api(Access::AtLeast(Role::Viewer), routes!(show))
+        .api(Access::AtLeast(Role::Viewer), routes!(events))
+        .api(Access::AtLeast(Role::Operator), routes!(cancel))
+        .api(Access::AtLeast(Role::Viewer), routes!(backends))
+}
+
+/// The answer to a submitted job.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Submitted {
+    id: i64,
+}
+
+/// The answer to a cancel request.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Cancelling {
+    id: i64,
+    cancelling: bool,
 }
 
 /// Server-sent events: `event: host` with one result per host as it finishes (what is done already comes first),
 /// then `event: end` with the job's final view, and the stream ends.
+#[utoipa::path(get, path = "/api/jobs/{id}/events", tag = "jobs", params(("id" = i64, Path, description = "job id")),
+    responses(
+        (status = 200, content_type = "text/event-stream",
+         description = "`event: host` with a ResultRow per host as it finishes, then `event: end` with the JobView"),
+        (status = 404, description = "no such job", body = ErrorBody),
+))]
 async fn events(
     State(state): State<AppState>,
     who: Authenticated,
@@ -51,27 +76,39 @@ async fn events(
 }
 
 /// The available backends, each with a health line (checked now).
+#[utoipa::path(get, path = "/api/backends", tag = "jobs", responses((status = 200, body = Vec<Health>)))]
 async fn backends(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<Health>>, HttpError> {
     who.require(Role::Viewer)?;
     Ok(Json(state.jobs.backends().health().await))
 }
 
+/// Checks the request (module, backend, parameters against the module's schema, hosts in the inventory) and
+/// queues the job; nothing runs unless all of it holds.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobRequest, responses(
+    (status = 202, description = "queued", body = Submitted),
+    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+))]
 async fn submit(
     State(state): State<AppState>,
     who: Authenticated,
     request: Result<Json<JobRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), HttpError> {
+) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let Json(request) = request?;
     let id = state.jobs.submit(request, &principal.name).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
+/// The latest 100 jobs, newest first.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", responses((status = 200, body = Vec<JobView>)))]
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<JobView>>, HttpError> {
     who.require(Role::Viewer)?;
     Ok(Json(state.jobs.recent(100).await?))
 }
 
+/// One job with its results so far.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "job id")),
+    responses((status = 200, body = JobView), (status = 404, description = "no such job", body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     who: Authenticated,
@@ -81,15 +118,22 @@ async fn show(
     Ok(Json(state.jobs.view(id).await?))
 }
 
+/// Asks a queued or running job to stop.
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "job id")),
+    responses(
+        (status = 200, body = Cancelling),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has finished", body = ErrorBody),
+))]
 async fn cancel(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Json<Cancelling>, HttpError> {
     who.require(Role::Operator)?;
     if state.jobs.cancel(id) {
         tracing::info!(job_id = id, actor = %who.0.name, "job cancel requested");
-        Ok(Json(json!({ "id": id, "cancelling": true })))
+        Ok(Json(Cancelling { id, cancelling: true }))
     } else {
         // Finished jobs cannot be cancelled; unknown ones do not exist.
         let job = state.jobs.view(id).await?;

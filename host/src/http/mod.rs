@@ -1,20 +1,27 @@
 //! The HTTP API: one router per resource, merged over one shared state.
 //!
-//! **Architecture invariant:** every route but `/healthz`, `POST /login` (how a person gets credentials) and
-//! `POST /logout` (ends only the session the caller's own cookie names) goes through [`auth::Authenticated`], and
-//! each handler states the least role it needs. Every request passes [`session::guard`] first: cookie-borne
-//! requests that change state must come from this origin and carry the session's CSRF token. Handlers parse and authorise, then call the domain (`jobs`, `store`,
-//! `plugins`); they hold no logic of their own beyond mapping to JSON.
+//! **Architecture invariant:** the router is built from the route table ([`routes`]): every route is there with
+//! its rule, and `tests/authz.rs` checks each rule against the running server. Every route but `/healthz`, the
+//! original agent's GET, the login page and `POST /login` (how a person gets credentials), `POST /logout` (ends
+//! only the session the caller's own cookie names) and the console's static assets goes through
+//! [`auth::Authenticated`], and each handler requires the least role its rule states. Every request passes
+//! [`session::guard`] first: cookie-borne requests that change state must come from this origin and carry the
+//! session's CSRF token. Handlers parse and authorise, then call the domain (`jobs`, `store`, `plugins`); they
+//! hold no logic of their own beyond mapping to JSON.
 
 mod audit;
 mod auth;
 mod body;
 mod error;
+mod headers;
 mod health;
 mod hosts;
 mod jobs;
 mod modules;
+mod openapi;
+pub mod routes;
 mod session;
+pub mod tls;
 mod tokens;
 mod users;
 
@@ -32,8 +39,11 @@ use tower_http::trace::TraceLayer;
 pub use auth::Authenticated;
 pub use body::{Submitted, CSRF_FIELD, RETURN_FIELD};
 pub use error::HttpError;
+pub use headers::CONTENT_SECURITY_POLICY;
 pub use hosts::{validate_host, HostForm};
 pub use session::{COOKIE as SESSION_COOKIE, CSRF_HEADER};
+
+use routes::{RouteRule, Routes};
 
 use crate::{audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store, users::Users};
 
@@ -71,11 +81,9 @@ pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
-/// The router with `extra` routes served through the same layers as every other route (the benchmarks' no-op
-/// route: a ceiling measured beside the real routes must pay what they pay).
-pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
-    Router::new()
-        .merge(extra)
+/// Every route the server serves, each with its rule: one `router()` per resource, one line here each.
+fn table() -> Routes {
+    Routes::new()
         .merge(health::router())
         .merge(modules::router())
         .merge(hosts::router())
@@ -85,8 +93,30 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(users::router())
         .merge(tokens::router())
         .merge(crate::ui::router())
+        .merge(openapi::router())
+}
+
+/// The route table: what the router serves (method, path) and who may call each route.
+pub fn route_table() -> Vec<RouteRule> {
+    table().split().2
+}
+
+/// The OpenAPI document of the JSON API (what `GET /api/openapi.json` serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    openapi::complete(table().split().1)
+}
+
+/// The router with `extra` routes served through the same layers as every other route (the benchmarks' no-op
+/// route: a ceiling measured beside the real routes must pay what they pay). `extra` is not in the table: only
+/// benchmarks pass any.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    let (routes, _, _) = table().split();
+    Router::new()
+        .merge(extra)
+        .merge(routes)
         .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
+        .layer(middleware::from_fn(headers::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

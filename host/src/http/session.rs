@@ -14,16 +14,17 @@ use axum::{
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
-    routing::{get, post},
-    Extension, Json, Router,
+    Extension, Json,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
     body::{is_form, see_other, Submitted, CSRF_FIELD},
+    routes::{Access, Routes},
     AppState, HttpError,
 };
 use crate::{auth::Role, users::Session};
@@ -37,8 +38,23 @@ pub const LOGIN_PATH: &str = "/login";
 /// Form bodies are read whole to find their CSRF field; this bounds what one request makes us hold.
 const FORM_LIMIT: usize = 2 * 1024 * 1024;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(LOGIN_PATH, post(login)).route("/logout", post(logout)).route("/api/session", get(show))
+pub fn router() -> Routes {
+    Routes::new()
+        .plain(Method::POST, LOGIN_PATH, Access::Public, login)
+        .plain(Method::POST, "/logout", Access::Public, logout)
+        .api(Access::AtLeast(Role::Agent), routes!(show))
+}
+
+/// Who is calling, as `GET /api/session` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Caller {
+    name: String,
+    #[schema(value_type = String)]
+    role: Role,
+    /// `session` or `token`.
+    via: &'static str,
+    /// For a session: what its state-changing requests must carry (`X-CSRF-Token` or the form field).
+    csrf_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -92,11 +108,12 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
 }
 
 /// The caller: name and role, and for a session its CSRF token (what the console's scripts send back).
-async fn show(who: Authenticated, session: Option<Extension<Session>>) -> Result<Json<serde_json::Value>, HttpError> {
+#[utoipa::path(get, path = "/api/session", tag = "session", responses((status = 200, body = Caller)))]
+async fn show(who: Authenticated, session: Option<Extension<Session>>) -> Result<Json<Caller>, HttpError> {
     let principal = who.require(Role::Agent)?;
-    let csrf = session.map(|Extension(s)| s.csrf_token);
-    let via = if csrf.is_some() { "session" } else { "token" };
-    Ok(Json(json!({ "name": principal.name, "role": principal.role, "via": via, "csrf_token": csrf })))
+    let csrf_token = session.map(|Extension(s)| s.csrf_token);
+    let via = if csrf_token.is_some() { "session" } else { "token" };
+    Ok(Json(Caller { name: principal.name.clone(), role: principal.role, via, csrf_token }))
 }
 
 fn set_cookie(response: &mut Response, cookie: &str, state: &AppState) {

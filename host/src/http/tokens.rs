@@ -6,15 +6,17 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::Response,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
     body::Submitted,
+    error::ErrorBody,
+    routes::{Access, Routes},
     users::{respond, Empty},
     AppState, HttpError,
 };
@@ -24,14 +26,17 @@ use crate::{
     users::user_role,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/tokens", get(list).post(create))
-        .route("/api/tokens/{id}", axum::routing::delete(revoke))
-        .route("/api/tokens/{id}/revoke", post(revoke))
+pub fn router() -> Routes {
+    let viewer = Access::AtLeast(Role::Viewer);
+    Routes::new()
+        .api(viewer, routes!(list))
+        .api(viewer, routes!(create))
+        .api(viewer, routes!(revoke))
+        .api(viewer, routes!(revoke_form))
 }
 
 /// The caller's tokens (its user's, or just itself for a token without a user); an admin sees all.
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenListing>)))]
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<TokenListing>>, HttpError> {
     let principal = who.require(Role::Viewer)?;
     let scope = match (principal.role, principal.user_id, &principal.credential) {
@@ -43,7 +48,7 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
     Ok(Json(state.store.list_tokens(scope).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
     name: String,
@@ -53,12 +58,19 @@ struct NewToken {
 }
 
 /// Answers the token once (`201 {"id", "name", "role", "user", "token"}`, for forms too: it must be shown).
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken, responses(
+    (status = 201, description = "`{\"id\", \"name\", \"role\", \"user\", \"token\"}`: the token, shown once"),
+    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 403, description = "above the caller's or the user's role", body = ErrorBody),
+))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
-    form: Submitted<NewToken>,
+    form: Result<Submitted<NewToken>, HttpError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
+    // Who first: a caller without the role learns nothing from how its body is judged.
     let principal = who.require(Role::Viewer)?;
+    let form = form?;
     let NewToken { name, role, user } = &form.value;
     let name = name.trim();
     if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -94,6 +106,11 @@ async fn create(
 }
 
 /// Revokes the caller's own token or one of its user's; an admin any.
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens", params(("id" = i64, Path, description = "token id")),
+    responses(
+    (status = 200, description = "`{\"id\", \"revoked\": true}`"),
+    (status = 404, description = "no such token of the caller's", body = ErrorBody),
+))]
 async fn revoke(
     State(state): State<AppState>,
     who: Authenticated,
@@ -104,4 +121,19 @@ async fn revoke(
     state.tokens.revoke(id, principal).await?;
     tracing::info!(token_id = id, actor = %principal.name, "token revoked");
     Ok(respond(form, StatusCode::OK, json!({ "id": id, "revoked": true })))
+}
+
+/// The same for HTML forms, which cannot send DELETE.
+#[utoipa::path(post, path = "/api/tokens/{id}/revoke", tag = "tokens",
+    params(("id" = i64, Path, description = "token id")), responses(
+    (status = 200, description = "`{\"id\", \"revoked\": true}`; a form gets 303"),
+    (status = 404, description = "no such token of the caller's", body = ErrorBody),
+))]
+async fn revoke_form(
+    state: State<AppState>,
+    who: Authenticated,
+    id: Path<i64>,
+    form: Option<Submitted<Empty>>,
+) -> Result<Response, HttpError> {
+    revoke(state, who, id, form).await
 }

@@ -5,13 +5,19 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::Response,
-    routing::{get, post},
-    Json, Router,
+    Json,
 };
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::routes;
 
-use super::{auth::Authenticated, body::Submitted, AppState, HttpError};
+use super::{
+    auth::Authenticated,
+    body::Submitted,
+    error::ErrorBody,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
 use crate::{
     auth::Role,
     store::UserRow,
@@ -21,19 +27,23 @@ use crate::{
 /// Where forms go back to.
 const PAGE: &str = "/users";
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/users", get(list).post(add))
-        .route("/api/users/{name}/disable", post(disable))
-        .route("/api/users/{name}/password", post(set_password))
+pub fn router() -> Routes {
+    let admin = Access::AtLeast(Role::Admin);
+    Routes::new()
+        .api(admin, routes!(list))
+        .api(admin, routes!(add))
+        .api(admin, routes!(disable))
+        .api(admin, routes!(set_password))
 }
 
+/// Every console user.
+#[utoipa::path(get, path = "/api/users", tag = "users", responses((status = 200, body = Vec<UserRow>)))]
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<UserRow>>, HttpError> {
     who.require(Role::Admin)?;
     Ok(Json(state.users.list().await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
     name: String,
@@ -42,12 +52,20 @@ struct NewUser {
     password: Option<String>,
 }
 
+/// Adds a user (JSON or a form); without a password one is generated and answered once.
+#[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUser, responses(
+    (status = 201, description = "`{\"user\": UserRow, \"password\": the generated one or null}`; a form gets 303"),
+    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 409, description = "the name is taken", body = ErrorBody),
+))]
 async fn add(
     State(state): State<AppState>,
     who: Authenticated,
-    form: Submitted<NewUser>,
+    form: Result<Submitted<NewUser>, HttpError>,
 ) -> Result<Response, HttpError> {
+    // Who first: a caller without the role learns nothing from how its body is judged.
     let actor = who.require(Role::Admin)?;
+    let form = form?;
     let NewUser { name, role, password } = &form.value;
     let role = user_role(role)?;
     let (password, generated) = match password.as_deref().filter(|p| !p.is_empty()) {
@@ -61,6 +79,11 @@ async fn add(
 }
 
 /// Ends the user's sessions at once; its tokens are refused from then on.
+#[utoipa::path(post, path = "/api/users/{name}/disable", tag = "users",
+    params(("name" = String, Path, description = "user name")), responses(
+    (status = 200, body = UserRow, description = "the user, now disabled; a form gets 303"),
+    (status = 404, description = "no such user", body = ErrorBody),
+))]
 async fn disable(
     State(state): State<AppState>,
     who: Authenticated,
@@ -74,20 +97,27 @@ async fn disable(
     Ok(respond(form, StatusCode::OK, json!(user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPassword {
     password: String,
 }
 
 /// Sets a new password; the user's sessions end (its tokens stay).
+#[utoipa::path(post, path = "/api/users/{name}/password", tag = "users", request_body = NewPassword,
+    params(("name" = String, Path, description = "user name")), responses(
+    (status = 200, body = UserRow, description = "the user; a form gets 303"),
+    (status = 400, description = "too short a password", body = ErrorBody),
+    (status = 404, description = "no such user", body = ErrorBody),
+))]
 async fn set_password(
     State(state): State<AppState>,
     who: Authenticated,
     Path(name): Path<String>,
-    form: Submitted<NewPassword>,
+    form: Result<Submitted<NewPassword>, HttpError>,
 ) -> Result<Response, HttpError> {
     let actor = who.require(Role::Admin)?;
+    let form = form?;
     state.users.set_password(&name, &form.value.password).await?;
     let user = state.users.get(&name).await?;
     tracing::info!(user = %user.name, actor = %actor.name, "user's password changed");

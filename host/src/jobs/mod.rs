@@ -29,13 +29,15 @@ use crate::{
 };
 
 /// A request to run a module.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub module: u32,
     /// Inventory hosts by name or internal IP.
     pub hosts: Vec<String>,
+    /// Parameter name → value, checked against the module's schema.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub params: serde_json::Map<String, serde_json::Value>,
     /// An available backend by name; the server's `auto_platform` when absent.
     #[serde(default)]
@@ -63,12 +65,13 @@ pub enum JobError {
 }
 
 /// A job with its results, as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: i64,
     pub module: i64,
     pub module_version: String,
     pub backend: String,
+    #[schema(value_type = Object)]
     pub params: serde_json::Value,
     pub hosts: Vec<String>,
     pub status: String,

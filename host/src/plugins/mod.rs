@@ -54,7 +54,7 @@ struct State {
 }
 
 /// One row of `GET /api/modules` and `omserver modules`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModuleListing {
     pub file: String,
     /// "loaded" or "rejected".
@@ -68,7 +68,7 @@ pub struct ModuleListing {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ParamListing {
     pub name: String,
     pub description: String,
@@ -85,6 +85,7 @@ pub struct ParamListing {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub default: Option<serde_json::Value>,
 }
 

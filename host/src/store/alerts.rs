@@ -2,7 +2,7 @@
 
 use super::{insert_id, now_ms, on_pool, Store, StoreError};
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
 pub struct AlertRuleRow {
     pub id: i64,
     pub name: String,

@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{insert_id, now_ms, on_pool, Store, StoreError};
 
 /// A host as stored, with its categories' names.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct HostRow {
     pub id: i64,
     #[sqlx(rename = "server_name")]

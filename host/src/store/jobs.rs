@@ -22,7 +22,7 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ResultRow {
     pub host: String,
     pub status: String,

@@ -21,7 +21,7 @@ pub struct TokenRow {
 }
 
 /// A token as listed: never its hash.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TokenListing {
     pub id: i64,
     pub name: String,

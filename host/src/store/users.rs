@@ -43,7 +43,7 @@ impl fmt::Display for UserName {
 }
 
 /// A user as stored. The password hash is not serialised: it never leaves the server.
-#[derive(Clone, Serialize, sqlx::FromRow)]
+#[derive(Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserRow {
     pub id: i64,
     pub name: String,

@@ -11,27 +11,32 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
     extract::{Path, Query, State},
+    http::Method,
     response::{IntoResponse, Redirect, Response},
-    routing::get,
-    Extension, Router,
+    Extension,
 };
 
 use crate::{
     auth::{Principal, Role},
-    http::{AppState, Authenticated, HttpError},
+    http::{
+        routes::{Access, Routes},
+        AppState, Authenticated, HttpError,
+    },
     users::Session,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/", get(home))
-        .route("/login", get(login_page))
-        .route("/jobs", get(jobs_page))
-        .route("/audit", get(audit_page))
-        .route("/modules", get(modules_page))
-        .route("/run", get(run_page))
-        .route("/jobs/{id}", get(job_page))
-        .route("/assets/{name}", get(assets::serve))
+pub fn router() -> Routes {
+    let viewer = Access::Page(Role::Viewer);
+    Routes::new()
+        .plain(Method::GET, "/", viewer, home)
+        .plain(Method::GET, "/login", Access::Public, login_page)
+        .plain(Method::GET, "/jobs", viewer, jobs_page)
+        .plain(Method::GET, "/jobs/{id}", viewer, job_page)
+        .plain(Method::GET, "/audit", viewer, audit_page)
+        .plain(Method::GET, "/modules", viewer, modules_page)
+        .plain(Method::GET, "/run", Access::Page(Role::Operator), run_page)
+        // The page's scripts and styles: the same for everyone, secrets in none.
+        .plain(Method::GET, "/assets/{name}", Access::Public, assets::serve)
 }
 
 /// Who is looking at a page: what the layout needs to show and hide.

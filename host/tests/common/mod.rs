@@ -402,6 +402,22 @@ impl Server {
         *self = restarted;
     }
 
+    /// Sends SIGTERM, as a service manager stops the server, and waits up to `limit` for it to exit; returns how
+    /// long that took, or `None` if it still runs.
+    pub fn terminate(&mut self, limit: Duration) -> Option<Duration> {
+        let started = Instant::now();
+        // SAFETY: kill(2) on our own child's pid; it reads no memory.
+        let sent = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to the server");
+        while started.elapsed() < limit {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return Some(started.elapsed());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// The logs of every run so far, oldest first (earlier runs' are kept by [`Server::restart`]).
     pub fn logs(&self) -> String {
         let mut text = String::new();
