@@ -331,7 +331,7 @@ fn every_answer_carries_the_security_headers() {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
         assert_eq!(header("content-security-policy"), CONTENT_SECURITY_POLICY, "{what}");
         assert_eq!(header("x-content-type-options"), "nosniff", "{what}");
-        assert_eq!(header("referrer-policy"), "no-referrer", "{what}");
+        assert_eq!(header("referrer-policy"), "same-origin", "{what}");
         assert_eq!(header("x-frame-options"), "DENY", "{what}");
         if api {
             assert_eq!(header("cache-control"), "no-store", "{what}");

@@ -23,7 +23,9 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     let fixed = [
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // same-origin, not no-referrer: under no-referrer browsers send `Origin: null` with form posts, which the
+        // session guard must refuse; same-origin still gives no other site a URL of ours.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ];
     for (name, value) in fixed {
