@@ -181,3 +181,55 @@ fn a_viewer_sees_no_run_button_and_the_api_refuses_them() {
     assert_eq!(status, json!(403));
     server.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
 }
+
+#[test]
+fn an_admin_manages_users_and_tokens_from_the_users_page() {
+    let server = server();
+    let browser = Browser::start("users");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/users", server.base));
+    browser.fill("#u-name", "olga");
+    browser.eval("document.getElementById('u-role').value = 'operator'; return null");
+    browser.click("#add-user");
+    let shown = browser.text("#user-result");
+    browser.wait_for_text("#user-result", "shown once", Duration::from_secs(5));
+    browser.wait_for_text("#users tbody", "olga", Duration::from_secs(5));
+    let password = browser.text("#user-result").rsplit(": ").next().unwrap().trim().to_owned();
+    assert!(password.len() >= 12, "a generated password: {password:?} ({shown:?})");
+
+    browser.fill("#t-name", "ci-deploy");
+    browser.click("#create-token");
+    browser.wait_for_text("#tokens tbody", "ci-deploy", Duration::from_secs(5));
+    let token = browser.text("#new-token");
+    let check = server.client.get(format!("{}/api/session", server.base)).bearer_auth(&token);
+    assert_eq!(server.send(check).0, StatusCode::OK, "the token shown works");
+    browser.screenshot("created");
+    browser.click("tr[data-token='ci-deploy'] button");
+    let started = std::time::Instant::now();
+    while browser.exists("tr[data-token='ci-deploy']") {
+        assert!(started.elapsed() < Duration::from_secs(5), "the revoked token is still listed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let check = server.client.get(format!("{}/api/session", server.base)).bearer_auth(&token);
+    assert_eq!(server.send(check).0, StatusCode::UNAUTHORIZED, "a revoked token is refused");
+
+    // The new operator logs in with the password the page showed once.
+    let second = Browser::start("users-olga");
+    second.log_in(&server.base, "olga", &password);
+    second.find("header.top a[href='/run']");
+}
+
+#[test]
+fn the_api_page_lists_every_operation_of_the_document() {
+    let server = server();
+    let browser = Browser::start("api_docs");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/api-docs", server.base));
+    browser.find("section[data-operation='POST /api/jobs']");
+    let (_, doc) = server.get("/api/openapi.json");
+    let operations: usize =
+        doc["paths"].as_object().unwrap().values().map(|item| item.as_object().unwrap().len()).sum();
+    let shown = browser.eval("return document.querySelectorAll('#operations section').length");
+    assert_eq!(shown, json!(operations));
+    browser.screenshot("api");
+}

@@ -15,6 +15,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("console.js", "text/javascript; charset=utf-8", include_str!("assets/console.js")),
     ("job.js", "text/javascript; charset=utf-8", include_str!("assets/job.js")),
     ("audit.js", "text/javascript; charset=utf-8", include_str!("assets/audit.js")),
+    ("users.js", "text/javascript; charset=utf-8", include_str!("assets/users.js")),
+    ("api_docs.js", "text/javascript; charset=utf-8", include_str!("assets/api_docs.js")),
     ("run.js", "text/javascript; charset=utf-8", include_str!("assets/run.js")),
     ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
 ];

@@ -35,6 +35,8 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/audit", viewer, audit_page)
         .plain(Method::GET, "/modules", viewer, modules_page)
         .plain(Method::GET, "/run", Access::Page(Role::Operator), run_page)
+        .plain(Method::GET, "/users", viewer, users_page)
+        .plain(Method::GET, "/api-docs", viewer, api_docs_page)
         // The page's scripts and styles: the same for everyone, secrets in none.
         .plain(Method::GET, "/assets/{name}", Access::Public, assets::serve)
 }
@@ -169,6 +171,33 @@ async fn run_page(
         return Err(HttpError::Forbidden(Role::Operator.as_str()).into());
     }
     Ok(RunPage { user: Some(user) })
+}
+
+/// Users (for admins) and the caller's API tokens.
+#[derive(Template, WebTemplate)]
+#[template(path = "users.html")]
+struct UsersPage {
+    user: Option<PageUser>,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "api_docs.html")]
+struct ApiDocsPage {
+    user: Option<PageUser>,
+}
+
+async fn users_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<UsersPage, PageError> {
+    Ok(UsersPage { user: Some(viewer((who, session))?) })
+}
+
+async fn api_docs_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<ApiDocsPage, PageError> {
+    Ok(ApiDocsPage { user: Some(viewer((who, session))?) })
 }
 
 async fn home(who: Result<Authenticated, HttpError>, session: Option<Extension<Session>>) -> Response {
