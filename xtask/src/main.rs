@@ -10,6 +10,7 @@
 //! - `fixtures`: build the test-only module fixtures into `target/fixtures/`.
 //! - `bench-plugins [ARGS…]`: the plugin reload benchmark (see BENCHMARKS.md).
 //! - `bench-audit [ARGS…]`: the audit ingest benchmarks (see BENCHMARKS.md); installs Debian's `wrk` when missing.
+//! - `bench-console [EVENTS] [RATE] [JOBS]`: audit event and job result → visible in the console (BENCHMARKS.md).
 //! - `bench-backends [ROUNDS]`: `uname -n` on 50 loopback hosts through each backend and the tools' own clients
 //!   (see BENCHMARKS.md); starts the test environment first and leaves it running (`testenv down` stops it).
 //!
@@ -43,9 +44,10 @@ fn main() -> ExitCode {
         "bench-plugins" => bench_plugins(&rest),
         "bench-audit" => bench_audit(&rest),
         "bench-backends" => bench_backends(&rest),
+        "bench-console" => bench_console(&rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-audit|bench-backends [ARGS…]"
+                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-audit|bench-backends|bench-console [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -184,6 +186,23 @@ fn testenv(args: &[String]) -> Result {
 fn bench_plugins(args: &[String]) -> Result {
     install_plugins(true, &target_dir().join("plugins-release"))?;
     run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "plugin_reload", "--"]).args(args))
+}
+
+/// `bench-console [EVENTS] [RATE] [JOBS]`: audit event and job result → visible in headless Chromium (see
+/// host/examples/console_bench.rs). Starts chromedriver through the test environment.
+fn bench_console(args: &[String]) -> Result {
+    testenv(&["up".into(), "chromium".into()])?;
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    let binary = target_dir().join("release/omserver");
+    let library = plugins.join("Mid_1003.so");
+    let mut fixed: Vec<String> = [binary, library].iter().map(|p| p.display().to_string()).collect();
+    fixed.extend(["http://127.0.0.1:9515".to_owned(), "/usr/bin/chromium".to_owned()]);
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "console_bench", "--"])
+        .args(fixed)
+        .args(args))
 }
 
 /// The legacy ingest figures come from `wrk` (Debian's package), the rest from the example's own clients.
