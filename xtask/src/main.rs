@@ -140,6 +140,9 @@ fn fixtures() -> Result {
         ("fx_hang", &[], "fx_hang"),
         ("fx_old_api", &[], "fx_old_api"),
         ("fx_sleep", &[], "fx_sleep"),
+        ("fx_fault", &[], "fx_fault"),
+        ("fx_ctor_crash", &[], "fx_ctor_crash"),
+        ("fx_snoop", &[], "fx_snoop"),
     ];
     for (package, extra, name) in builds {
         run(cargo().args(["build", "--quiet", "-p", package]).args(*extra))?;
