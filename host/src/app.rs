@@ -15,6 +15,7 @@ use crate::{
     jobs::{JobService, JobSettings},
     plugins::{watch, Registry},
     store::{NewHost, Store, StoreError},
+    worker::{WorkerConfig, WorkerUser, Workers},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,29 @@ pub enum StartError {
     Io { what: String, source: std::io::Error },
     #[error("watching the plugins directory: {0}")]
     Watch(#[from] notify::Error),
+    #[error("module workers: {0}")]
+    Worker(String),
+}
+
+/// The workers' settings from the `module_*` keys.
+fn worker_config(config: &Config) -> Result<WorkerConfig, StartError> {
+    let program = match &config.module_worker_program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(io("the server's own executable (to start module workers)"))?,
+    };
+    let user = match &config.module_user {
+        Some(name) => Some(WorkerUser::lookup(name).map_err(|e| StartError::Worker(e.to_string()))?),
+        None => None,
+    };
+    Ok(WorkerConfig {
+        program,
+        memory_limit_mb: config.module_memory_limit_mb,
+        cpu_limit_secs: config.module_cpu_limit_secs,
+        open_files: config.module_open_files,
+        user,
+        probe_timeout: Duration::from_secs(config.module_probe_timeout_secs),
+        max_idle: config.max_concurrent_jobs.max(1),
+    })
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -61,25 +85,21 @@ impl App {
         std::fs::create_dir_all(&config.plugins_dir)
             .map_err(io(format!("plugins directory {}", config.plugins_dir.display())))?;
         std::fs::create_dir_all(&config.files_dir).map_err(io(format!("file store {}", config.files_dir.display())))?;
-        let registry = Arc::new(Registry::new(&config.plugins_dir, &config.state_dir.join("plugins")));
-        let loader = registry.clone();
-        let first = tokio::task::spawn_blocking(move || {
-            // A file copied in just before start-up is still settling: give it a moment rather than skip it.
-            let mut outcome = loader.reconcile();
-            for _ in 0..10 {
-                if !outcome.unsettled {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-                let next = loader.reconcile();
-                outcome.loaded.extend(next.loaded);
-                outcome.rejected.extend(next.rejected);
-                outcome.unsettled = next.unsettled;
+        let workers = Arc::new(Workers::new(worker_config(&config)?));
+        workers.self_check().await.map_err(|fault| StartError::Worker(fault.to_string()))?;
+        let registry = Arc::new(Registry::new(&config.plugins_dir, workers.clone()));
+        // A file copied in just before start-up is still settling: give it a moment rather than skip it.
+        let mut first = registry.reconcile().await;
+        for _ in 0..10 {
+            if !first.unsettled {
+                break;
             }
-            outcome
-        })
-        .await
-        .map_err(|e| StartError::Io { what: "loading modules".into(), source: std::io::Error::other(e) })?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let next = registry.reconcile().await;
+            first.loaded.extend(next.loaded);
+            first.rejected.extend(next.rejected);
+            first.unsettled = next.unsettled;
+        }
         tracing::info!(loaded = first.loaded.len(), rejected = first.rejected.len(), dir = %config.plugins_dir.display(), "modules scanned");
 
         let limits =
@@ -97,7 +117,7 @@ impl App {
             files_dir: config.files_dir.clone(),
             module_settings,
         };
-        let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), backends, settings));
+        let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
         Ok(App { config, store, registry, jobs, tokens, audit })
     }
 

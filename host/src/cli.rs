@@ -57,6 +57,10 @@ enum Command {
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// A module worker, started by the server itself (never by hand): loads one library and runs its jobs over
+    /// the socket on standard input.
+    #[command(hide = true)]
+    Worker(crate::worker::child::WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +131,15 @@ fn parse_param(text: &str) -> Result<(String, String), String> {
 }
 
 impl Cli {
+    /// The worker's arguments when this process is a module worker: it must not start the async runtime or read
+    /// the configuration (see `main.rs`).
+    pub fn worker(&self) -> Option<&crate::worker::child::WorkerArgs> {
+        match &self.command {
+            Command::Worker(args) => Some(args),
+            _ => None,
+        }
+    }
+
     /// Quieter logs for one-shot commands, whose output is for people and scripts.
     pub fn default_log_filter(&self) -> &'static str {
         match self.command {
@@ -144,6 +157,7 @@ impl Cli {
             Command::Run { module, hosts, params, backend } => run(config, module, hosts, params, backend).await,
             Command::Backends(BackendsCommand::Check) => backends_check(config).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
+            Command::Worker(args) => Ok(crate::worker::child::main(&args)),
             Command::Token(TokenCommand::Create { name, role }) => {
                 let role: Role = role.parse().map_err(anyhow::Error::msg)?;
                 let store = Store::connect(&config.database_url).await?;

@@ -43,6 +43,21 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// Per-module site settings, e.g. `[modules.1006] "path.nginx" = "/etc/nginx/nginx.conf"`.
     pub modules: BTreeMap<String, BTreeMap<String, String>>,
+    /// Address-space limit of each module worker (RLIMIT_AS), in MiB.
+    pub module_memory_limit_mb: u64,
+    /// CPU-time limit of each module worker (RLIMIT_CPU), in seconds. A worker that has used half of it is not
+    /// given another job, so every run has at least half.
+    pub module_cpu_limit_secs: u64,
+    /// Open-file limit of each module worker (RLIMIT_NOFILE).
+    pub module_open_files: u64,
+    /// Run module workers as this user and its group (the server must run as root). They then cannot read the
+    /// database, `state_dir`, the secret key or this configuration.
+    pub module_user: Option<String>,
+    /// Loading a new library in a probe worker must finish within this.
+    pub module_probe_timeout_secs: u64,
+    /// The `omserver` binary started as `omserver worker`; by default the running executable. Only programs
+    /// that run the server in their own process (benchmarks) need to set it.
+    pub module_worker_program: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -62,6 +77,12 @@ impl Default for Config {
             output_limit_bytes: 1024 * 1024,
             audit: crate::audit::AuditConfig::default(),
             modules: BTreeMap::new(),
+            module_memory_limit_mb: 1024,
+            module_cpu_limit_secs: 600,
+            module_open_files: 256,
+            module_user: None,
+            module_probe_timeout_secs: 10,
+            module_worker_program: None,
         }
     }
 }
@@ -82,6 +103,12 @@ const KEYS: &[&str] = &[
     "output_limit_bytes",
     "audit",
     "modules",
+    "module_memory_limit_mb",
+    "module_cpu_limit_secs",
+    "module_open_files",
+    "module_user",
+    "module_probe_timeout_secs",
+    "module_worker_program",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: the one configuration struct (TOML + environment).
 //! - [`app`]: wiring from a config to a running server; used by `main.rs` and by the tests.
-//! - [`plugins`]: the registry of task modules: watches plugins.d, loads libraries through abi_stable.
+//! - [`plugins`]: the registry of task modules: watches plugins.d, checks files, has workers probe them.
+//! - [`worker`]: module workers: the processes that load libraries through abi_stable and run them.
 //! - [`jobs`]: validates a request, resolves targets, runs a module off the runtime, persists the outcome.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
@@ -25,3 +26,4 @@ pub mod http;
 pub mod jobs;
 pub mod plugins;
 pub mod store;
+pub mod worker;

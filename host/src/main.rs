@@ -16,6 +16,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(args) = cli.worker() {
+        // A module worker is a plain single-threaded program until its module starts threads of its own.
+        return omserver::worker::child::main(args);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {

@@ -6,8 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use abi_stable::std_types::{RSlice, RStr, RString, RVec};
-use omserver_plugin_api::{Backend as BackendApi, HostResult, Target};
+use omserver_plugin_api::{HostResult, Target};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -61,11 +60,9 @@ impl Progress {
     }
 }
 
-/// Lent to one job's `run`. Its methods are called from the module on a blocking thread and block on the runtime.
-/// They must not panic: a panic here would unwind into module code across the FFI boundary.
+/// What one job's module reaches hosts through: the worker forwards each of the module's `Context` calls here.
 pub struct JobHandle {
     backend: Arc<Backend>,
-    runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
     files_dir: PathBuf,
     /// The job's hosts, as the inventory has them (port and user included).
@@ -76,13 +73,45 @@ pub struct JobHandle {
 impl JobHandle {
     pub fn new(
         backend: Arc<Backend>,
-        runtime: tokio::runtime::Handle,
         cancel: CancellationToken,
         files_dir: PathBuf,
         hosts: Vec<Host>,
         progress: Arc<Progress>,
     ) -> JobHandle {
-        JobHandle { backend, runtime, cancel, files_dir, hosts, progress }
+        JobHandle { backend, cancel, files_dir, hosts, progress }
+    }
+
+    /// The backend's name, what the module's `ctx.backend_name()` answers.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Runs `argv` on the module's targets (each must be one of the job's hosts).
+    pub async fn run(&self, targets: &[Target], argv: &[String]) -> Vec<HostResult> {
+        let hosts = match self.resolve(targets) {
+            Ok(hosts) => hosts,
+            Err(refused) => return refused,
+        };
+        let (report, done) = self.report_for(&hosts);
+        self.guarded(&hosts, &done, self.backend.run(&hosts, argv, &report)).await
+    }
+
+    /// Copies `source` from the file store to `dest` on the module's targets.
+    pub async fn copy_file(&self, targets: &[Target], source: &str, dest: &str, mode: u32) -> Vec<HostResult> {
+        let refuse = |reason: &str| targets.iter().map(|t| HostResult::failed(&t.name, reason)).collect();
+        let hosts = match self.resolve(targets) {
+            Ok(hosts) => hosts,
+            Err(refused) => return refused,
+        };
+        let source = match resolve_in_store(&self.files_dir, source) {
+            Ok(path) => path,
+            Err(reason) => return refuse(&reason),
+        };
+        if !dest.starts_with('/') {
+            return refuse(&format!("destination {dest:?} must be an absolute path"));
+        }
+        let (report, done) = self.report_for(&hosts);
+        self.guarded(&hosts, &done, self.backend.copy_file(&hosts, &source, dest, mode & 0o7777, &report)).await
     }
 
     /// The job's hosts for the module's targets, by name. A target that is not one of the job's hosts is refused:
@@ -103,24 +132,29 @@ impl JobHandle {
         Err(targets.iter().map(|t| HostResult::failed(&t.name, &message)).collect())
     }
 
-    /// Runs `work` unless the job is cancelled first; a cancelled job gets a failed result per host that had not
-    /// finished. Each result reaches the job's progress as the backend reports it.
-    fn guarded<'a, F, W>(&'a self, hosts: &'a [Host], work: W) -> RVec<HostResult>
-    where
-        W: FnOnce(&'a [Host], Report) -> F,
-        F: std::future::Future<Output = Vec<HostResult>> + 'a,
-    {
+    /// The report for one call on `hosts`: each result goes to the job's progress as it arrives, and is marked
+    /// done so that a cancel adds "cancelled" only for the hosts still running.
+    fn report_for(&self, hosts: &[Host]) -> (Report, Arc<Mutex<Vec<bool>>>) {
         let done = Arc::new(Mutex::new(vec![false; hosts.len()]));
-        let report = {
-            let (progress, done) = (self.progress.clone(), done.clone());
-            let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
-            Report::new(move |result| {
-                if let Some(i) = names.iter().position(|n| n == result.host.as_str()) {
-                    done.lock().unwrap_or_else(|e| e.into_inner())[i] = true;
-                }
-                progress.push(result.clone());
-            })
-        };
+        let (progress, marks) = (self.progress.clone(), done.clone());
+        let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+        let report = Report::new(move |result| {
+            if let Some(i) = names.iter().position(|n| n == result.host.as_str()) {
+                marks.lock().unwrap_or_else(|e| e.into_inner())[i] = true;
+            }
+            progress.push(result.clone());
+        });
+        (report, done)
+    }
+
+    /// Runs `work` unless the job is cancelled first; a cancelled job gets a failed result per host that had not
+    /// finished.
+    async fn guarded(
+        &self,
+        hosts: &[Host],
+        done: &Mutex<Vec<bool>>,
+        work: impl std::future::Future<Output = Vec<HostResult>>,
+    ) -> Vec<HostResult> {
         let cancelled = || -> Vec<HostResult> {
             let done = done.lock().unwrap_or_else(|e| e.into_inner());
             let results: Vec<HostResult> = hosts.iter().map(|h| HostResult::failed(&h.name, "cancelled")).collect();
@@ -132,55 +166,13 @@ impl JobHandle {
             results
         };
         if self.cancel.is_cancelled() {
-            return cancelled().into();
+            return cancelled();
         }
-        let results = self.runtime.block_on(async {
-            tokio::select! {
-                results = work(hosts, report) => results,
-                // Dropping the work stops what it started (each backend says how).
-                _ = self.cancel.cancelled() => cancelled(),
-            }
-        });
-        results.into()
-    }
-}
-
-impl BackendApi for JobHandle {
-    fn name(&self) -> RString {
-        self.backend.name().into()
-    }
-
-    fn run(&self, targets: RSlice<'_, Target>, argv: RSlice<'_, RString>) -> RVec<HostResult> {
-        let hosts = match self.resolve(targets.as_slice()) {
-            Ok(hosts) => hosts,
-            Err(refused) => return refused.into(),
-        };
-        let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        self.guarded(&hosts, |hosts, report| async move { self.backend.run(hosts, &argv, &report).await })
-    }
-
-    fn copy_file(&self, targets: RSlice<'_, Target>, source: RStr<'_>, dest: RStr<'_>, mode: u32) -> RVec<HostResult> {
-        let targets = targets.as_slice();
-        let refuse = |reason: &str| targets.iter().map(|t| HostResult::failed(&t.name, reason)).collect();
-        let hosts = match self.resolve(targets) {
-            Ok(hosts) => hosts,
-            Err(refused) => return refused.into(),
-        };
-        let source = match resolve_in_store(&self.files_dir, source.as_str()) {
-            Ok(path) => path,
-            Err(reason) => return refuse(&reason),
-        };
-        let dest = dest.as_str().to_owned();
-        if !dest.starts_with('/') {
-            return refuse(&format!("destination {dest:?} must be an absolute path"));
+        tokio::select! {
+            results = work => results,
+            // Dropping the work stops what it started (each backend says how).
+            _ = self.cancel.cancelled() => cancelled(),
         }
-        self.guarded(&hosts, |hosts, report| async move {
-            self.backend.copy_file(hosts, &source, &dest, mode & 0o7777, &report).await
-        })
-    }
-
-    fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
     }
 }
 
@@ -200,22 +192,19 @@ mod tests {
     use super::*;
     use crate::backends::{Limits, LocalBackend};
 
-    #[test]
-    fn a_module_reaches_only_its_jobs_hosts() {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
+    #[tokio::test]
+    async fn a_module_reaches_only_its_jobs_hosts() {
         let limits = Limits { command_timeout: std::time::Duration::from_secs(5), output_limit_bytes: 1024 };
         let mine = Host { name: "web1".into(), address: "127.0.0.1".into(), port: None, user: None };
         let handle = JobHandle::new(
             Arc::new(Backend::Local(LocalBackend::new(limits))),
-            runtime.handle().clone(),
             CancellationToken::new(),
             PathBuf::from("/srv/files"),
             vec![mine],
             Arc::new(Progress::default()),
         );
         let forged = Target { name: "db1".into(), address: "127.0.0.1".into() };
-        let argv: Vec<RString> = vec!["true".into()];
-        let results = handle.run(vec![forged].as_slice().into(), argv.as_slice().into());
+        let results = handle.run(&[forged], &["true".to_owned()]).await;
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].stderr.as_str(), "not a host of this job: db1");
         assert!(handle.progress.since(0).is_empty(), "nothing ran, nothing reported");

@@ -29,13 +29,14 @@ use std::{
 };
 
 use abi_stable::std_types::ROption;
-use futures_util::{stream, StreamExt};
+use futures_util::{stream::FuturesUnordered, StreamExt};
 use omserver_plugin_api::{HostResult, HostStatus};
 use serde::Serialize;
 
 pub use config::BackendsConfig;
 pub use handle::{JobHandle, Progress};
 pub use local::LocalBackend;
+pub(crate) use process::kill_tree;
 
 /// The backend names, in the order `GET /api/backends` lists them.
 pub const NAMES: &[&str] = &["local", "ssh", "ansible", "saltstack", "func"];
@@ -93,20 +94,28 @@ where
     Fut: Future<Output = HostResult> + 'a,
 {
     let mut slots: Vec<Option<HostResult>> = vec![None; hosts.len()];
-    let mut finished = stream::iter(hosts.iter().enumerate())
-        .map(|(i, host)| {
-            let fut = work(host);
-            async move { (i, fut.await) }
-        })
-        .buffer_unordered(parallel.max(1));
-    while let Some((i, result)) = finished.next().await {
+    // A plain FuturesUnordered topped up by hand rather than a stream combinator with a closure: rustc cannot
+    // prove such a closure's future `Send` for every lifetime, and the job's task must be `Send`.
+    let mut waiting = hosts.iter().enumerate();
+    let mut running = FuturesUnordered::new();
+    for (i, host) in waiting.by_ref().take(parallel.max(1)) {
+        running.push(indexed(i, work(host)));
+    }
+    while let Some((i, result)) = running.next().await {
         slots[i] = Some(report.done(result));
+        if let Some((i, host)) = waiting.next() {
+            running.push(indexed(i, work(host)));
+        }
     }
     slots
         .into_iter()
         .zip(hosts)
         .map(|(slot, host)| slot.unwrap_or_else(|| failed(&host.name, "no result", None)))
         .collect()
+}
+
+async fn indexed<F: Future>(i: usize, work: F) -> (usize, F::Output) {
+    (i, work.await)
 }
 
 /// A result for a host that was reached and whose work failed.

@@ -193,7 +193,7 @@ impl Drop for GroupGuard {
 /// Descendants are found through their parent links in /proc and stopped first (a stopped process cannot fork or
 /// exit and so keeps its children attached), until a scan finds nothing new; then all are killed. Only processes
 /// below our unreaped child are ever signalled, so a reused pid elsewhere is never hit.
-fn kill_tree(leader: i32) {
+pub(crate) fn kill_tree(leader: i32) {
     let signal = |pid: i32, sig: i32| {
         // SAFETY: kill/killpg only send a signal.
         unsafe {

@@ -1,9 +1,8 @@
 //! Jobs: validate a request, resolve its targets, run the module off the async runtime with a timeout and
 //! cancellation, and persist the outcome.
 //!
-//! **Architecture invariant:** module code runs only on blocking threads, at most `max_concurrent_jobs` at once.
-//! A module that ignores cancellation keeps its thread and its slot until it returns: a blocking thread cannot be
-//! aborted. The job itself is failed at the timeout regardless, and `omserver_module_runs_overdue` counts such runs.
+//! **Architecture invariant:** module code runs only in worker processes, at most `max_concurrent_jobs` at once.
+//! A module that ignores cancellation is killed [`GRACE`] after the cancel or timeout, which frees its slot.
 
 mod params;
 
@@ -14,11 +13,8 @@ use std::{
     time::Duration,
 };
 
-use abi_stable::{
-    sabi_trait::TD_Opaque,
-    std_types::{RResult, RVec},
-};
-use omserver_plugin_api::{Backend_TO, HostResult, HostStatus, InitRequest, Setting, Target};
+use abi_stable::std_types::RVec;
+use omserver_plugin_api::{HostResult, HostStatus, InitRequest, Setting, Target};
 use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -29,10 +25,8 @@ use crate::{
     backends::{Backend, BackendError, Backends, Host, JobHandle, Progress},
     plugins::{LoadedModule, Registry},
     store::{host_key, HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
+    worker::{RunError, Workers, GRACE},
 };
-
-/// How long a cancelled or timed-out module gets to return what it has before the job is closed without it.
-const GRACE: Duration = Duration::from_secs(2);
 
 /// A request to run a module.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -98,6 +92,7 @@ pub struct JobSettings {
 pub struct JobService {
     store: Store,
     registry: Arc<Registry>,
+    workers: Arc<Workers>,
     backends: Arc<Backends>,
     settings: JobSettings,
     slots: Arc<Semaphore>,
@@ -179,9 +174,16 @@ enum Stop {
 }
 
 impl JobService {
-    pub fn new(store: Store, registry: Arc<Registry>, backends: Arc<Backends>, settings: JobSettings) -> JobService {
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        workers: Arc<Workers>,
+        backends: Arc<Backends>,
+        settings: JobSettings,
+    ) -> JobService {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
-        JobService { store, registry, backends, settings, slots, live: Mutex::default(), tracker: TaskTracker::new() }
+        let live = Mutex::default();
+        JobService { store, registry, workers, backends, settings, slots, live, tracker: TaskTracker::new() }
     }
 
     pub fn backends(&self) -> &Backends {
@@ -364,40 +366,38 @@ impl JobService {
             tracing::error!(job_id = id, error = %err, "cannot mark job running");
         }
 
-        let handle = JobHandle::new(
-            backend,
-            tokio::runtime::Handle::current(),
-            cancel.clone(),
-            self.settings.files_dir.clone(),
-            hosts,
-            progress,
-        );
-        let mut run = tokio::task::spawn_blocking(move || {
-            // The permit lives as long as the module's thread, so a stuck module keeps using its slot.
-            let _permit = permit;
-            run_module(&module, init, &handle)
-        });
-        let stop = tokio::select! {
-            finished = &mut run => {
-                let outcome = finished.unwrap_or_else(|e| Err(format!("the module run crashed: {e}")));
-                // A module that returned because its backend calls were cancelled ended by the cancel: both
-                // branches can be ready at once, and select! picks either.
-                let stop = cancel.is_cancelled().then_some(Stop::Cancelled);
-                return self.record(id, &targets, outcome, stop).await;
-            }
-            _ = cancel.cancelled() => Stop::Cancelled,
-            _ = tokio::time::sleep_until(deadline) => Stop::TimedOut,
-        };
-        cancel.cancel();
-        tracing::warn!(job_id = id, stop = ?stop, "stopping job");
-        let outcome = match tokio::time::timeout(GRACE, run).await {
-            Ok(finished) => finished.unwrap_or_else(|e| Err(format!("the module run crashed: {e}"))),
-            Err(_) => {
-                metrics::gauge!("omserver_module_runs_overdue").increment(1.0);
-                Err(self.stop_message(stop))
+        let handle = JobHandle::new(backend, cancel.clone(), self.settings.files_dir.clone(), hosts, progress);
+        let run = self.workers.run(&module, &init, &handle, &cancel);
+        tokio::pin!(run);
+        // The run itself passes a cancel on to the module and kills its worker GRACE later; here only the reason
+        // for stopping is decided.
+        let mut stop = None;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = cancel.cancelled(), if stop.is_none() => stop = Some(Stop::Cancelled),
+                _ = tokio::time::sleep_until(deadline), if stop.is_none() => {
+                    tracing::warn!(job_id = id, "job timed out; stopping its module");
+                    stop = Some(Stop::TimedOut);
+                    cancel.cancel();
+                }
             }
         };
-        self.record(id, &targets, outcome, Some(stop)).await;
+        // The worker has returned or been killed: the slot is free for the next job.
+        drop(permit);
+        // A module that returned because its backend calls were cancelled ended by the cancel, even when its
+        // answer arrived before this task saw the cancel.
+        let stop = stop.or_else(|| cancel.is_cancelled().then_some(Stop::Cancelled));
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(RunError::Overdue) => Err(format!(
+                "{}; the module did not stop within {} s and was killed",
+                self.stop_message(stop.unwrap_or(Stop::Cancelled)),
+                GRACE.as_secs()
+            )),
+            Err(RunError::Fault(fault)) => Err(fault.to_string()),
+        };
+        self.record(id, &targets, outcome, stop).await;
     }
 
     fn stop_message(&self, stop: Stop) -> String {
@@ -432,19 +432,6 @@ impl JobService {
         if let Err(err) = self.store.finish_job(id, status, error.as_deref(), &rows).await {
             tracing::error!(job_id = id, error = %err, "cannot store job outcome");
         }
-    }
-}
-
-/// Calls initialise then run. Runs on a blocking thread.
-fn run_module(module: &LoadedModule, init: InitRequest, handle: &JobHandle) -> Result<Vec<HostResult>, String> {
-    let mut task = match module.lib.initialise()(init) {
-        RResult::ROk(task) => task,
-        RResult::RErr(message) => return Err(format!("initialise failed: {message}")),
-    };
-    let backend = Backend_TO::from_ptr(handle, TD_Opaque);
-    match task.run(backend) {
-        RResult::ROk(results) => Ok(results.into_vec()),
-        RResult::RErr(message) => Err(message.into_string()),
     }
 }
 

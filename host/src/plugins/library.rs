@@ -1,13 +1,8 @@
-//! One library file: checked, copied to a private path, loaded through abi_stable, described.
+//! One library file: checked before any worker sees it, and its metadata checked after the worker read it.
 
-use std::{
-    fs,
-    io::Write,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::Path, sync::Arc};
 
-use abi_stable::library::lib_header_from_path;
-use omserver_plugin_api::{Metadata, ModuleLibRef, ParamKind};
+use omserver_plugin_api::{Metadata, ParamKind};
 use sha2::{Digest, Sha256};
 
 /// Why a file was not loaded. The text is shown to operators in `GET /api/modules`.
@@ -19,10 +14,10 @@ pub enum RejectReason {
     NotElf(String),
     #[error("writable by group or others (mode {0:o}): only the server's owner may write modules")]
     Writable(u32),
-    #[error("not a compatible OMServer module: {0}")]
-    Library(String),
-    #[error("the module's metadata call failed: {0}")]
-    Metadata(String),
+    /// The probe worker refused the library (abi_stable's version and layout checks, the metadata call) or
+    /// crashed, exited or hung loading it.
+    #[error("{0}")]
+    Probe(String),
     #[error("invalid metadata: {0}")]
     InvalidMetadata(String),
     #[error("file name says module {named} but the library declares {declared}")]
@@ -31,14 +26,15 @@ pub enum RejectReason {
     Duplicate { id: u32, by: String },
 }
 
-/// A loaded library. abi_stable never unloads libraries, so the code behind `lib` stays valid for the life of the
-/// process; holding an `Arc<LoadedModule>` pins a module version for a running job.
+/// A library that a probe worker loaded and described. The server keeps its bytes, not a mapping: holding an
+/// `Arc<LoadedModule>` pins a module version for a running job, whose worker is given exactly these bytes even
+/// if the file in plugins.d has been replaced since.
 pub struct LoadedModule {
     pub meta: Metadata,
-    pub lib: ModuleLibRef,
-    /// The name in plugins.d it was loaded from.
+    /// The name in plugins.d it was read from.
     pub file: String,
     pub sha256: String,
+    pub bytes: Arc<[u8]>,
 }
 
 impl std::fmt::Debug for LoadedModule {
@@ -47,12 +43,8 @@ impl std::fmt::Debug for LoadedModule {
     }
 }
 
-/// Reads `path`, checks it, copies it to `cache_dir/<sha256>.so` and loads that copy.
-///
-/// The private copy matters twice: glibc's `dlopen` returns the already-loaded object for a path it has seen (so a
-/// replaced file at the same path would give the old code), and the deployer may overwrite or delete the file in
-/// plugins.d while we run its code. Naming copies by content hash also bounds memory: loading the same bytes again
-/// reuses the loaded library (see `Registry`).
+/// Reads `path` and checks it is a complete shared object that only its owner may write; returns the bytes and
+/// their SHA-256. A half-written file is refused here, before any worker tries to map it.
 pub fn read_checked(path: &Path) -> Result<(Vec<u8>, String), RejectReason> {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(path)?.permissions().mode();
@@ -65,48 +57,21 @@ pub fn read_checked(path: &Path) -> Result<(Vec<u8>, String), RejectReason> {
     Ok((bytes, sha256))
 }
 
-/// Copies the bytes to the private cache (atomically) and loads the module from there.
-pub fn load(bytes: &[u8], sha256: &str, file: &str, cache_dir: &Path) -> Result<LoadedModule, RejectReason> {
-    let private = private_copy(bytes, sha256, cache_dir)?;
-    let lib = lib_header_from_path(&private)
-        .and_then(|header| header.init_root_module::<ModuleLibRef>())
-        .map_err(|e| RejectReason::Library(one_line(&e.to_string())))?;
-    let meta = lib.metadata()().into_result().map_err(|e| RejectReason::Metadata(e.into_string()))?;
-    validate_metadata(&meta).map_err(RejectReason::InvalidMetadata)?;
+/// Checks what the worker said the library is, and that it matches its file name. The worker's answer is not
+/// trusted: a hostile library can claim anything, so every rule the API relies on is checked here.
+pub fn check_metadata(meta: &Metadata, file: &str) -> Result<(), RejectReason> {
+    validate_metadata(meta).map_err(RejectReason::InvalidMetadata)?;
     if let Some(named) = id_from_file_name(file) {
         if named != meta.id {
             return Err(RejectReason::IdMismatch { named, declared: meta.id });
         }
     }
-    Ok(LoadedModule { meta, lib, file: file.to_owned(), sha256: sha256.to_owned() })
-}
-
-fn private_copy(bytes: &[u8], sha256: &str, cache_dir: &Path) -> Result<PathBuf, RejectReason> {
-    fs::create_dir_all(cache_dir)?;
-    let path = cache_dir.join(format!("{sha256}.so"));
-    if !path.exists() {
-        let tmp = cache_dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)?;
-    }
-    Ok(path)
+    Ok(())
 }
 
 /// `Mid_1003.so` → 1003. Other names carry no id.
 pub fn id_from_file_name(file: &str) -> Option<u32> {
     file.strip_prefix("Mid_")?.strip_suffix(".so")?.parse().ok()
-}
-
-/// abi_stable's errors span many lines (a layout mismatch, dozens): the listing wants them on one, and short.
-fn one_line(text: &str) -> String {
-    const MAX: usize = 400;
-    let joined = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-    match joined.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}…", &joined[..cut]),
-        None => joined,
-    }
 }
 
 fn validate_metadata(meta: &Metadata) -> Result<(), String> {
@@ -115,6 +80,19 @@ fn validate_metadata(meta: &Metadata) -> Result<(), String> {
     }
     if meta.name.trim().is_empty() {
         return Err("the module has no name".into());
+    }
+    // What a worker says is shown in every listing: a hostile library must not fill it.
+    let too_long = |what: &str, text: &str, max: usize| {
+        (text.len() > max).then(|| format!("the module's {what} is longer than {max} bytes"))
+    };
+    if let Some(problem) = too_long("name", &meta.name, 200)
+        .or_else(|| too_long("version", &meta.version, 64))
+        .or_else(|| too_long("description", &meta.description, 4000))
+    {
+        return Err(problem);
+    }
+    if meta.params.len() > 64 || meta.backends.len() > 16 {
+        return Err("the module declares more than 64 parameters or 16 backends".into());
     }
     let mut seen = std::collections::HashSet::new();
     for p in meta.params.iter() {

@@ -5,8 +5,9 @@
 //! remove, half-written files and duplicate ids in one place, and makes a missed or coalesced filesystem event
 //! harmless.
 //!
-//! **Architecture invariant:** this is the only code that loads libraries. Everything else sees a module as an
-//! `Arc<LoadedModule>`: a job pins the version it started with, and a replacement affects only later jobs.
+//! The registry never maps a library: it checks the file, then asks a probe worker ([`crate::worker`]) to load
+//! it and say what it is, and checks that answer. Everything else sees a module as an `Arc<LoadedModule>`: a job
+//! pins the version it started with, and a replacement affects only later jobs.
 
 mod library;
 pub mod watch;
@@ -22,6 +23,8 @@ use omserver_plugin_api::{Metadata, ParamKind};
 use serde::Serialize;
 
 pub use library::{check_elf, LoadedModule, RejectReason};
+
+use crate::worker::Workers;
 
 /// A file is left alone until it has not changed for this long: a deployer still writing it in place is not done.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -48,9 +51,6 @@ struct State {
     files: BTreeMap<String, FileEntry>,
     /// Which file serves each module id.
     serving: HashMap<u32, String>,
-    /// Every library loaded so far by content hash. Libraries are never unloaded, so loading the same bytes again
-    /// would only leak memory; this keeps the growth to one copy per distinct build.
-    by_hash: HashMap<String, Arc<LoadedModule>>,
 }
 
 /// One row of `GET /api/modules` and `omserver modules`.
@@ -100,14 +100,21 @@ pub struct Outcome {
 
 pub struct Registry {
     dir: PathBuf,
-    cache_dir: PathBuf,
+    workers: Arc<Workers>,
     state: RwLock<State>,
+    /// One reconcile at a time (the start-up scan and the watcher may both ask).
+    reconciling: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
-    /// A registry over `dir`, keeping private copies of libraries in `cache_dir`. Call `reconcile` to fill it.
-    pub fn new(dir: &Path, cache_dir: &Path) -> Registry {
-        Registry { dir: dir.to_owned(), cache_dir: cache_dir.to_owned(), state: RwLock::new(State::default()) }
+    /// A registry over `dir` whose files are probed by `workers`. Call `reconcile` to fill it.
+    pub fn new(dir: &Path, workers: Arc<Workers>) -> Registry {
+        Registry {
+            dir: dir.to_owned(),
+            workers,
+            state: RwLock::new(State::default()),
+            reconciling: tokio::sync::Mutex::new(()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -116,7 +123,7 @@ impl Registry {
 
     /// The module serving `id`, pinned.
     pub fn get(&self, id: u32) -> Option<Arc<LoadedModule>> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.read();
         let file = state.serving.get(&id)?;
         match &state.files.get(file)?.state {
             FileState::Loaded(module) => Some(module.clone()),
@@ -126,42 +133,55 @@ impl Registry {
 
     /// Every file in plugins.d with its status, ordered by file name.
     pub fn list(&self) -> Vec<ModuleListing> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.read();
         state.files.iter().map(|(file, entry)| listing(file, &entry.state, &state.serving)).collect()
     }
 
-    /// Brings the registry in line with plugins.d. Blocking (reads and loads libraries): call it off the runtime.
-    pub fn reconcile(&self) -> Outcome {
+    /// Brings the registry in line with plugins.d. New and changed files are probed in workers, one at a time;
+    /// the registry keeps serving what it has meanwhile.
+    pub async fn reconcile(&self) -> Outcome {
+        let _one = self.reconciling.lock().await;
         let mut outcome = Outcome::default();
-        let present = match self.scan() {
-            Ok(present) => present,
-            Err(err) => {
+        let dir = self.dir.clone();
+        let present = match tokio::task::spawn_blocking(move || scan(&dir)).await {
+            Ok(Ok(present)) => present,
+            Ok(Err(err)) => {
                 tracing::error!(dir = %self.dir.display(), error = %err, "cannot read the plugins directory");
                 return outcome;
             }
+            Err(err) => {
+                tracing::error!(error = %err, "plugins directory scan failed");
+                return outcome;
+            }
         };
-        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
 
-        let gone: Vec<String> = state.files.keys().filter(|f| !present.contains_key(*f)).cloned().collect();
+        let (gone, changed) = {
+            let state = self.read();
+            let gone: Vec<String> = state.files.keys().filter(|f| !present.contains_key(*f)).cloned().collect();
+            let changed: Vec<(String, Fingerprint)> = present
+                .into_iter()
+                .filter(|(file, fingerprint)| state.files.get(file).is_none_or(|e| e.fingerprint != *fingerprint))
+                .collect();
+            (gone, changed)
+        };
         for file in gone {
-            state.files.remove(&file);
-            state.serving.retain(|_, f| *f != file);
+            let removed = {
+                let mut state = self.write();
+                state.serving.retain(|_, f| *f != file);
+                state.files.remove(&file)
+            };
+            self.retire(removed);
             tracing::info!(file = %file, "module file removed");
             outcome.removed.push(file);
         }
 
         let now = SystemTime::now();
-        for (file, fingerprint) in present {
-            if state.files.get(&file).is_some_and(|e| e.fingerprint == fingerprint) {
-                continue;
-            }
+        for (file, fingerprint) in changed {
             if now.duration_since(fingerprint.1).unwrap_or_default() < SETTLE {
                 outcome.unsettled = true;
                 continue;
             }
-            let file_state = self.evaluate(&file, &mut state.by_hash);
-            // A changed file gives up its id until it is resolved again below.
-            state.serving.retain(|_, f| *f != file);
+            let file_state = self.evaluate(&file).await;
             match &file_state {
                 FileState::Loaded(m) => {
                     tracing::info!(file = %file, module = m.meta.id, version = %m.meta.version, "module loaded");
@@ -174,62 +194,79 @@ impl Registry {
                     outcome.rejected.push(file.clone());
                 }
             }
-            state.files.insert(file, FileEntry { fingerprint, state: file_state });
+            let replaced = {
+                let mut state = self.write();
+                // A changed file gives up its id until it is resolved again below.
+                state.serving.retain(|_, f| *f != file);
+                let replaced = state.files.insert(file, FileEntry { fingerprint, state: file_state });
+                resolve_duplicates(&mut state);
+                replaced
+            };
+            self.retire(replaced);
         }
-
-        resolve_duplicates(&mut state);
+        resolve_duplicates(&mut self.write());
         outcome
     }
 
-    /// The final `*.so` names in the directory with their fingerprints. Temporary and hidden names are skipped:
-    /// deployers write those and rename them over.
-    fn scan(&self) -> std::io::Result<BTreeMap<String, Fingerprint>> {
-        let mut present = BTreeMap::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
-            if !is_final_name(&name) {
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(meta) if meta.is_file() => meta,
-                _ => continue,
-            };
-            present.insert(name, (meta.len(), meta.modified()?, std::os::unix::fs::MetadataExt::ino(&meta)));
+    /// Retires the warm workers of a version that left the registry, unless another file has the same bytes.
+    /// Jobs that pinned it still run: they start a worker of their own.
+    fn retire(&self, old: Option<FileEntry>) {
+        let Some(FileEntry { state: FileState::Loaded(module), .. }) = old else { return };
+        let still_used =
+            self.read().files.values().any(|e| matches!(&e.state, FileState::Loaded(m) if m.sha256 == module.sha256));
+        if !still_used {
+            self.workers.retire(&module.sha256);
         }
-        Ok(present)
     }
 
-    fn evaluate(&self, file: &str, by_hash: &mut HashMap<String, Arc<LoadedModule>>) -> FileState {
-        let path = self.dir.join(file);
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn evaluate(&self, file: &str) -> FileState {
         let reject = |reason: RejectReason| FileState::Rejected {
             id: library::id_from_file_name(file),
             reason: reason.to_string(),
         };
-        let (bytes, sha256) = match library::read_checked(&path) {
-            Ok(read) => read,
-            Err(reason) => return reject(reason),
+        let path = self.dir.join(file);
+        let (bytes, sha256) = match tokio::task::spawn_blocking(move || library::read_checked(&path)).await {
+            Ok(Ok(read)) => read,
+            Ok(Err(reason)) => return reject(reason),
+            Err(err) => return reject(RejectReason::Read(std::io::Error::other(err))),
         };
-        if let Some(loaded) = by_hash.get(&sha256) {
-            if library::id_from_file_name(file).is_none_or(|named| named == loaded.meta.id) {
-                let module = LoadedModule {
-                    meta: loaded.meta.clone(),
-                    lib: loaded.lib,
-                    file: file.to_owned(),
-                    sha256: sha256.clone(),
-                };
-                return FileState::Loaded(Arc::new(module));
-            }
+        let meta = match self.workers.probe(&bytes, &sha256).await {
+            Ok(meta) => meta,
+            Err(fault) => return reject(RejectReason::Probe(fault.while_loading())),
+        };
+        if let Err(reason) = library::check_metadata(&meta, file) {
+            self.workers.retire(&sha256);
+            return reject(reason);
         }
-        match library::load(&bytes, &sha256, file, &self.cache_dir) {
-            Ok(module) => {
-                let module = Arc::new(module);
-                by_hash.insert(sha256, module.clone());
-                FileState::Loaded(module)
-            }
-            Err(reason) => reject(reason),
-        }
+        FileState::Loaded(Arc::new(LoadedModule { meta, file: file.to_owned(), sha256, bytes: bytes.into() }))
     }
+}
+
+/// The final `*.so` names in `dir` with their fingerprints. Temporary and hidden names are skipped: deployers
+/// write those and rename them over.
+fn scan(dir: &Path) -> std::io::Result<BTreeMap<String, Fingerprint>> {
+    let mut present = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if !is_final_name(&name) {
+            continue;
+        }
+        let meta = match entry.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            _ => continue,
+        };
+        present.insert(name, (meta.len(), meta.modified()?, std::os::unix::fs::MetadataExt::ino(&meta)));
+    }
+    Ok(present)
 }
 
 /// Gives each id to one file: the one serving it already keeps it, otherwise the first by name. Every other file

@@ -46,11 +46,7 @@ pub fn spawn(registry: Arc<Registry>, shutdown: CancellationToken) -> Result<Joi
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            let registry = registry.clone();
-            match tokio::task::spawn_blocking(move || registry.reconcile()).await {
-                Ok(outcome) => unsettled = outcome.unsettled,
-                Err(err) => tracing::error!(error = %err, "plugin reconcile task failed"),
-            }
+            unsettled = registry.reconcile().await.unsettled;
         }
     }))
 }
