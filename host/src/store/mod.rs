@@ -139,7 +139,9 @@ impl Store {
                     .busy_timeout(Duration::from_secs(5));
                 // sqlx does not say whether options are in memory; its URL forms for that are these two.
                 if !url.contains(":memory:") && !url.contains("mode=memory") {
-                    sqlite_file = Some(options.get_filename().to_path_buf());
+                    let file = options.get_filename().to_path_buf();
+                    create_private(&file)?;
+                    sqlite_file = Some(file);
                 }
                 let pool = SqlitePoolOptions::new().acquire_timeout(acquire).connect_with(options).await?;
                 (Pool::Sqlite(pool), Dialect::Sqlite)
@@ -218,6 +220,18 @@ fn sqlite_without_memstatus() {
             rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
         }
     });
+}
+
+/// Creates a missing database file readable by the server's user only. SQLite gives its `-wal` and `-shm` files
+/// the database file's mode, and module workers (`module_user`) must not read any of them; left to SQLite, the
+/// file would get 0644 under the usual umask. An existing file keeps the mode its operator gave it.
+fn create_private(file: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(StoreError::Io { what: "create the SQLite database file", source }),
+    }
 }
 
 /// Milliseconds since the Unix epoch: the one time format in every table.
