@@ -332,6 +332,16 @@ fn a_worker_as_module_user_cannot_read_the_database_secret_key_or_configuration(
     with_fixture(&server, "fx_snoop", "Mid_9006.so");
 
     let dir = server.dir.path().to_path_buf();
+    // The server's directory is left as tempfile makes it (0755), so what protects the database is the server's
+    // own file mode. The configuration is the operator's file, not the server's: like any file holding database
+    // credentials it is 0600 (the test harness writes it 0644).
+    fs::set_permissions(dir.join("omserver.toml"), fs::Permissions::from_mode(0o600)).unwrap();
+    let dir_mode = fs::metadata(&dir).unwrap().permissions().mode();
+    assert_ne!(
+        dir_mode & 0o001,
+        0,
+        "the server's directory must be searchable by others for this test to mean anything"
+    );
     for path in [dir.join("omserver.db"), dir.join("state").join("secret_key"), dir.join("omserver.toml")] {
         assert!(path.exists(), "{} must exist for this test to mean anything", path.display());
         let job = snoop(&server, json!({ "what": "file", "path": path }));
