@@ -121,7 +121,7 @@ async fn main() -> Result<(), Error> {
     };
     let database_url = config.database_url.clone();
     let app = App::open(config).await?;
-    let admin = app.bootstrap().await?.ok_or("a fresh database has no admin token")?;
+    let admin = app.bootstrap().await?.token.ok_or("a fresh database has no admin token")?;
     let localhost = app.store.list_hosts().await?.into_iter().find(|h| h.ip == "127.0.0.1").ok_or("no 127.0.0.1")?;
     let agent = app.tokens.create_for_host("bench-agent", localhost.id).await?;
 

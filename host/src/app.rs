@@ -15,6 +15,7 @@ use crate::{
     jobs::{JobService, JobSettings},
     plugins::{watch, Registry},
     store::{NewHost, Store, StoreError},
+    users::{UserError, Users},
     worker::{WorkerConfig, WorkerUser, Workers},
 };
 
@@ -32,6 +33,31 @@ pub enum StartError {
     Worker(String),
 }
 
+/// With `module_user`, what the server reads must not be readable by other users: `state_dir` (the secret key,
+/// library copies) is made private, and a configuration file others may read (database passwords, salt-api
+/// credentials) is refused rather than silently changed, the way sshd's StrictModes refuses loose key files.
+fn keep_from_workers(config: &Config) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(io(format!("state directory {}", config.state_dir.display())))?;
+    std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(format!("making {} private", config.state_dir.display())))?;
+    if let Some(file) = &config.source {
+        let mode =
+            std::fs::metadata(file).map_err(io(format!("configuration {}", file.display())))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(StartError::Worker(format!(
+                "module_user is set but {} is readable by other users (mode {:o}), so modules could read it: \
+                 chmod 600 {}",
+                file.display(),
+                mode & 0o777,
+                file.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The workers' settings from the `module_*` keys.
 fn worker_config(config: &Config) -> Result<WorkerConfig, StartError> {
     let program = match &config.module_worker_program {
@@ -39,7 +65,11 @@ fn worker_config(config: &Config) -> Result<WorkerConfig, StartError> {
         None => std::env::current_exe().map_err(io("the server's own executable (to start module workers)"))?,
     };
     let user = match &config.module_user {
-        Some(name) => Some(WorkerUser::lookup(name).map_err(|e| StartError::Worker(e.to_string()))?),
+        Some(name) => {
+            let user = WorkerUser::lookup(name).map_err(|e| StartError::Worker(e.to_string()))?;
+            keep_from_workers(config)?;
+            Some(user)
+        }
         None => None,
     };
     Ok(WorkerConfig {
@@ -65,7 +95,17 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
     pub tokens: Tokens,
+    pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
+}
+
+/// What a first start created, each shown once.
+#[derive(Default)]
+pub struct Bootstrap {
+    /// The first admin token, when the database had no token.
+    pub token: Option<String>,
+    /// The generated password of the user `admin`, when the database had no user.
+    pub admin_password: Option<String>,
 }
 
 impl App {
@@ -80,6 +120,8 @@ impl App {
             config.audit.clone(),
             auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE),
         )?;
+        let users = Arc::new(Users::new(store.clone(), &key, config.sessions()));
+        audit.reload_alerts().await?;
         let tokens = Tokens::new(store.clone(), key);
 
         std::fs::create_dir_all(&config.plugins_dir)
@@ -118,12 +160,13 @@ impl App {
             module_settings,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
-        Ok(App { config, store, registry, jobs, tokens, audit })
+        Ok(App { config, store, registry, jobs, tokens, users, audit })
     }
 
-    /// First start with an empty database: create an admin token (returned, to be printed once) and register this
-    /// machine so that the first job has a target.
-    pub async fn bootstrap(&self) -> Result<Option<String>, StartError> {
+    /// First start with an empty database: create an admin token and the user `admin` with a generated password
+    /// (returned, to be printed once) and register this machine so that the first job has a target. Each is made
+    /// only when none of its kind exists, so a database from before users existed gets its `admin` user.
+    pub async fn bootstrap(&self) -> Result<Bootstrap, StartError> {
         if self.store.host_count().await? == 0 {
             let localhost = NewHost {
                 name: "localhost".into(),
@@ -139,10 +182,26 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        if self.store.token_count().await? > 0 {
-            return Ok(None);
+        let mut made = Bootstrap::default();
+        if self.store.user_count().await? == 0 {
+            let password = crate::users::password::generate();
+            match self.users.add("admin", &password, Role::Admin).await {
+                Ok(_) => made.admin_password = Some(password),
+                // Another process made the first user meanwhile: that one's password was printed there.
+                Err(UserError::Store(StoreError::Conflict(_))) => {}
+                Err(UserError::Store(e)) => return Err(e.into()),
+                Err(e) => {
+                    return Err(StartError::Io {
+                        what: "creating the admin user".into(),
+                        source: std::io::Error::other(e),
+                    })
+                }
+            }
         }
-        Ok(Some(self.tokens.create("first-admin", Role::Admin).await?))
+        if self.store.token_count().await? == 0 {
+            made.token = Some(self.tokens.create("first-admin", Role::Admin).await?);
+        }
+        Ok(made)
     }
 
     pub fn state(&self) -> AppState {
@@ -151,6 +210,8 @@ impl App {
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
             tokens: self.tokens.clone(),
+            users: self.users.clone(),
+            secure_cookies: self.config.secure_cookies,
             audit: self.audit.clone(),
             metrics: metrics_handle(),
         })
@@ -172,6 +233,7 @@ impl App {
             tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
         }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
+        let sweeper = tokio::spawn(sweep_sessions(self.users.clone(), shutdown.clone()));
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
             if health.ok {
@@ -192,9 +254,32 @@ impl App {
             .map_err(io("serving HTTP"))?;
         self.jobs.shutdown(Duration::from_secs(10)).await;
         let _ = watcher.await;
+        let _ = sweeper.await;
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Deletes expired sessions and forgotten login-throttle counts every minute (or every idle timeout, when that is
+/// shorter) until `shutdown`. Expired sessions are refused when used anyway; this keeps the table small.
+async fn sweep_sessions(users: Arc<Users>, shutdown: CancellationToken) {
+    // The decoy hash for unknown user names, made before the first login needs it (see users::password).
+    if let Err(err) = users.passwords().warm_up().await {
+        tracing::warn!(error = %err, "could not prepare password hashing");
+    }
+    let every = users.settings().idle_timeout.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match users.sweep().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(sessions = n, "expired sessions deleted"),
+            Err(err) => tracing::warn!(error = %err, "could not delete expired sessions"),
+        }
     }
 }
 

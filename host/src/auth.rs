@@ -1,4 +1,4 @@
-//! API tokens and roles. A token is 32 random bytes shown once; the database keeps only an HMAC of it under the
+//! API tokens and roles (console users and sessions: [`crate::users`]). A token is 32 random bytes shown once; the database keeps only an HMAC of it under the
 //! server's secret key, so a leaked database does not yield usable tokens.
 
 use std::{fmt, path::Path, str::FromStr};
@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::store::{Store, StoreError};
+use crate::store::{now_ms, Store, StoreError, UserRow};
 
 /// What a token may do. Each role includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -56,12 +56,41 @@ impl fmt::Display for Role {
 /// Who made a request.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub token_id: i64,
+    /// Who, for the record (a job's `created_by`, logs): the user's name, or the token's own name when the token
+    /// belongs to no user.
     pub name: String,
+    /// What the request may do: for a user's token the lower of the token's and the user's role.
     pub role: Role,
     /// For agent tokens: the inventory host they speak for.
     pub host_id: Option<i64>,
+    /// The user behind the request, if any.
+    pub user_id: Option<i64>,
+    /// How the caller proved who it is.
+    pub credential: Credential,
 }
+
+/// A bearer token or a console session.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Token { id: i64, name: String },
+    Session { id: i64 },
+}
+
+/// Why a token was not created or revoked.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// A token never has more rights than its user (or than whoever creates it).
+    #[error("a token cannot have more rights than its user ({0})")]
+    ExceedsUser(Role),
+    #[error("token {0} not found")]
+    NotFound(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A token's `last_used_at` is written at most this often: a write per request would put the agents' ingest
+/// path behind a row lock for nothing.
+const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 /// Issues and checks tokens.
 #[derive(Clone)]
@@ -95,7 +124,42 @@ impl Tokens {
         Ok(token)
     }
 
-    /// The principal behind `token`, if it is live.
+    /// Creates a token belonging to `owner` (or to no one) and returns its id and the token. Its role may not
+    /// exceed the owner's.
+    pub async fn create_owned(
+        &self,
+        name: &str,
+        role: Role,
+        owner: Option<&UserRow>,
+    ) -> Result<(i64, String), TokenError> {
+        if let Some(owner) = owner {
+            let owner_role: Role = owner.role.parse().map_err(|_| TokenError::ExceedsUser(Role::Agent))?;
+            if role > owner_role {
+                return Err(TokenError::ExceedsUser(owner_role));
+            }
+        }
+        let token = new_token();
+        let id = self.store.insert_user_token(name, &self.hash(&token), role.as_str(), owner.map(|u| u.id)).await?;
+        Ok((id, token))
+    }
+
+    /// Revokes token `id` for `by`: its own token, a token of its user, or any token for an admin. A token `by`
+    /// may not revoke is reported as not found, like one that does not exist.
+    pub async fn revoke(&self, id: i64, by: &Principal) -> Result<(), TokenError> {
+        let row = self.store.token_by_id(id).await?.ok_or(TokenError::NotFound(id))?;
+        let own = matches!(&by.credential, Credential::Token { id: mine, .. } if *mine == id)
+            || (by.user_id.is_some() && row.user_id == by.user_id);
+        if !own && by.role < Role::Admin {
+            return Err(TokenError::NotFound(id));
+        }
+        if !self.store.revoke_token(id).await? {
+            return Err(TokenError::NotFound(id));
+        }
+        Ok(())
+    }
+
+    /// The principal behind `token`, if it is live. A token of a disabled user is refused; a user's token acts
+    /// with the lower of its own and its user's role.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, StoreError> {
         // Cheap shape check first: garbage never reaches the database.
         if !token.starts_with("oms_") || token.len() != 68 {
@@ -104,11 +168,41 @@ impl Tokens {
         let Some(row) = self.store.token_by_hash(&self.hash(token)).await? else {
             return Ok(None);
         };
-        let Ok(role) = row.role.parse() else {
+        let Ok(mut role) = row.role.parse::<Role>() else {
             tracing::error!(token_id = row.id, role = %row.role, "token has an unknown role; refusing it");
             return Ok(None);
         };
-        Ok(Some(Principal { token_id: row.id, name: row.name, role, host_id: row.host_id }))
+        let mut name = row.name.clone();
+        if row.user_id.is_some() {
+            // A user's token: the LEFT JOIN found the user (the foreign key guarantees it exists).
+            if row.user_disabled_at.is_some() {
+                return Ok(None);
+            }
+            let Some(user_role) = row.user_role.as_deref().and_then(|r| r.parse::<Role>().ok()) else {
+                tracing::error!(token_id = row.id, "token's user has an unknown role; refusing it");
+                return Ok(None);
+            };
+            role = role.min(user_role);
+            name = row.user_name.clone().unwrap_or(name);
+        }
+        let now = now_ms();
+        if row.last_used_at.is_none_or(|t| now - t >= TOUCH_INTERVAL_MS) {
+            // Off the request's path: the write may wait behind the audit writer's lock on SQLite.
+            let store = self.store.clone();
+            let id = row.id;
+            tokio::spawn(async move {
+                if let Err(err) = store.touch_token(id, now, now - TOUCH_INTERVAL_MS).await {
+                    tracing::warn!(token_id = id, error = %err, "could not record the token's last use");
+                }
+            });
+        }
+        Ok(Some(Principal {
+            name,
+            role,
+            host_id: row.host_id,
+            user_id: row.user_id,
+            credential: Credential::Token { id: row.id, name: row.name },
+        }))
     }
 
     fn hash(&self, token: &str) -> String {

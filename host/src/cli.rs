@@ -12,7 +12,8 @@ use crate::{
     backends::{ssh, Backends, Limits},
     config::Config,
     jobs::{JobEvent, JobRequest},
-    store::{NewHost, ResultRow, Store},
+    store::{NewHost, ResultRow, Store, UserName},
+    users::Users,
 };
 
 #[derive(Debug, Parser)]
@@ -54,6 +55,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage console users.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Audit trail tools.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -119,11 +123,40 @@ enum HostsCommand {
 enum TokenCommand {
     /// Create a token and print it, alone, on stdout.
     Create {
-        #[arg(long, default_value = "cli")]
-        name: String,
+        /// What the token is for (shown in listings).
+        #[arg(conflicts_with = "name_option")]
+        name: Option<String>,
+        /// The same as NAME (the older spelling).
+        #[arg(long = "name", id = "name_option", hide = true)]
+        name_option: Option<String>,
         #[arg(long, default_value = "admin", value_parser = ["viewer", "operator", "admin"])]
         role: String,
+        /// The user the token belongs to: it acts with the lower of its role and the user's, and stops working
+        /// when the user is disabled. Without it the token belongs to no one and keeps its own role.
+        #[arg(long)]
+        user: Option<String>,
     },
+    /// List live tokens: id, name, role, user (or host), created, last used.
+    List,
+    /// Revoke a token by its id (from `token list`).
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from standard input; on a terminal, an empty line generates one, which is
+    /// printed once.
+    Add {
+        name: String,
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
+    /// List users with their role and state.
+    List,
+    /// Set a user's password (read like `user add`'s). Its sessions end.
+    Passwd { name: String },
+    /// Disable a user: its sessions end at once and its tokens stop working.
+    Disable { name: String },
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -158,12 +191,8 @@ impl Cli {
             Command::Backends(BackendsCommand::Check) => backends_check(config).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Worker(args) => Ok(crate::worker::child::main(&args)),
-            Command::Token(TokenCommand::Create { name, role }) => {
-                let role: Role = role.parse().map_err(anyhow::Error::msg)?;
-                let store = Store::connect(&config.database_url).await?;
-                println!("{}", tokens(&config, &store)?.create(&name, role).await?);
-                Ok(ExitCode::SUCCESS)
-            }
+            Command::Token(cmd) => token(config, cmd).await,
+            Command::User(cmd) => user(config, cmd).await,
         }
     }
 }
@@ -174,9 +203,14 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     let app = App::open(config).await?;
-    if let Some(token) = app.bootstrap().await? {
+    let first = app.bootstrap().await?;
+    if let Some(token) = &first.token {
         println!("First start: an admin token was created. It is shown only this once; store it now:\n\n    {token}\n");
         println!("Try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/modules");
+    }
+    if let Some(password) = &first.admin_password {
+        println!("The console user `admin` was created; its password is shown only this once:");
+        println!("admin password: {password}");
     }
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
@@ -338,6 +372,164 @@ fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
 /// Token issuing without the rest of the server (no module scan, no audit writer).
 fn tokens(config: &Config, store: &Store) -> anyhow::Result<Tokens> {
     Ok(Tokens::new(store.clone(), secret_key(config)?))
+}
+
+async fn token(config: Config, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&config.database_url).await?;
+    let tokens = tokens(&config, &store)?;
+    match cmd {
+        TokenCommand::Create { name, name_option, role, user } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            let name = name.or(name_option).unwrap_or_else(|| "cli".to_owned());
+            let owner = match user {
+                Some(user) => {
+                    let row = users(&config, &store)?.get(&user).await?;
+                    if row.disabled_at.is_some() {
+                        bail!("user {} is disabled", row.name);
+                    }
+                    Some(row)
+                }
+                None => None,
+            };
+            let (_, token) = tokens.create_owned(&name, role, owner.as_ref()).await?;
+            println!("{token}");
+        }
+        TokenCommand::List => {
+            let now = crate::store::now_ms();
+            for t in store.list_tokens(crate::store::TokenScope::All).await? {
+                let owner = match (&t.user, &t.host) {
+                    (Some(user), _) => format!("user {user}"),
+                    (None, Some(host)) => format!("host {host}"),
+                    (None, None) => "-".to_owned(),
+                };
+                let used = t.last_used_at.map(|at| ago(now, at)).unwrap_or_else(|| "never".to_owned());
+                println!(
+                    "{:>5}  {:<24} {:<9} {:<24} created {:<10} used {used}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    owner,
+                    ago(now, t.created_at)
+                );
+            }
+        }
+        TokenCommand::Revoke { id } => {
+            if !store.revoke_token(id).await? {
+                bail!("no live token with id {id}");
+            }
+            println!("revoked token {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `3m ago`-style age of a Unix-ms time.
+fn ago(now: i64, at: i64) -> String {
+    let secs = (now - at).max(0) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86400),
+    }
+}
+
+async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::connect(&config.database_url).await?;
+    let users = users(&config, &store)?;
+    match cmd {
+        UserCommand::Add { name, role } => {
+            let role = crate::users::user_role(&role)?;
+            let (password, generated) = read_password()?;
+            let row = users.add(&name, &password, role).await?;
+            println!("added user {} ({})", row.name, row.role);
+            if generated {
+                println!("password (shown only this once): {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in users.list().await? {
+                let state = if u.disabled_at.is_some() { "disabled" } else { "active" };
+                println!("{:<24} {:<9} {state}", u.name, u.role);
+            }
+        }
+        UserCommand::Passwd { name } => {
+            let (password, generated) = read_password()?;
+            users.set_password(&name, &password).await?;
+            println!("password of {} changed; its sessions ended", UserName::parse(&name)?);
+            if generated {
+                println!("password (shown only this once): {password}");
+            }
+        }
+        UserCommand::Disable { name } => {
+            users.disable(&name).await?;
+            println!("disabled {}; its sessions ended and its tokens stop working", UserName::parse(&name)?);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A password from standard input: its first line. On a terminal it is asked for without echo, and an empty
+/// line means "generate one" (the `bool`: print it once). Piped input must hold one: an empty pipe is a
+/// mistake, not a request for a password nobody will see.
+fn read_password() -> anyhow::Result<(String, bool)> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    let mut line = String::new();
+    if terminal {
+        eprint!("password (empty: generate one): ");
+        std::io::stderr().flush()?;
+        let _quiet = EchoOff::new();
+        stdin.lock().read_line(&mut line)?;
+        eprintln!();
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    match (password.is_empty(), terminal) {
+        (false, _) => Ok((password.to_owned(), false)),
+        (true, true) => Ok((crate::users::password::generate(), true)),
+        (true, false) => bail!("no password on standard input (pipe one in, or run on a terminal to generate one)"),
+    }
+}
+
+/// Turns the terminal's echo off while alive, so that a typed password is not shown.
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: tcgetattr/tcsetattr on fd 0 with a termios we own; failure (not a terminal) leaves it alone.
+        unsafe {
+            let mut term: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut term) != 0 {
+                return EchoOff(None);
+            }
+            let saved = term;
+            term.c_lflag &= !libc::ECHO;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &term) != 0 {
+                return EchoOff(None);
+            }
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restores the settings read in `new`.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, saved);
+            }
+        }
+    }
+}
+
+/// Users without the rest of the server.
+fn users(config: &Config, store: &Store) -> anyhow::Result<Users> {
+    Ok(Users::new(store.clone(), &secret_key(config)?, config.sessions()))
 }
 
 async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {

@@ -58,6 +58,16 @@ pub struct Config {
     /// The `omserver` binary started as `omserver worker`; by default the running executable. Only programs
     /// that run the server in their own process (benchmarks) need to set it.
     pub module_worker_program: Option<PathBuf>,
+    /// The file this was loaded from, if any (not a key).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+    /// A console session unused this long ends (its `last_seen_at` is written at most once a minute).
+    pub session_idle_timeout_secs: u64,
+    /// A console session ends this long after its login, however busy.
+    pub session_max_age_secs: u64,
+    /// Mark the session cookie `Secure` (sent over HTTPS only). Set it when the console is reached over HTTPS,
+    /// directly or through a TLS-terminating proxy; the browser then also refuses the cookie over plain HTTP.
+    pub secure_cookies: bool,
 }
 
 impl Default for Config {
@@ -83,6 +93,10 @@ impl Default for Config {
             module_user: None,
             module_probe_timeout_secs: 10,
             module_worker_program: None,
+            source: None,
+            session_idle_timeout_secs: 1800,
+            session_max_age_secs: 12 * 3600,
+            secure_cookies: false,
         }
     }
 }
@@ -109,6 +123,9 @@ const KEYS: &[&str] = &[
     "module_user",
     "module_probe_timeout_secs",
     "module_worker_program",
+    "session_idle_timeout_secs",
+    "session_max_age_secs",
+    "secure_cookies",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +146,9 @@ impl Config {
                 KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
             }))
             .merge(Env::raw().only(&["AUTO_PLATFORM", "SECRET_KEY"]));
-        figment.extract().map_err(|e| ConfigError(Box::new(e)))
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(Box::new(e)))?;
+        config.source = file.map(std::path::Path::to_path_buf);
+        Ok(config)
     }
 
     pub fn job_timeout(&self) -> Duration {
@@ -138,6 +157,14 @@ impl Config {
 
     pub fn command_timeout(&self) -> Duration {
         Duration::from_secs(self.command_timeout_secs)
+    }
+
+    /// How long console sessions live.
+    pub fn sessions(&self) -> crate::users::SessionSettings {
+        crate::users::SessionSettings {
+            idle_timeout: Duration::from_secs(self.session_idle_timeout_secs),
+            max_age: Duration::from_secs(self.session_max_age_secs),
+        }
     }
 
     /// The site settings for one module, as key/value pairs.

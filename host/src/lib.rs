@@ -11,7 +11,9 @@
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
 //! - [`audit`]: audit ingest (legacy GET and agent batches), dedup, hash chain, group commit, live fan-out.
 //! - [`auth`]: API tokens and roles.
+//! - [`users`]: console users, sessions, login throttling.
 //! - [`http`]: the axum routes, one router per resource.
+//! - [`ui`]: the web console: askama pages and embedded scripts over the JSON API.
 //! - [`cli`]: the `omserver` command line.
 //!
 //! See ARCHITECTURE.md at the repository root for the data flows and invariants.
@@ -26,4 +28,6 @@ pub mod http;
 pub mod jobs;
 pub mod plugins;
 pub mod store;
+pub mod ui;
+pub mod users;
 pub mod worker;

@@ -7,7 +7,9 @@
 
 use std::{fmt::Write as _, future::Future};
 
-use omserver::store::{now_ms, Dialect, HostRow, JobRow, NewHost, NewJob, ResultRow, Store, StoreError};
+use omserver::store::{
+    now_ms, Dialect, HostRow, JobRow, NewHost, NewJob, ResultRow, Store, StoreError, TokenScope, UserName,
+};
 use sqlx::Connection;
 
 mod common;
@@ -98,9 +100,10 @@ async fn tables(db: &Db) -> Vec<String> {
     names
 }
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 13] = [
     "_sqlx_migrations",
     "api_tokens",
+    "audit_alert_rules",
     "audit_chain",
     "audit_gaps",
     "job_results",
@@ -109,6 +112,8 @@ const TABLES: [&str; 10] = [
     "server_fun_categ",
     "server_history",
     "server_list",
+    "sessions",
+    "users",
 ];
 
 /// The URL spelled with the scheme's other accepted name (`mariadb:`, `postgresql:`), to check both connect.
@@ -152,7 +157,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4)]);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
@@ -163,8 +168,8 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4)]);
-        assert_eq!(count(&db, "_sqlx_migrations").await, 4);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
+        assert_eq!(count(&db, "_sqlx_migrations").await, 6);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
         again.close().await;
@@ -613,4 +618,124 @@ fn with_database_replaces_only_the_path() {
         "postgres://u:p@h:5432/x?sslmode=disable"
     );
     assert_eq!(with_database("postgres://postgres@127.0.0.1:5432", "x"), "postgres://postgres@127.0.0.1:5432/x");
+}
+
+#[tokio::test]
+async fn admin_and_admin_in_any_case_are_one_user_on_every_database() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let spelled = UserName::parse("  Admin ").unwrap();
+        assert_eq!(spelled.as_str(), "admin");
+        let user = store.insert_user(&spelled, "$argon2id$hash", "admin").await.unwrap();
+        assert_eq!((user.name.as_str(), user.role.as_str(), user.disabled_at), ("admin", "admin", None));
+        for other in ["admin", "ADMIN", "aDmIn"] {
+            let name = UserName::parse(other).unwrap();
+            let found = store.user_by_name(&name).await.unwrap().unwrap_or_else(|| panic!("{other} finds admin"));
+            assert_eq!(found.id, user.id, "{other}");
+            match store.insert_user(&name, "$argon2id$other", "viewer").await {
+                Err(StoreError::Conflict(message)) => assert_eq!(message, "a user named \"admin\" exists already"),
+                other => panic!("expected a Conflict, got {other:?}"),
+            }
+        }
+        assert_eq!(store.user_count().await.unwrap(), 1);
+        for bad in ["", "   ", "ad min", "admin;", "é", &"a".repeat(65)] {
+            assert!(UserName::parse(bad).is_err(), "{bad:?}");
+        }
+
+        // Sessions end with a password change and with disabling, in the same transaction.
+        store.insert_session(&"1".repeat(64), user.id, &"c".repeat(64), now_ms()).await.unwrap();
+        assert!(store.set_user_password(&UserName::parse("ADMIN").unwrap(), "$argon2id$new").await.unwrap());
+        assert_eq!(store.session_count().await.unwrap(), 0);
+        assert_eq!(store.user_by_id(user.id).await.unwrap().unwrap().password_hash, "$argon2id$new");
+        store.insert_session(&"2".repeat(64), user.id, &"c".repeat(64), now_ms()).await.unwrap();
+        assert!(store.session_by_hash(&"2".repeat(64)).await.unwrap().is_some());
+        assert!(store.disable_user(&spelled).await.unwrap());
+        assert!(store.disable_user(&spelled).await.unwrap(), "disabling twice still finds the user");
+        assert!(store.session_by_hash(&"2".repeat(64)).await.unwrap().is_none());
+        assert!(store.user_by_id(user.id).await.unwrap().unwrap().disabled_at.is_some());
+        assert!(!store.disable_user(&UserName::parse("nobody").unwrap()).await.unwrap());
+
+        // Expiry sweeps by idle time and by age.
+        let now = now_ms();
+        let bob = store.insert_user(&UserName::parse("bob").unwrap(), "$h", "viewer").await.unwrap();
+        store.insert_session(&"3".repeat(64), bob.id, &"c".repeat(64), now - 10_000).await.unwrap();
+        store.insert_session(&"4".repeat(64), bob.id, &"c".repeat(64), now).await.unwrap();
+        assert_eq!(store.delete_expired_sessions(now - 5_000, now - 60_000).await.unwrap(), 1);
+        assert!(store.session_by_hash(&"4".repeat(64)).await.unwrap().is_some());
+        assert_eq!(store.delete_expired_sessions(now - 60_000, now + 1).await.unwrap(), 1);
+        assert_eq!(store.session_count().await.unwrap(), 0);
+
+        // Tokens of a user carry its state; listing by user; revoking once.
+        let token = store.insert_user_token("ci", &"5".repeat(64), "viewer", Some(bob.id)).await.unwrap();
+        let row = store.token_by_hash(&"5".repeat(64)).await.unwrap().unwrap();
+        assert_eq!(
+            (row.user_name.as_deref(), row.user_role.as_deref(), row.user_disabled_at),
+            (Some("bob"), Some("viewer"), None)
+        );
+        store.touch_token(token, now, now - 60_000).await.unwrap();
+        let listed = store.list_tokens(TokenScope::User(bob.id)).await.unwrap();
+        assert_eq!(
+            listed.iter().map(|t| (t.id, t.user.as_deref(), t.last_used_at)).collect::<Vec<_>>(),
+            [(token, Some("bob"), Some(now))]
+        );
+        assert!(store.list_tokens(TokenScope::User(user.id)).await.unwrap().is_empty());
+        assert!(store.revoke_token(token).await.unwrap());
+        assert!(!store.revoke_token(token).await.unwrap());
+        assert!(store.token_by_hash(&"5".repeat(64)).await.unwrap().is_none());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_stored_before_users_existed_still_authenticates() {
+    use hmac::{Hmac, Mac};
+    let key = b"the secret key".to_vec();
+    let token = format!("oms_{}", "ab".repeat(32));
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&key).unwrap();
+    mac.update(token.as_bytes());
+    let hash = hex::encode(mac.finalize().into_bytes());
+    on_each_dialect(|dialect, url| {
+        let (key, token, hash) = (key.clone(), token.clone(), hash.clone());
+        async move {
+            // The database as migration 0004 left it, with a token row written the way the server wrote them then.
+            macro_rules! before_users {
+                ($migrator:expr, $pool:ty, $url:expr, $insert:expr) => {{
+                    let full = $migrator;
+                    let old = sqlx::migrate::Migrator {
+                        migrations: std::borrow::Cow::Owned(full.migrations[..4].to_vec()),
+                        ..full
+                    };
+                    let pool = <$pool>::connect($url).await.unwrap();
+                    old.run(&pool).await.unwrap();
+                    sqlx::query($insert).bind(&hash).execute(&pool).await.unwrap();
+                    pool.close().await;
+                }};
+            }
+            let insert =
+                "INSERT INTO api_tokens (name, token_hash, role, created_at) VALUES ('legacy', ?, 'operator', 1)";
+            match dialect {
+                Dialect::Sqlite => before_users!(
+                    sqlx::migrate!("../migrations/sqlite"),
+                    sqlx::SqlitePool,
+                    &format!("{url}?mode=rwc"),
+                    insert
+                ),
+                Dialect::MySql => before_users!(sqlx::migrate!("../migrations/mysql"), sqlx::MySqlPool, &url, insert),
+                Dialect::Postgres => {
+                    before_users!(
+                        sqlx::migrate!("../migrations/postgres"),
+                        sqlx::PgPool,
+                        &url,
+                        &insert.replace('?', "$1")
+                    )
+                }
+            }
+            let store = Store::connect(&url).await.unwrap_or_else(|e| panic!("migrating to 0005: {e}"));
+            let tokens = omserver::auth::Tokens::new(store.clone(), key);
+            let who = tokens.authenticate(&token).await.unwrap().expect("the old token works");
+            assert_eq!((who.name.as_str(), who.role, who.user_id), ("legacy", omserver::auth::Role::Operator, None));
+            store.close().await;
+        }
+    })
+    .await;
 }

@@ -149,6 +149,7 @@ fn fixtures() -> Result {
         ("fx_fault", &[], "fx_fault"),
         ("fx_ctor_crash", &[], "fx_ctor_crash"),
         ("fx_snoop", &[], "fx_snoop"),
+        ("fx_markup", &[], "fx_markup"),
     ];
     for (package, extra, name) in builds {
         run(cargo().args(["build", "--quiet", "-p", package]).args(*extra))?;

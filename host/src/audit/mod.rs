@@ -8,6 +8,7 @@
 //!
 //! **Architecture invariant:** audit and jobs stand side by side; neither calls the other.
 
+pub mod alerts;
 pub mod chain;
 pub mod event;
 mod writer;
@@ -22,7 +23,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::store::{AuditQuery, AuditRow, AuditSink, NewGap, Store, StoreError};
+use crate::store::{AlertRuleRow, AuditQuery, AuditRow, AuditSink, NewAlertRule, NewGap, Store, StoreError};
 pub use event::{AgentBatch, Invalid, Source};
 use event::{Incoming, Limits};
 pub use writer::Outcome;
@@ -100,6 +101,30 @@ pub struct AuditView {
     pub received_at: i64,
     pub command: String,
     pub source: String,
+    /// The alert rules this event matches, by name; empty for most.
+    pub alerts: Vec<String>,
+}
+
+/// A rule as an admin asks for it.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleRequest {
+    pub name: String,
+    pub pattern: String,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleRefused {
+    #[error(transparent)]
+    Invalid(alerts::RuleError),
+    #[error("host: {0} is not in the inventory")]
+    UnknownHost(String),
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// Filters shared by the query, the CSV export and the live stream.
@@ -146,6 +171,7 @@ pub struct AuditService {
     /// taking the empty cache for "unknown host".
     refreshing: tokio::sync::Mutex<()>,
     key: Vec<u8>,
+    alerts: Arc<alerts::Alerts>,
 }
 
 impl AuditService {
@@ -160,7 +186,8 @@ impl AuditService {
         // Bounded: when the database is slow, requests wait here (backpressure) instead of piling up in memory.
         let (submit, rx) = mpsc::channel(1024);
         let (live, _) = broadcast::channel(4096);
-        writer::spawn(sink, key.clone(), rx, live.clone())?;
+        let alerts = Arc::new(alerts::Alerts::default());
+        writer::spawn(sink, key.clone(), rx, writer::Publish { live: live.clone(), alerts: alerts.clone() })?;
         Ok(Arc::new(AuditService {
             store,
             config,
@@ -170,6 +197,7 @@ impl AuditService {
             refreshed: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             key,
+            alerts,
         }))
     }
 
@@ -313,7 +341,42 @@ impl AuditService {
             received_at: row.received_at,
             command: row.history_command.clone(),
             source: row.source.clone(),
+            alerts: self.alerts.matching(row),
         }
+    }
+
+    /// Loads the stored alert rules and puts them in force (at start and after every change).
+    pub async fn reload_alerts(&self) -> Result<(), StoreError> {
+        self.alerts.set(&self.store.alert_rules().await?);
+        Ok(())
+    }
+
+    pub async fn alert_rules(&self) -> Result<Vec<AlertRuleRow>, StoreError> {
+        self.store.alert_rules().await
+    }
+
+    /// Checks and stores a rule, and puts it in force at once. `host` is an inventory name or IP.
+    pub async fn add_alert_rule(&self, rule: RuleRequest, by: &str) -> Result<i64, RuleRefused> {
+        alerts::check(&rule.name, &rule.pattern).map_err(RuleRefused::Invalid)?;
+        let host_id = match rule.host.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+            None => None,
+            Some(host) => match self.resolve_hosts(&[host.to_owned()]).await {
+                Ok(ids) => ids.first().copied(),
+                Err(Ok(_)) => return Err(RuleRefused::UnknownHost(host.to_owned())),
+                Err(Err(err)) => return Err(RuleRefused::Store(err)),
+            },
+        };
+        let user = rule.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
+        let new = NewAlertRule { name: &rule.name, pattern: &rule.pattern, host_id, user_name: user, created_by: by };
+        let id = self.store.add_alert_rule(&new).await.map_err(RuleRefused::Store)?;
+        self.reload_alerts().await.map_err(RuleRefused::Store)?;
+        Ok(id)
+    }
+
+    pub async fn delete_alert_rule(&self, id: i64) -> Result<bool, StoreError> {
+        let deleted = self.store.delete_alert_rule(id).await?;
+        self.reload_alerts().await?;
+        Ok(deleted)
     }
 
     /// Hosts were added or changed: look them up afresh on the next request.

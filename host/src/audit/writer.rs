@@ -18,7 +18,7 @@ use std::{
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{chain, event::Incoming};
+use super::{alerts::Alerts, chain, event::Incoming};
 use crate::store::{AuditRow, AuditSink, NewGap, StoreError, WalSync};
 
 /// At most this many events go into one transaction.
@@ -92,12 +92,12 @@ struct Committed {
 /// Answers committed groups and publishes their rows. With a [`WalSync`] that happens on a thread of its own,
 /// after a sync that began once the group was committed, so the writer commits the next group meanwhile.
 enum Answerer {
-    Now(broadcast::Sender<Arc<AuditRow>>),
+    Now(Publish),
     AfterSync(std::sync::mpsc::Sender<Committed>),
 }
 
 impl Answerer {
-    fn start(wal: Option<WalSync>, live: broadcast::Sender<Arc<AuditRow>>) -> std::io::Result<Answerer> {
+    fn start(wal: Option<WalSync>, live: Publish) -> std::io::Result<Answerer> {
         let Some(wal) = wal else { return Ok(Answerer::Now(live)) };
         let (tx, rx) = std::sync::mpsc::channel::<Committed>();
         std::thread::Builder::new().name("audit-sync".into()).spawn(move || {
@@ -131,14 +131,24 @@ impl Answerer {
     }
 }
 
-/// Answers a group: stored and published when `durable` (the live stream) is given, "send again" otherwise.
-fn answer(group: Committed, durable: Option<&broadcast::Sender<Arc<AuditRow>>>) {
+/// Where durable rows go: the live stream, and the alert rules that count them.
+#[derive(Clone)]
+pub struct Publish {
+    pub live: broadcast::Sender<Arc<AuditRow>>,
+    pub alerts: Arc<Alerts>,
+}
+
+/// Answers a group: stored, counted against the alert rules and published when `durable` is given, "send
+/// again" otherwise.
+fn answer(group: Committed, durable: Option<&Publish>) {
     for (reply, outcomes) in group.answers {
         let _ = reply.send(if durable.is_some() { Ok(outcomes) } else { Err(UNAVAILABLE.into()) });
     }
-    if let Some(live) = durable.filter(|live| live.receiver_count() > 0) {
+    let Some(publish) = durable else { return };
+    publish.alerts.count(&group.rows);
+    if publish.live.receiver_count() > 0 {
         for row in group.rows {
-            let _ = live.send(Arc::new(row));
+            let _ = publish.live.send(Arc::new(row));
         }
     }
 }
@@ -151,7 +161,7 @@ pub fn spawn(
     mut sink: Box<dyn AuditSink>,
     key: Vec<u8>,
     mut rx: mpsc::Receiver<Submission>,
-    live: broadcast::Sender<Arc<AuditRow>>,
+    live: Publish,
 ) -> Result<(), StoreError> {
     let thread = |source| StoreError::Io { what: "audit writer thread", source };
     let answerer = Answerer::start(sink.wal_sync()?, live).map_err(thread)?;

@@ -1,10 +1,13 @@
-//! Audit routes: the original agent's GET, the agent batch POST, query, CSV export, live stream, verify.
+//! Audit routes: the original agent's GET, the agent batch POST, query, CSV export, live stream, verify, and the
+//! alert rules.
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Query, RawQuery, Request, State},
+    extract::{
+        rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, RawQuery, Request, State,
+    },
     http::{header, HeaderMap, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
@@ -18,11 +21,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{auth::Authenticated, AppState, HttpError};
+use super::{auth::Authenticated, body::Submitted, AppState, HttpError};
 use crate::{
-    audit::{AgentAck, AgentBatch, AuditView, Filter, IngestError},
+    audit::{alerts::RuleError, AgentAck, AgentBatch, AuditView, Filter, IngestError, RuleRefused, RuleRequest},
     auth::Role,
-    store::AuditQuery,
+    store::{AlertRuleRow, AuditQuery},
 };
 
 pub fn router() -> Router<AppState> {
@@ -33,6 +36,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/audit/events.csv", get(csv))
         .route("/api/audit/stream", get(live))
         .route("/api/audit/verify", get(verify))
+        .route("/api/audit/rules", get(rules).post(add_rule))
+        .route("/api/audit/rules/{id}", axum::routing::delete(delete_rule))
+        .route("/api/audit/rules/{id}/delete", post(delete_rule))
 }
 
 /// axum's `Json`, but a good body is parsed with plain `serde_json`: `Json` tracks the path of every value so that
@@ -309,6 +315,42 @@ async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Jso
     who.require(Role::Admin)?;
     let report = state.audit.verify().await?;
     Ok(Json(json!(report)))
+}
+
+/// The alert rules (any viewer may see what is watched for).
+async fn rules(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<AlertRuleRow>>, HttpError> {
+    who.require(Role::Viewer)?;
+    Ok(Json(state.audit.alert_rules().await?))
+}
+
+async fn add_rule(
+    State(state): State<AppState>,
+    who: Authenticated,
+    body: Submitted<RuleRequest>,
+) -> Result<Response, HttpError> {
+    let admin = who.require(Role::Admin)?;
+    let name = body.value.name.clone();
+    let id = state.audit.add_alert_rule(body.value.clone(), &admin.name).await.map_err(|err| match err {
+        RuleRefused::Invalid(RuleError::Name) => HttpError::invalid("name", err.to_string()),
+        RuleRefused::Invalid(RuleError::Pattern(_)) => HttpError::invalid("pattern", err.to_string()),
+        RuleRefused::UnknownHost(_) => HttpError::invalid("host", err.to_string()),
+        RuleRefused::Store(err) => err.into(),
+    })?;
+    tracing::info!(rule = %name, actor = %admin.name, "audit alert rule added");
+    Ok(body.respond(StatusCode::CREATED, json!({ "id": id }), "/audit"))
+}
+
+async fn delete_rule(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, HttpError> {
+    let admin = who.require(Role::Admin)?;
+    if !state.audit.delete_alert_rule(id).await? {
+        return Err(HttpError::NotFound(format!("alert rule {id} not found")));
+    }
+    tracing::info!(rule_id = id, actor = %admin.name, "audit alert rule deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

@@ -1,11 +1,15 @@
-//! The bearer-token extractor.
+//! The credentials extractor: a bearer token, or a console session found by [`super::session::guard`].
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 
 use super::{AppState, HttpError};
-use crate::auth::{Principal, Role};
+use crate::{
+    auth::{Principal, Role},
+    users::Session,
+};
 
-/// The authenticated caller. Extracting it rejects the request with 401 unless it carries a live token.
+/// The authenticated caller. Extracting it rejects the request with 401 unless it carries a live token or a live
+/// session cookie. A request with an `Authorization` header is judged by it alone.
 pub struct Authenticated(pub Principal);
 
 impl Authenticated {
@@ -23,7 +27,12 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, HttpError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(HttpError::Unauthorized)?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            return match parts.extensions.get::<Session>() {
+                Some(session) => Ok(Authenticated(session.principal.clone())),
+                None => Err(HttpError::Unauthorized),
+            };
+        };
         // The scheme name is case-insensitive (RFC 7235 §2.1); the token is not.
         let token = header
             .to_str()

@@ -8,7 +8,12 @@ use axum::{
 };
 use serde_json::json;
 
-use crate::{jobs::JobError, store::StoreError};
+use crate::{
+    auth::TokenError,
+    jobs::JobError,
+    store::StoreError,
+    users::{LoginError, PasswordError, UserError},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -16,6 +21,20 @@ pub enum HttpError {
     Unauthorized,
     #[error("this needs the {0} role")]
     Forbidden(&'static str),
+    /// A cookie-authenticated request that changes state without its session's CSRF token.
+    #[error("missing or invalid CSRF token")]
+    Csrf,
+    /// A state-changing request sent from a page of another origin.
+    #[error("cross-origin request refused")]
+    CrossOrigin,
+    /// Refused for what it asks, whoever asks (e.g. a token with more rights than its user).
+    #[error("{0}")]
+    Refused(String),
+    #[error("invalid user name or password")]
+    InvalidLogin,
+    /// Too many failed logins: retry after this long.
+    #[error("too many failed logins; try again in {} s", retry_after_secs(.0))]
+    TooManyAttempts(std::time::Duration),
     #[error("{0}")]
     NotFound(String),
     #[error("{reason}")]
@@ -40,7 +59,11 @@ impl HttpError {
     fn status(&self) -> StatusCode {
         match self {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
-            HttpError::Forbidden(_) => StatusCode::FORBIDDEN,
+            HttpError::Forbidden(_) | HttpError::Csrf | HttpError::CrossOrigin | HttpError::Refused(_) => {
+                StatusCode::FORBIDDEN
+            }
+            HttpError::InvalidLogin => StatusCode::UNAUTHORIZED,
+            HttpError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
@@ -60,10 +83,55 @@ impl IntoResponse for HttpError {
             other => json!({ "error": other.to_string() }),
         };
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, HttpError::Unauthorized) {
-            response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        match &self {
+            HttpError::Unauthorized => {
+                response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            }
+            HttpError::TooManyAttempts(wait) => {
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after_secs(wait).into());
+            }
+            _ => {}
         }
         response
+    }
+}
+
+/// Whole seconds to wait, rounded up, at least 1 (`Retry-After` takes whole seconds).
+pub fn retry_after_secs(wait: &std::time::Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+}
+
+impl From<UserError> for HttpError {
+    fn from(err: UserError) -> HttpError {
+        match err {
+            UserError::InvalidName(_) => HttpError::invalid("name", err.to_string()),
+            UserError::Password(PasswordError::Hashing(cause)) => HttpError::Internal(cause),
+            UserError::Password(_) => HttpError::invalid("password", err.to_string()),
+            UserError::InvalidRole(_) => HttpError::invalid("role", err.to_string()),
+            UserError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            UserError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<LoginError> for HttpError {
+    fn from(err: LoginError) -> HttpError {
+        match err {
+            LoginError::Invalid => HttpError::InvalidLogin,
+            LoginError::Throttled(wait) => HttpError::TooManyAttempts(wait),
+            LoginError::Password(e) => HttpError::Internal(e.to_string()),
+            LoginError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TokenError> for HttpError {
+    fn from(err: TokenError) -> HttpError {
+        match err {
+            TokenError::ExceedsUser(_) => HttpError::Refused(err.to_string()),
+            TokenError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            TokenError::Store(e) => e.into(),
+        }
     }
 }
 

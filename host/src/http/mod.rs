@@ -1,16 +1,22 @@
 //! The HTTP API: one router per resource, merged over one shared state.
 //!
-//! **Architecture invariant:** every route but `/healthz` goes through [`auth::Authenticated`], and each handler
-//! states the least role it needs. Handlers parse and authorise, then call the domain (`jobs`, `store`,
+//! **Architecture invariant:** every route but `/healthz`, `POST /login` (how a person gets credentials) and
+//! `POST /logout` (ends only the session the caller's own cookie names) goes through [`auth::Authenticated`], and
+//! each handler states the least role it needs. Every request passes [`session::guard`] first: cookie-borne
+//! requests that change state must come from this origin and carry the session's CSRF token. Handlers parse and authorise, then call the domain (`jobs`, `store`,
 //! `plugins`); they hold no logic of their own beyond mapping to JSON.
 
 mod audit;
 mod auth;
+mod body;
 mod error;
 mod health;
 mod hosts;
 mod jobs;
 mod modules;
+mod session;
+mod tokens;
+mod users;
 
 use std::{sync::Arc, time::Instant};
 
@@ -23,10 +29,13 @@ use axum::{
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
+pub use auth::Authenticated;
+pub use body::{Submitted, CSRF_FIELD, RETURN_FIELD};
 pub use error::HttpError;
 pub use hosts::{validate_host, HostForm};
+pub use session::{COOKIE as SESSION_COOKIE, CSRF_HEADER};
 
-use crate::{audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store};
+use crate::{audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store, users::Users};
 
 /// What every handler may use. Cloned for every request (axum's `State`), so one `Arc` rather than the parts.
 #[derive(Clone)]
@@ -52,6 +61,9 @@ pub struct Services {
     pub jobs: Arc<JobService>,
     pub audit: Arc<AuditService>,
     pub tokens: Tokens,
+    pub users: Arc<Users>,
+    /// Whether the session cookie is marked `Secure` (and origins must be `https`).
+    pub secure_cookies: bool,
     pub metrics: PrometheusHandle,
 }
 
@@ -69,6 +81,11 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(hosts::router())
         .merge(jobs::router())
         .merge(audit::router())
+        .merge(session::router())
+        .merge(users::router())
+        .merge(tokens::router())
+        .merge(crate::ui::router())
+        .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -8,11 +8,14 @@
 //!
 //! **Invariant:** storage knows nothing of HTTP or jobs' execution; it stores and reads rows.
 
+mod alerts;
 mod audit;
 mod audit_sqlite;
 mod inventory;
 mod jobs;
+mod sessions;
 mod tokens;
+mod users;
 
 use std::{borrow::Cow, path::PathBuf, str::FromStr, time::Duration};
 
@@ -22,11 +25,14 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{JobRow, NewJob, ResultRow};
-pub use tokens::TokenRow;
+pub use sessions::SessionRow;
+pub use tokens::{TokenListing, TokenRow, TokenScope};
+pub use users::{InvalidUserName, UserName, UserRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -140,10 +146,18 @@ impl Store {
                 // sqlx does not say whether options are in memory; its URL forms for that are these two.
                 if !url.contains(":memory:") && !url.contains("mode=memory") {
                     let file = options.get_filename().to_path_buf();
-                    create_private(&file)?;
+                    keep_private(&file)?;
                     sqlite_file = Some(file);
                 }
                 let pool = SqlitePoolOptions::new().acquire_timeout(acquire).connect_with(options).await?;
+                if let Some(file) = &sqlite_file {
+                    // SQLite gives -wal and -shm the database file's mode; tighten any left from an older start.
+                    for suffix in ["-wal", "-shm"] {
+                        let mut name = file.clone().into_os_string();
+                        name.push(suffix);
+                        keep_private(std::path::Path::new(&name))?;
+                    }
+                }
                 (Pool::Sqlite(pool), Dialect::Sqlite)
             }
             "mysql" | "mariadb" => {
@@ -210,6 +224,25 @@ impl Store {
 /// SQLite keeps allocation statistics behind a global mutex unless told not to; nothing here reads them, and
 /// that mutex was 7 % of the audit writer's time (perf, BENCHMARKS.md). Only possible before SQLite initialises,
 /// so it runs before this process's first SQLite connection.
+/// Makes a database file readable by the server's user only, creating it so when missing: it holds token
+/// hashes, audit rows and job output, and module workers running as `module_user` must not read it.
+fn keep_private(file: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file);
+    match created {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A missing directory and the like: let SQLite report it in its own words.
+        Err(_) => return Ok(()),
+    }
+    let mode = std::fs::metadata(file).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode & 0o700))
+            .map_err(|source| StoreError::Io { what: "making the database file private (chmod 600)", source })?;
+    }
+    Ok(())
+}
+
 fn sqlite_without_memstatus() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
@@ -220,18 +253,6 @@ fn sqlite_without_memstatus() {
             rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int);
         }
     });
-}
-
-/// Creates a missing database file readable by the server's user only. SQLite gives its `-wal` and `-shm` files
-/// the database file's mode, and module workers (`module_user`) must not read any of them; left to SQLite, the
-/// file would get 0644 under the usual umask. An existing file keeps the mode its operator gave it.
-fn create_private(file: &std::path::Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(file) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(StoreError::Io { what: "create the SQLite database file", source }),
-    }
 }
 
 /// Milliseconds since the Unix epoch: the one time format in every table.

@@ -2,6 +2,7 @@
 //! talks to it over HTTP. Module libraries come from `cargo xtask test` (which builds them first).
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod browser;
 pub mod scratch;
 pub mod testenv;
 
@@ -43,6 +44,8 @@ pub struct Server {
     child: Child,
     pub base: String,
     pub token: String,
+    /// The generated password of the console user `admin`, printed at first start.
+    pub admin_password: String,
     pub dir: TempDir,
     pub client: Client,
     /// Lines the server printed on stdout after start-up.
@@ -104,6 +107,9 @@ impl Server {
         );
         let config_path = dir.path().join("omserver.toml");
         fs::write(&config_path, config).unwrap();
+        // As a careful operator keeps it (it may hold database credentials); with `module_user` set the server
+        // refuses a configuration that others can read.
+        fs::set_permissions(&config_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         Server::spawn(dir, &config_path, options.env)
     }
 
@@ -127,7 +133,7 @@ impl Server {
                 }
             }
         });
-        let (mut token, mut base) = (String::new(), String::new());
+        let (mut token, mut base, mut admin_password) = (String::new(), String::new(), String::new());
         let deadline = Instant::now() + Duration::from_secs(30);
         while base.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -138,12 +144,15 @@ impl Server {
             if let Some(t) = line.trim().strip_prefix("oms_") {
                 token = format!("oms_{t}");
             }
+            if let Some(password) = line.strip_prefix("admin password: ") {
+                admin_password = password.to_owned();
+            }
             if let Some(url) = line.strip_prefix("omserver listening on ") {
                 base = url.to_owned();
             }
         }
         let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Server { child, base, token, dir, client, stdout: rx, env }
+        Server { child, base, token, admin_password, dir, client, stdout: rx, env }
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -335,7 +344,12 @@ pub struct CliOutput {
 /// Runs `omserver --config <server's configuration> ARGS…` to completion (at most 60 s) and returns its output.
 /// It shares the server's database, state directory (secret key) and plugins.d.
 pub fn cli(server: &Server, args: &[&str]) -> CliOutput {
-    use std::io::Read;
+    cli_with_input(server, args, None)
+}
+
+/// [`cli`] with `input` written to the command's standard input (a pipe, not a terminal), then closed.
+pub fn cli_with_input(server: &Server, args: &[&str], input: Option<&str>) -> CliOutput {
+    use std::io::{Read, Write};
     let config = server.dir.path().join("omserver.toml");
     let mut child = Command::new(env!("CARGO_BIN_EXE_omserver"))
         .arg("--config")
@@ -344,11 +358,14 @@ pub fn cli(server: &Server, args: &[&str]) -> CliOutput {
         .env("RUST_LOG", "warn")
         .env_remove("AUTO_PLATFORM")
         .env_remove("SECRET_KEY")
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the omserver command line");
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(input.as_bytes()).expect("write the command's standard input");
+    }
     let drain = |mut pipe: Box<dyn Read + Send>| {
         thread::spawn(move || {
             let mut text = String::new();
@@ -403,6 +420,7 @@ impl Server {
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
         let mut restarted = Server::spawn(dir, &config_path, std::mem::take(&mut self.env));
         restarted.token = std::mem::take(&mut self.token);
+        restarted.admin_password = std::mem::take(&mut self.admin_password);
         // Drops the old value: its process is already reaped, its directory is the placeholder.
         *self = restarted;
     }

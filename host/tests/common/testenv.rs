@@ -12,6 +12,15 @@ pub struct TestEnv {
     pub ansible: AnsibleEnv,
     pub salt: SaltEnv,
     pub func: FuncEnv,
+    pub chromium: ChromiumEnv,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChromiumEnv {
+    /// chromedriver's address, e.g. http://127.0.0.1:9515.
+    pub webdriver_url: String,
+    /// The Chromium binary chromedriver starts.
+    pub binary: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,107 @@
+//! `GET /api/tokens`, `POST /api/tokens`, `DELETE /api/tokens/{id}` (and `POST /api/tokens/{id}/revoke`, for
+//! forms, which cannot send DELETE). Tokens belong to users and never have more rights than their user or than
+//! whoever creates them.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::Response,
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{
+    auth::Authenticated,
+    body::Submitted,
+    users::{respond, Empty},
+    AppState, HttpError,
+};
+use crate::{
+    auth::{Credential, Role},
+    store::{TokenListing, TokenScope},
+    users::user_role,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/tokens", get(list).post(create))
+        .route("/api/tokens/{id}", axum::routing::delete(revoke))
+        .route("/api/tokens/{id}/revoke", post(revoke))
+}
+
+/// The caller's tokens (its user's, or just itself for a token without a user); an admin sees all.
+async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<TokenListing>>, HttpError> {
+    let principal = who.require(Role::Viewer)?;
+    let scope = match (principal.role, principal.user_id, &principal.credential) {
+        (Role::Admin, _, _) => TokenScope::All,
+        (_, Some(user), _) => TokenScope::User(user),
+        (_, None, Credential::Token { id, .. }) => TokenScope::Token(*id),
+        (_, None, Credential::Session { .. }) => return Ok(Json(Vec::new())),
+    };
+    Ok(Json(state.store.list_tokens(scope).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewToken {
+    name: String,
+    role: String,
+    /// The user it belongs to; the caller's own user when absent. Another user's needs the admin role.
+    user: Option<String>,
+}
+
+/// Answers the token once (`201 {"id", "name", "role", "user", "token"}`, for forms too: it must be shown).
+async fn create(
+    State(state): State<AppState>,
+    who: Authenticated,
+    form: Submitted<NewToken>,
+) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
+    let principal = who.require(Role::Viewer)?;
+    let NewToken { name, role, user } = &form.value;
+    let name = name.trim();
+    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err(HttpError::invalid("name", "must be 1-128 printable characters"));
+    }
+    let role = user_role(role)?;
+    // Never more rights than the one who asks.
+    who.require(role)?;
+    let owner = match user.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(user) => {
+            let row = state.users.get(user).await?;
+            if Some(row.id) != principal.user_id {
+                who.require(Role::Admin)?;
+            }
+            Some(row)
+        }
+        None => match principal.user_id {
+            Some(id) => Some(state.store.user_by_id(id).await?.ok_or(HttpError::Unauthorized)?),
+            // A token without a user can mint others without one only as an admin (as the CLI does).
+            None => {
+                who.require(Role::Admin)?;
+                None
+            }
+        },
+    };
+    if owner.as_ref().is_some_and(|u| u.disabled_at.is_some()) {
+        return Err(HttpError::invalid("user", "this user is disabled"));
+    }
+    let (id, token) = state.tokens.create_owned(name, role, owner.as_ref()).await?;
+    let user = owner.map(|u| u.name);
+    tracing::info!(token_id = id, token = %name, role = %role, user = ?user, actor = %principal.name, "token created");
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "role": role, "user": user, "token": token }))))
+}
+
+/// Revokes the caller's own token or one of its user's; an admin any.
+async fn revoke(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+    form: Option<Submitted<Empty>>,
+) -> Result<Response, HttpError> {
+    let principal = who.require(Role::Viewer)?;
+    state.tokens.revoke(id, principal).await?;
+    tracing::info!(token_id = id, actor = %principal.name, "token revoked");
+    Ok(respond(form, StatusCode::OK, json!({ "id": id, "revoked": true })))
+}

@@ -1,0 +1,137 @@
+// /audit: history (GET /api/audit/events, newest first, paged with `before`) and the live stream
+// (GET /api/audit/stream) under the same filters; pause/resume; CSV export; chain verification for admins.
+// Audited commands are attacker-controlled text: they only ever reach the page through textContent.
+import { api, el } from '/assets/console.js';
+
+const body = document.querySelector('#events tbody');
+const state = document.getElementById('live-state');
+const problem = document.getElementById('problem');
+let stream = null;
+let paused = false;
+let held = [];
+let next = null;
+let seen = new Set();
+
+function filters() {
+  const form = new FormData(document.getElementById('filters'));
+  const params = new URLSearchParams();
+  for (const key of ['host', 'user', 'q']) {
+    const value = String(form.get(key) || '').trim();
+    if (value) params.set(key, value);
+  }
+  return params;
+}
+
+function row(e) {
+  const alerts = e.alerts || [];
+  const tr = el('tr', undefined, { 'data-id': String(e.id), class: alerts.length ? 'flagged' : '' });
+  tr.append(el('td', new Date(e.received_at).toLocaleString()), el('td', e.host), el('td', e.user),
+    el('td', e.login_user || ''), el('td', e.tty || ''), el('td', e.command, { class: 'command' }),
+    el('td', alerts.join(', '), { class: 'alerts' }));
+  return tr;
+}
+
+function add(e, atTop) {
+  if (seen.has(e.id)) return;
+  seen.add(e.id);
+  if (atTop) body.prepend(row(e)); else body.append(row(e));
+}
+
+async function history(before) {
+  const params = filters();
+  params.set('limit', '100');
+  if (before) params.set('before', String(before));
+  const page = await api(`/api/audit/events?${params}`);
+  for (const e of page.events) add(e, false);
+  next = page.next ?? null;
+  document.getElementById('older').hidden = next === null;
+}
+
+function live() {
+  if (stream) stream.close();
+  stream = new EventSource(`/api/audit/stream?${filters()}`);
+  stream.addEventListener('open', () => { state.textContent = paused ? 'paused' : 'live'; });
+  stream.addEventListener('error', () => { state.textContent = 'reconnecting…'; });
+  stream.addEventListener('audit', (m) => {
+    const e = JSON.parse(m.data);
+    if (paused) { held.push(e); state.textContent = `paused (${held.length} new)`; } else add(e, true);
+  });
+  stream.addEventListener('lagged', () => { problem.textContent = 'Some live events were skipped; reload to see them.'; });
+}
+
+async function start() {
+  problem.textContent = '';
+  body.replaceChildren();
+  seen = new Set();
+  document.getElementById('csv').href = `/api/audit/events.csv?${filters()}`;
+  live();
+  await history(null);
+}
+
+document.getElementById('filters').addEventListener('submit', (e) => {
+  e.preventDefault();
+  start().catch((err) => { problem.textContent = err.message; });
+});
+document.getElementById('pause').addEventListener('click', (e) => {
+  paused = !paused;
+  e.target.textContent = paused ? 'Resume' : 'Pause';
+  if (!paused) { for (const held_event of held) add(held_event, true); held = []; }
+  state.textContent = paused ? 'paused' : 'live';
+});
+document.getElementById('older').addEventListener('click', () => {
+  history(next).catch((err) => { problem.textContent = err.message; });
+});
+const admin = document.getElementById('main').dataset.admin === 'true';
+
+async function rules() {
+  const list = await api('/api/audit/rules');
+  document.querySelector('#rules tbody').replaceChildren(...list.map((r) => {
+    const tr = el('tr', undefined, { 'data-rule': r.name });
+    tr.append(el('td', r.name), el('td', r.pattern, { class: 'command' }), el('td', r.host_id ?? 'any'),
+      el('td', r.user_name ?? 'any'));
+    const cell = el('td');
+    if (admin) {
+      const button = el('button', `Delete ${r.name}`, { type: 'button' });
+      button.addEventListener('click', async () => {
+        try { await api(`/api/audit/rules/${r.id}`, { method: 'DELETE' }); await rules(); } catch (err) { problem.textContent = err.message; }
+      });
+      cell.append(button);
+    }
+    tr.append(cell);
+    return tr;
+  }));
+}
+
+if (admin) {
+  const form = document.getElementById('rule-form');
+  form.hidden = false;
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const data = new FormData(form);
+    const body = { name: String(data.get('name')).trim(), pattern: String(data.get('pattern')) };
+    for (const key of ['host', 'user']) { const v = String(data.get(key) || '').trim(); if (v) body[key] = v; }
+    try {
+      await api('/api/audit/rules', { method: 'POST', body });
+      form.reset();
+      document.getElementById('rule-problem').textContent = '';
+      await rules();
+    } catch (err) { document.getElementById('rule-problem').textContent = err.message; }
+  });
+}
+rules().catch((err) => { problem.textContent = err.message; });
+
+if (admin) {
+  document.getElementById('verify-box').hidden = false;
+  document.getElementById('verify').addEventListener('click', async () => {
+    const out = document.getElementById('verify-result');
+    out.textContent = 'verifying…';
+    try {
+      const report = await api('/api/audit/verify');
+      out.textContent = report.findings.length === 0
+        ? `Intact: ${report.hosts} hosts, ${report.rows} rows.`
+        : `${report.findings.length} problems: ` + report.findings.map((f) => `host ${f.host_id} at ${f.chain_seq}: ${f.problem}`).join('; ');
+    } catch (err) { out.textContent = err.message; }
+  });
+}
+
+start().catch((err) => { problem.textContent = err.message; });

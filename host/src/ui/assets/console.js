@@ -1,0 +1,71 @@
+// Shared by every console page. Nothing here (or in any page script) inserts text as HTML: untrusted strings
+// (host names, command output, module text, audited commands) only ever go through textContent.
+
+/** Creates an element with text content and optional attributes. */
+export function el(tag, text, attrs = {}) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  return node;
+}
+
+let csrf = null;
+
+/** The session's CSRF token, from the page (a form's hidden field) or else from /api/session. */
+async function csrfToken() {
+  if (csrf) return csrf;
+  const field = document.querySelector('input[name="csrf_token"]');
+  if (field && field.value) return (csrf = field.value);
+  const response = await fetch('/api/session', { credentials: 'same-origin' });
+  if (response.ok) csrf = (await response.json()).csrf_token;
+  return csrf;
+}
+
+/** fetch() for the JSON API with the session cookie and, on state-changing requests, the CSRF token. */
+export async function api(path, { method = 'GET', body } = {}) {
+  const headers = { Accept: 'application/json' };
+  if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = await csrfToken();
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const response = await fetch(path, {
+    method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) {
+    window.location.assign('/login');
+    throw new Error('not logged in');
+  }
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  return data;
+}
+
+/**
+ * Folds host names into ranges, as clush -b and dshbak -c do: web01 web02 web03 web07 → web[01-03,07].
+ * Names share a range when they differ only in one trailing number of the same width.
+ */
+export function foldHosts(names) {
+  const groups = new Map();
+  const plain = [];
+  for (const name of [...new Set(names)].sort()) {
+    const m = /^(.*?)(\d+)(\D*)$/.exec(name);
+    if (!m) { plain.push(name); continue; }
+    const key = `${m[1]}\u0000${m[2].length}\u0000${m[3]}`;
+    if (!groups.has(key)) groups.set(key, { prefix: m[1], suffix: m[3], width: m[2].length, numbers: [] });
+    groups.get(key).numbers.push(Number(m[2]));
+  }
+  const out = [...plain];
+  for (const g of groups.values()) {
+    const pad = (n) => String(n).padStart(g.width, '0');
+    if (g.numbers.length === 1) { out.push(g.prefix + pad(g.numbers[0]) + g.suffix); continue; }
+    g.numbers.sort((a, b) => a - b);
+    const ranges = [];
+    let start = g.numbers[0], end = start;
+    for (const n of g.numbers.slice(1)) {
+      if (n === end + 1) { end = n; continue; }
+      ranges.push(start === end ? pad(start) : `${pad(start)}-${pad(end)}`);
+      start = end = n;
+    }
+    ranges.push(start === end ? pad(start) : `${pad(start)}-${pad(end)}`);
+    out.push(`${g.prefix}[${ranges.join(',')}]${g.suffix}`);
+  }
+  return out.sort().join(',');
+}

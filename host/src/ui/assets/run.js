@@ -1,0 +1,132 @@
+// /run: pick hosts (function category → app category → hosts, or a text filter), a module, its parameters (a
+// form built from the module's schema, checked here and again by the server), a backend; confirm with the host
+// count; then go to the job's page.
+import { api, el } from '/assets/console.js';
+
+const $ = (id) => document.getElementById(id);
+let hosts = [];
+let modules = [];
+const chosen = new Set();
+
+function option(value, text) {
+  const o = el('option', text);
+  o.value = value;
+  return o;
+}
+
+function visibleHosts() {
+  const fn = $('function').value, app = $('app').value, q = $('host-filter').value.trim().toLowerCase();
+  return hosts.filter((h) => (!fn || h.function === fn) && (!app || h.app === app)
+    && (!q || h.name.toLowerCase().includes(q) || h.ip.includes(q)));
+}
+
+function renderHosts() {
+  const fn = $('function').value;
+  const apps = [...new Set(hosts.filter((h) => !fn || h.function === fn).map((h) => h.app).filter(Boolean))].sort();
+  const current = $('app').value;
+  $('app').replaceChildren(option('', 'All'), ...apps.map((a) => option(a, a)));
+  if (apps.includes(current)) $('app').value = current;
+  const list = $('host-list');
+  list.replaceChildren(...visibleHosts().map((h) => {
+    const id = `host-${h.id}`;
+    const box = el('input', undefined, { type: 'checkbox', id, value: h.name });
+    box.checked = chosen.has(h.name);
+    box.addEventListener('change', () => { if (box.checked) chosen.add(h.name); else chosen.delete(h.name); });
+    const label = el('label', `${h.name} (${h.ip})`, { for: id, class: 'inline' });
+    const row = el('div', undefined, { class: 'host' });
+    row.append(box, label);
+    return row;
+  }));
+}
+
+function field(p) {
+  const id = `param-${p.name}`;
+  const wrap = el('div', undefined, { class: 'param' });
+  wrap.append(el('label', `${p.name}${p.required ? ' (required)' : ''}`, { for: id }));
+  let input;
+  if (p.type === 'choice') {
+    input = el('select', undefined, { id, name: p.name });
+    if (!p.required) input.append(option('', '(none)'));
+    for (const c of p.choices) input.append(option(c, c));
+    if (p.default !== undefined) input.value = p.default;
+  } else if (p.type === 'integer') {
+    input = el('input', undefined, { id, name: p.name, type: 'number', min: String(p.min), max: String(p.max), step: '1' });
+    if (p.default !== undefined) input.value = String(p.default);
+  } else {
+    input = el('input', undefined, { id, name: p.name, type: 'text' });
+    // The schema's pattern is Rust regex syntax: used in the browser only when JavaScript reads it the same way.
+    try { new RegExp(`^(?:${p.pattern})$`, 'v'); input.setAttribute('pattern', p.pattern); } catch { /* server checks */ }
+    if (p.default !== undefined) input.value = p.default;
+  }
+  if (p.required && p.default === undefined) input.required = true;
+  wrap.append(input);
+  if (p.description) wrap.append(el('small', p.description));
+  return wrap;
+}
+
+function renderModule() {
+  const m = modules.find((x) => String(x.id) === $('module').value);
+  $('module-description').textContent = m ? m.description : '';
+  $('params').replaceChildren(...(m ? m.params.map(field) : []));
+}
+
+function request() {
+  const m = modules.find((x) => String(x.id) === $('module').value);
+  if (!m) throw new Error('Choose a module.');
+  if (chosen.size === 0) throw new Error('Choose at least one host.');
+  const params = {};
+  for (const p of m.params) {
+    const input = document.getElementById(`param-${p.name}`);
+    if (!input.checkValidity()) throw new Error(`${p.name}: ${input.validationMessage}`);
+    if (input.value === '') continue;
+    params[p.name] = p.type === 'integer' ? Number(input.value) : input.value;
+  }
+  return { module: m.id, hosts: [...chosen], params, backend: $('backend').value || undefined, name: m.name };
+}
+
+async function start() {
+  [hosts, modules] = await Promise.all([api('/api/hosts'), api('/api/modules')]);
+  modules = modules.filter((m) => m.status === 'loaded');
+  const backends = await api('/api/backends');
+  const functions = [...new Set(hosts.map((h) => h.function).filter(Boolean))].sort();
+  $('function').append(...functions.map((f) => option(f, f)));
+  $('module').append(...modules.map((m) => option(String(m.id), `${m.id} — ${m.name}`)));
+  for (const b of backends) {
+    const o = option(b.backend, `${b.backend}${b.default ? ' (default)' : ''}${b.ok ? '' : ' — unhealthy'}`);
+    $('backend').append(o);
+    if (b.default) $('backend').value = b.backend;
+  }
+  renderHosts();
+}
+
+for (const id of ['function', 'app']) $(id).addEventListener('change', renderHosts);
+$('host-filter').addEventListener('input', renderHosts);
+$('select-visible').addEventListener('click', () => { for (const h of visibleHosts()) chosen.add(h.name); renderHosts(); });
+$('select-none').addEventListener('click', () => { chosen.clear(); renderHosts(); });
+$('module').addEventListener('change', renderModule);
+$('run-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  $('problem').textContent = '';
+  try {
+    const r = request();
+    $('summary').textContent = `Run ${r.module} (${r.name}) on ${r.hosts.length} host${r.hosts.length === 1 ? '' : 's'} through ${$('backend').value}?`;
+    $('run').textContent = `Run on ${r.hosts.length} host${r.hosts.length === 1 ? '' : 's'}`;
+    $('confirm').hidden = false;
+    $('run').focus();
+  } catch (err) { $('problem').textContent = err.message; }
+});
+$('back').addEventListener('click', () => { $('confirm').hidden = true; });
+$('run').addEventListener('click', async () => {
+  $('run').disabled = true;
+  try {
+    const { name, ...body } = request();
+    const job = await api('/api/jobs', { method: 'POST', body });
+    window.location.assign(`/jobs/${job.id}`);
+  } catch (err) {
+    $('problem').textContent = err.message;
+    $('confirm').hidden = true;
+    $('run').disabled = false;
+  }
+});
+
+start().catch((err) => { $('problem').textContent = err.message; });

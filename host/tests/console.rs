@@ -1,0 +1,183 @@
+//! The web console in headless Chromium (testenv's chromium piece), against the real server binary.
+//! Screenshots are kept under target/screenshots/<test>/.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{browser::Browser, fixture, install, Options, Server};
+use reqwest::StatusCode;
+use serde_json::json;
+
+fn server() -> Server {
+    let server = Server::start_with(Options { seed: vec![1003], ..Options::default() });
+    install(&fixture("fx_sleep"), &server.plugins_dir(), "Mid_9003.so");
+    server.wait_for_module("Mid_9003.so", Duration::from_secs(10), |e| e.is_some_and(|e| e["status"] == "loaded"));
+    server
+}
+
+#[test]
+fn logging_in_then_watching_a_job_finish_without_a_reload() {
+    let server = server();
+    let browser = Browser::start("job_live");
+    browser.goto(&format!("{}/jobs", server.base));
+    assert!(browser.url().ends_with("/login"), "a page without a session goes to /login: {}", browser.url());
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.find("header.top");
+    browser.screenshot("1-logged-in");
+
+    let id = server.submit(9003, &["127.0.0.1"], json!({ "seconds": 2 }));
+    browser.goto(&format!("{}/jobs/{id}", server.base));
+    browser.wait_for_text("#status", "running", Duration::from_secs(5));
+    browser.screenshot("2-running");
+    assert!(!browser.exists("#groups section"), "no host has finished yet");
+    browser.wait_for_text("#status", "succeeded", Duration::from_secs(15));
+    browser.wait_for_text("#groups", "localhost", Duration::from_secs(2));
+    browser.screenshot("3-finished");
+}
+
+#[test]
+fn a_job_can_be_cancelled_from_its_page() {
+    let server = server();
+    let browser = Browser::start("job_cancel");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    let id = server.submit(9003, &["127.0.0.1"], json!({ "seconds": 60 }));
+    browser.goto(&format!("{}/jobs/{id}", server.base));
+    browser.wait_for_text("#status", "running", Duration::from_secs(5));
+    browser.click("#cancel");
+    browser.wait_for_text("#status", "cancelled", Duration::from_secs(10));
+    browser.screenshot("cancelled");
+    let job = server.wait_job(id, Duration::from_secs(5));
+    assert_eq!(job["status"], "cancelled", "{job}");
+}
+
+#[test]
+fn after_logging_out_pages_go_to_the_login_page() {
+    let server = server();
+    let browser = Browser::start("logout");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.click("header.top form button");
+    browser.find("#password");
+    browser.goto(&format!("{}/jobs", server.base));
+    assert!(browser.url().ends_with("/login"), "{}", browser.url());
+    let status = browser.eval("return fetch('/api/session').then(r => r.status)");
+    assert_eq!(status, json!(StatusCode::UNAUTHORIZED.as_u16()));
+}
+
+/// `omserver hosts token NAME`: the host's agent token.
+fn agent_token(server: &Server, host: &str) -> String {
+    let out = common::cli(server, &["hosts", "token", host]);
+    assert!(out.status.success(), "hosts token: {out:?}");
+    out.stdout.trim().to_owned()
+}
+
+fn send_audit(server: &Server, token: &str, seq: i64, command: &str) {
+    let event = json!({ "stream": "console", "seq": seq, "history_id": seq, "user": "root", "login_user": "alice",
+                        "uid": 0, "tty": "/dev/pts/3", "ip": "127.0.0.1", "time": "2026-12-02 10:00:00",
+                        "command": command });
+    let request = server.client.post(format!("{}/api/audit/events", server.base)).bearer_auth(token);
+    let (status, body) = server.send(request.json(&json!({ "events": [event] })));
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[test]
+fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
+    let server = server();
+    let token = agent_token(&server, "localhost");
+    send_audit(&server, &token, 1, "uptime");
+    let browser = Browser::start("audit_live");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/audit", server.base));
+    browser.wait_for_text("#events tbody", "uptime", Duration::from_secs(5));
+    browser.wait_for_text("#live-state", "live", Duration::from_secs(5));
+    send_audit(&server, &token, 2, "systemctl restart nginx");
+    let took = browser.wait_for_text("#events tbody", "systemctl restart nginx", Duration::from_secs(5));
+    assert!(took < Duration::from_secs(1), "the event took {took:?} to appear");
+
+    // An alert rule added on the page flags matching events as they arrive.
+    browser.fill("#r-name", "rm-root");
+    browser.fill("#r-pattern", r"rm\s+-rf\s+/(\s|$)");
+    browser.click("#add-rule");
+    browser.wait_for_text("#rules tbody", "rm-root", Duration::from_secs(5));
+    send_audit(&server, &token, 3, "rm -rf /");
+    browser.wait_for_text("#events tbody tr.flagged .alerts", "rm-root", Duration::from_secs(5));
+    browser.screenshot("live");
+}
+
+#[test]
+fn markup_from_modules_hosts_and_audited_commands_shows_as_text_and_runs_nothing() {
+    const PAYLOAD: &str = "<img src=x onerror=\"window.__xss='img'\"></script><script>window.__xss='script'</script>";
+    let server = server();
+    install(&fixture("fx_markup"), &server.plugins_dir(), "Mid_9007.so");
+    server.wait_for_module("Mid_9007.so", Duration::from_secs(10), |e| e.is_some_and(|e| e["status"] == "loaded"));
+    let browser = Browser::start("markup");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    let ran = |browser: &Browser| browser.eval("return window.__xss === undefined ? null : window.__xss");
+
+    browser.goto(&format!("{}/modules", server.base));
+    browser.wait_for_text("tr[data-file='Mid_9007.so'] .description", PAYLOAD, Duration::from_secs(5));
+    browser.wait_for_text("tr[data-file='Mid_9007.so'] .name", "Markup <b>bold</b>", Duration::from_secs(1));
+    assert!(!browser.exists("#modules img") && !browser.exists("#modules b"), "module text became elements");
+    browser.screenshot("modules");
+    assert_eq!(ran(&browser), json!(null));
+
+    let job = server.run_job(9007, &["127.0.0.1"], json!({}));
+    assert_eq!(job["status"], "succeeded", "{job}");
+    browser.goto(&format!("{}/jobs/{}", server.base, job["id"]));
+    browser.wait_for_text("#groups pre.stdout", PAYLOAD, Duration::from_secs(5));
+    assert!(!browser.exists("#groups img") && !browser.exists("#groups script"), "job output became elements");
+    browser.screenshot("job");
+    assert_eq!(ran(&browser), json!(null));
+
+    send_audit(&server, &agent_token(&server, "localhost"), 1, PAYLOAD);
+    browser.goto(&format!("{}/audit", server.base));
+    browser.wait_for_text("#events tbody", PAYLOAD, Duration::from_secs(5));
+    assert!(!browser.exists("#events img") && !browser.exists("#events script"), "a command became elements");
+    browser.screenshot("audit");
+    assert_eq!(ran(&browser), json!(null));
+}
+
+#[test]
+fn running_1003_from_the_run_page_shows_its_result_on_the_job_page() {
+    let server = server();
+    let browser = Browser::start("run_page");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/run", server.base));
+    browser.find("#host-list input[value='localhost']");
+    browser.click("#host-list input[value='localhost']");
+    browser.find("#module option[value='1003']");
+    browser.eval("const s = document.getElementById('module'); s.value = '1003'; s.dispatchEvent(new Event('change')); return null");
+    browser.click("#review");
+    browser.wait_for_text("#summary", "on 1 host", Duration::from_secs(5));
+    browser.screenshot("1-confirm");
+    browser.click("#run");
+    browser.wait_for_text("#status", "succeeded", Duration::from_secs(20));
+    let issue = std::fs::read_to_string("/etc/issue").unwrap_or_default();
+    let first = issue.lines().next().unwrap_or_default().trim().to_owned();
+    browser.wait_for_text("#groups pre.stdout", &first, Duration::from_secs(5));
+    assert!(browser.url().contains("/jobs/"), "{}", browser.url());
+    browser.screenshot("2-result");
+}
+
+#[test]
+fn a_viewer_sees_no_run_button_and_the_api_refuses_them() {
+    let server = server();
+    let out =
+        common::cli_with_input(&server, &["user", "add", "vera", "--role", "viewer"], Some("viewer-password-1\n"));
+    assert!(out.status.success(), "{out:?}");
+    let id = server.submit(9003, &["127.0.0.1"], json!({ "seconds": 30 }));
+    let browser = Browser::start("viewer");
+    browser.log_in(&server.base, "vera", "viewer-password-1");
+    browser.goto(&format!("{}/jobs/{id}", server.base));
+    browser.wait_for_text("#status", "running", Duration::from_secs(5));
+    assert!(!browser.exists("#cancel"), "a viewer must not get a cancel button");
+    assert!(!browser.exists("header.top a[href='/run']"), "a viewer must not get a Run link");
+    browser.screenshot("job");
+    let status = browser.eval(
+        "return fetch('/api/session').then(r => r.json()).then(s => fetch('/api/jobs', { method: 'POST', \
+         headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': s.csrf_token }, \
+         body: JSON.stringify({ module: 1003, hosts: ['localhost'] }) })).then(r => r.status)",
+    );
+    assert_eq!(status, json!(403));
+    server.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
+}
