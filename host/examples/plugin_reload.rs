@@ -49,6 +49,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let replacements: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100);
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     let library = fs::read(target.join("plugins-release/Mid_1003.so"))?;
+    // The server runs in this process, so "the running executable" is this example: its module workers must be
+    // the real binary (`cargo xtask bench-plugins` builds it first).
+    let worker = target.join("release/omserver");
+    if !worker.exists() {
+        return Err(format!("{} is missing: run `cargo xtask bench-plugins`, which builds it", worker.display()).into());
+    }
 
     let dir = tempfile::tempdir()?;
     let plugins = dir.path().join("plugins.d");
@@ -58,6 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         database_url: format!("sqlite://{}", dir.path().join("bench.db").display()),
         plugins_dir: plugins.clone(),
         state_dir: dir.path().join("state"),
+        module_worker_program: Some(worker),
         ..Config::default()
     };
     let app = App::open(config).await?;

@@ -9,6 +9,10 @@
 //! - `install-plugins [--release] [--dir DIR]`: build the seed modules and install them as `Mid_<ID>.so`.
 //! - `fixtures`: build the test-only module fixtures into `target/fixtures/`.
 //! - `bench-plugins [ARGS…]`: the plugin reload benchmark (see BENCHMARKS.md).
+//! - `bench-workers [--base REV] [JOBS]`: job latency of module 1003 on the local backend, before and after module
+//!   workers, in one run: builds the release server of REV (default: the newest commit on main before the first
+//!   `workers:` commit) in a git worktree under `target/bench-base` and of the current tree, starts both and
+//!   alternates JOBS (default 300) jobs between them (see BENCHMARKS.md).
 //! - `bench-audit [ARGS…]`: the audit ingest benchmarks (see BENCHMARKS.md); installs Debian's `wrk` when missing.
 //! - `bench-console [EVENTS] [RATE] [JOBS]`: audit event and job result → visible in the console (BENCHMARKS.md).
 //! - `bench-backends [ROUNDS]`: `uname -n` on 50 loopback hosts through each backend and the tools' own clients
@@ -42,12 +46,14 @@ fn main() -> ExitCode {
         "install-plugins" => install_plugins_cmd(&rest),
         "fixtures" => fixtures(),
         "bench-plugins" => bench_plugins(&rest),
+        "bench-workers" => bench_workers(&rest),
         "bench-audit" => bench_audit(&rest),
         "bench-backends" => bench_backends(&rest),
         "bench-console" => bench_console(&rest),
         _ => {
             eprintln!(
-                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-audit|bench-backends|bench-console [ARGS…]"
+                "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
+                 bench-backends|bench-console [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -142,6 +148,9 @@ fn fixtures() -> Result {
         ("fx_hang", &[], "fx_hang"),
         ("fx_old_api", &[], "fx_old_api"),
         ("fx_sleep", &[], "fx_sleep"),
+        ("fx_fault", &[], "fx_fault"),
+        ("fx_ctor_crash", &[], "fx_ctor_crash"),
+        ("fx_snoop", &[], "fx_snoop"),
         ("fx_markup", &[], "fx_markup"),
     ];
     for (package, extra, name) in builds {
@@ -185,6 +194,8 @@ fn testenv(args: &[String]) -> Result {
 
 fn bench_plugins(args: &[String]) -> Result {
     install_plugins(true, &target_dir().join("plugins-release"))?;
+    // The example runs the server in its own process; its module workers are the release `omserver` binary.
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
     run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "plugin_reload", "--"]).args(args))
 }
 
@@ -203,6 +214,73 @@ fn bench_console(args: &[String]) -> Result {
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "console_bench", "--"])
         .args(fixed)
         .args(args))
+}
+
+/// Builds the release `omserver` and module 1003 of `--base REV` and of this tree, then runs the example
+/// `worker_bench` on both. The base is built in its own worktree and target directory (`target/bench-base`) so
+/// neither build disturbs the other's artefacts; a second run only rebuilds what changed.
+fn bench_workers(args: &[String]) -> Result {
+    let mut base = None;
+    let mut jobs = "300".to_owned();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--base" => base = Some(rest.next().ok_or("--base needs a revision")?.clone()),
+            n if n.parse::<u32>().is_ok() => jobs = n.to_owned(),
+            other => return Err(format!("bench-workers: unexpected argument {other:?} (usage: [--base REV] [JOBS])")),
+        }
+    }
+    let base = match base {
+        Some(rev) => git_output(&["rev-parse", "--verify", &format!("{rev}^{{commit}}")])?,
+        None => before_workers()?,
+    };
+    let base_tree = target_dir().join("bench-base");
+    if base_tree.join(".git").exists() {
+        run(Command::new("git").arg("-C").arg(&base_tree).args(["checkout", "--quiet", "--detach", &base]))?;
+    } else {
+        run(Command::new("git").current_dir(root()).args(["worktree", "add", "--detach"]).arg(&base_tree).arg(&base))?;
+    }
+    let base_target = base_tree.join("target");
+    // Two invocations: `--bin omserver` would also filter mid_1003's targets (its library) away.
+    let release_build = |tree: &Path, target: &Path| -> Result {
+        for args in [&["-p", "omserver", "--bin", "omserver"][..], &["-p", "mid_1003"]] {
+            let mut cmd = cargo();
+            cmd.current_dir(tree).env("CARGO_TARGET_DIR", target).args(["build", "--release", "--quiet"]).args(args);
+            run(&mut cmd)?;
+        }
+        Ok(())
+    };
+    eprintln!("xtask: building the base ({base}) in {}", base_tree.display());
+    release_build(&base_tree, &base_target)?;
+    eprintln!("xtask: building this tree");
+    release_build(&root(), &target_dir())?;
+    let (base_release, head_release) = (base_target.join("release"), target_dir().join("release"));
+    run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "worker_bench", "--"]).args([
+        base_release.join("omserver").display().to_string(),
+        base_release.join("libmid_1003.so").display().to_string(),
+        head_release.join("omserver").display().to_string(),
+        head_release.join("libmid_1003.so").display().to_string(),
+        jobs,
+    ]))
+}
+
+/// The newest commit on main's first-parent line older than every commit whose subject starts with `workers:`.
+fn before_workers() -> Result<String> {
+    let log = git_output(&["log", "--first-parent", "--format=%H %s", "main"])?;
+    let commits: Vec<(&str, &str)> = log.lines().filter_map(|l| l.split_once(' ')).collect();
+    let oldest = commits
+        .iter()
+        .rposition(|(_, subject)| subject.starts_with("workers:"))
+        .ok_or("no `workers:` commit on main: pass --base REV")?;
+    commits.get(oldest + 1).map(|(hash, _)| (*hash).to_owned()).ok_or_else(|| "main begins with workers:".into())
+}
+
+fn git_output(args: &[&str]) -> Result<String> {
+    let out = Command::new("git").current_dir(root()).args(args).output().map_err(|e| format!("git: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The legacy ingest figures come from `wrk` (Debian's package), the rest from the example's own clients.

@@ -66,6 +66,9 @@ pub fn main(args: &WorkerArgs) -> ExitCode {
 
 /// Descriptors, limits and process flags; returns the socket to the server.
 fn prepare(args: &WorkerArgs) -> std::io::Result<UnixStream> {
+    // The one variable the server passes is for the allocator, which read it when the process was loaded: the
+    // module gets an empty environment. Safe here: no other thread exists yet.
+    std::env::remove_var("MIMALLOC_ARENA_RESERVE");
     let check = |rc: libc::c_int| if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(rc) };
     // SAFETY: plain system calls on descriptors this process owns; nothing else runs yet (one thread).
     let socket = unsafe {

@@ -50,6 +50,7 @@ pub struct Server {
     pub client: Client,
     /// Lines the server printed on stdout after start-up.
     stdout: mpsc::Receiver<String>,
+    env: Vec<(String, String)>,
 }
 
 /// How to start a server.
@@ -60,11 +61,21 @@ pub struct Options {
     pub seed: Vec<u32>,
     /// Database URL; `None` for SQLite in the server's directory.
     pub database_url: Option<String>,
+    /// Extra environment variables for the server process (kept across [`Server::restart`]).
+    pub env: Vec<(String, String)>,
+    /// Other libraries to install into plugins.d before start: (file, name in plugins.d).
+    pub libraries: Vec<(PathBuf, String)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { extra_config: String::new(), seed: vec![1003], database_url: None }
+        Options {
+            extra_config: String::new(),
+            seed: vec![1003],
+            database_url: None,
+            env: Vec::new(),
+            libraries: Vec::new(),
+        }
     }
 }
 
@@ -81,6 +92,9 @@ impl Server {
         for id in &options.seed {
             install(&seed_module(*id), &plugins, &format!("Mid_{id}.so"));
         }
+        for (file, name) in &options.libraries {
+            install(file, &plugins, name);
+        }
         let database_url =
             options.database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("omserver.db").display()));
         let config = format!(
@@ -93,15 +107,19 @@ impl Server {
         );
         let config_path = dir.path().join("omserver.toml");
         fs::write(&config_path, config).unwrap();
-        Server::spawn(dir, &config_path)
+        // As a careful operator keeps it (it may hold database credentials); with `module_user` set the server
+        // refuses a configuration that others can read.
+        fs::set_permissions(&config_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        Server::spawn(dir, &config_path, options.env)
     }
 
-    fn spawn(dir: TempDir, config_path: &Path) -> Server {
+    fn spawn(dir: TempDir, config_path: &Path, env: Vec<(String, String)>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_omserver"))
             .args(["--config", config_path.to_str().unwrap(), "serve"])
             .env("RUST_LOG", "info,sqlx=warn")
             .env_remove("AUTO_PLATFORM")
             .env_remove("SECRET_KEY")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(fs::File::create(dir.path().join("server.log")).unwrap())
             .spawn()
@@ -134,7 +152,7 @@ impl Server {
             }
         }
         let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Server { child, base, token, admin_password, dir, client, stdout: rx }
+        Server { child, base, token, admin_password, dir, client, stdout: rx, env }
     }
 
     pub fn plugins_dir(&self) -> PathBuf {
@@ -147,6 +165,11 @@ impl Server {
 
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// True while the server process runs.
@@ -395,7 +418,7 @@ impl Server {
         let _ = fs::rename(&log, self.dir.path().join(format!("server.log.{runs}")));
         // `spawn` takes the directory by value: lend it a placeholder until the new process owns the real one.
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"));
-        let mut restarted = Server::spawn(dir, &config_path);
+        let mut restarted = Server::spawn(dir, &config_path, std::mem::take(&mut self.env));
         restarted.token = std::mem::take(&mut self.token);
         restarted.admin_password = std::mem::take(&mut self.admin_password);
         // Drops the old value: its process is already reaped, its directory is the placeholder.
