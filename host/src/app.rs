@@ -184,6 +184,7 @@ impl App {
                 wan_ip: None,
                 op: None,
                 category: None,
+                tags: Vec::new(),
                 port: None,
                 user: None,
             };

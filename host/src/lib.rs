@@ -8,6 +8,7 @@
 //! - [`worker`]: module workers: the processes that load libraries through abi_stable and run them.
 //! - [`jobs`]: validates a request, resolves targets, runs a module off the runtime, persists the outcome.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
+//! - [`inventory`]: reading CSV and Ansible INI inventories into host forms.
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
 //! - [`audit`]: audit ingest (legacy GET and agent batches), dedup, hash chain, group commit, live fan-out.
 //! - [`auth`]: API tokens and roles.
@@ -25,6 +26,7 @@ pub mod backends;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod inventory;
 pub mod jobs;
 pub mod plugins;
 pub mod store;

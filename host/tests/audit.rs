@@ -1240,6 +1240,7 @@ mod dialects {
             category: None,
             port: None,
             user: None,
+            tags: vec![],
         };
         let a = store.add_host(&host("alpha", "10.1.0.1")).await.unwrap().id;
         let b = store.add_host(&host("beta", "10.1.0.2")).await.unwrap().id;
@@ -1522,6 +1523,7 @@ mod dialects {
                 category: None,
                 port: None,
                 user: None,
+                tags: vec![],
             };
             let host_id = store.add_host(&host).await.unwrap().id;
             // 293 rows: the SQLite sink's multi-row statements of 256, 32 and 4 rows and single rows, all used.
@@ -1579,6 +1581,7 @@ mod dialects {
             category: None,
             port: None,
             user: None,
+            tags: vec![],
         };
         let host_id = store.add_host(&host).await.unwrap().id;
         let audit =

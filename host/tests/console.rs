@@ -233,3 +233,39 @@ fn the_api_page_lists_every_operation_of_the_document() {
     assert_eq!(shown, json!(operations));
     browser.screenshot("api");
 }
+
+#[test]
+fn an_admin_adds_a_host_with_the_form_and_imports_an_ini_file_with_one_bad_line() {
+    let server = server();
+    let browser = Browser::start("inventory");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/inventory", server.base));
+    browser.fill("#h-name", "web1");
+    browser.fill("#h-ip", "10.0.0.11");
+    browser.fill("#h-function", "Linux.Web");
+    browser.fill("#h-app", "nginx");
+    browser.fill("#h-tags", "prod eu");
+    browser.click("#save-host");
+    browser.wait_for_text(
+        "details[data-function='Linux.Web'] details[data-app='nginx']",
+        "web1 (10.0.0.11)",
+        Duration::from_secs(5),
+    );
+    browser.screenshot("1-added");
+
+    let ini = "[db]\ndb1 ansible_host=10.0.2.1 ansible_port=2222\ndb2 ansible_host=10.0.2.2\ndb3 ansible_port=x\n";
+    browser.eval(&format!("document.getElementById('i-text').value = {}; return null", json!(ini)));
+    browser.click("#preview");
+    browser.wait_for_text("#import-summary", "2 lines ready, 1 with errors", Duration::from_secs(5));
+    browser.wait_for_text("tr[data-line='4'] .result", "ansible_port", Duration::from_secs(1));
+    browser.screenshot("2-preview");
+    browser.click("#do-import");
+    browser.wait_for_text("#import-summary", "2 hosts imported, 1 lines not imported", Duration::from_secs(5));
+    browser.wait_for_text("#tree", "db2 (10.0.2.2)", Duration::from_secs(5));
+    browser.screenshot("3-imported");
+    let (_, hosts) = server.get("/api/hosts");
+    let names: Vec<&str> = hosts.as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["db1", "db2", "localhost", "web1"]);
+    let db1 = hosts.as_array().unwrap().iter().find(|h| h["name"] == "db1").unwrap();
+    assert_eq!((db1["port"].clone(), db1["tags"].clone()), (json!(2222), json!(["db"])));
+}

@@ -100,12 +100,13 @@ async fn tables(db: &Db) -> Vec<String> {
     names
 }
 
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "_sqlx_migrations",
     "api_tokens",
     "audit_alert_rules",
     "audit_chain",
     "audit_gaps",
+    "host_tags",
     "job_results",
     "jobs",
     "server_app_categ",
@@ -126,7 +127,16 @@ fn alias_url(db: &Db) -> String {
 }
 
 fn host(name: &str, ip: &str) -> NewHost {
-    NewHost { name: name.to_owned(), ip: ip.to_owned(), wan_ip: None, op: None, category: None, port: None, user: None }
+    NewHost {
+        name: name.to_owned(),
+        ip: ip.to_owned(),
+        wan_ip: None,
+        op: None,
+        category: None,
+        port: None,
+        user: None,
+        tags: vec![],
+    }
 }
 
 fn in_category(name: &str, ip: &str, function: &str, app: &str) -> NewHost {
@@ -157,7 +167,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
@@ -168,8 +178,8 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]);
-        assert_eq!(count(&db, "_sqlx_migrations").await, 6);
+        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
+        assert_eq!(count(&db, "_sqlx_migrations").await, 7);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
         again.close().await;
@@ -299,6 +309,12 @@ async fn a_taken_name_or_ip_is_a_conflict() {
             "a host named \"web2\" or with IP 10.0.0.1 exists already",
         );
         assert_eq!(store.host_count().await.unwrap(), 1);
+        // Categories are created in the host's transaction: a refused host leaves none behind.
+        assert_conflict(
+            store.add_host(&in_category("web3", "10.0.0.1", "Linux.Db", "mysql")).await,
+            "a host named \"web3\" or with IP 10.0.0.1 exists already",
+        );
+        assert_eq!((count(&db, "server_fun_categ").await, count(&db, "server_app_categ").await), (1, 1));
         let listed: Vec<HostFields> = store.list_hosts().await.unwrap().iter().map(fields).collect();
         assert_eq!(listed, [expected("web1", "10.0.0.1", Some("Linux.Web"), Some("nginx"))]);
         // A failed add leaves the store usable.

@@ -1,9 +1,14 @@
-//! `GET /api/hosts`, `POST /api/hosts`: the inventory.
+//! The inventory: `GET /api/hosts`, `POST /api/hosts`, `PUT /api/hosts/{id}`, `DELETE /api/hosts/{id}`, and
+//! `POST /api/hosts/import` (CSV or Ansible INI, with a preview).
 
 use std::net::IpAddr;
 
-use axum::{extract::rejection::JsonRejection, extract::State, http::StatusCode, Json};
-use serde::Deserialize;
+use axum::{
+    extract::{rejection::JsonRejection, Path, State},
+    http::StatusCode,
+    Json,
+};
+use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
@@ -18,7 +23,13 @@ use crate::{
 };
 
 pub fn router() -> Routes {
-    Routes::new().api(Access::AtLeast(Role::Viewer), routes!(list)).api(Access::AtLeast(Role::Admin), routes!(add))
+    let admin = Access::AtLeast(Role::Admin);
+    Routes::new()
+        .api(Access::AtLeast(Role::Viewer), routes!(list))
+        .api(admin, routes!(add))
+        .api(admin, routes!(update))
+        .api(admin, routes!(delete))
+        .api(admin, routes!(import))
 }
 
 /// The inventory, by name.
@@ -29,21 +40,24 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 }
 
 /// A host to add to the inventory.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostForm {
-    name: String,
-    ip: String,
-    wan_ip: Option<String>,
-    op: Option<String>,
+    pub name: String,
+    pub ip: String,
+    pub wan_ip: Option<String>,
+    pub op: Option<String>,
     /// Function category, e.g. "Linux.Web"; goes with `app`.
-    function: Option<String>,
+    pub function: Option<String>,
     /// App category within `function`, e.g. "nginx".
-    app: Option<String>,
+    pub app: Option<String>,
     /// SSH port for the ssh and ansible backends (their configured default when absent).
-    port: Option<u32>,
+    pub port: Option<u32>,
     /// Login user for the ssh and ansible backends (their configured default when absent).
-    user: Option<String>,
+    pub user: Option<String>,
+    /// Free tags, e.g. `["prod", "eu-west"]`: 1-64 of letters, digits, `.`, `_`, `-`; stored in lower case.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// Adds a host; its categories are created with it when new.
@@ -64,6 +78,149 @@ async fn add(
     state.audit.inventory_changed();
     tracing::info!(host = %row.name, ip = %row.ip, actor = %who.0.name, "host added");
     Ok((StatusCode::CREATED, Json(row)))
+}
+
+/// Replaces a host's fields, categories and tags.
+#[utoipa::path(put, path = "/api/hosts/{id}", tag = "inventory", request_body = HostForm,
+    params(("id" = i64, Path, description = "host id")), responses(
+    (status = 200, body = HostRow),
+    (status = 400, description = "a field is not valid; `field` names it", body = ErrorBody),
+    (status = 404, description = "no such host", body = ErrorBody),
+    (status = 409, description = "another host has this name or address", body = ErrorBody),
+))]
+async fn update(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+    form: Result<Json<HostForm>, JsonRejection>,
+) -> Result<Json<HostRow>, HttpError> {
+    who.require(Role::Admin)?;
+    let Json(form) = form?;
+    let host = validate_host(form)?;
+    let row =
+        state.store.update_host(id, &host).await?.ok_or_else(|| HttpError::NotFound(format!("host {id} not found")))?;
+    state.audit.inventory_changed();
+    tracing::info!(host = %row.name, ip = %row.ip, actor = %who.0.name, "host changed");
+    Ok(Json(row))
+}
+
+/// Removes a host that has no audit history (the trail keeps the hosts its commands came from).
+#[utoipa::path(delete, path = "/api/hosts/{id}", tag = "inventory", params(("id" = i64, Path, description = "host id")),
+    responses(
+    (status = 204, description = "deleted"),
+    (status = 404, description = "no such host", body = ErrorBody),
+    (status = 409, description = "the host has audit history or agent tokens", body = ErrorBody),
+))]
+async fn delete(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, HttpError> {
+    who.require(Role::Admin)?;
+    if !state.store.delete_host(id).await? {
+        return Err(HttpError::NotFound(format!("host {id} not found")));
+    }
+    state.audit.inventory_changed();
+    tracing::info!(host_id = id, actor = %who.0.name, "host deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An inventory file to import.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    /// `csv` (a header line naming the columns: name, ip, wan_ip, op, function, app, port, user, tags) or `ini`
+    /// (an Ansible INI inventory).
+    format: String,
+    text: String,
+    /// Check every line and say what would happen; store nothing.
+    #[serde(default)]
+    preview: bool,
+}
+
+/// What became of each line that named a host.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ImportLine {
+    line: usize,
+    name: Option<String>,
+    ip: Option<String>,
+    function: Option<String>,
+    app: Option<String>,
+    tags: Vec<String>,
+    /// Why this line is not (or would not be) imported.
+    error: Option<String>,
+    imported: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ImportReport {
+    lines: Vec<ImportLine>,
+    imported: usize,
+    failed: usize,
+}
+
+/// Imports every good line (each host with its categories in its own transaction) and reports each bad one;
+/// with `preview`, only checks.
+#[utoipa::path(post, path = "/api/hosts/import", tag = "inventory", request_body = ImportRequest, responses(
+    (status = 200, body = ImportReport, description = "one entry per line that names a host"),
+    (status = 400, description = "the file cannot be read at all (an unknown format, a bad CSV header)", body = ErrorBody),
+))]
+async fn import(
+    State(state): State<AppState>,
+    who: Authenticated,
+    request: Result<Json<ImportRequest>, JsonRejection>,
+) -> Result<Json<ImportReport>, HttpError> {
+    who.require(Role::Admin)?;
+    let Json(request) = request?;
+    let parsed = match request.format.as_str() {
+        "csv" => crate::inventory::parse_csv(&request.text).map_err(|e| HttpError::invalid("text", e))?,
+        "ini" => crate::inventory::parse_ini(&request.text),
+        other => return Err(HttpError::invalid("format", format!("{other:?}: csv or ini"))),
+    };
+    let mut lines = Vec::with_capacity(parsed.len());
+    for entry in parsed {
+        let mut line = ImportLine {
+            line: entry.line,
+            name: None,
+            ip: None,
+            function: None,
+            app: None,
+            tags: Vec::new(),
+            error: None,
+            imported: false,
+        };
+        let form = match entry.host {
+            Ok(form) => form,
+            Err(reason) => {
+                line.error = Some(reason);
+                lines.push(line);
+                continue;
+            }
+        };
+        (line.name, line.ip, line.function, line.app) =
+            (Some(form.name.clone()), Some(form.ip.clone()), form.function.clone(), form.app.clone());
+        line.tags = form.tags.clone();
+        match validate_host(form) {
+            Err(HttpError::BadRequest { field, reason }) => {
+                line.error = Some(field.map_or(reason.clone(), |f| format!("{f}: {reason}")));
+            }
+            Err(other) => line.error = Some(other.to_string()),
+            Ok(_) if request.preview => {}
+            Ok(host) => match state.store.add_host(&host).await {
+                Ok(_) => line.imported = true,
+                Err(crate::store::StoreError::Conflict(reason)) => line.error = Some(reason),
+                Err(other) => return Err(other.into()),
+            },
+        }
+        lines.push(line);
+    }
+    let imported = lines.iter().filter(|l| l.imported).count();
+    let failed = lines.iter().filter(|l| l.error.is_some()).count();
+    if imported > 0 {
+        state.audit.inventory_changed();
+    }
+    tracing::info!(imported, failed, preview = request.preview, actor = %who.0.name, "inventory import");
+    Ok(Json(ImportReport { lines, imported, failed }))
 }
 
 /// Host names are DNS-like labels (letters, digits, `-`, `_`, `.`), addresses are IPv4 or IPv6.
@@ -102,7 +259,26 @@ pub fn validate_host(form: HostForm) -> Result<NewHost, HttpError> {
             "must be a login name: 1-32 of a-z, 0-9, '_', '.', '-', not starting with '-' or '.'",
         ));
     }
-    Ok(NewHost { name: name.to_owned(), ip, wan_ip, op, category, port, user })
+    let mut tags = Vec::new();
+    for tag in &form.tags {
+        let tag = tag.trim().to_ascii_lowercase();
+        if tag.is_empty()
+            || tag.len() > 64
+            || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(HttpError::invalid(
+                "tags",
+                format!("{tag:?}: a tag is 1-64 of letters, digits, '.', '_' or '-'"),
+            ));
+        }
+        if !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+    if tags.len() > 32 {
+        return Err(HttpError::invalid("tags", "at most 32 tags"));
+    }
+    Ok(NewHost { name: name.to_owned(), ip, wan_ip, op, category, port, user, tags })
 }
 
 /// Login names as `useradd` takes them. The user reaches SSH and Ansible's inventory, so nothing else passes.

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{insert_id, now_ms, on_pool, Store, StoreError};
+use super::{now_ms, on_pool, Dialect, Store, StoreError};
 
 /// A host as stored, with its categories' names.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -25,6 +25,9 @@ pub struct HostRow {
     #[sqlx(rename = "server_user")]
     pub user: Option<String>,
     pub created_at: i64,
+    /// Free tags, in order (filled by [`Store::list_hosts`]; other lookups leave it empty).
+    #[sqlx(skip)]
+    pub tags: Vec<String>,
 }
 
 /// A host to add. `function` and `app` go together: both or neither.
@@ -37,6 +40,8 @@ pub struct NewHost {
     pub category: Option<(String, String)>,
     pub port: Option<u16>,
     pub user: Option<String>,
+    /// Trimmed, lower case, distinct (see `http::hosts::validate_host`).
+    pub tags: Vec<String>,
 }
 
 const SELECT_HOSTS: &str = "SELECT h.id, h.server_name, h.server_lip, h.server_wip, h.server_op, \
@@ -56,10 +61,27 @@ pub fn host_key(key: &str) -> String {
 }
 
 impl Store {
+    /// Every host with its categories and tags, by name.
     pub async fn list_hosts(&self) -> Result<Vec<HostRow>, StoreError> {
         let query = format!("{SELECT_HOSTS} ORDER BY h.server_name");
         let sql = self.sql(&query);
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, HostRow>(&sql).fetch_all(pool).await)?)
+        let mut hosts = on_pool!(self, pool => sqlx::query_as::<_, HostRow>(&sql).fetch_all(pool).await)?;
+        let tags_sql = "SELECT host_id, tag FROM host_tags ORDER BY tag";
+        let tags: Vec<(i64, String)> =
+            on_pool!(self, pool => sqlx::query_as::<_, (i64, String)>(tags_sql).fetch_all(pool).await)?;
+        let mut by_host: std::collections::HashMap<i64, Vec<String>> = std::collections::HashMap::new();
+        for (host, tag) in tags {
+            by_host.entry(host).or_default().push(tag);
+        }
+        for host in &mut hosts {
+            host.tags = by_host.remove(&host.id).unwrap_or_default();
+        }
+        Ok(hosts)
+    }
+
+    /// One host by id, with its tags.
+    pub async fn host(&self, id: i64) -> Result<Option<HostRow>, StoreError> {
+        Ok(self.list_hosts().await?.into_iter().find(|h| h.id == id))
     }
 
     /// Finds hosts whose name or internal IP is one of `keys`, as given or as a [`host_key`] (rows written before
@@ -89,69 +111,100 @@ impl Store {
         )
     }
 
-    /// Adds a host, creating its categories when they are new. A taken name or IP is a `Conflict`. The name is
-    /// stored in lower case.
+    /// Adds a host with its tags, creating its categories when they are new, all in one transaction: a failed
+    /// insert (a taken name or IP is a `Conflict`) leaves no category behind. The name is stored in lower case.
     pub async fn add_host(&self, host: &NewHost) -> Result<HostRow, StoreError> {
+        self.write_host(None, host).await
+    }
+
+    /// Replaces a host's fields, categories and tags (one transaction). `None` when there is no such host.
+    pub async fn update_host(&self, id: i64, host: &NewHost) -> Result<Option<HostRow>, StoreError> {
+        if self.host(id).await?.is_none() {
+            return Ok(None);
+        }
+        self.write_host(Some(id), host).await.map(Some)
+    }
+
+    /// Deletes a host and its tags. A host with audit history or agent tokens is kept (`Conflict`): the audit
+    /// trail must not lose the host its commands came from. False when there is no such host.
+    pub async fn delete_host(&self, id: i64) -> Result<bool, StoreError> {
+        let (tags, host) =
+            (self.sql("DELETE FROM host_tags WHERE host_id = ?"), self.sql("DELETE FROM server_list WHERE id = ?"));
+        let deleted = on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&tags).bind(id).execute(&mut *tx).await?;
+            let done = sqlx::query(&host).bind(id).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<u64, sqlx::Error>(done)
+        }.await);
+        match deleted {
+            Ok(done) => Ok(done > 0),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::Conflict(
+                "this host has audit history or agent tokens; it stays in the inventory".to_owned(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Inserts (`id` None) or updates a host, its categories and tags in one transaction.
+    async fn write_host(&self, id: Option<i64>, host: &NewHost) -> Result<HostRow, StoreError> {
         let name = host_key(&host.name);
-        let app_id = match &host.category {
-            Some((function, app)) => Some(self.app_category(function, app).await?),
-            None => None,
+        // Categories are created if missing without failing when a concurrent transaction creates them too.
+        let ignore = |table_cols: &str| match self.dialect {
+            Dialect::MySql => format!("INSERT IGNORE INTO {table_cols}"),
+            _ => format!("INSERT INTO {table_cols} ON CONFLICT DO NOTHING"),
         };
-        let id = insert_id!(
-            self,
-            "INSERT INTO server_list (server_name, server_wip, server_lip, server_op, server_app_id, server_port, \
-             server_user, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            &name,
-            &host.wan_ip,
-            &host.ip,
-            &host.op,
-            app_id,
-            host.port.map(i32::from),
-            &host.user,
-            now_ms()
-        )
+        let insert_fun = self.sql(&ignore("server_fun_categ (server_categ_name) VALUES (?)")).into_owned();
+        let find_fun = self.sql("SELECT id FROM server_fun_categ WHERE server_categ_name = ?").into_owned();
+        let insert_app =
+            self.sql(&ignore("server_app_categ (server_categ_id, app_categ_name) VALUES (?, ?)")).into_owned();
+        let find_app =
+            self.sql("SELECT id FROM server_app_categ WHERE server_categ_id = ? AND app_categ_name = ?").into_owned();
+        let write = match id {
+            None => self.sql(
+                "INSERT INTO server_list (server_name, server_wip, server_lip, server_op, server_app_id,                  server_port, server_user, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ),
+            Some(_) => self.sql(
+                "UPDATE server_list SET server_name = ?, server_wip = ?, server_lip = ?, server_op = ?,                  server_app_id = ?, server_port = ?, server_user = ? WHERE id = ?",
+            ),
+        }
+        .into_owned();
+        let find_host = self.sql("SELECT id FROM server_list WHERE server_name = ?").into_owned();
+        let clear_tags = self.sql("DELETE FROM host_tags WHERE host_id = ?").into_owned();
+        let add_tag = self.sql("INSERT INTO host_tags (host_id, tag) VALUES (?, ?)").into_owned();
+        // The last bind: created_at for an insert, the id for an update.
+        let last = id.unwrap_or_else(now_ms);
+        let written = on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let mut app_id: Option<i64> = None;
+            if let Some((function, app)) = &host.category {
+                sqlx::query(&insert_fun).bind(function).execute(&mut *tx).await?;
+                let fun_id: i64 = sqlx::query_scalar(&find_fun).bind(function).fetch_one(&mut *tx).await?;
+                sqlx::query(&insert_app).bind(fun_id).bind(app).execute(&mut *tx).await?;
+                app_id = Some(sqlx::query_scalar(&find_app).bind(fun_id).bind(app).fetch_one(&mut *tx).await?);
+            }
+            sqlx::query(&write)
+                .bind(&name)
+                .bind(&host.wan_ip)
+                .bind(&host.ip)
+                .bind(&host.op)
+                .bind(app_id)
+                .bind(host.port.map(i32::from))
+                .bind(&host.user)
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            let host_id: i64 = sqlx::query_scalar(&find_host).bind(&name).fetch_one(&mut *tx).await?;
+            sqlx::query(&clear_tags).bind(host_id).execute(&mut *tx).await?;
+            for tag in &host.tags {
+                sqlx::query(&add_tag).bind(host_id).bind(tag).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<i64, sqlx::Error>(host_id)
+        }.await)
         .map_err(|e| {
             StoreError::conflict_or(e, || format!("a host named {name:?} or with IP {} exists already", host.ip))
         })?;
-        let query = format!("{SELECT_HOSTS} WHERE h.id = ?");
-        let sql = self.sql(&query);
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, HostRow>(&sql).bind(id).fetch_one(pool).await)?)
-    }
-
-    /// The id of the app category `app` under function category `function`, created when missing.
-    async fn app_category(&self, function: &str, app: &str) -> Result<i64, StoreError> {
-        let find_fun = self.sql("SELECT id FROM server_fun_categ WHERE server_categ_name = ?");
-        // Each loop reads, then inserts; losing the insert race to another request means the row now exists, so
-        // the next read finds it. Two rounds are enough; a third failure is a real error.
-        let mut rounds = 0;
-        let fun_id = loop {
-            rounds += 1;
-            let found: Option<i64> =
-                on_pool!(self, pool => sqlx::query_scalar(&find_fun).bind(function).fetch_optional(pool).await)?;
-            if let Some(id) = found {
-                break id;
-            }
-            match insert_id!(self, "INSERT INTO server_fun_categ (server_categ_name) VALUES (?)", function) {
-                Ok(id) => break id,
-                // Another request created it between our read and insert: read again.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && rounds < 3 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let find_app = self.sql("SELECT id FROM server_app_categ WHERE server_categ_id = ? AND app_categ_name = ?");
-        for round in 1.. {
-            let found: Option<i64> = on_pool!(self, pool =>
-                sqlx::query_scalar(&find_app).bind(fun_id).bind(app).fetch_optional(pool).await)?;
-            if let Some(id) = found {
-                return Ok(id);
-            }
-            let sql = "INSERT INTO server_app_categ (server_categ_id, app_categ_name) VALUES (?, ?)";
-            match insert_id!(self, sql, fun_id, app) {
-                Ok(id) => return Ok(id),
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && round < 3 => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        unreachable!("the loop returns")
+        self.host(written).await?.ok_or_else(|| StoreError::Conflict(format!("host {name} vanished")))
     }
 }

@@ -221,9 +221,6 @@ impl Store {
     }
 }
 
-/// SQLite keeps allocation statistics behind a global mutex unless told not to; nothing here reads them, and
-/// that mutex was 7 % of the audit writer's time (perf, BENCHMARKS.md). Only possible before SQLite initialises,
-/// so it runs before this process's first SQLite connection.
 /// Makes a database file readable by the server's user only, creating it so when missing: it holds token
 /// hashes, audit rows and job output, and module workers running as `module_user` must not read it.
 fn keep_private(file: &std::path::Path) -> Result<(), StoreError> {
@@ -243,6 +240,9 @@ fn keep_private(file: &std::path::Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// SQLite keeps allocation statistics behind a global mutex unless told not to; nothing here reads them, and
+/// that mutex was 7 % of the audit writer's time (perf, BENCHMARKS.md). Only possible before SQLite initialises,
+/// so it runs before this process's first SQLite connection.
 fn sqlite_without_memstatus() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -17,6 +17,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("audit.js", "text/javascript; charset=utf-8", include_str!("assets/audit.js")),
     ("users.js", "text/javascript; charset=utf-8", include_str!("assets/users.js")),
     ("api_docs.js", "text/javascript; charset=utf-8", include_str!("assets/api_docs.js")),
+    ("inventory.js", "text/javascript; charset=utf-8", include_str!("assets/inventory.js")),
     ("run.js", "text/javascript; charset=utf-8", include_str!("assets/run.js")),
     ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
 ];

@@ -36,6 +36,7 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/modules", viewer, modules_page)
         .plain(Method::GET, "/run", Access::Page(Role::Operator), run_page)
         .plain(Method::GET, "/users", viewer, users_page)
+        .plain(Method::GET, "/inventory", viewer, inventory_page)
         .plain(Method::GET, "/api-docs", viewer, api_docs_page)
         // The page's scripts and styles: the same for everyone, secrets in none.
         .plain(Method::GET, "/assets/{name}", Access::Public, assets::serve)
@@ -198,6 +199,19 @@ async fn api_docs_page(
     session: Option<Extension<Session>>,
 ) -> Result<ApiDocsPage, PageError> {
     Ok(ApiDocsPage { user: Some(viewer((who, session))?) })
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "inventory.html")]
+struct InventoryPage {
+    user: Option<PageUser>,
+}
+
+async fn inventory_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<InventoryPage, PageError> {
+    Ok(InventoryPage { user: Some(viewer((who, session))?) })
 }
 
 async fn home(who: Result<Authenticated, HttpError>, session: Option<Extension<Session>>) -> Response {
