@@ -263,7 +263,15 @@ impl App {
                 http::tls::serve(listener, router, tls, stop).await;
                 Ok(())
             } else {
-                // Peer addresses are needed by the legacy audit route.
+                // TCP_NODELAY: live streams write small events one at a time; with Nagle's algorithm each waits
+                // for the client's delayed ACK of the one before (~40 ms). Peer addresses are needed by the
+                // legacy audit route.
+                use axum::serve::ListenerExt;
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(err) = tcp.set_nodelay(true) {
+                        tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+                    }
+                });
                 axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await

@@ -82,6 +82,8 @@ pub async fn serve(listener: TcpListener, router: Router, tls: Arc<ServerConfig>
                 }
             },
         };
+        // As for plain HTTP (app.rs): live streams must not wait for delayed ACKs.
+        let _ = tcp.set_nodelay(true);
         let (acceptor, router, watcher) = (acceptor.clone(), router.clone(), graceful.watcher());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
