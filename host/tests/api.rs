@@ -230,7 +230,7 @@ fn a_fresh_server_lists_this_machine() {
     assert_eq!(
         only,
         json!({ "id": 1, "name": "localhost", "ip": "127.0.0.1", "wan_ip": null, "op": null, "function": null, "app": null,
-            "port": null, "user": null })
+            "port": null, "user": null, "tags": [] })
     );
 }
 
@@ -247,7 +247,7 @@ fn hosts_are_added_with_canonical_addresses_and_conflicts_are_409() {
     assert_eq!(
         row,
         json!({ "id": 2, "name": "web1", "ip": "10.1.1.9", "wan_ip": "203.0.113.9", "op": "ops", "function": "Linux.Web", "app": "nginx",
-            "port": null, "user": null })
+            "port": null, "user": null, "tags": [] })
     );
 
     let (status, v6) = server.post("/api/hosts", &json!({ "name": "v6", "ip": "2001:0db8::0001", "wan_ip": "" }));
