@@ -65,7 +65,10 @@ fn keep_from_workers(config: &Config) -> Result<(), StartError> {
 /// The workers' settings from the `module_*` keys.
 fn worker_config(config: &Config) -> Result<WorkerConfig, StartError> {
     let program = match &config.module_worker_program {
-        Some(program) => program.clone(),
+        // Absolute: workers start in `/`, where a relative path would name another file.
+        Some(program) => {
+            std::path::absolute(program).map_err(io(format!("module_worker_program {}", program.display())))?
+        }
         None => std::env::current_exe().map_err(io("the server's own executable (to start module workers)"))?,
     };
     let user = match &config.module_user {
