@@ -202,11 +202,12 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = config.url_scheme();
     let app = App::open(config).await?;
     let first = app.bootstrap().await?;
     if let Some(token) = &first.token {
         println!("First start: an admin token was created. It is shown only this once; store it now:\n\n    {token}\n");
-        println!("Try: curl -H 'Authorization: Bearer {token}' http://{addr}/api/modules");
+        println!("Try: curl -H 'Authorization: Bearer {token}' {scheme}://{addr}/api/modules");
     }
     if let Some(password) = &first.admin_password {
         println!("The console user `admin` was created; its password is shown only this once:");
@@ -221,7 +222,6 @@ async fn serve(config: Config) -> anyhow::Result<ExitCode> {
     });
     // Scripts and tests read this line to find the port when `listen` asks for port 0; it comes once plugins.d
     // is watched, so a module dropped in right after it is seen.
-    let scheme = app.config.url_scheme();
     app.serve(listener, shutdown, |addr| println!("omserver listening on {scheme}://{addr}")).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod backends;
+pub mod calendar;
 pub mod cli;
 pub mod config;
 pub mod http;

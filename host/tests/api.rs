@@ -444,6 +444,59 @@ fn unknown_jobs_are_404_and_finished_jobs_cannot_be_cancelled() {
     assert_eq!(server.get(&format!("/api/jobs/{}", id + 1)), not_found(id + 1));
 }
 
+#[test]
+fn the_job_history_filters_by_user_module_status_host_and_time() {
+    let server = Server::start();
+    let operator = create_token(&server, "operator", "nightly");
+    let first = server.run_job(1003, &["127.0.0.1"], json!({}))["id"].as_i64().unwrap();
+    let (status, body) = post_as(&server, &operator, "/api/jobs", &json!({ "module": 1003, "hosts": ["localhost"] }));
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let second = body["id"].as_i64().unwrap();
+    server.wait_job(second, Duration::from_secs(30));
+    let ids = |query: &str| -> Vec<i64> {
+        let (status, jobs) = server.get(&format!("/api/jobs?{query}"));
+        assert_eq!(status, StatusCode::OK, "{query}: {jobs}");
+        jobs.as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()).collect()
+    };
+    // The UTC day each job was created on, as `date` tells it.
+    let day_of = |id: i64| {
+        let created = server.get(&format!("/api/jobs/{id}")).1["created_at"].as_i64().unwrap() / 1000;
+        let out = std::process::Command::new("date").args(["-u", "+%F", "-d", &format!("@{created}")]).output();
+        String::from_utf8(out.unwrap().stdout).unwrap().trim().to_owned()
+    };
+    let (first_day, second_day) = (day_of(first), day_of(second));
+    let none: Vec<i64> = Vec::new();
+    assert_eq!(ids(""), [second, first]);
+    assert_eq!(ids("user=nightly"), [second]);
+    assert_eq!(ids("user=Nightly"), none, "names are exact");
+    assert_eq!(ids("module=1003&status=succeeded"), [second, first]);
+    assert_eq!(ids("module=1004"), none);
+    assert_eq!(ids("status=failed"), none);
+    assert_eq!(ids("host=localhost"), [second, first]);
+    assert_eq!(ids("host=local"), none, "a host is matched by its whole name");
+    assert_eq!(ids(&format!("from={first_day}")), [second, first]);
+    assert_eq!(ids(&format!("from={first_day}&to={second_day}")), [second, first], "a day alone is the whole day");
+    assert_eq!(ids("to=2000-01-01+23:59"), none);
+    assert_eq!(ids("limit=1"), [second]);
+    assert_eq!(ids(&format!("before={second}")), [first]);
+    assert_eq!(ids("user=&module=&status=&host=&from=&to="), [second, first], "empty fields mean any");
+
+    for (query, field) in [
+        ("status=ok", "status"),
+        ("module=nginx", "module"),
+        ("from=yesterday", "from"),
+        ("to=2026-02-30", "to"),
+        ("from=2026-12-03&to=2026-12-02", "to"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+    ] {
+        let (status, body) = server.get(&format!("/api/jobs?{query}"));
+        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}: {body}");
+    }
+    assert_bad_body(server.get("/api/jobs?owner=admin"), None, &["unknown field `owner`"]);
+    assert_bad_body(server.get("/api/jobs?before=x"), None, &["before"]);
+}
+
 /// Whitespace-separated words of each line of `text`.
 fn words(text: &str) -> Vec<Vec<&str>> {
     text.lines().map(|line| line.split_whitespace().collect()).collect()

@@ -257,6 +257,11 @@ fn the_openapi_document_lists_exactly_the_api_routes_the_router_serves() {
         (&json!("http"), &json!("bearer")),
         "{schemes}"
     );
+    assert_eq!(
+        (&schemes["session"]["type"], &schemes["session"]["in"], &schemes["session"]["name"]),
+        (&json!("apiKey"), &json!("cookie"), &json!("omserver_session")),
+        "{schemes}"
+    );
     let mut ids = BTreeSet::new();
     for (path, item) in document["paths"].as_object().unwrap() {
         for (method, operation) in item.as_object().unwrap() {
@@ -266,7 +271,15 @@ fn the_openapi_document_lists_exactly_the_api_routes_the_router_serves() {
                 let described = response["description"].as_str().is_some_and(|d| !d.is_empty());
                 assert!(described, "{method} {path} {code}: OpenAPI requires a description");
             }
-            assert_eq!(operation["security"], json!([{ "bearer": [] }]), "{method} {path}");
+            // The console's session stands in for a bearer token wherever a role is the rule, not for agents.
+            let by_role = table().into_iter().any(|r| {
+                r.path == *path
+                    && r.method.as_str().eq_ignore_ascii_case(method)
+                    && matches!(r.access, Access::AtLeast(_))
+            });
+            let security =
+                if by_role { json!([{ "bearer": [] }, { "session": [] }]) } else { json!([{ "bearer": [] }]) };
+            assert_eq!(operation["security"], security, "{method} {path}");
             let error = &operation["responses"]["403"]["content"]["application/json"]["schema"]["$ref"];
             assert_eq!(error, "#/components/schemas/ErrorBody", "{method} {path}");
         }

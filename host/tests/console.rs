@@ -269,3 +269,40 @@ fn an_admin_adds_a_host_with_the_form_and_imports_an_ini_file_with_one_bad_line(
     let db1 = hosts.as_array().unwrap().iter().find(|h| h["name"] == "db1").unwrap();
     assert_eq!((db1["port"].clone(), db1["tags"].clone()), (json!(2222), json!(["db"])));
 }
+
+#[test]
+fn the_job_history_is_filtered_from_its_form_and_refuses_a_bad_filter_in_words() {
+    let server = server();
+    let browser = Browser::start("job_history");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    let quick = server.run_job(1003, &["127.0.0.1"], json!({}))["id"].as_i64().unwrap();
+    let long = server.submit(9003, &["127.0.0.1"], json!({ "seconds": 60 }));
+    let (status, body) = server.post(&format!("/api/jobs/{long}/cancel"), &json!({}));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    server.wait_job(long, Duration::from_secs(10));
+
+    browser.goto(&format!("{}/jobs", server.base));
+    let rows = |browser: &Browser| -> Vec<String> {
+        let ids = browser.eval("return [...document.querySelectorAll('#history tbody a')].map(a => a.textContent)");
+        ids.as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(rows(&browser), [long.to_string(), quick.to_string()]);
+    browser.eval("document.getElementById('f-status').value = 'cancelled'; return null");
+    browser.click("form.filters button[type=submit]");
+    browser.wait_for_text("#history", "cancelled", Duration::from_secs(5));
+    assert_eq!(rows(&browser), [long.to_string()], "{}", browser.url());
+    assert!(browser.url().contains("status=cancelled"), "the filter is in the address, to share: {}", browser.url());
+    browser.screenshot("1-cancelled-only");
+
+    browser.goto(&format!("{}/jobs?module=1003&host=localhost", server.base));
+    assert_eq!(rows(&browser), [quick.to_string()]);
+    assert_eq!(browser.eval("return document.getElementById('f-module').value"), json!("1003"), "the form keeps it");
+    browser.goto(&format!("{}/jobs?host=local", server.base));
+    browser.wait_for_text("#history", "No job matches these filters.", Duration::from_secs(1));
+
+    browser.fill("#f-from", "yesterday");
+    browser.click("form.filters button[type=submit]");
+    browser.wait_for_text("#problem", "from: must be a UTC time such as 2026-12-02", Duration::from_secs(5));
+    browser.screenshot("2-bad-filter");
+    assert!(rows(&browser).is_empty());
+}

@@ -8,7 +8,7 @@
 use std::{fmt::Write as _, future::Future};
 
 use omserver::store::{
-    now_ms, Dialect, HostRow, JobRow, NewHost, NewJob, ResultRow, Store, StoreError, TokenScope, UserName,
+    now_ms, Dialect, HostRow, JobQuery, JobRow, NewHost, NewJob, ResultRow, Store, StoreError, TokenScope, UserName,
 };
 use sqlx::Connection;
 
@@ -170,7 +170,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
-        assert!(db.store.recent_jobs(10).await.unwrap().is_empty());
+        assert!(db.store.query_jobs(&newest(10)).await.unwrap().is_empty());
         db.store.ping().await.unwrap();
 
         let kept = db.store.add_host(&host("kept", "10.0.0.1")).await.unwrap();
@@ -404,6 +404,10 @@ fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
     }
 }
 
+fn newest(limit: i64) -> JobQuery {
+    JobQuery { limit, ..JobQuery::default() }
+}
+
 fn in_range(what: &str, value: Option<i64>, from: i64, to: i64) {
     let value = value.unwrap_or_else(|| panic!("{what} is not set"));
     assert!((from..=to).contains(&value), "{what} = {value}, not in {from}..={to}");
@@ -515,7 +519,13 @@ async fn recent_jobs_are_newest_first_and_limited() {
         let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
 
         let recent = |limit: i64| async move {
-            store.recent_jobs(limit).await.unwrap().into_iter().map(|j| (j.id, j.created_by)).collect::<Vec<_>>()
+            store
+                .query_jobs(&newest(limit))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| (j.id, j.created_by))
+                .collect::<Vec<_>>()
         };
         let all = recent(100).await;
         assert_eq!(all.iter().map(|j| j.0).collect::<Vec<_>>(), newest_first);
@@ -524,10 +534,63 @@ async fn recent_jobs_are_newest_first_and_limited() {
         assert_eq!(recent(1).await.iter().map(|j| j.0).collect::<Vec<_>>(), newest_first[..1]);
         assert!(recent(0).await.is_empty());
         assert_eq!(recent(5).await.len(), 5);
-        let full = &store.recent_jobs(1).await.unwrap()[0];
+        let full = &store.query_jobs(&newest(1)).await.unwrap()[0];
         assert_eq!(
             (full.status.as_str(), full.module_id, full.hosts.as_str()),
             ("queued", 1003, r#"["localhost","web1"]"#)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn job_history_filters_narrow_exactly_on_every_dialect() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let job = |by: &'static str, module_id: u32, hosts: &'static str| NewJob {
+            module_id,
+            hosts,
+            created_by: by,
+            ..new_job(by)
+        };
+        let a = store.insert_job(&job("alice", 1003, r#"["web1","web2"]"#)).await.unwrap();
+        let b = store.insert_job(&job("Alice", 1003, r#"["web10"]"#)).await.unwrap();
+        let c = store.insert_job(&job("bob", 1004, r#"["db1","web1"]"#)).await.unwrap();
+        store.mark_job_running(c).await.unwrap();
+        let ids = |filter: JobQuery| async move {
+            store.query_jobs(&filter).await.unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>()
+        };
+        let with = |f: fn(&mut JobQuery)| {
+            let mut q = newest(100);
+            f(&mut q);
+            q
+        };
+        // A user is compared byte for byte, also under MariaDB's case-insensitive collation.
+        assert_eq!(ids(with(|q| q.created_by = Some("alice".into()))).await, [a]);
+        assert_eq!(ids(with(|q| q.created_by = Some("ALICE".into()))).await, Vec::<i64>::new());
+        assert_eq!(ids(with(|q| q.module_id = Some(1003))).await, [b, a]);
+        assert_eq!(ids(with(|q| q.status = Some("running".into()))).await, [c]);
+        assert_eq!(ids(with(|q| q.status = Some("RUNNING".into()))).await, Vec::<i64>::new());
+        // A host is one of the targets by its whole name: web1 is not web10.
+        assert_eq!(ids(with(|q| q.host = Some("web1".into()))).await, [c, a]);
+        assert_eq!(ids(with(|q| q.host = Some("web".into()))).await, Vec::<i64>::new());
+        assert_eq!(ids(with(|q| q.host = Some(r#"web1","web2"#.into()))).await, Vec::<i64>::new());
+        assert_eq!(ids(JobQuery { before: Some(c), ..newest(100) }).await, [b, a]);
+        assert_eq!(
+            ids(with(|q| {
+                q.module_id = Some(1003);
+                q.host = Some("web10".into());
+            }))
+            .await,
+            [b]
+        );
+        let created = store.job(b).await.unwrap().unwrap().created_at;
+        assert_eq!(ids(with(|q| q.from_ms = Some(i64::MAX))).await, Vec::<i64>::new());
+        let until_b = JobQuery { to_ms: Some(created), ..newest(100) };
+        assert!(ids(until_b).await.contains(&b));
+        assert_eq!(
+            ids(JobQuery { from_ms: Some(0), to_ms: Some(created - 60_000), ..newest(100) }).await,
+            Vec::<i64>::new()
         );
     })
     .await;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{
     auth::TokenError,
-    jobs::JobError,
+    jobs::{FilterError, JobError},
     store::StoreError,
     users::{LoginError, PasswordError, UserError},
 };
@@ -174,6 +174,12 @@ impl From<JobError> for HttpError {
             JobError::NotFound(_) => HttpError::NotFound(err.to_string()),
             JobError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<FilterError> for HttpError {
+    fn from(err: FilterError) -> HttpError {
+        HttpError::invalid(err.field, err.to_string())
     }
 }
 

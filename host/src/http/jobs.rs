@@ -4,7 +4,10 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
     http::StatusCode,
     response::sse::{Event, KeepAlive, Sse},
     Json,
@@ -22,7 +25,7 @@ use super::{
 use crate::{
     auth::Role,
     backends::Health,
-    jobs::{JobEvent, JobRequest, JobView},
+    jobs::{HistoryFilter, JobEvent, JobRequest, JobView},
 };
 
 pub fn router() -> Routes {
@@ -99,11 +102,20 @@ async fn submit(
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
-/// The latest 100 jobs, newest first.
-#[utoipa::path(get, path = "/api/jobs", tag = "jobs", responses((status = 200, body = Vec<JobView>)))]
-async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<JobView>>, HttpError> {
+/// The job history, newest first, without per-host results: every filter narrows. For the next page, pass the
+/// last id received as `before`.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(HistoryFilter), responses(
+    (status = 200, body = Vec<JobView>),
+    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+))]
+async fn list(
+    State(state): State<AppState>,
+    who: Authenticated,
+    filter: Result<Query<HistoryFilter>, QueryRejection>,
+) -> Result<Json<Vec<JobView>>, HttpError> {
     who.require(Role::Viewer)?;
-    Ok(Json(state.jobs.recent(100).await?))
+    let Query(filter) = filter.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    Ok(Json(state.jobs.history(&filter.query()?).await?))
 }
 
 /// One job with its results so far.

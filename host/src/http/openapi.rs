@@ -13,7 +13,7 @@ use axum::{
 };
 use utoipa::{
     openapi::{
-        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
         Info, OpenApi,
     },
     PartialSchema, ToSchema,
@@ -23,8 +23,8 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
-    routes::{Access, Routes, BEARER},
-    HttpError,
+    routes::{Access, Routes, BEARER, SESSION},
+    session, HttpError,
 };
 use crate::auth::Role;
 
@@ -56,7 +56,9 @@ pub(super) fn complete(mut document: OpenApi) -> OpenApi {
     let mut info = Info::new("OMServer", env!("CARGO_PKG_VERSION"));
     info.description = Some(
         "Run task modules on many hosts and audit every command. Every operation needs a bearer token \
-         (`Authorization: Bearer oms_…`) of at least the role in its `x-omserver-access`."
+         (`Authorization: Bearer oms_…`) of at least the role in its `x-omserver-access`; the console's \
+         session cookie does as well for the user's own role, and then every request that changes something \
+         also carries the session's CSRF token in `X-CSRF-Token`."
             .into(),
     );
     document.info = info;
@@ -64,6 +66,13 @@ pub(super) fn complete(mut document: OpenApi) -> OpenApi {
     components.add_security_scheme(
         BEARER,
         SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("oms_ + 64 hex").build()),
+    );
+    components.add_security_scheme(
+        SESSION,
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+            session::COOKIE,
+            "the console's session, set by POST /login; POST, PUT and DELETE also need `X-CSRF-Token`",
+        ))),
     );
     components.schemas.insert(ErrorBody::name().into_owned(), ErrorBody::schema());
     document

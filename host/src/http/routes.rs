@@ -167,8 +167,9 @@ fn operations_mut(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
     .collect()
 }
 
-/// The name of the bearer scheme in the document's components.
+/// The names of the security schemes in the document's components: a bearer token, or the console's session.
 pub const BEARER: &str = "bearer";
+pub const SESSION: &str = "session";
 
 /// Completes an operation: an id unique in the document (the handler's name is unique only in its file, so the
 /// tag goes first), a description on every response (OpenAPI requires one), and the rule, so that a client reads
@@ -192,7 +193,12 @@ fn document(operation: &mut Operation, access: Access) {
     if !access.needs_credentials() {
         return;
     }
-    operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+    let mut schemes = vec![SecurityRequirement::new(BEARER, Vec::<String>::new())];
+    if matches!(access, Access::AtLeast(_)) {
+        // Either one: the console's scripts call these operations with the session cookie.
+        schemes.push(SecurityRequirement::new(SESSION, Vec::<String>::new()));
+    }
+    operation.security = Some(schemes);
     let error = |description: &str| {
         Response::builder()
             .description(description)

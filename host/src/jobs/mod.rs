@@ -4,6 +4,7 @@
 //! **Architecture invariant:** module code runs only in worker processes, at most `max_concurrent_jobs` at once.
 //! A module that ignores cancellation is killed [`GRACE`] after the cancel or timeout, which frees its slot.
 
+mod history;
 mod params;
 
 use std::{
@@ -19,12 +20,13 @@ use serde::Serialize;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use history::{FilterError, HistoryFilter, MAX_LIMIT as MAX_HISTORY, STATUSES};
 pub use params::ParamError;
 
 use crate::{
     backends::{Backend, BackendError, Backends, Host, JobHandle, Progress},
     plugins::{LoadedModule, Registry},
-    store::{host_key, HostRow, JobRow, NewJob, ResultRow, Store, StoreError},
+    store::{host_key, HostRow, JobQuery, JobRow, NewJob, ResultRow, Store, StoreError},
     worker::{RunError, Workers, GRACE},
 };
 
@@ -292,8 +294,9 @@ impl JobService {
         Ok(cursor)
     }
 
-    pub async fn recent(&self, limit: i64) -> Result<Vec<JobView>, JobError> {
-        Ok(self.store.recent_jobs(limit).await?.into_iter().map(|job| view_of(job, Vec::new())).collect())
+    /// The jobs a history query selects, newest first, without their results.
+    pub async fn history(&self, query: &JobQuery) -> Result<Vec<JobView>, JobError> {
+        Ok(self.store.query_jobs(query).await?.into_iter().map(|job| view_of(job, Vec::new())).collect())
     }
 
     /// Cancels every live job and waits (up to `wait`) for them to record their outcome.

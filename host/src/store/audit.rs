@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{now_ms, on_pool, Dialect, Store, StoreError};
+use super::{fetch_bound, now_ms, on_pool, Bind, Dialect, Store, StoreError};
 
 /// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -114,11 +114,6 @@ impl AuditSink for PooledAuditSink {
     ) -> Result<Vec<i64>, StoreError> {
         self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads))
     }
-}
-
-enum Bind {
-    Int(i64),
-    Text(String),
 }
 
 impl Store {
@@ -257,16 +252,6 @@ impl Store {
         )
     }
 
-    /// SQL for the 1-based position of a `?` parameter in `column` (0 when absent, NULL when the column is),
-    /// comparing bytes exactly in every dialect.
-    fn position(&self, column: &str) -> String {
-        match self.dialect {
-            Dialect::Sqlite => format!("instr({column}, ?)"),
-            Dialect::MySql => format!("LOCATE(CAST(? AS BINARY), {column})"),
-            Dialect::Postgres => format!("strpos({column}, ?)"),
-        }
-    }
-
     pub async fn query_audit(&self, filter: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
         let mut clauses: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
@@ -317,15 +302,6 @@ impl Store {
         let query = format!("SELECT {COLUMNS} FROM server_history{filter_sql} ORDER BY id {order} LIMIT ?");
         binds.push(Bind::Int(filter.limit));
         let sql = self.sql(&query);
-        Ok(on_pool!(self, pool => {
-            let mut q = sqlx::query_as::<_, AuditRow>(&sql);
-            for b in &binds {
-                q = match b {
-                    Bind::Int(v) => q.bind(*v),
-                    Bind::Text(v) => q.bind(v.as_str()),
-                };
-            }
-            q.fetch_all(pool).await
-        })?)
+        Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
     }
 }

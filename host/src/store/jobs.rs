@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use super::{insert_id, now_ms, on_pool, Store, StoreError};
+use super::{fetch_bound, insert_id, now_ms, on_pool, Bind, Store, StoreError};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct JobRow {
@@ -30,6 +30,23 @@ pub struct ResultRow {
     pub stdout: String,
     pub stderr: String,
     pub duration_ms: i64,
+}
+
+/// Filters for the job history. Every field narrows; `None` means "any".
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// Who submitted it, exactly.
+    pub created_by: Option<String>,
+    pub module_id: Option<i64>,
+    pub status: Option<String>,
+    /// A host among its targets, by name, exactly.
+    pub host: Option<String>,
+    /// `created_at` bounds in ms, inclusive.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Jobs with an id below this (the next page), newest first.
+    pub before: Option<i64>,
+    pub limit: i64,
 }
 
 pub struct NewJob<'a> {
@@ -106,11 +123,45 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, JobRow>(&sql).bind(id).fetch_optional(pool).await)?)
     }
 
-    /// The newest jobs first.
-    pub async fn recent_jobs(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
-        let query = format!("SELECT {JOB_COLUMNS} FROM jobs ORDER BY id DESC LIMIT ?");
+    /// The newest matching jobs first.
+    pub async fn query_jobs(&self, filter: &JobQuery) -> Result<Vec<JobRow>, StoreError> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut binds: Vec<Bind> = Vec::new();
+        if let Some(user) = &filter.created_by {
+            clauses.push(self.equals("created_by"));
+            binds.push(Bind::Text(user.clone()));
+        }
+        if let Some(module) = filter.module_id {
+            clauses.push("module_id = ?".to_owned());
+            binds.push(Bind::Int(module));
+        }
+        if let Some(status) = &filter.status {
+            clauses.push(self.equals("status"));
+            binds.push(Bind::Text(status.clone()));
+        }
+        if let Some(host) = &filter.host {
+            // `hosts` is a JSON array of names: look for the name as JSON writes it, quotes included, so that
+            // `web1` does not match `web10`.
+            clauses.push(format!("{} > 0", self.position("hosts")));
+            binds.push(Bind::Text(serde_json::Value::from(host.as_str()).to_string()));
+        }
+        if let Some(from) = filter.from_ms {
+            clauses.push("created_at >= ?".to_owned());
+            binds.push(Bind::Int(from));
+        }
+        if let Some(to) = filter.to_ms {
+            clauses.push("created_at <= ?".to_owned());
+            binds.push(Bind::Int(to));
+        }
+        if let Some(before) = filter.before {
+            clauses.push("id < ?".to_owned());
+            binds.push(Bind::Int(before));
+        }
+        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let query = format!("SELECT {JOB_COLUMNS} FROM jobs{filter_sql} ORDER BY id DESC LIMIT ?");
+        binds.push(Bind::Int(filter.limit));
         let sql = self.sql(&query);
-        Ok(on_pool!(self, pool => sqlx::query_as::<_, JobRow>(&sql).bind(limit).fetch_all(pool).await)?)
+        Ok(fetch_bound!(self, JobRow, &sql, &binds)?)
     }
 
     pub async fn job_results(&self, job_id: i64) -> Result<Vec<ResultRow>, StoreError> {

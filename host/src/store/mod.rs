@@ -29,7 +29,7 @@ pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
-pub use jobs::{JobRow, NewJob, ResultRow};
+pub use jobs::{JobQuery, JobRow, NewJob, ResultRow};
 pub use sessions::SessionRow;
 pub use tokens::{TokenListing, TokenRow, TokenScope};
 pub use users::{InvalidUserName, UserName, UserRow};
@@ -86,6 +86,23 @@ macro_rules! on_pool {
     };
 }
 pub(crate) use on_pool;
+
+/// Fetches every `$row` of a query whose parameters ([`Bind`]s) were collected at run time.
+macro_rules! fetch_bound {
+    ($store:expr, $row:ty, $sql:expr, $binds:expr) => {
+        $crate::store::on_pool!($store, pool => {
+            let mut q = sqlx::query_as::<_, $row>($sql);
+            for b in $binds {
+                q = match b {
+                    $crate::store::Bind::Int(v) => q.bind(*v),
+                    $crate::store::Bind::Text(v) => q.bind(v.as_str()),
+                };
+            }
+            q.fetch_all(pool).await
+        })
+    };
+}
+pub(crate) use fetch_bound;
 
 /// Inserts one row and returns its generated `id` (MySQL has no `RETURNING`).
 macro_rules! insert_id {
@@ -219,6 +236,32 @@ impl Store {
         }
         Cow::Owned(out)
     }
+}
+
+impl Store {
+    /// SQL for the 1-based position of a `?` parameter in `column` (0 when absent, NULL when the column is),
+    /// comparing bytes exactly in every dialect.
+    fn position(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("instr({column}, ?)"),
+            Dialect::MySql => format!("LOCATE(CAST(? AS BINARY), {column})"),
+            Dialect::Postgres => format!("strpos({column}, ?)"),
+        }
+    }
+
+    /// SQL for `column` equal to a `?` parameter byte for byte (MariaDB's default collation ignores case).
+    fn equals(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::MySql => format!("{column} = CAST(? AS BINARY)"),
+            Dialect::Sqlite | Dialect::Postgres => format!("{column} = ?"),
+        }
+    }
+}
+
+/// A parameter of a query whose filters are built at run time.
+enum Bind {
+    Int(i64),
+    Text(String),
 }
 
 /// Makes a database file readable by the server's user only, creating it so when missing: it holds token

@@ -10,18 +10,20 @@ mod assets;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
-    extract::{Path, Query, State},
-    http::Method,
+    extract::{rejection::QueryRejection, Path, Query, State},
+    http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     Extension,
 };
 
 use crate::{
     auth::{Principal, Role},
+    calendar,
     http::{
         routes::{Access, Routes},
         AppState, Authenticated, HttpError,
     },
+    jobs::{HistoryFilter, STATUSES},
     users::Session,
 };
 
@@ -117,17 +119,84 @@ struct JobPage {
 #[template(path = "jobs.html")]
 struct JobsPage {
     user: Option<PageUser>,
-    jobs: Vec<crate::jobs::JobView>,
+    filter: HistoryFilter,
+    /// Why the filter was refused, shown above an empty table.
+    problem: Option<String>,
+    jobs: Vec<HistoryLine>,
+    /// Loaded modules (id, name): the module field's suggestions and the names in the table.
+    modules: Vec<(u32, String)>,
+    statuses: [&'static str; 5],
+    /// The query string of the next page, when there may be one.
+    older: Option<String>,
+}
+
+/// One job of the history as the table shows it.
+struct HistoryLine {
+    job: crate::jobs::JobView,
+    module_name: Option<String>,
+    created: String,
+    /// How long it ran, when it has finished.
+    took: Option<String>,
+    /// The first hosts, and how many more.
+    hosts_shown: String,
+    params: String,
+}
+
+impl HistoryLine {
+    fn of(job: crate::jobs::JobView, modules: &[(u32, String)]) -> HistoryLine {
+        const SHOWN: usize = 3;
+        let mut hosts_shown = job.hosts.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if job.hosts.len() > SHOWN {
+            hosts_shown.push_str(&format!(" and {} more", job.hosts.len() - SHOWN));
+        }
+        let took =
+            job.started_at.zip(job.finished_at).map(|(start, end)| format!("{:.1} s", (end - start) as f64 / 1000.0));
+        HistoryLine {
+            module_name: modules.iter().find(|(id, _)| i64::from(*id) == job.module).map(|(_, name)| name.clone()),
+            created: calendar::utc_text(job.created_at),
+            took,
+            hosts_shown,
+            params: job.params.to_string(),
+            job,
+        }
+    }
 }
 
 async fn jobs_page(
     State(state): State<AppState>,
     who: Result<Authenticated, HttpError>,
     session: Option<Extension<Session>>,
-) -> Result<JobsPage, PageError> {
+    filter: Result<Query<HistoryFilter>, QueryRejection>,
+) -> Result<Response, PageError> {
     let user = viewer((who, session))?;
-    let jobs = state.jobs.recent(100).await?;
-    Ok(JobsPage { user: Some(user), jobs })
+    let mut modules: Vec<(u32, String)> =
+        state.registry.list().into_iter().filter_map(|m| Some((m.id?, m.name.unwrap_or_default()))).collect();
+    modules.sort();
+    let (filter, query) = match filter {
+        Ok(Query(filter)) => {
+            let query = filter.query().map_err(|e| e.to_string());
+            (filter, query)
+        }
+        Err(rejection) => (HistoryFilter::default(), Err(rejection.body_text())),
+    };
+    let (jobs, problem, older) = match query {
+        Ok(query) => {
+            let jobs = state.jobs.history(&query).await?;
+            let older = match jobs.last() {
+                Some(last) if jobs.len() as i64 == query.limit => {
+                    let next = HistoryFilter { before: Some(last.id), ..filter.clone() };
+                    serde_urlencoded::to_string(&next).ok()
+                }
+                _ => None,
+            };
+            (jobs, None, older)
+        }
+        Err(problem) => (Vec::new(), Some(problem), None),
+    };
+    let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+    let jobs = jobs.into_iter().map(|job| HistoryLine::of(job, &modules)).collect();
+    let page = JobsPage { user: Some(user), filter, problem, jobs, modules, statuses: STATUSES, older };
+    Ok((status, page).into_response())
 }
 
 /// A page whose content its script fetches: only the layout is rendered here.
