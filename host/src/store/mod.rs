@@ -218,6 +218,24 @@ impl Store {
         on_pool!(self, pool => pool.close().await)
     }
 
+    /// SQL for the 1-based position of a `?` parameter in `column` (0 when absent, NULL when the column is),
+    /// comparing bytes exactly in every dialect.
+    fn position(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("instr({column}, ?)"),
+            Dialect::MySql => format!("LOCATE(CAST(? AS BINARY), {column})"),
+            Dialect::Postgres => format!("strpos({column}, ?)"),
+        }
+    }
+
+    /// SQL for `column` equal to a `?` parameter byte for byte (MariaDB's default collation ignores case).
+    fn equals(&self, column: &str) -> String {
+        match self.dialect {
+            Dialect::MySql => format!("{column} = CAST(? AS BINARY)"),
+            Dialect::Sqlite | Dialect::Postgres => format!("{column} = ?"),
+        }
+    }
+
     /// Rewrites `?` placeholders to `$1, $2, …` for PostgreSQL. Queries here never put `?` inside literals.
     fn sql<'a>(&self, query: &'a str) -> Cow<'a, str> {
         if self.dialect != Dialect::Postgres || !query.contains('?') {
@@ -235,26 +253,6 @@ impl Store {
             }
         }
         Cow::Owned(out)
-    }
-}
-
-impl Store {
-    /// SQL for the 1-based position of a `?` parameter in `column` (0 when absent, NULL when the column is),
-    /// comparing bytes exactly in every dialect.
-    fn position(&self, column: &str) -> String {
-        match self.dialect {
-            Dialect::Sqlite => format!("instr({column}, ?)"),
-            Dialect::MySql => format!("LOCATE(CAST(? AS BINARY), {column})"),
-            Dialect::Postgres => format!("strpos({column}, ?)"),
-        }
-    }
-
-    /// SQL for `column` equal to a `?` parameter byte for byte (MariaDB's default collation ignores case).
-    fn equals(&self, column: &str) -> String {
-        match self.dialect {
-            Dialect::MySql => format!("{column} = CAST(? AS BINARY)"),
-            Dialect::Sqlite | Dialect::Postgres => format!("{column} = ?"),
-        }
     }
 }
 
