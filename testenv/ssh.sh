@@ -177,6 +177,10 @@ ssh_status() {
 
 # The "ssh" section of env.json.
 ssh_json() {
+    if ! ready ssh; then
+        printf '{"port": 0, "addresses": [], "user": "", "identity_file": "", "known_hosts_file": "", "known_hosts_hashed_file": "", "closed_port": 0}'
+        return
+    fi
     # shellcheck disable=SC2046 # one argument per address
     printf '{"port": %d, "addresses": %s, "user": "root", "identity_file": %s, "known_hosts_file": %s, "known_hosts_hashed_file": %s, "closed_port": %d}' \
         "$SSH_PORT" "$(json_list $(ssh_addresses))" "$(json_str "$SSH_DIR/id_ed25519")" \

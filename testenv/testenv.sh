@@ -12,10 +12,13 @@ source "$TESTENV_SRC/chromium.sh"
 
 PIECES=(ssh venv salt func chromium)
 
-# env.json (read by host/tests/common/testenv.rs). Written as soon as sshd is up; a piece that is not up yet has
-# placeholder values (empty strings and lists) so the shape stays valid. Removed when sshd is down.
+# env.json (read by host/tests/common/testenv.rs). Written as soon as any piece is up (`up chromium` alone is
+# enough for the browser tests); a piece that is not up has placeholder values (empty strings and lists, port 0)
+# so the shape stays valid. Removed when every piece is down.
 write_env_json() {
-    if ! ready ssh; then
+    local piece any=""
+    for piece in "${PIECES[@]}"; do ready "$piece" && any=yes; done
+    if [[ -z $any ]]; then
         rm -f "$TE/env.json"
         return
     fi
