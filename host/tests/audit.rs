@@ -814,6 +814,55 @@ fn queries_filter_by_host_user_text_and_time_and_page_with_next() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
 
+/// Adds a host under a function and app category through the API.
+fn add_categorised_host(server: &Server, name: &str, ip: &str, function: &str, app: &str) {
+    let (status, row) = server.post("/api/hosts", &json!({ "name": name, "ip": ip, "function": function, "app": app }));
+    assert_eq!(status, StatusCode::CREATED, "{row}");
+}
+
+#[test]
+fn app_categories_narrow_queries_exports_and_the_stream() {
+    let server = start();
+    add_categorised_host(&server, "web2", "127.0.0.2", "web", "nginx");
+    // The same app name under another function category is the same filter.
+    add_categorised_host(&server, "web3", "127.0.0.3", "shop", "nginx");
+    add_categorised_host(&server, "db1", "127.0.0.4", "db", "mysql");
+    let viewer = viewer_token(&server);
+    let mysql_live = subscribe(&server, "app=mysql");
+    for (host, command) in [("localhost", "on localhost"), ("web2", "on web2"), ("web3", "on web3"), ("db1", "on db1")]
+    {
+        let token = agent_token(&server, host);
+        let batch = json!({ "events": [ev("a", 1, "root", "2026-11-24 10:00:00", command)] });
+        assert_eq!(post_batch(&server, &token, &batch), (StatusCode::OK, ack(1, 0)), "{host}");
+    }
+    let q = |query: &str| commands(&list(&server, &viewer, query));
+    assert_eq!(q("app=nginx"), ["on web3", "on web2"]);
+    assert_eq!(q("app=mysql"), ["on db1"]);
+    assert_eq!(q("app=nginx,%20mysql"), ["on db1", "on web3", "on web2"]);
+    // With hosts as well, both narrow: the named hosts in those categories, possibly none.
+    assert_eq!(q("app=nginx&host=web3,db1"), ["on web3"]);
+    assert_eq!(q("app=nginx&host=db1"), Vec::<String>::new());
+    assert_eq!(q("app="), ["on db1", "on web3", "on web2", "on localhost"]);
+    assert_eq!(
+        get_as(&server, &viewer, "/api/audit/events?app=nginx,nosuch"),
+        (StatusCode::BAD_REQUEST, json!({ "error": "no host is in app category nosuch", "field": "app" }))
+    );
+    let response = server
+        .client
+        .get(format!("{}/api/audit/events.csv?app=mysql", server.base))
+        .bearer_auth(&viewer)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csv = response.text().unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",on db1"), "{csv}");
+    // The stream sends only db1's event, although it was the last of four.
+    let event = mysql_live.recv_timeout(Duration::from_secs(1)).expect("db1's event");
+    assert_eq!(serde_json::from_str::<Value>(&event["data"]).unwrap()["command"], "on db1");
+    assert!(mysql_live.recv_timeout(Duration::from_millis(300)).is_err(), "nothing else is in mysql");
+}
+
 #[test]
 fn csv_export_quotes_cells_and_defuses_formulas() {
     let server = start();
@@ -1321,14 +1370,14 @@ mod dialects {
             let store = store.clone();
             async move { keys(&store.query_audit(&AuditQuery { limit: 2000, ..f }).await.unwrap()) }
         };
-        same("host alpha", &q(AuditQuery { host_ids: vec![a], ..query(0) }).await, &expected(|b, _| b < 2));
-        assert_eq!(q(AuditQuery { host_ids: vec![b, c], ..query(0) }).await.len(), 501);
+        same("host alpha", &q(AuditQuery { host_ids: Some(vec![a]), ..query(0) }).await, &expected(|b, _| b < 2));
+        assert_eq!(q(AuditQuery { host_ids: Some(vec![b, c]), ..query(0) }).await.len(), 501);
         let user = |names: &[&str]| AuditQuery { users: names.iter().map(|n| n.to_string()).collect(), ..query(0) };
         same("user alice", &q(user(&["alice"])).await, &expected(|_, e| e.user == "alice"));
         same("login user carol", &q(user(&["carol"])).await, &expected(|_, e| e.login.is_some()));
         same(
             "alice or carol on beta",
-            &q(AuditQuery { host_ids: vec![b], ..user(&["alice", "carol"]) }).await,
+            &q(AuditQuery { host_ids: Some(vec![b]), ..user(&["alice", "carol"]) }).await,
             &expected(|b, e| b >= 2 && (e.user == "alice" || e.login.is_some())),
         );
         for text in ["100%", "a_b", "_", "%", "x2", "ünïcødé", "\\", "'q'"] {

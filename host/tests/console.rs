@@ -102,6 +102,25 @@ fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
     send_audit(&server, &token, 3, "rm -rf /");
     browser.wait_for_text("#events tbody tr.flagged .alerts", "rm-root", Duration::from_secs(5));
     browser.screenshot("live");
+
+    // The app category filter keeps the hosts in it, in the history and in the live stream.
+    let web2 = json!({ "name": "web2", "ip": "127.0.0.2", "function": "web", "app": "nginx" });
+    let (status, row) = server.post("/api/hosts", &web2);
+    assert_eq!(status, StatusCode::CREATED, "{row}");
+    let web2_token = agent_token(&server, "web2");
+    send_audit(&server, &web2_token, 1, "nginx -t");
+    browser.goto(&format!("{}/audit", server.base));
+    browser.wait_for_text("#events tbody", "nginx -t", Duration::from_secs(5));
+    browser.eval("document.getElementById('f-app').value = 'nginx'; return null");
+    browser.click("#apply");
+    browser.wait_for_text("#events tbody", "nginx -t", Duration::from_secs(5));
+    assert!(!browser.text("#events tbody").contains("uptime"), "localhost is not in nginx");
+    // Sent in this order, so an unfiltered stream would show localhost's event first.
+    send_audit(&server, &token, 4, "only on localhost");
+    send_audit(&server, &web2_token, 2, "nginx -s reload");
+    browser.wait_for_text("#events tbody", "nginx -s reload", Duration::from_secs(5));
+    assert!(!browser.text("#events tbody").contains("only on localhost"), "the live stream is filtered too");
+    browser.screenshot("app-filter");
 }
 
 #[test]

@@ -130,15 +130,15 @@ pub enum RuleRefused {
 /// Filters shared by the query, the CSV export and the live stream.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// Host ids (resolved from names or IPs); empty means all.
-    pub host_ids: Vec<i64>,
+    /// Host ids (resolved from names, IPs or app categories); `None`: any host, an empty list: none.
+    pub host_ids: Option<Vec<i64>>,
     pub users: Vec<String>,
     pub text: Option<String>,
 }
 
 impl Filter {
     pub fn matches(&self, row: &AuditRow) -> bool {
-        (self.host_ids.is_empty() || self.host_ids.contains(&row.host_id))
+        self.host_ids.as_ref().is_none_or(|ids| ids.contains(&row.host_id))
             && (self.users.is_empty()
                 || self.users.iter().any(|u| {
                     *u == row.history_user
@@ -310,6 +310,18 @@ impl AuditService {
         } else {
             Err(Ok(unknown))
         }
+    }
+
+    /// The ids of every host in an app category of one of these names (under any function category); names no
+    /// host's app category has are returned as the error.
+    pub async fn hosts_in_apps(&self, apps: &[String]) -> Result<Vec<i64>, Result<Vec<String>, StoreError>> {
+        let hosts = self.store.list_hosts().await.map_err(Err)?;
+        let unknown: Vec<String> =
+            apps.iter().filter(|app| !hosts.iter().any(|h| h.app.as_ref() == Some(*app))).cloned().collect();
+        if !unknown.is_empty() {
+            return Err(Ok(unknown));
+        }
+        Ok(hosts.iter().filter(|h| h.app.as_ref().is_some_and(|app| apps.contains(app))).map(|h| h.id).collect())
     }
 
     pub async fn query(&self, filter: &AuditQuery) -> Result<Vec<AuditView>, StoreError> {

@@ -155,7 +155,8 @@ impl From<IngestError> for HttpError {
 }
 
 /// Filters for query, export and stream. `host` takes names or IPs, comma-separated (`ip` is the same, for the
-/// original page's parameter); `user` likewise; `q` is a substring of the command.
+/// original page's parameter); `app` app category names and `user` user names likewise; `q` is a substring of
+/// the command. Given both, `host` and `app` narrow together: the named hosts that are in those categories.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -164,6 +165,8 @@ struct Params {
     host: Option<String>,
     /// The same as `host` (the original page's name).
     ip: Option<String>,
+    /// App category names, comma-separated: every host in one of them (under any function category).
+    app: Option<String>,
     /// User names, comma-separated.
     user: Option<String>,
     /// A substring of the command.
@@ -213,16 +216,32 @@ fn time_bound(field: &str, value: &Option<String>) -> Result<Option<String>, Htt
 async fn filter_of(state: &AppState, p: &Params) -> Result<Filter, HttpError> {
     let mut keys = list_of(&p.host);
     keys.extend(list_of(&p.ip));
-    let host_ids = if keys.is_empty() {
-        Vec::new()
+    let named = if keys.is_empty() {
+        None
     } else {
         match state.audit.resolve_hosts(&keys).await {
-            Ok(ids) => ids,
+            Ok(ids) => Some(ids),
             Err(Ok(unknown)) => {
                 return Err(HttpError::invalid("host", format!("unknown hosts: {}", unknown.join(", "))))
             }
             Err(Err(e)) => return Err(e.into()),
         }
+    };
+    let apps = list_of(&p.app);
+    let in_apps = if apps.is_empty() {
+        None
+    } else {
+        match state.audit.hosts_in_apps(&apps).await {
+            Ok(ids) => Some(ids),
+            Err(Ok(unknown)) => {
+                return Err(HttpError::invalid("app", format!("no host is in app category {}", unknown.join(", "))))
+            }
+            Err(Err(e)) => return Err(e.into()),
+        }
+    };
+    let host_ids = match (named, in_apps) {
+        (Some(named), Some(in_apps)) => Some(named.into_iter().filter(|id| in_apps.contains(id)).collect()),
+        (named, in_apps) => named.or(in_apps),
     };
     Ok(Filter { host_ids, users: list_of(&p.user), text: p.q.clone().filter(|q| !q.is_empty()) })
 }

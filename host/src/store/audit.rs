@@ -38,7 +38,8 @@ pub struct NewGap {
 /// Filters for listing audit rows. Every field narrows; empty lists mean "any".
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
-    pub host_ids: Vec<i64>,
+    /// `None`: any host; an empty list: none (a filter that no host passes).
+    pub host_ids: Option<Vec<i64>>,
     pub users: Vec<String>,
     /// Substring of the command, matched literally.
     pub text: Option<String>,
@@ -255,9 +256,13 @@ impl Store {
     pub async fn query_audit(&self, filter: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
         let mut clauses: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
-        if !filter.host_ids.is_empty() {
-            clauses.push(format!("host_id IN ({})", vec!["?"; filter.host_ids.len()].join(", ")));
-            binds.extend(filter.host_ids.iter().map(|id| Bind::Int(*id)));
+        match filter.host_ids.as_deref() {
+            None => {}
+            Some([]) => clauses.push("1 = 0".to_owned()),
+            Some(ids) => {
+                clauses.push(format!("host_id IN ({})", vec!["?"; ids.len()].join(", ")));
+                binds.extend(ids.iter().map(|id| Bind::Int(*id)));
+            }
         }
         if !filter.users.is_empty() {
             // A login user is stored as `name(uid)` when the agent sent the uid: match the name before it too.

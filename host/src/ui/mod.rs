@@ -204,6 +204,8 @@ async fn jobs_page(
 #[template(path = "audit.html")]
 struct AuditPage {
     user: Option<PageUser>,
+    /// App category names for the filter, sorted, each once (a name may repeat under two function categories).
+    apps: Vec<String>,
 }
 
 #[derive(Template, WebTemplate)]
@@ -213,10 +215,14 @@ struct ModulesPage {
 }
 
 async fn audit_page(
+    State(state): State<AppState>,
     who: Result<Authenticated, HttpError>,
     session: Option<Extension<Session>>,
 ) -> Result<AuditPage, PageError> {
-    Ok(AuditPage { user: Some(viewer((who, session))?) })
+    let user = viewer((who, session))?;
+    let apps: std::collections::BTreeSet<String> =
+        state.store.list_hosts().await?.into_iter().filter_map(|host| host.app).collect();
+    Ok(AuditPage { user: Some(user), apps: apps.into_iter().collect() })
 }
 
 async fn modules_page(

@@ -15,17 +15,22 @@ let seen = new Set();
 function filters() {
   const form = new FormData(document.getElementById('filters'));
   const params = new URLSearchParams();
-  for (const key of ['host', 'user', 'q']) {
+  for (const key of ['host', 'app', 'user', 'q']) {
     const value = String(form.get(key) || '').trim();
     if (value) params.set(key, value);
   }
   return params;
 }
 
+// The same form as the job pages: `2026-12-02 10:30:05 UTC`.
+function utc(ms) {
+  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
 function row(e) {
   const alerts = e.alerts || [];
   const tr = el('tr', undefined, { 'data-id': String(e.id), class: alerts.length ? 'flagged' : '' });
-  tr.append(el('td', new Date(e.received_at).toLocaleString()), el('td', e.host), el('td', e.user),
+  tr.append(el('td', utc(e.received_at)), el('td', e.datetime || ''), el('td', e.host), el('td', e.user),
     el('td', e.login_user || ''), el('td', e.tty || ''), el('td', e.command, { class: 'command' }),
     el('td', alerts.join(', '), { class: 'alerts' }));
   return tr;
