@@ -157,6 +157,52 @@ fn markup_from_modules_hosts_and_audited_commands_shows_as_text_and_runs_nothing
 }
 
 #[test]
+fn the_run_page_picks_hosts_by_category_tag_and_text() {
+    let server = server();
+    for (name, ip, function, app, tags) in [
+        ("web1", "127.0.0.2", "web", "nginx", vec!["prod", "eu"]),
+        ("web2", "127.0.0.3", "web", "nginx", vec!["staging"]),
+        ("db1", "127.0.0.4", "db", "mysql", vec!["prod"]),
+    ] {
+        let host = json!({ "name": name, "ip": ip, "function": function, "app": app, "tags": tags });
+        let (status, row) = server.post("/api/hosts", &host);
+        assert_eq!(status, StatusCode::CREATED, "{row}");
+    }
+    let browser = Browser::start("run_pick");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/run", server.base));
+    browser.find("#host-list input[value='db1']");
+    let shown = |browser: &Browser| {
+        let names = browser.eval("return [...document.querySelectorAll('#host-list input')].map((b) => b.value)");
+        serde_json::from_value::<Vec<String>>(names).unwrap()
+    };
+    let choose = |browser: &Browser, id: &str, value: &str| {
+        browser.eval(&format!(
+            "const s = document.getElementById('{id}'); s.value = '{value}'; s.dispatchEvent(new Event('change')); return null"
+        ));
+    };
+    assert_eq!(shown(&browser), ["db1", "localhost", "web1", "web2"]);
+    choose(&browser, "tag", "prod");
+    assert_eq!(shown(&browser), ["db1", "web1"]);
+    browser.wait_for_text("#host-list", "web1 (127.0.0.2) [eu, prod]", Duration::from_secs(1));
+    choose(&browser, "function", "web");
+    assert_eq!(shown(&browser), ["web1"]);
+    choose(&browser, "tag", "");
+    assert_eq!(shown(&browser), ["web1", "web2"]);
+    browser.fill("#host-filter", "0.0.3");
+    assert_eq!(shown(&browser), ["web2"], "by address");
+    browser.eval("const f = document.getElementById('host-filter'); f.value = ''; f.dispatchEvent(new Event('input')); return null");
+    browser.fill("#host-filter", "WEB2");
+    assert_eq!(shown(&browser), ["web2"], "by name, in any case");
+    browser.click("#select-visible");
+    browser.screenshot("filtered");
+    browser.find("#module option[value='1003']");
+    choose(&browser, "module", "1003");
+    browser.click("#review");
+    browser.wait_for_text("#summary", "on 1 host", Duration::from_secs(5));
+}
+
+#[test]
 fn running_1003_from_the_run_page_shows_its_result_on_the_job_page() {
     let server = server();
     let browser = Browser::start("run_page");

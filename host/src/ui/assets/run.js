@@ -1,4 +1,4 @@
-// /run: pick hosts (function category → app category → hosts, or a text filter), a module, its parameters (a
+// /run: pick hosts (function category → app category → hosts, a tag, a text filter), a module, its parameters (a
 // form built from the module's schema, checked here and again by the server), a backend; confirm with the host
 // count; then go to the job's page.
 import { api, el } from '/assets/console.js';
@@ -15,8 +15,9 @@ function option(value, text) {
 }
 
 function visibleHosts() {
-  const fn = $('function').value, app = $('app').value, q = $('host-filter').value.trim().toLowerCase();
-  return hosts.filter((h) => (!fn || h.function === fn) && (!app || h.app === app)
+  const fn = $('function').value, app = $('app').value, tag = $('tag').value;
+  const q = $('host-filter').value.trim().toLowerCase();
+  return hosts.filter((h) => (!fn || h.function === fn) && (!app || h.app === app) && (!tag || h.tags.includes(tag))
     && (!q || h.name.toLowerCase().includes(q) || h.ip.includes(q)));
 }
 
@@ -32,7 +33,8 @@ function renderHosts() {
     const box = el('input', undefined, { type: 'checkbox', id, value: h.name });
     box.checked = chosen.has(h.name);
     box.addEventListener('change', () => { if (box.checked) chosen.add(h.name); else chosen.delete(h.name); });
-    const label = el('label', `${h.name} (${h.ip})`, { for: id, class: 'inline' });
+    const tags = h.tags.length ? ` [${h.tags.join(', ')}]` : '';
+    const label = el('label', `${h.name} (${h.ip})${tags}`, { for: id, class: 'inline' });
     const row = el('div', undefined, { class: 'host' });
     row.append(box, label);
     return row;
@@ -90,6 +92,8 @@ async function start() {
   const backends = await api('/api/backends');
   const functions = [...new Set(hosts.map((h) => h.function).filter(Boolean))].sort();
   $('function').append(...functions.map((f) => option(f, f)));
+  const tags = [...new Set(hosts.flatMap((h) => h.tags))].sort();
+  $('tag').append(...tags.map((t) => option(t, t)));
   $('module').append(...modules.map((m) => option(String(m.id), `${m.id} — ${m.name}`)));
   for (const b of backends) {
     const o = option(b.backend, `${b.backend}${b.default ? ' (default)' : ''}${b.ok ? '' : ' — unhealthy'}`);
@@ -99,7 +103,7 @@ async function start() {
   renderHosts();
 }
 
-for (const id of ['function', 'app']) $(id).addEventListener('change', renderHosts);
+for (const id of ['function', 'app', 'tag']) $(id).addEventListener('change', renderHosts);
 $('host-filter').addEventListener('input', renderHosts);
 $('select-visible').addEventListener('click', () => { for (const h of visibleHosts()) chosen.add(h.name); renderHosts(); });
 $('select-none').addEventListener('click', () => { chosen.clear(); renderHosts(); });
