@@ -537,8 +537,9 @@ async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&config.database_url).await?;
     let key = secret_key(&config)?;
     let report = crate::audit::chain::verify(&store, &auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE)).await?;
+    let name = |id: i64| report.chains.iter().find(|c| c.host_id == id).map_or("", |c| c.host.as_str());
     for f in &report.findings {
-        println!("host #{} at chain position {}: {}", f.host_id, f.chain_seq, f.problem);
+        println!("host {} (#{}) at chain position {}: {}", name(f.host_id), f.host_id, f.chain_seq, f.problem);
     }
     println!("{} rows on {} hosts checked, {} problems", report.rows, report.hosts, report.findings.len());
     Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })

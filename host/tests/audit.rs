@@ -11,7 +11,6 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    future::Future,
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::PathBuf,
@@ -21,10 +20,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{cli, Options, Server};
+use common::{
+    cli,
+    database::{block_on, db_exec, db_ints, open_db},
+    Options, Server,
+};
 use reqwest::{blocking::Client, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection, SqliteConnection};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Helpers: servers, tokens, the database file
@@ -32,38 +34,6 @@ use sqlx::{Connection, SqliteConnection};
 /// A server with no modules (audit needs none).
 fn start() -> Server {
     Server::start_with(Options { seed: Vec::new(), ..Options::default() })
-}
-
-fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
-}
-
-/// A plain connection to the server's SQLite file (the server keeps running; WAL lets both in).
-async fn open_db(server: &Server) -> SqliteConnection {
-    use std::str::FromStr;
-    let url = format!("sqlite://{}", server.dir.path().join("omserver.db").display());
-    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).unwrap().busy_timeout(Duration::from_secs(10));
-    SqliteConnection::connect_with(&options).await.expect("open the server's SQLite file")
-}
-
-/// The integers a query returns (first column), read straight from the database file.
-fn db_ints(server: &Server, sql: &str) -> Vec<i64> {
-    block_on(async {
-        let mut conn = open_db(server).await;
-        let out = sqlx::query_scalar::<_, i64>(sql).fetch_all(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-        let _ = conn.close().await;
-        out
-    })
-}
-
-/// Runs one statement on the database file and returns the rows it changed.
-fn db_exec(server: &Server, sql: &str) -> u64 {
-    block_on(async {
-        let mut conn = open_db(server).await;
-        let out = sqlx::query(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}")).rows_affected();
-        let _ = conn.close().await;
-        out
-    })
 }
 
 fn row_count(server: &Server) -> i64 {
@@ -1078,8 +1048,10 @@ fn trail() -> (Server, i64) {
         "{out:?}"
     );
     let (status, report) = server.get("/api/audit/verify");
-    assert_eq!((status, report), (StatusCode::OK, json!({ "hosts": 2, "rows": 5, "findings": [] })));
     let localhost = host_id(&server, "localhost");
+    let chains = json!([{ "host_id": localhost, "host": "localhost", "rows": 3, "problems": 0 },
+                        { "host_id": host_id(&server, "web2"), "host": "web2", "rows": 2, "problems": 0 }]);
+    assert_eq!((status, report), (StatusCode::OK, json!({ "hosts": 2, "rows": 5, "findings": [], "chains": chains })));
     (server, localhost)
 }
 
@@ -1096,7 +1068,7 @@ fn verify_names_an_edited_row() {
     verify_fails_with(
         &server,
         &[
-            format!("host #{h} at chain position 2: row id 2 was edited or forged: its contents do not match its MAC"),
+            format!("host localhost (#{h}) at chain position 2: row id 2 was edited or forged: its contents do not match its MAC"),
             "5 rows on 2 hosts checked, 1 problems".into(),
         ],
     );
@@ -1109,7 +1081,7 @@ fn verify_reports_a_deleted_middle_row() {
     verify_fails_with(
         &server,
         &[
-            format!("host #{h} at chain position 3: 1 row(s) missing before this one (deleted): chain positions 2..2"),
+            format!("host localhost (#{h}) at chain position 3: 1 row(s) missing before this one (deleted): chain positions 2..2"),
             "4 rows on 2 hosts checked, 1 problems".into(),
         ],
     );
@@ -1122,7 +1094,9 @@ fn verify_reports_deleted_newest_rows() {
     verify_fails_with(
         &server,
         &[
-            format!("host #{h} at chain position 2: the newest 2 row(s) were deleted: the chain head is at 3"),
+            format!(
+                "host localhost (#{h}) at chain position 2: the newest 2 row(s) were deleted: the chain head is at 3"
+            ),
             "3 rows on 2 hosts checked, 1 problems".into(),
         ],
     );
@@ -1144,8 +1118,8 @@ fn verify_catches_a_forged_row_with_a_copied_hash() {
     verify_fails_with(
         &server,
         &[
-            format!("host #{h} at chain position 4: row id 6 was edited or forged: its contents do not match its MAC"),
-            format!("host #{h} at chain position 3: the chain head (3) does not match the last row (4)"),
+            format!("host localhost (#{h}) at chain position 4: row id 6 was edited or forged: its contents do not match its MAC"),
+            format!("host localhost (#{h}) at chain position 3: the chain head (3) does not match the last row (4)"),
             "6 rows on 2 hosts checked, 2 problems".into(),
         ],
     );
@@ -1160,7 +1134,7 @@ fn verify_catches_a_forged_row_with_a_copied_hash() {
     verify_fails_with(
         &server,
         &[
-            format!("host #{h} at chain position 4: row id 6 was edited or forged: its contents do not match its MAC"),
+            format!("host localhost (#{h}) at chain position 4: row id 6 was edited or forged: its contents do not match its MAC"),
             "6 rows on 2 hosts checked, 1 problems".into(),
         ],
     );
@@ -1440,6 +1414,11 @@ mod dialects {
         assert_eq!(raw(dialect, url, &format!("DELETE FROM server_history WHERE id = {newest}")).await, 1);
         let report = audit.verify().await.unwrap();
         let finding = |host_id: i64, chain_seq: i64, problem: String| Finding { host_id, chain_seq, problem };
+        let chains: Vec<(&str, u64, usize)> =
+            report.chains.iter().map(|chain| (chain.host.as_str(), chain.rows, chain.problems)).collect();
+        // By host id, in the order the hosts were added; alpha and beta each lost one row.
+        assert!(a < b && b < c);
+        assert_eq!(chains, [("alpha", 499, 2), ("beta", 499, 1), ("gamma", 1, 0)], "{dialect:?}");
         assert_eq!(
             (report.hosts, report.rows, report.findings),
             (

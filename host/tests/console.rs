@@ -121,6 +121,21 @@ fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
     browser.wait_for_text("#events tbody", "nginx -s reload", Duration::from_secs(5));
     assert!(!browser.text("#events tbody").contains("only on localhost"), "the live stream is filtered too");
     browser.screenshot("app-filter");
+
+    // Chain verification, each host on its own row: intact, then one row edited behind the server's back.
+    browser.click("#verify");
+    browser.wait_for_text("#verify-result", "Intact: 2 hosts, 6 rows.", Duration::from_secs(10));
+    browser.wait_for_text("#chains tbody tr[data-host='web2']", "intact", Duration::from_secs(1));
+    let edited = "UPDATE server_history SET history_command = 'uptime # harmless' WHERE history_command = 'uptime'";
+    assert_eq!(common::database::db_exec(&server, edited), 1);
+    browser.click("#verify");
+    browser.wait_for_text("#verify-result", "1 problem on 1 of 2 hosts.", Duration::from_secs(10));
+    let localhost = "#chains tbody tr.flagged[data-host='localhost']";
+    browser.wait_for_text(localhost, "1 problem", Duration::from_secs(1));
+    browser.wait_for_text(localhost, "at chain position 1: row id 1 was edited or forged", Duration::from_secs(1));
+    browser.wait_for_text("#chains tbody tr[data-host='web2']", "intact", Duration::from_secs(1));
+    browser.eval("document.getElementById('chains').scrollIntoView(); return null");
+    browser.screenshot("verify");
 }
 
 #[test]

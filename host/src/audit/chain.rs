@@ -112,6 +112,19 @@ pub struct Report {
     pub hosts: usize,
     pub rows: u64,
     pub findings: Vec<Finding>,
+    /// Each audited host's chain, by host id: what an admin scans for the one that is not intact.
+    pub chains: Vec<HostChain>,
+}
+
+/// One host's chain in a [`Report`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct HostChain {
+    pub host_id: i64,
+    pub host: String,
+    /// Rows checked.
+    pub rows: u64,
+    /// How many of the report's findings are on this host; 0: intact.
+    pub problems: usize,
 }
 
 /// Walks every host's chain from its first row to its head.
@@ -119,8 +132,11 @@ pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
     const PAGE: i64 = 5000;
     let key = &ChainKey::new(key);
     let mut report = Report::default();
+    let names: std::collections::HashMap<i64, String> =
+        store.list_hosts().await?.into_iter().map(|host| (host.id, host.name)).collect();
     for host_id in store.audited_hosts().await? {
         report.hosts += 1;
+        let (rows_before, findings_before) = (report.rows, report.findings.len());
         let mut expected_seq = 1;
         let mut prev = GENESIS.to_owned();
         let mut last = 0;
@@ -167,6 +183,13 @@ pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
                 problem: "rows exist but the chain head is missing".into(),
             }),
         }
+        report.chains.push(HostChain {
+            host_id,
+            // Hosts with audit rows cannot be deleted; the fallback only covers rows written around that check.
+            host: names.get(&host_id).cloned().unwrap_or_else(|| format!("#{host_id}")),
+            rows: report.rows - rows_before,
+            problems: report.findings.len() - findings_before,
+        });
     }
     Ok(report)
 }

@@ -27,6 +27,8 @@ function utc(ms) {
   return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
 }
 
+const count = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 function row(e) {
   const alerts = e.alerts || [];
   const tr = el('tr', undefined, { 'data-id': String(e.id), class: alerts.length ? 'flagged' : '' });
@@ -130,11 +132,24 @@ if (admin) {
   document.getElementById('verify').addEventListener('click', async () => {
     const out = document.getElementById('verify-result');
     out.textContent = 'verifying…';
+    const table = document.getElementById('chains');
+    table.hidden = true;
     try {
       const report = await api('/api/audit/verify');
       out.textContent = report.findings.length === 0
-        ? `Intact: ${report.hosts} hosts, ${report.rows} rows.`
-        : `${report.findings.length} problems: ` + report.findings.map((f) => `host ${f.host_id} at ${f.chain_seq}: ${f.problem}`).join('; ');
+        ? `Intact: ${count(report.hosts, 'host')}, ${count(report.rows, 'row')}.`
+        : `${count(report.findings.length, 'problem')} on ${report.chains.filter((c) => c.problems > 0).length} of ${count(report.hosts, 'host')}.`;
+      // One row per host, each problem in words under the host it is on.
+      table.tBodies[0].replaceChildren(...report.chains.map((chain) => {
+        const tr = el('tr', undefined, { 'data-host': chain.host, class: chain.problems ? 'flagged' : '' });
+        const status = el('td', chain.problems ? count(chain.problems, 'problem') : 'intact');
+        for (const f of report.findings.filter((x) => x.host_id === chain.host_id)) {
+          status.append(el('div', `at chain position ${f.chain_seq}: ${f.problem}`));
+        }
+        tr.append(el('td', chain.host), el('td', String(chain.rows)), status);
+        return tr;
+      }));
+      table.hidden = false;
     } catch (err) { out.textContent = err.message; }
   });
 }
