@@ -157,6 +157,14 @@ enum UserCommand {
     Passwd { name: String },
     /// Disable a user: its sessions end at once and its tokens stop working.
     Disable { name: String },
+    /// Let a disabled user log in again; its tokens work again too.
+    Enable { name: String },
+    /// Give a user another role, from its next request on (the last enabled admin keeps theirs).
+    Role {
+        name: String,
+        #[arg(value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
 }
 
 fn parse_param(text: &str) -> Result<(String, String), String> {
@@ -465,6 +473,14 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Disable { name } => {
             users.disable(&name).await?;
             println!("disabled {}; its sessions ended and its tokens stop working", UserName::parse(&name)?);
+        }
+        UserCommand::Enable { name } => {
+            users.enable(&name).await?;
+            println!("enabled {}; it can log in and its tokens work again", UserName::parse(&name)?);
+        }
+        UserCommand::Role { name, role } => {
+            users.set_role(&name, crate::users::user_role(&role)?).await?;
+            println!("{} is now {role}", UserName::parse(&name)?);
         }
     }
     Ok(ExitCode::SUCCESS)

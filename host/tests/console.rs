@@ -297,6 +297,27 @@ fn an_admin_manages_users_and_tokens_from_the_users_page() {
     let second = Browser::start("users-olga");
     second.log_in(&server.base, "olga", &password);
     second.find("header.top a[href='/run']");
+
+    // Made a viewer from the page, olga loses the run link at her next page; the last admin stays one.
+    browser.eval("document.getElementById('role-olga').value = 'viewer'; return null");
+    browser.click("tr[data-user='olga'] td:nth-child(2) button");
+    let started = std::time::Instant::now();
+    loop {
+        let (_, users) = server.get("/api/users");
+        if users.as_array().unwrap().iter().any(|u| u["name"] == "olga" && u["role"] == "viewer") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "olga is still an operator: {users}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    second.goto(&format!("{}/jobs", server.base));
+    second.find("header.top");
+    assert!(!second.exists("header.top a[href='/run']"), "a viewer has no run link");
+    browser.eval("document.getElementById('role-admin').value = 'operator'; return null");
+    browser.click("tr[data-user='admin'] td:nth-child(2) button");
+    browser.wait_for_text("#problem", "admin is the last enabled admin", Duration::from_secs(5));
+    assert_eq!(browser.eval("return document.getElementById('role-admin').value"), json!("admin"));
+    browser.screenshot("roles");
 }
 
 #[test]

@@ -466,3 +466,60 @@ fn users_over_the_api_are_for_admins() {
     let names: Vec<&str> = list.as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["admin", "dave"]);
 }
+
+#[test]
+fn a_role_change_applies_to_the_next_request_and_the_last_admin_keeps_theirs() {
+    let server = Server::start();
+    add_user(&server, "carol", "operator", "carol's long password");
+    let carol = login(&server, "carol", "carol's long password");
+    let out = cli(&server, &["token", "create", "carol-ci", "--role", "operator", "--user", "carol"]);
+    assert!(out.status.success(), "{out:?}");
+    let token = out.stdout.trim().to_owned();
+    let job = json!({ "module": 1003, "hosts": ["127.0.0.1"], "params": {} });
+    assert_eq!(carol.post(&server, "/api/jobs", &job, true).0, StatusCode::ACCEPTED, "an operator may run");
+
+    // Down to viewer: the open session and the operator token both act as a viewer from the next request on.
+    let (status, answer) = server.post("/api/users/Carol/role", &json!({ "role": "viewer" }));
+    assert_eq!((status, &answer["role"]), (StatusCode::OK, &json!("viewer")), "{answer}");
+    assert_eq!(carol.get(&server, "/api/session").1["role"], "viewer");
+    let refused = (StatusCode::FORBIDDEN, json!({ "error": "this needs the operator role" }));
+    let (status, _, answer) = carol.post(&server, "/api/jobs", &job, true);
+    assert_eq!((status, answer), refused);
+    assert_eq!(bearer(&server, &token, reqwest::Method::POST, "/api/jobs", Some(&job)), refused);
+    let (status, answer) = server.post("/api/users/carol/role", &json!({ "role": "root" }));
+    assert_eq!((status, &answer["field"]), (StatusCode::BAD_REQUEST, &json!("role")), "{answer}");
+    assert_eq!(server.post("/api/users/nobody/role", &json!({ "role": "viewer" })).0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        carol.post(&server, "/api/users/carol/role", &json!({ "role": "admin" }), true).0,
+        StatusCode::FORBIDDEN
+    );
+
+    // The only enabled admin can be neither demoted nor disabled, from the API or the CLI.
+    let last = json!({ "error": "admin is the last enabled admin; make another user admin first" });
+    assert_eq!(
+        server.post("/api/users/admin/role", &json!({ "role": "operator" })),
+        (StatusCode::CONFLICT, last.clone())
+    );
+    assert_eq!(server.post("/api/users/admin/disable", &json!({})), (StatusCode::CONFLICT, last));
+    let out = cli(&server, &["user", "role", "admin", "viewer"]);
+    assert!(!out.status.success() && out.stderr.contains("admin is the last enabled admin"), "{out:?}");
+    // With a second admin, the first may step down.
+    let out = cli(&server, &["user", "role", "CAROL", "admin"]);
+    assert_eq!((out.status.success(), out.stdout.as_str()), (true, "carol is now admin\n"), "{out:?}");
+    assert_eq!(carol.get(&server, "/api/users").0, StatusCode::OK, "carol is an admin at once");
+    let (status, answer) = server.post("/api/users/admin/role", &json!({ "role": "operator" }));
+    assert_eq!((status, &answer["role"]), (StatusCode::OK, &json!("operator")), "{answer}");
+
+    // Disabled, then enabled again: the user logs in again and its tokens work again.
+    let out = cli(&server, &["user", "disable", "admin"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(login_json(&server, "admin", &server.admin_password).0, StatusCode::UNAUTHORIZED);
+    let (status, _, answer) = carol.post(&server, "/api/users/admin/enable", &json!({}), true);
+    assert_eq!((status, &answer["disabled_at"]), (StatusCode::OK, &Value::Null), "{answer}");
+    login(&server, "admin", &server.admin_password);
+    let out = cli(&server, &["user", "enable", "nobody"]);
+    assert!(!out.status.success() && out.stderr.contains("no user named \"nobody\""), "{out:?}");
+    let users = cli(&server, &["user", "list"]);
+    let words: Vec<Vec<&str>> = users.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(words, [vec!["admin", "operator", "active"], vec!["carol", "admin", "active"]]);
+}

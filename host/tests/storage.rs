@@ -733,6 +733,16 @@ async fn admin_and_admin_in_any_case_are_one_user_on_every_database() {
         assert!(store.session_by_hash(&"2".repeat(64)).await.unwrap().is_none());
         assert!(store.user_by_id(user.id).await.unwrap().unwrap().disabled_at.is_some());
         assert!(!store.disable_user(&UserName::parse("nobody").unwrap()).await.unwrap());
+        // Enabling and role changes find the user in any spelling, also when nothing changes (MySQL counts
+        // matched rows, not changed ones, for sqlx's connections).
+        for _ in 0..2 {
+            assert!(store.enable_user(&UserName::parse("ADMIN").unwrap()).await.unwrap());
+            assert!(store.set_user_role(&UserName::parse("Admin").unwrap(), "operator").await.unwrap());
+        }
+        let row = store.user_by_id(user.id).await.unwrap().unwrap();
+        assert_eq!((row.disabled_at, row.role.as_str()), (None, "operator"));
+        assert!(!store.enable_user(&UserName::parse("nobody").unwrap()).await.unwrap());
+        assert!(!store.set_user_role(&UserName::parse("nobody").unwrap(), "viewer").await.unwrap());
 
         // Expiry sweeps by idle time and by age.
         let now = now_ms();

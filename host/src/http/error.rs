@@ -119,6 +119,7 @@ impl From<UserError> for HttpError {
             UserError::Password(_) => HttpError::invalid("password", err.to_string()),
             UserError::InvalidRole(_) => HttpError::invalid("role", err.to_string()),
             UserError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            UserError::LastAdmin(_) => HttpError::Conflict(err.to_string()),
             UserError::Store(e) => e.into(),
         }
     }

@@ -1,5 +1,5 @@
-//! `GET /api/users`, `POST /api/users`, `POST /api/users/{name}/disable`, `POST /api/users/{name}/password`:
-//! console users (admin). Bodies are JSON or forms ([`Submitted`]); forms are sent back to `/users`.
+//! `GET /api/users`, `POST /api/users`, `POST /api/users/{name}/disable`, `…/enable`, `…/role`,
+//! `…/password`: console users (admin). Bodies are JSON or forms ([`Submitted`]); forms are sent back to `/users`.
 
 use axum::{
     extract::{Path, State},
@@ -33,6 +33,8 @@ pub fn router() -> Routes {
         .api(admin, routes!(list))
         .api(admin, routes!(add))
         .api(admin, routes!(disable))
+        .api(admin, routes!(enable))
+        .api(admin, routes!(set_role))
         .api(admin, routes!(set_password))
 }
 
@@ -83,6 +85,7 @@ async fn add(
     params(("name" = String, Path, description = "user name")), responses(
     (status = 200, body = UserRow, description = "the user, now disabled; a form gets 303"),
     (status = 404, description = "no such user", body = ErrorBody),
+    (status = 409, description = "the last enabled admin", body = ErrorBody),
 ))]
 async fn disable(
     State(state): State<AppState>,
@@ -95,6 +98,54 @@ async fn disable(
     let user = state.users.get(&name).await?;
     tracing::info!(user = %user.name, actor = %actor.name, "user disabled");
     Ok(respond(form, StatusCode::OK, json!(user)))
+}
+
+/// Lets a disabled user log in again; its tokens work again too.
+#[utoipa::path(post, path = "/api/users/{name}/enable", tag = "users",
+    params(("name" = String, Path, description = "user name")), responses(
+    (status = 200, body = UserRow, description = "the user, enabled; a form gets 303"),
+    (status = 404, description = "no such user", body = ErrorBody),
+))]
+async fn enable(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(name): Path<String>,
+    form: Option<Submitted<Empty>>,
+) -> Result<Response, HttpError> {
+    let actor = who.require(Role::Admin)?;
+    state.users.enable(&name).await?;
+    let user = state.users.get(&name).await?;
+    tracing::info!(user = %user.name, actor = %actor.name, "user enabled");
+    Ok(respond(form, StatusCode::OK, json!(user)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewRole {
+    /// viewer, operator or admin.
+    role: String,
+}
+
+/// Gives a user another role, from its next request on: its sessions and tokens are capped by it when used.
+#[utoipa::path(post, path = "/api/users/{name}/role", tag = "users", request_body = NewRole,
+    params(("name" = String, Path, description = "user name")), responses(
+    (status = 200, body = UserRow, description = "the user with its new role; a form gets 303"),
+    (status = 400, description = "not a role", body = ErrorBody),
+    (status = 404, description = "no such user", body = ErrorBody),
+    (status = 409, description = "the last enabled admin would be left without the role", body = ErrorBody),
+))]
+async fn set_role(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(name): Path<String>,
+    form: Result<Submitted<NewRole>, HttpError>,
+) -> Result<Response, HttpError> {
+    let actor = who.require(Role::Admin)?;
+    let form = form?;
+    state.users.set_role(&name, user_role(&form.value.role)?).await?;
+    let user = state.users.get(&name).await?;
+    tracing::info!(user = %user.name, role = %user.role, actor = %actor.name, "user's role changed");
+    Ok(form.respond(StatusCode::OK, json!(user), PAGE))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

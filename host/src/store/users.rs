@@ -122,6 +122,21 @@ impl Store {
         })?)
     }
 
+    /// Changes a user's role; sessions and tokens follow at their next request (both are capped by the user's
+    /// role when used). False when there is no such user.
+    pub async fn set_user_role(&self, name: &UserName, role: &str) -> Result<bool, StoreError> {
+        let sql = self.sql("UPDATE users SET role = ? WHERE name = ?");
+        Ok(on_pool!(self, pool => sqlx::query(&sql).bind(role).bind(name.as_str()).execute(pool).await
+            .map(|done| done.rows_affected() > 0))?)
+    }
+
+    /// Lets a disabled user log in again (its tokens work again too). False when there is no such user.
+    pub async fn enable_user(&self, name: &UserName) -> Result<bool, StoreError> {
+        let sql = self.sql("UPDATE users SET disabled_at = NULL WHERE name = ?");
+        Ok(on_pool!(self, pool => sqlx::query(&sql).bind(name.as_str()).execute(pool).await
+            .map(|done| done.rows_affected() > 0))?)
+    }
+
     /// Disables a user and ends its sessions, in one transaction (its tokens are refused from then on, see
     /// [`Store::token_by_hash`]). False when there is no such user; disabling twice keeps the first time.
     pub async fn disable_user(&self, name: &UserName) -> Result<bool, StoreError> {

@@ -60,6 +60,9 @@ pub enum UserError {
     InvalidRole(String),
     #[error("no user named {0:?}")]
     NotFound(String),
+    /// The change would leave no enabled admin to manage users from the console.
+    #[error("{0} is the last enabled admin; make another user admin first")]
+    LastAdmin(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -172,9 +175,45 @@ impl Users {
         Ok(())
     }
 
-    /// Disables a user: its sessions end now and its tokens are refused from the next request on.
+    /// Gives a user another role, from its next request on (sessions and tokens are capped by it when used).
+    /// The last enabled admin keeps theirs.
+    pub async fn set_role(&self, name: &str, role: Role) -> Result<(), UserError> {
+        let name = UserName::parse(name)?;
+        let role = user_role(role.as_str())?;
+        if role != Role::Admin {
+            self.keep_an_admin(&name).await?;
+        }
+        if !self.store.set_user_role(&name, role.as_str()).await? {
+            return Err(UserError::NotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Lets a disabled user log in again; its tokens work again too.
+    pub async fn enable(&self, name: &str) -> Result<(), UserError> {
+        let name = UserName::parse(name)?;
+        if !self.store.enable_user(&name).await? {
+            return Err(UserError::NotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Refuses to take `name`'s admin rights when nobody else enabled has them. Checked before the change, not
+    /// in its transaction: two admins demoting each other at the same instant could both pass, and the CLI
+    /// (`omserver user add`, run on the server) is the way back in.
+    async fn keep_an_admin(&self, name: &UserName) -> Result<(), UserError> {
+        let admins: Vec<UserRow> = self.store.list_users().await?.into_iter().filter(is_enabled_admin).collect();
+        match admins.as_slice() {
+            [only] if only.name == name.as_str() => Err(UserError::LastAdmin(name.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Disables a user: its sessions end now and its tokens are refused from the next request on. The last
+    /// enabled admin cannot be disabled.
     pub async fn disable(&self, name: &str) -> Result<(), UserError> {
         let name = UserName::parse(name)?;
+        self.keep_an_admin(&name).await?;
         if !self.store.disable_user(&name).await? {
             return Err(UserError::NotFound(name.to_string()));
         }
@@ -296,6 +335,10 @@ fn random_hex() -> String {
 /// Session ids are 64 lower-case hex digits; anything else never reaches the database.
 fn is_session_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn is_enabled_admin(user: &UserRow) -> bool {
+    user.role == Role::Admin.as_str() && user.disabled_at.is_none()
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
-// /users: for admins, the users (add, disable, set a password); for everyone, their API tokens (an admin sees
+// /users: for admins, the users (add, change the role, disable, enable); for everyone, their API tokens (an admin sees
 // all): create (shown once), revoke.
 import { api, el } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
 const admin = $('main').dataset.admin === 'true';
-const when = (ms) => (ms ? new Date(ms).toLocaleString() : 'never');
+// UTC, as on the job and audit pages.
+const when = (ms) => (ms ? `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC` : 'never');
 const fail = (err) => { $('problem').textContent = err.message; };
 
 function button(text, action) {
@@ -17,15 +18,31 @@ async function users() {
   const list = await api('/api/users');
   $('users').querySelector('tbody').replaceChildren(...list.map((u) => {
     const tr = el('tr', undefined, { 'data-user': u.name });
+    const path = `/api/users/${encodeURIComponent(u.name)}`;
+    // The role as a choice: it applies to the user's sessions and tokens from their next request on.
+    const role = el('td');
+    const select = el('select', undefined, { id: `role-${u.name}`, name: 'role' });
+    for (const r of ['viewer', 'operator', 'admin']) select.append(el('option', r));
+    select.value = u.role;
+    role.append(el('label', `Role of ${u.name}`, { for: select.id, class: 'inline' }), ' ', select, ' ',
+      button(`Set role of ${u.name}`, async () => {
+        // Refused or not, the list is shown again as stored (a refused choice does not linger in the select).
+        try { await api(`${path}/role`, { method: 'POST', body: { role: select.value } }); } finally { await users(); }
+      }));
     const actions = el('td');
-    if (!u.disabled_at) {
+    if (u.disabled_at) {
+      actions.append(button(`Enable ${u.name}`, async () => {
+        await api(`${path}/enable`, { method: 'POST', body: {} });
+        await users();
+      }));
+    } else {
       actions.append(button(`Disable ${u.name}`, async () => {
         if (!window.confirm(`Disable ${u.name}? Their sessions end at once.`)) return;
-        await api(`/api/users/${encodeURIComponent(u.name)}/disable`, { method: 'POST', body: {} });
+        await api(`${path}/disable`, { method: 'POST', body: {} });
         await users();
       }));
     }
-    tr.append(el('td', u.name), el('td', u.role), el('td', u.disabled_at ? `disabled ${when(u.disabled_at)}` : 'active'), actions);
+    tr.append(el('td', u.name), role, el('td', u.disabled_at ? `disabled ${when(u.disabled_at)}` : 'active'), actions);
     return tr;
   }));
 }
