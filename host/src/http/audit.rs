@@ -34,7 +34,7 @@ use crate::{
         RuleRequest,
     },
     auth::Role,
-    store::{AlertRuleRow, AuditQuery},
+    store::{AlertRuleRow, AuditQuery, StoreError},
 };
 
 pub fn router() -> Routes {
@@ -219,31 +219,32 @@ async fn filter_of(state: &AppState, p: &Params) -> Result<Filter, HttpError> {
     let named = if keys.is_empty() {
         None
     } else {
-        match state.audit.resolve_hosts(&keys).await {
-            Ok(ids) => Some(ids),
-            Err(Ok(unknown)) => {
-                return Err(HttpError::invalid("host", format!("unknown hosts: {}", unknown.join(", "))))
-            }
-            Err(Err(e)) => return Err(e.into()),
-        }
+        Some(resolved("host", "unknown hosts:", state.audit.resolve_hosts(&keys).await)?)
     };
     let apps = list_of(&p.app);
     let in_apps = if apps.is_empty() {
         None
     } else {
-        match state.audit.hosts_in_apps(&apps).await {
-            Ok(ids) => Some(ids),
-            Err(Ok(unknown)) => {
-                return Err(HttpError::invalid("app", format!("no host is in app category {}", unknown.join(", "))))
-            }
-            Err(Err(e)) => return Err(e.into()),
-        }
+        Some(resolved("app", "no host is in app category", state.audit.hosts_in_apps(&apps).await)?)
     };
     let host_ids = match (named, in_apps) {
         (Some(named), Some(in_apps)) => Some(named.into_iter().filter(|id| in_apps.contains(id)).collect()),
         (named, in_apps) => named.or(in_apps),
     };
     Ok(Filter { host_ids, users: list_of(&p.user), text: p.q.clone().filter(|q| !q.is_empty()) })
+}
+
+/// Host ids from a lookup, or a 400 on `field` that says `unknown` and lists the names nothing matched.
+fn resolved(
+    field: &'static str,
+    unknown: &str,
+    found: Result<Vec<i64>, Result<Vec<String>, StoreError>>,
+) -> Result<Vec<i64>, HttpError> {
+    match found {
+        Ok(ids) => Ok(ids),
+        Err(Ok(names)) => Err(HttpError::invalid(field, format!("{unknown} {}", names.join(", ")))),
+        Err(Err(e)) => Err(e.into()),
+    }
 }
 
 async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, HttpError> {

@@ -93,11 +93,7 @@ async fn disable(
     Path(name): Path<String>,
     form: Option<Submitted<Empty>>,
 ) -> Result<Response, HttpError> {
-    let actor = who.require(Role::Admin)?;
-    state.users.disable(&name).await?;
-    let user = state.users.get(&name).await?;
-    tracing::info!(user = %user.name, actor = %actor.name, "user disabled");
-    Ok(respond(form, StatusCode::OK, json!(user)))
+    switch(state, who, name, form, false).await
 }
 
 /// Lets a disabled user log in again; its tokens work again too.
@@ -112,10 +108,25 @@ async fn enable(
     Path(name): Path<String>,
     form: Option<Submitted<Empty>>,
 ) -> Result<Response, HttpError> {
+    switch(state, who, name, form, true).await
+}
+
+/// Enables or disables a user and answers with it.
+async fn switch(
+    state: AppState,
+    who: Authenticated,
+    name: String,
+    form: Option<Submitted<Empty>>,
+    enabled: bool,
+) -> Result<Response, HttpError> {
     let actor = who.require(Role::Admin)?;
-    state.users.enable(&name).await?;
+    if enabled {
+        state.users.enable(&name).await?;
+    } else {
+        state.users.disable(&name).await?;
+    }
     let user = state.users.get(&name).await?;
-    tracing::info!(user = %user.name, actor = %actor.name, "user enabled");
+    tracing::info!(user = %user.name, actor = %actor.name, enabled, "user enabled or disabled");
     Ok(respond(form, StatusCode::OK, json!(user)))
 }
 
