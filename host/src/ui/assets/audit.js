@@ -1,7 +1,7 @@
 // /audit: history (GET /api/audit/events, newest first, paged with `before`) and the live stream
 // (GET /api/audit/stream) under the same filters; pause/resume; CSV export; chain verification for admins.
 // Audited commands are attacker-controlled text: they only ever reach the page through textContent.
-import { api, el } from '/assets/console.js';
+import { api, el, utc } from '/assets/console.js';
 
 const body = document.querySelector('#events tbody');
 const state = document.getElementById('live-state');
@@ -20,11 +20,6 @@ function filters() {
     if (value) params.set(key, value);
   }
   return params;
-}
-
-// The same form as the job pages: `2026-12-02 10:30:05 UTC`.
-function utc(ms) {
-  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
 }
 
 const count = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;

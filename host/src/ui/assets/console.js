@@ -9,6 +9,11 @@ export function el(tag, text, attrs = {}) {
   return node;
 }
 
+/** `2026-12-02 10:30:05 UTC`: times as every page shows them (the server's `calendar::utc_text` form). */
+export function utc(ms) {
+  return `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC`;
+}
+
 let csrf = null;
 
 /** The session's CSRF token, from the page (a form's hidden field) or else from /api/session. */

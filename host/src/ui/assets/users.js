@@ -1,11 +1,10 @@
 // /users: for admins, the users (add, change the role, disable, enable); for everyone, their API tokens (an admin sees
 // all): create (shown once), revoke.
-import { api, el } from '/assets/console.js';
+import { api, el, utc } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
 const admin = $('main').dataset.admin === 'true';
-// UTC, as on the job and audit pages.
-const when = (ms) => (ms ? `${new Date(ms).toISOString().slice(0, 19).replace('T', ' ')} UTC` : 'never');
+const when = (ms) => (ms ? utc(ms) : 'never');
 const fail = (err) => { $('problem').textContent = err.message; };
 
 function button(text, action) {
