@@ -94,6 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     hosts: vec!["127.0.0.1".into()],
                     params: Default::default(),
                     backend: None,
+                    rollout: None,
                 };
                 let outcome = match jobs.submit_and_wait(request, "bench").await {
                     Ok(id) => jobs.view(id).await.map(|j| j.status == "succeeded").unwrap_or(false),

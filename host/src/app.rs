@@ -15,6 +15,7 @@ use crate::{
     jobs::{JobService, JobSettings},
     plugins::{watch, Registry},
     store::{NewHost, Store, StoreError},
+    templates::Templates,
     users::{UserError, Users},
     worker::{WorkerConfig, WorkerUser, Workers},
 };
@@ -104,6 +105,7 @@ pub struct App {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
+    pub templates: Arc<Templates>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
@@ -173,7 +175,8 @@ impl App {
             module_settings,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
-        Ok(App { config, store, registry, jobs, tokens, users, audit, tls })
+        let templates = Arc::new(Templates::new(store.clone(), jobs.clone()));
+        Ok(App { config, store, registry, jobs, templates, tokens, users, audit, tls })
     }
 
     /// First start with an empty database: create an admin token and the user `admin` with a generated password
@@ -223,6 +226,7 @@ impl App {
             store: self.store.clone(),
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
+            templates: self.templates.clone(),
             tokens: self.tokens.clone(),
             users: self.users.clone(),
             secure_cookies: self.config.secure_cookies,

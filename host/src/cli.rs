@@ -11,7 +11,7 @@ use crate::{
     auth::{self, Role, Tokens},
     backends::{ssh, Backends, Limits},
     config::Config,
-    jobs::{JobEvent, JobRequest},
+    jobs::{Amount, JobEvent, JobRequest, RerunHosts, Rollout},
     store::{NewHost, ResultRow, Store, UserName},
     users::Users,
 };
@@ -48,6 +48,23 @@ enum Command {
         /// An available backend (local, ssh, ansible, saltstack, func); `auto_platform` when absent.
         #[arg(long)]
         backend: Option<String>,
+        /// Roll out in batches of this many hosts, or this share of them (`25%`).
+        #[arg(long, value_parser = parse_amount)]
+        batch: Option<Amount>,
+        /// With --batch: start no new batch once more hosts than this (or this share) are not ok.
+        #[arg(long, value_parser = parse_amount, requires = "batch")]
+        max_failed: Option<Amount>,
+        /// With --batch: seconds to wait between batches.
+        #[arg(long, default_value_t = 0, requires = "batch")]
+        pause_secs: u64,
+    },
+    /// Run a finished job again as a new job, on all its hosts or only on those that were not ok.
+    Rerun {
+        /// The job to run again.
+        job: i64,
+        /// Only the hosts that were not ok (failed, unreachable, cancelled, skipped, no result).
+        #[arg(long)]
+        not_ok: bool,
     },
     /// Execution backends.
     #[command(subcommand)]
@@ -195,7 +212,15 @@ impl Cli {
             Command::Serve => serve(config).await,
             Command::Modules => modules(config).await,
             Command::Hosts(cmd) => hosts(config, cmd).await,
-            Command::Run { module, hosts, params, backend } => run(config, module, hosts, params, backend).await,
+            Command::Run { module, hosts, params, backend, batch, max_failed, pause_secs } => {
+                let rollout = batch.map(|batch| Rollout { batch, max_failed, pause_secs });
+                let params = params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+                let request = JobRequest { module, hosts, params, backend, rollout };
+                run(config, Launch::New(request)).await
+            }
+            Command::Rerun { job, not_ok } => {
+                run(config, Launch::Rerun(job, if not_ok { RerunHosts::NotOk } else { RerunHosts::All })).await
+            }
             Command::Backends(BackendsCommand::Check) => backends_check(config).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Worker(args) => Ok(crate::worker::child::main(&args)),
@@ -319,18 +344,24 @@ async fn trust(config: &Config, store: &Store, host: &str) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run(
-    config: Config,
-    module: u32,
-    hosts: Vec<String>,
-    params: Vec<(String, String)>,
-    backend: Option<String>,
-) -> anyhow::Result<ExitCode> {
+/// What `omserver run` or `omserver rerun` starts.
+enum Launch {
+    New(JobRequest),
+    Rerun(i64, RerunHosts),
+}
+
+/// Runs a job in this process, printing each host as it finishes (cancelled and skipped ones too).
+async fn run(config: Config, launch: Launch) -> anyhow::Result<ExitCode> {
     let app = App::open(config).await?;
-    let params = params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
-    let request = JobRequest { module, hosts, params, backend };
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
-    let id = app.jobs.submit(request, &actor).await?;
+    let id = match launch {
+        Launch::New(request) => app.jobs.submit(request, &actor).await?,
+        Launch::Rerun(origin, which) => {
+            let id = app.jobs.rerun(origin, which, &actor).await?;
+            eprintln!("job {id} re-runs job {origin}");
+            id
+        }
+    };
     // Each host as it finishes; the final view says how the job ended.
     let mut events = app.jobs.events(id).await?;
     let mut end = None;
@@ -348,6 +379,15 @@ async fn run(
         eprintln!("job {id} {}: {error}", job.status);
     }
     Ok(if job.status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `3` or `25%`, as `--batch` and `--max-failed` take them; the range is checked with the rest of the job.
+fn parse_amount(text: &str) -> Result<Amount, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) => Ok(Amount::Count(n)),
+        Err(_) if text.trim().ends_with('%') => Ok(Amount::Share(text.trim().to_owned())),
+        Err(_) => Err(format!("{text:?} is neither a number of hosts nor a percentage such as 25%")),
+    }
 }
 
 fn print_result(r: &ResultRow) {

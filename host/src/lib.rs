@@ -31,6 +31,7 @@ pub mod inventory;
 pub mod jobs;
 pub mod plugins;
 pub mod store;
+pub mod templates;
 pub mod ui;
 pub mod users;
 pub mod worker;

@@ -32,38 +32,9 @@ const BACKENDS: &[(&str, &[&str])] = &[
     ("func", &["f1", "f2"]),
 ];
 
-fn backends_config(env: &TestEnv) -> String {
-    let ssh = &env.ssh;
-    let access = format!(
-        "user = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout_secs = 5\n",
-        ssh.user,
-        ssh.port,
-        ssh.identity_file.display(),
-        ssh.known_hosts_file.display()
-    );
-    let salt = &env.salt;
-    let func = &env.func;
-    format!(
-        "command_timeout_secs = 60\njob_timeout_secs = 120\n\
-         [backends.ssh]\n{access}\
-         [backends.ansible]\nexecutable = \"{}\"\nforks = 10\n{access}\
-         [backends.saltstack]\nurl = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\neauth = \"{}\"\ntimeout_secs = 8\n\
-         [backends.func]\nport = {}\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nconnect_timeout_secs = 5\n",
-        env.ansible.executable.display(),
-        salt.url,
-        salt.username,
-        salt.password,
-        salt.eauth,
-        func.port,
-        func.ca_file.display(),
-        func.cert_file.display(),
-        func.key_file.display(),
-    )
-}
-
 /// A server with every backend configured and the test hosts in its inventory.
 fn server_with(env: &TestEnv, seed: Vec<u32>, extra: &str) -> Server {
-    let extra_config = format!("{}{extra}", backends_config(env));
+    let extra_config = format!("{}{extra}", env.backends_config());
     let server = Server::start_with(Options { extra_config, seed, ..Options::default() });
     let ssh = &env.ssh.addresses;
     let mut hosts = vec![("s1", ssh[0].as_str()), ("s2", ssh[1].as_str())];
@@ -277,7 +248,7 @@ fn hosts_trust_records_the_presented_key_and_never_replaces_a_different_one() {
     let dir = tempfile::tempdir().unwrap();
     let known = dir.path().join("known_hosts");
     let config =
-        backends_config(&env).replace(&env.ssh.known_hosts_file.display().to_string(), &known.display().to_string());
+        env.backends_config().replace(&env.ssh.known_hosts_file.display().to_string(), &known.display().to_string());
     let server = Server::start_with(Options { extra_config: config, seed: vec![1003], ..Options::default() });
     let address = &env.ssh.addresses[20];
     let (status, body) = server.post("/api/hosts", &json!({ "name": "fresh", "ip": address }));

@@ -68,7 +68,7 @@ fn cancelling_shows_in_the_stream_and_leaves_no_process_behind() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let events = reader.until_end(Duration::from_secs(20));
     let host = events.iter().find(|e| e.event == "host").expect("a host event");
-    assert_eq!((host.data["status"].as_str(), host.data["stderr"].as_str()), (Some("failed"), Some("cancelled")));
+    assert_eq!((host.data["status"].as_str(), host.data["stderr"].as_str()), (Some("cancelled"), Some("cancelled")));
     assert_eq!(events.last().unwrap().data["status"], "cancelled");
     let deadline = Instant::now() + Duration::from_secs(5);
     while sleeping(6007) {

@@ -167,5 +167,7 @@ fn a_running_job_can_be_cancelled() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let job = server.wait_job(id, Duration::from_secs(10));
     assert_eq!(job["status"], "cancelled", "{job}");
-    assert_eq!(job["results"][0]["stderr"], "cancelled");
+    // Cancelled while the module was initialising: no host had started.
+    let first = &job["results"][0];
+    assert_eq!((first["status"].as_str(), first["stderr"].as_str()), (Some("skipped"), Some("not started: cancelled")));
 }

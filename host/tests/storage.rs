@@ -100,14 +100,19 @@ async fn tables(db: &Db) -> Vec<String> {
     names
 }
 
-const TABLES: [&str; 14] = [
+/// How many migrations each dialect has (`migrations/<dialect>/`).
+const MIGRATIONS: i64 = 9;
+
+const TABLES: [&str; 16] = [
     "_sqlx_migrations",
     "api_tokens",
     "audit_alert_rules",
     "audit_chain",
     "audit_gaps",
     "host_tags",
+    "job_batches",
     "job_results",
+    "job_templates",
     "jobs",
     "server_app_categ",
     "server_fun_categ",
@@ -167,7 +172,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
+        assert_eq!(integers(&db, applied).await, (1..=MIGRATIONS).map(Some).collect::<Vec<_>>());
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.query_jobs(&newest(10)).await.unwrap().is_empty());
@@ -178,8 +183,8 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6), Some(7)]);
-        assert_eq!(count(&db, "_sqlx_migrations").await, 7);
+        assert_eq!(integers(&db, applied).await, (1..=MIGRATIONS).map(Some).collect::<Vec<_>>());
+        assert_eq!(count(&db, "_sqlx_migrations").await, MIGRATIONS);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);
         again.close().await;
@@ -401,6 +406,10 @@ fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
         params: r#"{"lines":5}"#,
         hosts: r#"["localhost","web1"]"#,
         created_by,
+        rollout: None,
+        rerun_of: None,
+        template_id: None,
+        definition: None,
     }
 }
 
@@ -439,7 +448,12 @@ async fn a_job_goes_queued_running_finished_and_its_results_round_trip_exactly()
                 created_at,
                 started_at,
                 finished_at,
+                rollout,
+                rerun_of,
+                template_id,
+                definition,
             } = store.job(id).await.unwrap().expect("the job just inserted");
+            assert_eq!((rollout, rerun_of, template_id, definition), (None, None, None, None));
             assert_eq!(
                 (got_id, module_id, module_version.as_str(), backend.as_str(), params.as_str(), hosts.as_str()),
                 (id, 1003, "1.0.0", "local", r#"{"lines":5}"#, r#"["localhost","web1"]"#)
@@ -592,6 +606,51 @@ async fn job_history_filters_narrow_exactly_on_every_dialect() {
             ids(JobQuery { from_ms: Some(0), to_ms: Some(created - 60_000), ..newest(100) }).await,
             Vec::<i64>::new()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn batches_keep_their_results_as_they_finish_and_reruns_link_back() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let rollout = r#"{"batch":"50%","max_failed":1,"pause_secs":0}"#;
+        let id = store.insert_job(&NewJob { rollout: Some(rollout), ..new_job("a") }).await.unwrap();
+        assert_eq!(store.job(id).await.unwrap().unwrap().rollout.as_deref(), Some(rollout));
+        store.mark_job_running(id).await.unwrap();
+        let row = |host: &str, status: &str| ResultRow {
+            host: host.into(),
+            status: status.into(),
+            rc: None,
+            stdout: String::new(),
+            stderr: format!("{status} here"),
+            duration_ms: 5,
+        };
+
+        let t0 = now_ms();
+        store.start_batch(id, 0, r#"["localhost"]"#).await.unwrap();
+        let open = store.job_batches(id).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!((open[0].batch_no, open[0].hosts.as_str(), open[0].finished_at), (0, r#"["localhost"]"#, None));
+        in_range("started_at", Some(open[0].started_at), t0, now_ms());
+        store.finish_batch(id, 0, &[row("localhost", "ok")]).await.unwrap();
+        // The first batch's results are stored before the job ends.
+        assert_results(&store.job_results(id).await.unwrap(), &[row("localhost", "ok")]);
+        store.start_batch(id, 1, r#"["web1"]"#).await.unwrap();
+        store.finish_batch(id, 1, &[row("web1", "cancelled")]).await.unwrap();
+        store.finish_job(id, "cancelled", Some("cancelled"), &[row("web2", "skipped")]).await.unwrap();
+
+        let batches = store.job_batches(id).await.unwrap();
+        assert_eq!(batches.iter().map(|b| b.batch_no).collect::<Vec<_>>(), vec![0, 1]);
+        assert!(batches.iter().all(|b| b.finished_at.is_some()), "{batches:?}");
+        let want = [row("localhost", "ok"), row("web1", "cancelled"), row("web2", "skipped")];
+        assert_results(&store.job_results(id).await.unwrap(), &want);
+
+        assert!(store.reruns_of(id).await.unwrap().is_empty());
+        let first = store.insert_job(&NewJob { rerun_of: Some(id), ..new_job("b") }).await.unwrap();
+        let second = store.insert_job(&NewJob { rerun_of: Some(id), ..new_job("b") }).await.unwrap();
+        assert_eq!(store.reruns_of(id).await.unwrap(), vec![first, second]);
+        assert_eq!(store.job(first).await.unwrap().unwrap().rerun_of, Some(id));
     })
     .await;
 }

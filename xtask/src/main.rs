@@ -152,6 +152,7 @@ fn fixtures() -> Result {
         ("fx_ctor_crash", &[], "fx_ctor_crash"),
         ("fx_snoop", &[], "fx_snoop"),
         ("fx_markup", &[], "fx_markup"),
+        ("fx_roll", &[], "fx_roll"),
     ];
     for (package, extra, name) in builds {
         run(cargo().args(["build", "--quiet", "-p", package]).args(*extra))?;

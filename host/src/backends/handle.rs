@@ -12,31 +12,55 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, Host, Report};
 
+/// What a job's progress records for a host: a result its backend reported, or what the job decided for a host
+/// that has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// The backend's result (ok, failed, unreachable).
+    Reported,
+    /// The host was running when the job was cancelled or timed out.
+    Cancelled,
+    /// The host never started (a cancel, a timeout or a rollout's failure threshold came first).
+    Skipped,
+}
+
+/// One entry of a job's progress.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub result: HostResult,
+    pub settled: Settled,
+}
+
 /// Every result a job's backend calls have reported so far, in the order hosts finished: what a running job's
 /// view shows and what `/api/jobs/{id}/events` streams. Watchers are told the new count after each result.
 #[derive(Debug)]
 pub struct Progress {
-    results: Mutex<Vec<HostResult>>,
+    entries: Mutex<Vec<Entry>>,
     count: watch::Sender<usize>,
     closed: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress { results: Mutex::default(), count: watch::Sender::new(0), closed: Default::default() }
+        Progress { entries: Mutex::default(), count: watch::Sender::new(0), closed: Default::default() }
     }
 }
 
 impl Progress {
-    pub fn push(&self, result: HostResult) {
-        let mut results = self.lock();
-        results.push(result);
-        self.count.send_replace(results.len());
+    pub fn push(&self, result: HostResult, settled: Settled) {
+        let mut entries = self.lock();
+        entries.push(Entry { result, settled });
+        self.count.send_replace(entries.len());
     }
 
-    /// The results from index `from` on.
-    pub fn since(&self, from: usize) -> Vec<HostResult> {
-        self.lock().get(from..).map(<[HostResult]>::to_vec).unwrap_or_default()
+    /// The entries from index `from` on.
+    pub fn since(&self, from: usize) -> Vec<Entry> {
+        self.lock().get(from..).map(<[Entry]>::to_vec).unwrap_or_default()
+    }
+
+    /// How many entries there are: where the next batch's entries start.
+    pub fn count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Wakes on every new result and at [`close`](Self::close).
@@ -54,9 +78,9 @@ impl Progress {
         self.closed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<HostResult>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
         // A Vec of results holds no invariant a panic could break half-way: recover it.
-        self.results.lock().unwrap_or_else(|e| e.into_inner())
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -142,31 +166,39 @@ impl JobHandle {
             if let Some(i) = names.iter().position(|n| n == result.host.as_str()) {
                 marks.lock().unwrap_or_else(|e| e.into_inner())[i] = true;
             }
-            progress.push(result.clone());
+            progress.push(result.clone(), Settled::Reported);
         });
         (report, done)
     }
 
-    /// Runs `work` unless the job is cancelled first; a cancelled job gets a failed result per host that had not
-    /// finished.
+    /// Runs `work` unless the job is cancelled first. On a cancel the module gets a failed result per host, and
+    /// the job's progress records the hosts that had not finished as cancelled, with how long they ran.
     async fn guarded(
         &self,
         hosts: &[Host],
         done: &Mutex<Vec<bool>>,
         work: impl std::future::Future<Output = Vec<HostResult>>,
     ) -> Vec<HostResult> {
+        let started = std::time::Instant::now();
         let cancelled = || -> Vec<HostResult> {
             let done = done.lock().unwrap_or_else(|e| e.into_inner());
+            let ran_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let results: Vec<HostResult> = hosts.iter().map(|h| HostResult::failed(&h.name, "cancelled")).collect();
             for (result, finished) in results.iter().zip(done.iter()) {
                 if !finished {
-                    self.progress.push(result.clone());
+                    let mut stopped = result.clone();
+                    stopped.duration_ms = ran_ms;
+                    self.progress.push(stopped, Settled::Cancelled);
                 }
             }
             results
         };
         if self.cancel.is_cancelled() {
-            return cancelled();
+            // A call made after the cancel starts nothing: its hosts never ran.
+            for host in hosts {
+                self.progress.push(HostResult::failed(&host.name, "cancelled"), Settled::Skipped);
+            }
+            return hosts.iter().map(|h| HostResult::failed(&h.name, "cancelled")).collect();
         }
         tokio::select! {
             results = work => results,

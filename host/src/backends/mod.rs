@@ -34,7 +34,7 @@ use omserver_plugin_api::{HostResult, HostStatus};
 use serde::Serialize;
 
 pub use config::BackendsConfig;
-pub use handle::{JobHandle, Progress};
+pub use handle::{Entry, JobHandle, Progress, Settled};
 pub use local::LocalBackend;
 pub(crate) use process::kill_tree;
 

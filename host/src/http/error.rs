@@ -12,6 +12,7 @@ use crate::{
     auth::TokenError,
     jobs::{FilterError, JobError},
     store::StoreError,
+    templates::TemplateError,
     users::{LoginError, PasswordError, UserError},
 };
 
@@ -172,8 +173,25 @@ impl From<JobError> for HttpError {
             JobError::UnknownModule(_) | JobError::UnsupportedBackend { .. } => {
                 HttpError::invalid("module", err.to_string())
             }
+            JobError::Rollout(ref r) => HttpError::invalid(r.field, r.to_string()),
             JobError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            JobError::NotFinished(_) | JobError::NothingToRerun(_) => HttpError::Conflict(err.to_string()),
             JobError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<TemplateError> for HttpError {
+    fn from(err: TemplateError) -> HttpError {
+        match err {
+            TemplateError::Invalid { field, reason } => {
+                HttpError::BadRequest { reason: format!("{field}: {reason}"), field: Some(field) }
+            }
+            TemplateError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            TemplateError::NoHostMatches => HttpError::invalid("targets", err.to_string()),
+            TemplateError::Damaged(cause) => HttpError::Internal(cause),
+            TemplateError::Job(e) => e.into(),
+            TemplateError::Store(e) => e.into(),
         }
     }
 }

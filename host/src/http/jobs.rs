@@ -1,5 +1,5 @@
 //! `POST /api/jobs`, `GET /api/jobs`, `GET /api/jobs/{id}`, `GET /api/jobs/{id}/events`,
-//! `POST /api/jobs/{id}/cancel`, `GET /api/backends`.
+//! `POST /api/jobs/{id}/cancel`, `POST /api/jobs/{id}/rerun`, `GET /api/backends`.
 
 use std::{convert::Infallible, time::Duration};
 
@@ -25,7 +25,7 @@ use super::{
 use crate::{
     auth::Role,
     backends::Health,
-    jobs::{HistoryFilter, JobEvent, JobRequest, JobView},
+    jobs::{HistoryFilter, JobEvent, JobRequest, JobView, RerunHosts},
 };
 
 pub fn router() -> Routes {
@@ -35,6 +35,7 @@ pub fn router() -> Routes {
         .api(Access::AtLeast(Role::Viewer), routes!(show))
         .api(Access::AtLeast(Role::Viewer), routes!(events))
         .api(Access::AtLeast(Role::Operator), routes!(cancel))
+        .api(Access::AtLeast(Role::Operator), routes!(rerun))
         .api(Access::AtLeast(Role::Viewer), routes!(backends))
 }
 
@@ -42,6 +43,13 @@ pub fn router() -> Routes {
 #[derive(Serialize, utoipa::ToSchema)]
 struct Submitted {
     id: i64,
+}
+
+/// What to re-run.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RerunRequest {
+    hosts: RerunHosts,
 }
 
 /// The answer to a cancel request.
@@ -151,4 +159,29 @@ async fn cancel(
         let job = state.jobs.view(id).await?;
         Err(HttpError::Conflict(format!("job {id} is already {}", job.status)))
     }
+}
+
+/// Runs a finished job again as a new job (its `rerun_of` names this one): the same module id, parameters, backend
+/// and rollout, on every host (`"all"`) or on the hosts that were not ok (`"not_ok"`: failed, unreachable,
+/// cancelled, skipped, or without a result). The module version loaded now runs.
+#[utoipa::path(post, path = "/api/jobs/{id}/rerun", tag = "jobs", params(("id" = i64, Path, description = "job id")),
+    request_body = RerunRequest,
+    responses(
+        (status = 202, description = "the new job is queued", body = Submitted),
+        (status = 400, description = "not valid (e.g. a host is no longer in the inventory, or the module's \
+            schema now refuses a parameter); `field` names the part", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job has not finished, or every host was ok", body = ErrorBody),
+))]
+async fn rerun(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+    request: Result<Json<RerunRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Submitted>), HttpError> {
+    let principal = who.require(Role::Operator)?;
+    let Json(request) = request?;
+    let new = state.jobs.rerun(id, request.hosts, &principal.name).await?;
+    tracing::info!(job_id = new, rerun_of = id, actor = %principal.name, "job re-run");
+    Ok((StatusCode::ACCEPTED, Json(Submitted { id: new })))
 }

@@ -21,6 +21,7 @@ mod modules;
 mod openapi;
 pub mod routes;
 mod session;
+mod templates;
 pub mod tls;
 mod tokens;
 mod users;
@@ -45,7 +46,10 @@ pub use session::{COOKIE as SESSION_COOKIE, CSRF_HEADER};
 
 use routes::{RouteRule, Routes};
 
-use crate::{audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store, users::Users};
+use crate::{
+    audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store, templates::Templates,
+    users::Users,
+};
 
 /// What every handler may use. Cloned for every request (axum's `State`), so one `Arc` rather than the parts.
 #[derive(Clone)]
@@ -69,6 +73,7 @@ pub struct Services {
     pub store: Store,
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
+    pub templates: Arc<Templates>,
     pub audit: Arc<AuditService>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
@@ -88,6 +93,7 @@ fn table() -> Routes {
         .merge(modules::router())
         .merge(hosts::router())
         .merge(jobs::router())
+        .merge(templates::router())
         .merge(audit::router())
         .merge(session::router())
         .merge(users::router())

@@ -20,8 +20,27 @@ pub struct JobRow {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// JSON of the rollout, when the job rolls out in batches.
+    pub rollout: Option<String>,
+    /// The job this one re-runs.
+    pub rerun_of: Option<i64>,
+    /// The saved job (template) it was run from, and that template's definition as it ran (JSON).
+    pub template_id: Option<i64>,
+    pub definition: Option<String>,
 }
 
+/// One batch of a job: its hosts, in order, and when it ran.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BatchRow {
+    pub batch_no: i64,
+    /// JSON array of the batch's host names.
+    pub hosts: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// A host's result. `status` is `ok`, `failed` or `unreachable` as the backend reported it, `cancelled` (it was
+/// running when the job was cancelled or timed out) or `skipped` (it never started); `stderr` says why.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ResultRow {
     pub host: String,
@@ -56,25 +75,54 @@ pub struct NewJob<'a> {
     pub params: &'a str,
     pub hosts: &'a str,
     pub created_by: &'a str,
+    pub rollout: Option<&'a str>,
+    pub rerun_of: Option<i64>,
+    pub template_id: Option<i64>,
+    pub definition: Option<&'a str>,
 }
 
 const JOB_COLUMNS: &str = "id, module_id, module_version, backend, params, hosts, status, error, created_by, \
-                           created_at, started_at, finished_at";
+                           created_at, started_at, finished_at, rollout, rerun_of, template_id, definition";
+
+/// Inserts host results inside a transaction of whichever dialect `on_pool!` picked.
+macro_rules! insert_results {
+    ($tx:ident, $sql:ident, $job_id:expr, $results:expr) => {
+        for r in $results {
+            sqlx::query(&$sql)
+                .bind($job_id)
+                .bind(&r.host)
+                .bind(&r.status)
+                .bind(r.rc)
+                .bind(&r.stdout)
+                .bind(&r.stderr)
+                .bind(r.duration_ms)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+const INSERT_RESULT: &str =
+    "INSERT INTO job_results (job_id, host, status, rc, stdout, stderr, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 impl Store {
     /// Records a new job as `queued` and returns its id.
     pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<i64, StoreError> {
         Ok(insert_id!(
             self,
-            "INSERT INTO jobs (module_id, module_version, backend, params, hosts, status, created_by, created_at) \
-             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+            "INSERT INTO jobs (module_id, module_version, backend, params, hosts, status, created_by, created_at, \
+             rollout, rerun_of, template_id, definition) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
             i64::from(job.module_id),
             job.module_version,
             job.backend,
             job.params,
             job.hosts,
             job.created_by,
-            now_ms()
+            now_ms(),
+            job.rollout,
+            job.rerun_of,
+            job.template_id,
+            job.definition
         )?)
     }
 
@@ -84,7 +132,44 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the final status and every host's result in one transaction.
+    /// Records that batch `batch_no` (0-based) of a job starts now on `hosts` (a JSON array of names).
+    pub async fn start_batch(&self, job_id: i64, batch_no: usize, hosts: &str) -> Result<(), StoreError> {
+        let sql = self.sql("INSERT INTO job_batches (job_id, batch_no, hosts, started_at) VALUES (?, ?, ?, ?)");
+        let batch_no = i64::try_from(batch_no).unwrap_or(i64::MAX);
+        on_pool!(self, pool => sqlx::query(&sql).bind(job_id).bind(batch_no).bind(hosts).bind(now_ms())
+            .execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Stores a finished batch's host results and its end in one transaction, so that a batch's results are kept
+    /// even if the server stops before the job ends.
+    pub async fn finish_batch(&self, job_id: i64, batch_no: usize, results: &[ResultRow]) -> Result<(), StoreError> {
+        let batch_no = i64::try_from(batch_no).unwrap_or(i64::MAX);
+        let update = self.sql("UPDATE job_batches SET finished_at = ? WHERE job_id = ? AND batch_no = ?");
+        let insert = self.sql(INSERT_RESULT);
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            insert_results!(tx, insert, job_id, results);
+            sqlx::query(&update).bind(now_ms()).bind(job_id).bind(batch_no).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    pub async fn job_batches(&self, job_id: i64) -> Result<Vec<BatchRow>, StoreError> {
+        let sql = self
+            .sql("SELECT batch_no, hosts, started_at, finished_at FROM job_batches WHERE job_id = ? ORDER BY batch_no");
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, BatchRow>(&sql).bind(job_id).fetch_all(pool).await)?)
+    }
+
+    /// The ids of the jobs that re-run this one, oldest first.
+    pub async fn reruns_of(&self, job_id: i64) -> Result<Vec<i64>, StoreError> {
+        let sql = self.sql("SELECT id FROM jobs WHERE rerun_of = ? ORDER BY id");
+        Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(&sql).bind(job_id).fetch_all(pool).await)?)
+    }
+
+    /// Stores the final status and the results of hosts not stored with a batch (skipped ones), in one
+    /// transaction.
     pub async fn finish_job(
         &self,
         id: i64,
@@ -93,24 +178,10 @@ impl Store {
         results: &[ResultRow],
     ) -> Result<(), StoreError> {
         let update = self.sql("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?");
-        let insert = self.sql(
-            "INSERT INTO job_results (job_id, host, status, rc, stdout, stderr, duration_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        );
+        let insert = self.sql(INSERT_RESULT);
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for r in results {
-                sqlx::query(&insert)
-                    .bind(id)
-                    .bind(&r.host)
-                    .bind(&r.status)
-                    .bind(r.rc)
-                    .bind(&r.stdout)
-                    .bind(&r.stderr)
-                    .bind(r.duration_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            insert_results!(tx, insert, id, results);
             sqlx::query(&update).bind(status).bind(error).bind(now_ms()).bind(id).execute(&mut *tx).await?;
             tx.commit().await
         })?;

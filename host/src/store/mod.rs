@@ -14,6 +14,7 @@ mod audit_sqlite;
 mod inventory;
 mod jobs;
 mod sessions;
+mod templates;
 mod tokens;
 mod users;
 
@@ -29,8 +30,9 @@ pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
-pub use jobs::{JobQuery, JobRow, NewJob, ResultRow};
+pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow};
 pub use sessions::SessionRow;
+pub use templates::{NewTemplate, TemplateRow};
 pub use tokens::{TokenListing, TokenRow, TokenScope};
 pub use users::{InvalidUserName, UserName, UserRow};
 

@@ -15,6 +15,40 @@ pub struct TestEnv {
     pub chromium: ChromiumEnv,
 }
 
+impl TestEnv {
+    /// Server configuration with every backend set up against this environment (timeouts: 60 s a command,
+    /// 120 s a job).
+    pub fn backends_config(&self) -> String {
+        let env = self;
+        let ssh = &env.ssh;
+        let access = format!(
+            "user = \"{}\"\nport = {}\nidentity_file = \"{}\"\nknown_hosts_file = \"{}\"\nconnect_timeout_secs = 5\n",
+            ssh.user,
+            ssh.port,
+            ssh.identity_file.display(),
+            ssh.known_hosts_file.display()
+        );
+        let salt = &env.salt;
+        let func = &env.func;
+        format!(
+            "command_timeout_secs = 60\njob_timeout_secs = 120\n\
+             [backends.ssh]\n{access}\
+             [backends.ansible]\nexecutable = \"{}\"\nforks = 10\n{access}\
+             [backends.saltstack]\nurl = \"{}\"\nusername = \"{}\"\npassword = \"{}\"\neauth = \"{}\"\ntimeout_secs = 8\n\
+             [backends.func]\nport = {}\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nconnect_timeout_secs = 5\n",
+            env.ansible.executable.display(),
+            salt.url,
+            salt.username,
+            salt.password,
+            salt.eauth,
+            func.port,
+            func.ca_file.display(),
+            func.cert_file.display(),
+            func.key_file.display(),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChromiumEnv {
     /// chromedriver's address, e.g. http://127.0.0.1:9515.

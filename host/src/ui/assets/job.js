@@ -1,6 +1,7 @@
 // /jobs/{id}: the job's facts, per-host results as hosts finish (GET /api/jobs/{id}/events), hosts grouped by
-// identical output with folded host lists, and the cancel button.
-import { api, el, foldHosts } from '/assets/console.js';
+// identical output with folded host lists, its batches, where it came from and its re-runs, and the cancel and
+// re-run buttons.
+import { api, el, foldHosts, utc } from '/assets/console.js';
 
 const main = document.getElementById('main');
 const id = main.dataset.jobId;
@@ -11,19 +12,86 @@ function text(idName, value) {
   document.getElementById(idName).textContent = value ?? '';
 }
 
+function jobLink(jobId) {
+  return el('a', `job ${jobId}`, { href: `/jobs/${jobId}` });
+}
+
+function describeRollout(rollout) {
+  if (!rollout) return 'all hosts at once';
+  const parts = [`batches of ${rollout.batch}`];
+  parts.push(rollout.max_failed === undefined || rollout.max_failed === null
+    ? 'no failure threshold' : `stop once more than ${rollout.max_failed} not ok`);
+  if (rollout.pause_secs) parts.push(`${rollout.pause_secs} s between batches`);
+  return parts.join(', ');
+}
+
+async function showOrigin(job) {
+  const box = document.getElementById('origin');
+  if (!job.rerun_of) {
+    box.replaceChildren('—');
+    return;
+  }
+  box.replaceChildren('re-run of ', jobLink(job.rerun_of));
+  try {
+    const origin = await api(`/api/jobs/${job.rerun_of}`);
+    if (origin.module_version !== job.module_version) {
+      box.append(el('span', ` (that job ran module version ${origin.module_version}; this one ran ${job.module_version})`,
+        { class: 'note' }));
+    }
+  } catch (err) {
+    box.append(el('span', ` (${err.message})`, { class: 'note' }));
+  }
+}
+
+function showBatches(job) {
+  const list = document.getElementById('batches');
+  list.replaceChildren();
+  for (const b of job.batches || []) {
+    const when = b.finished_at ? `${utc(b.started_at)} – ${utc(b.finished_at)}` : `${utc(b.started_at)}, running`;
+    list.append(el('li', `${foldHosts(b.hosts)} (${b.hosts.length}): ${when}`));
+  }
+  if (!list.children.length) list.append(el('li', 'none started yet'));
+}
+
 function showFacts(job) {
   text('status', job.status);
   text('module', `${job.module} (version ${job.module_version})`);
   text('backend', job.backend);
   text('created-by', job.created_by);
+  text('rollout', describeRollout(job.rollout));
   text('error', job.error || '—');
+  const reruns = document.getElementById('reruns');
+  reruns.replaceChildren();
+  (job.reruns || []).forEach((r, i) => reruns.append(...(i ? [', '] : []), jobLink(r)));
+  if (!reruns.children.length) reruns.append('—');
   hosts = job.hosts || hosts;
+  showBatches(job);
+  const live = ['queued', 'running'].includes(job.status);
   const cancel = document.getElementById('cancel');
-  if (cancel) cancel.disabled = !['queued', 'running'].includes(job.status);
+  if (cancel) cancel.disabled = !live;
+  const actions = document.getElementById('rerun-actions');
+  if (actions) {
+    actions.hidden = live;
+    const notOk = (job.results || []).some((r) => r.status !== 'ok') || (job.results || []).length < hosts.length;
+    document.getElementById('rerun-not-ok').disabled = !notOk;
+  }
+}
+
+// Batches start and end between host events: refresh the facts at most every half second while results arrive.
+let refresh = null;
+function refreshSoon() {
+  if (refresh) return;
+  refresh = setTimeout(async () => {
+    try { showFacts(await api(`/api/jobs/${id}`)); } catch { /* the next event or the end will tell */ }
+    refresh = null;
+  }, 500);
 }
 
 function render() {
-  text('progress', `${latest.size} of ${hosts.length || latest.size} finished`);
+  const counts = new Map();
+  for (const r of latest.values()) counts.set(r.status, (counts.get(r.status) || 0) + 1);
+  const tally = [...counts].map(([status, n]) => `${n} ${status}`).join(', ');
+  text('progress', `${latest.size} of ${hosts.length || latest.size} reported${tally ? ` (${tally})` : ''}`);
   const groups = new Map();
   for (const r of latest.values()) {
     const key = JSON.stringify([r.status, r.rc, r.stdout, r.stderr]);
@@ -47,12 +115,15 @@ function render() {
 }
 
 async function start() {
-  showFacts(await api(`/api/jobs/${id}`));
+  const job = await api(`/api/jobs/${id}`);
+  showFacts(job);
+  showOrigin(job);
   const events = new EventSource(`/api/jobs/${id}/events`);
   events.addEventListener('host', (e) => {
     const r = JSON.parse(e.data);
     latest.set(r.host, r);
     render();
+    refreshSoon();
   });
   events.addEventListener('end', (e) => {
     const job = JSON.parse(e.data);
@@ -71,6 +142,20 @@ if (form) {
     document.getElementById('cancel').disabled = true;
     try { await api(`/api/jobs/${id}/cancel`, { method: 'POST' }); } catch (err) { text('error', err.message); }
   });
+}
+
+async function rerun(which) {
+  try {
+    const answer = await api(`/api/jobs/${id}/rerun`, { method: 'POST', body: { hosts: which } });
+    window.location.assign(`/jobs/${answer.id}`);
+  } catch (err) {
+    text('error', err.message);
+  }
+}
+
+for (const [button, which] of [['rerun-all', 'all'], ['rerun-not-ok', 'not_ok']]) {
+  const b = document.getElementById(button);
+  if (b) b.addEventListener('click', () => { b.disabled = true; rerun(which); });
 }
 
 start().catch((err) => text('error', err.message));
