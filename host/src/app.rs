@@ -14,6 +14,7 @@ use crate::{
     http::{self, AppState},
     jobs::{JobService, JobSettings},
     plugins::{watch, Registry},
+    schedules::{Scheduler, Schedules},
     store::{NewHost, Store, StoreError},
     templates::Templates,
     users::{UserError, Users},
@@ -106,6 +107,7 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
     pub templates: Arc<Templates>,
+    pub schedules: Arc<Schedules>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
@@ -176,7 +178,8 @@ impl App {
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
         let templates = Arc::new(Templates::new(store.clone(), jobs.clone()));
-        Ok(App { config, store, registry, jobs, templates, tokens, users, audit, tls })
+        let schedules = Arc::new(Schedules::new(store.clone()));
+        Ok(App { config, store, registry, jobs, templates, schedules, tokens, users, audit, tls })
     }
 
     /// First start with an empty database: create an admin token and the user `admin` with a generated password
@@ -227,6 +230,7 @@ impl App {
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
             templates: self.templates.clone(),
+            schedules: self.schedules.clone(),
             tokens: self.tokens.clone(),
             users: self.users.clone(),
             secure_cookies: self.config.secure_cookies,
@@ -252,6 +256,8 @@ impl App {
         }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
         let sweeper = tokio::spawn(sweep_sessions(self.users.clone(), shutdown.clone()));
+        let scheduler = Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes());
+        let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
             if health.ok {
@@ -292,6 +298,8 @@ impl App {
                 tracing::warn!(drain_secs = DRAIN.as_secs(), "requests still open at shutdown were dropped");
             }
         }
+        // No fire starts a job once the jobs are being drained.
+        let _ = scheduler.await;
         self.jobs.shutdown(Duration::from_secs(10)).await;
         let _ = watcher.await;
         let _ = sweeper.await;

@@ -30,6 +30,7 @@ pub mod http;
 pub mod inventory;
 pub mod jobs;
 pub mod plugins;
+pub mod schedules;
 pub mod store;
 pub mod templates;
 pub mod ui;

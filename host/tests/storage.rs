@@ -8,7 +8,8 @@
 use std::{fmt::Write as _, future::Future};
 
 use omserver::store::{
-    now_ms, Dialect, HostRow, JobQuery, JobRow, NewHost, NewJob, ResultRow, Store, StoreError, TokenScope, UserName,
+    now_ms, Dialect, HostRow, JobQuery, JobRow, NewHost, NewJob, NewSchedule, NewTemplate, ResultRow, Store,
+    StoreError, TokenScope, UserName,
 };
 use sqlx::Connection;
 
@@ -101,9 +102,9 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`).
-const MIGRATIONS: i64 = 9;
+const MIGRATIONS: i64 = 10;
 
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 18] = [
     "_sqlx_migrations",
     "api_tokens",
     "audit_alert_rules",
@@ -114,6 +115,8 @@ const TABLES: [&str; 16] = [
     "job_results",
     "job_templates",
     "jobs",
+    "schedule_fires",
+    "schedules",
     "server_app_categ",
     "server_fun_categ",
     "server_history",
@@ -651,6 +654,55 @@ async fn batches_keep_their_results_as_they_finish_and_reruns_link_back() {
         let second = store.insert_job(&NewJob { rerun_of: Some(id), ..new_job("b") }).await.unwrap();
         assert_eq!(store.reruns_of(id).await.unwrap(), vec![first, second]);
         assert_eq!(store.job(first).await.unwrap().unwrap().rerun_of, Some(id));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_schedule_slot_is_claimed_once_and_a_template_with_schedules_stays() {
+    for_each_dialect(|db| async move {
+        let store = &db.store;
+        let template = NewTemplate {
+            name: "nightly",
+            description: "",
+            module_id: 1003,
+            params: "{}",
+            targets: r#"{"hosts":["web1"]}"#,
+            backend: None,
+            rollout: None,
+            timeout_secs: None,
+            actor: "a",
+        };
+        let template_id = store.add_template(&template).await.unwrap();
+        let schedule = NewSchedule {
+            name: "every minute",
+            template_id,
+            cron: "* * * * *",
+            timezone: "UTC",
+            enabled: true,
+            overlap: "skip",
+            catch_up_secs: 0,
+            active_from: 1,
+            actor: "a",
+        };
+        let id = store.add_schedule(&schedule).await.unwrap();
+        assert!(store.claim_fire(id, 60_000, "claimed", None).await.unwrap(), "the first claim wins");
+        assert!(!store.claim_fire(id, 60_000, "claimed", None).await.unwrap(), "a second claim of the slot loses");
+        assert!(!store.claim_fire(id, 60_000, "missed", Some("late")).await.unwrap());
+        assert!(store.claim_fire(id, 120_000, "missed", Some("down")).await.unwrap());
+        store.settle_fire(id, 60_000, "fired", Some(7), None).await.unwrap();
+        let fires = store.schedule_fires(id, 10).await.unwrap();
+        let seen: Vec<(i64, &str, Option<i64>)> =
+            fires.iter().map(|f| (f.slot, f.outcome.as_str(), f.job_id)).collect();
+        assert_eq!(seen, [(120_000, "missed", None), (60_000, "fired", Some(7))]);
+        assert_eq!(store.last_fire_slot(id).await.unwrap(), Some(120_000));
+        assert!(store.claim_fire(id, 180_000, "claimed", None).await.unwrap());
+        assert_eq!(store.fail_unsettled_fires().await.unwrap(), 1, "a claim left by a stopped server fails");
+
+        assert!(matches!(store.delete_template(template_id).await, Err(StoreError::Conflict(_))));
+        assert!(store.delete_schedule(id).await.unwrap(), "the schedule goes with its fires");
+        assert!(store.schedule_fires(id, 10).await.unwrap().is_empty());
+        assert!(store.delete_template(template_id).await.unwrap());
     })
     .await;
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::{
     auth::TokenError,
     jobs::{FilterError, JobError},
+    schedules::ScheduleError,
     store::StoreError,
     templates::TemplateError,
     users::{LoginError, PasswordError, UserError},
@@ -192,6 +193,19 @@ impl From<TemplateError> for HttpError {
             TemplateError::Damaged(cause) => HttpError::Internal(cause),
             TemplateError::Job(e) => e.into(),
             TemplateError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ScheduleError> for HttpError {
+    fn from(err: ScheduleError) -> HttpError {
+        match err {
+            ScheduleError::Invalid { field, ref reason } => {
+                HttpError::BadRequest { reason: format!("{field}: {reason}"), field: Some(field.to_owned()) }
+            }
+            ScheduleError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            ScheduleError::Damaged(cause) => HttpError::Internal(cause),
+            ScheduleError::Store(e) => e.into(),
         }
     }
 }

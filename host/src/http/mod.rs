@@ -20,6 +20,7 @@ mod jobs;
 mod modules;
 mod openapi;
 pub mod routes;
+mod schedules;
 mod session;
 mod templates;
 pub mod tls;
@@ -47,8 +48,8 @@ pub use session::{COOKIE as SESSION_COOKIE, CSRF_HEADER};
 use routes::{RouteRule, Routes};
 
 use crate::{
-    audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, store::Store, templates::Templates,
-    users::Users,
+    audit::AuditService, auth::Tokens, jobs::JobService, plugins::Registry, schedules::Schedules, store::Store,
+    templates::Templates, users::Users,
 };
 
 /// What every handler may use. Cloned for every request (axum's `State`), so one `Arc` rather than the parts.
@@ -74,6 +75,7 @@ pub struct Services {
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
     pub templates: Arc<Templates>,
+    pub schedules: Arc<Schedules>,
     pub audit: Arc<AuditService>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
@@ -94,6 +96,7 @@ fn table() -> Routes {
         .merge(hosts::router())
         .merge(jobs::router())
         .merge(templates::router())
+        .merge(schedules::router())
         .merge(audit::router())
         .merge(session::router())
         .merge(users::router())

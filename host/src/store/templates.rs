@@ -101,10 +101,17 @@ impl Store {
         Ok(done > 0)
     }
 
-    /// False when there was no such template. Its past jobs keep their copy of the definition.
+    /// False when there was no such template. Its past jobs keep their copy of the definition; a template that
+    /// schedules still run is kept (`Conflict`).
     pub async fn delete_template(&self, id: i64) -> Result<bool, StoreError> {
         let sql = self.sql("DELETE FROM job_templates WHERE id = ?");
-        let done = on_pool!(self, pool => sqlx::query(&sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
-        Ok(done > 0)
+        let done = on_pool!(self, pool => sqlx::query(&sql).bind(id).execute(pool).await.map(|r| r.rows_affected()));
+        match done {
+            Ok(done) => Ok(done > 0),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                Err(StoreError::Conflict(format!("saved job {id} has schedules: delete or move them first")))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

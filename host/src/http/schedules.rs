@@ -1,0 +1,152 @@
+//! Schedules of saved jobs: `GET /api/schedules`, `POST /api/schedules`, `GET|PUT|DELETE /api/schedules/{id}` and
+//! `GET /api/schedules/{id}/fires`.
+
+use axum::{
+    extract::{
+        rejection::{JsonRejection, QueryRejection},
+        Path, Query, State,
+    },
+    http::StatusCode,
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::routes;
+
+use super::{
+    auth::Authenticated,
+    error::ErrorBody,
+    routes::{Access, Routes},
+    AppState, HttpError,
+};
+use crate::{
+    auth::Role,
+    schedules::{ScheduleSpec, ScheduleView},
+    store::FireRow,
+};
+
+/// The most fires one request lists.
+const MAX_FIRES: i64 = 1_000;
+
+pub fn router() -> Routes {
+    let (viewer, operator) = (Access::AtLeast(Role::Viewer), Access::AtLeast(Role::Operator));
+    Routes::new()
+        .api(viewer, routes!(list))
+        .api(operator, routes!(create))
+        .api(viewer, routes!(show))
+        .api(operator, routes!(update))
+        .api(operator, routes!(delete))
+        .api(viewer, routes!(fires))
+}
+
+/// A new schedule: its id and next fire times.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Created {
+    id: i64,
+    /// The next 5 fire times (Unix ms), none while disabled.
+    next: Vec<i64>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct FiresQuery {
+    /// How many, newest first (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// Every schedule, by name, with its next fire times.
+#[utoipa::path(get, path = "/api/schedules", tag = "schedules", responses((status = 200, body = Vec<ScheduleView>)))]
+async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<ScheduleView>>, HttpError> {
+    who.require(Role::Viewer)?;
+    Ok(Json(state.schedules.list().await?))
+}
+
+/// Schedules a saved job. Slots from now on fire; none before.
+#[utoipa::path(post, path = "/api/schedules", tag = "schedules", request_body = ScheduleSpec, responses(
+    (status = 201, description = "scheduled", body = Created),
+    (status = 400, description = "not valid (cron, timezone, template…); `field` names the part", body = ErrorBody),
+    (status = 409, description = "the name is taken", body = ErrorBody),
+))]
+async fn create(
+    State(state): State<AppState>,
+    who: Authenticated,
+    spec: Result<Json<ScheduleSpec>, JsonRejection>,
+) -> Result<(StatusCode, Json<Created>), HttpError> {
+    let principal = who.require(Role::Operator)?;
+    let Json(spec) = spec?;
+    let view = state.schedules.create(spec, &principal.name).await?;
+    Ok((StatusCode::CREATED, Json(Created { id: view.id, next: view.next })))
+}
+
+/// One schedule with its next fire times.
+#[utoipa::path(get, path = "/api/schedules/{id}", tag = "schedules",
+    params(("id" = i64, Path, description = "schedule id")),
+    responses((status = 200, body = ScheduleView), (status = 404, description = "no such schedule", body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+) -> Result<Json<ScheduleView>, HttpError> {
+    who.require(Role::Viewer)?;
+    Ok(Json(state.schedules.get(id).await?))
+}
+
+/// Replaces a schedule's whole definition (to pause it, send it with `"enabled": false`). After a change of
+/// timing, or when it is enabled again, slots before now are not counted as missed.
+#[utoipa::path(put, path = "/api/schedules/{id}", tag = "schedules",
+    params(("id" = i64, Path, description = "schedule id")), request_body = ScheduleSpec,
+    responses(
+        (status = 200, body = ScheduleView),
+        (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody),
+))]
+async fn update(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+    spec: Result<Json<ScheduleSpec>, JsonRejection>,
+) -> Result<Json<ScheduleView>, HttpError> {
+    let principal = who.require(Role::Operator)?;
+    let Json(spec) = spec?;
+    Ok(Json(state.schedules.update(id, spec, &principal.name).await?))
+}
+
+/// Deletes a schedule and its record of fires; the jobs it started stay in the history.
+#[utoipa::path(delete, path = "/api/schedules/{id}", tag = "schedules",
+    params(("id" = i64, Path, description = "schedule id")),
+    responses((status = 204, description = "deleted"), (status = 404, description = "no such schedule", body = ErrorBody)))]
+async fn delete(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, HttpError> {
+    let principal = who.require(Role::Operator)?;
+    state.schedules.delete(id, &principal.name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The schedule's fires, newest slot first: each slot with its outcome (`fired` and the job, `skipped`,
+/// `missed` or `failed` and why, `queued` while it waits for the previous run).
+#[utoipa::path(get, path = "/api/schedules/{id}/fires", tag = "schedules",
+    params(("id" = i64, Path, description = "schedule id"), FiresQuery),
+    responses(
+        (status = 200, body = Vec<FireRow>),
+        (status = 400, description = "`limit` is not valid", body = ErrorBody),
+        (status = 404, description = "no such schedule", body = ErrorBody),
+))]
+async fn fires(
+    State(state): State<AppState>,
+    who: Authenticated,
+    Path(id): Path<i64>,
+    query: Result<Query<FiresQuery>, QueryRejection>,
+) -> Result<Json<Vec<FireRow>>, HttpError> {
+    who.require(Role::Viewer)?;
+    let Query(query) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_FIRES).contains(&limit) {
+        return Err(HttpError::invalid("limit", format!("must be between 1 and {MAX_FIRES}")));
+    }
+    Ok(Json(state.schedules.fires(id, limit).await?))
+}
