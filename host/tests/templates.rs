@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, install, Options, Server};
+use common::{cli, cli_with_input, fixture, install, Options, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -150,4 +150,50 @@ fn bad_saved_jobs_are_400_naming_the_field_and_runs_that_cannot_start_are_refuse
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, history) = server.get("/api/jobs");
     assert_eq!(history, json!([]), "no refused run created a job");
+}
+
+#[test]
+fn the_cli_saves_runs_and_schedules_a_saved_job() {
+    let server = server();
+    let body = spec("from the cli", json!({ "tags": ["canary"] })).to_string();
+    let out = cli_with_input(&server, &["template", "create", "-"], Some(&body));
+    assert!(out.status.success(), "{out:?}");
+    let id = out.stdout.trim().to_owned();
+    let out = cli(&server, &["template", "list"]);
+    assert!(out.stdout.contains("from the cli") && out.stdout.contains("tag:canary"), "{}", out.stdout);
+    let out = cli(&server, &["template", "run", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("host: web2\nstatus: ok (rc 0)"), "{}", out.stdout);
+    let shown: Value = serde_json::from_str(&cli(&server, &["template", "show", &id]).stdout).unwrap();
+    assert_eq!(shown["targets"]["tags"], json!(["canary"]));
+
+    let out = cli(
+        &server,
+        &[
+            "schedule",
+            "create",
+            "--name",
+            "hourly",
+            "--template",
+            &id,
+            "--cron",
+            "@hourly",
+            "--timezone",
+            "Asia/Shanghai",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stderr.matches("next: ").count(), 5, "{}", out.stderr);
+    let schedule = out.stdout.trim().to_owned();
+    let out = cli(&server, &["schedule", "disable", &schedule]);
+    assert!(out.status.success(), "{out:?}");
+    let (_, view) = server.get(&format!("/api/schedules/{schedule}"));
+    assert_eq!((view["enabled"].as_bool(), view["timezone"].as_str()), (Some(false), Some("Asia/Shanghai")), "{view}");
+    let out = cli(&server, &["schedule", "list"]);
+    assert!(out.stdout.contains("hourly") && out.stdout.contains("disabled"), "{}", out.stdout);
+    let out = cli(&server, &["schedule", "create", "--name", "bad", "--template", &id, "--cron", "61 * * * *"]);
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("minute 61"), "{}", out.stderr);
+    let out = cli(&server, &["template", "delete", &id]);
+    assert!(!out.status.success(), "a saved job with a schedule stays: {out:?}");
 }

@@ -1,5 +1,7 @@
 //! The `omserver` command line. This is the binary's edge, so errors are `anyhow` here and nowhere else.
 
+mod saved;
+
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context};
@@ -66,6 +68,12 @@ enum Command {
         #[arg(long)]
         not_ok: bool,
     },
+    /// Saved jobs (templates): list, show, create and edit from JSON, delete, run.
+    #[command(subcommand)]
+    Template(saved::TemplateCommand),
+    /// Schedules of saved jobs: list, create, enable, disable, delete, fires.
+    #[command(subcommand)]
+    Schedule(saved::ScheduleCommand),
     /// Execution backends.
     #[command(subcommand)]
     Backends(BackendsCommand),
@@ -216,11 +224,14 @@ impl Cli {
                 let rollout = batch.map(|batch| Rollout { batch, max_failed, pause_secs });
                 let params = params.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
                 let request = JobRequest { module, hosts, params, backend, rollout };
-                run(config, Launch::New(request)).await
+                run(App::open(config).await?, Launch::New(request)).await
             }
             Command::Rerun { job, not_ok } => {
-                run(config, Launch::Rerun(job, if not_ok { RerunHosts::NotOk } else { RerunHosts::All })).await
+                let which = if not_ok { RerunHosts::NotOk } else { RerunHosts::All };
+                run(App::open(config).await?, Launch::Rerun(job, which)).await
             }
+            Command::Template(cmd) => saved::template(config, cmd).await,
+            Command::Schedule(cmd) => saved::schedule(config, cmd).await,
             Command::Backends(BackendsCommand::Check) => backends_check(config).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Worker(args) => Ok(crate::worker::child::main(&args)),
@@ -344,15 +355,15 @@ async fn trust(config: &Config, store: &Store, host: &str) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// What `omserver run` or `omserver rerun` starts.
+/// What `omserver run`, `omserver rerun` or `omserver template run` starts.
 enum Launch {
     New(JobRequest),
     Rerun(i64, RerunHosts),
+    Template(i64),
 }
 
 /// Runs a job in this process, printing each host as it finishes (cancelled and skipped ones too).
-async fn run(config: Config, launch: Launch) -> anyhow::Result<ExitCode> {
-    let app = App::open(config).await?;
+async fn run(app: App, launch: Launch) -> anyhow::Result<ExitCode> {
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
     let id = match launch {
         Launch::New(request) => app.jobs.submit(request, &actor).await?,
@@ -361,6 +372,7 @@ async fn run(config: Config, launch: Launch) -> anyhow::Result<ExitCode> {
             eprintln!("job {id} re-runs job {origin}");
             id
         }
+        Launch::Template(template) => app.templates.run(template, &actor).await?,
     };
     // Each host as it finishes; the final view says how the job ended.
     let mut events = app.jobs.events(id).await?;
