@@ -17,6 +17,8 @@
 //! - `bench-console [EVENTS] [RATE] [JOBS]`: audit event and job result → visible in the console (BENCHMARKS.md).
 //! - `bench-backends [ROUNDS]`: `uname -n` on 50 loopback hosts through each backend and the tools' own clients
 //!   (see BENCHMARKS.md); starts the test environment first and leaves it running (`testenv down` stops it).
+//! - `bench-schedules [FIRES] [ROUNDS]`: schedule fire lag, and a rolling job with one batch of all 50 ssh hosts
+//!   against the same job without a rollout, through the API of the release server (see BENCHMARKS.md).
 //!
 //! No dependencies: it must build in seconds on a fresh clone.
 
@@ -50,10 +52,11 @@ fn main() -> ExitCode {
         "bench-audit" => bench_audit(&rest),
         "bench-backends" => bench_backends(&rest),
         "bench-console" => bench_console(&rest),
+        "bench-schedules" => bench_schedules(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console [ARGS…]"
+                 bench-backends|bench-console|bench-schedules [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -288,6 +291,20 @@ fn git_output(args: &[&str]) -> Result<String> {
 fn bench_backends(args: &[String]) -> Result {
     testenv(&["up".into()])?;
     run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "backends_bench", "--"]).args(args))
+}
+
+/// `bench-schedules [FIRES] [ROUNDS]`: see host/examples/schedule_bench.rs. Starts the test environment (ssh).
+fn bench_schedules(args: &[String]) -> Result {
+    testenv(&["up".into()])?;
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    let fixed =
+        [target_dir().join("release/omserver"), plugins.join("Mid_1003.so"), target_dir().join("testenv/env.json")];
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "schedule_bench", "--"])
+        .args(fixed.iter().map(|p| p.display().to_string()))
+        .args(args))
 }
 
 fn bench_audit(args: &[String]) -> Result {

@@ -1,0 +1,209 @@
+//! Benchmark: schedules and rolling jobs through the API, as a user waits on them. Run with
+//! `cargo xtask bench-schedules [FIRES] [ROUNDS]` (defaults 100 and 20), which starts the test environment and
+//! builds the release binary and module 1003 first; figures go to BENCHMARKS.md.
+//!
+//! - **fire lag:** a saved job (module 1003 on localhost, local backend) scheduled `* * * * * *`; for each of
+//!   FIRES fires, lag = the job's `created_at` − its slot (both the server's clock). The goal is p99 ≤ 250 ms.
+//! - **rolling overhead:** module 1003 on 50 ssh hosts of the test environment, ROUNDS jobs with
+//!   `"rollout": {"batch": 50}` and ROUNDS without, alternating (one warm-up of each first); duration = the job's
+//!   `finished_at` − `created_at`. The goal is the rolling job at most 5 % slower.
+//!
+//! Arguments: `BINARY LIBRARY_1003 ENV_JSON [FIRES] [ROUNDS]`.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+type Error = Box<dyn std::error::Error>;
+
+const HOSTS: usize = 50;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    let median = percentile(&ms, 0.5);
+    println!(
+        "{name}: n={} min={:.1} ms p50={median:.1} ms p90={:.1} ms p99={:.1} ms max={:.1} ms",
+        ms.len(),
+        ms[0],
+        percentile(&ms, 0.9),
+        percentile(&ms, 0.99),
+        ms[ms.len() - 1]
+    );
+    median
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(format!("{path}: {status} {value}").into());
+        }
+        Ok(value)
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, Error> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Submits a job and waits for it; its server-side duration in ms.
+    async fn job(&self, body: Value) -> Result<f64, Error> {
+        let id = self.post("/api/jobs", body).await?["id"].as_i64().ok_or("no job id")?;
+        loop {
+            let job = self.get(&format!("/api/jobs/{id}")).await?;
+            match job["status"].as_str() {
+                Some("queued" | "running") => tokio::time::sleep(Duration::from_millis(10)).await,
+                Some("succeeded") => {
+                    let took = job["finished_at"].as_i64().unwrap_or(0) - job["created_at"].as_i64().unwrap_or(0);
+                    return Ok(took as f64);
+                }
+                _ => return Err(format!("job {id} did not succeed: {job}").into()),
+            }
+        }
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [binary, library, env_json] = [0, 1, 2].map(|i| args.get(i).cloned().unwrap_or_default());
+    let fires: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let rounds: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let env: Value =
+        serde_json::from_str(&std::fs::read_to_string(&env_json).map_err(|e| format!("{env_json}: {e}"))?)?;
+    let ssh = &env["ssh"];
+    let addresses: Vec<String> = ssh["addresses"]
+        .as_array()
+        .ok_or("no ssh addresses")?
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    if addresses.len() < HOSTS {
+        return Err(
+            format!("the test environment has {} ssh addresses, the benchmark needs {HOSTS}", addresses.len()).into()
+        );
+    }
+
+    let dir = tempfile::tempdir()?;
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins)?;
+    std::fs::copy(&library, plugins.join("Mid_1003.so"))?;
+    let config = dir.path().join("omserver.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
+             files_dir = \"{}\"\n[backends.ssh]\nuser = {}\nport = {}\nidentity_file = {}\nknown_hosts_file = {}\n",
+            dir.path().join("bench.db").display(),
+            plugins.display(),
+            dir.path().join("state").display(),
+            dir.path().join("files").display(),
+            ssh["user"],
+            ssh["port"],
+            ssh["identity_file"],
+            ssh["known_hosts_file"],
+        ),
+    )?;
+    let mut server = Command::new(&binary)
+        .args(["--config", config.to_str().unwrap_or_default(), "serve"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (mut token, mut base) = (String::new(), String::new());
+    let mut lines = BufReader::new(server.stdout.take().ok_or("no stdout")?).lines();
+    while base.is_empty() {
+        let line = lines.next().ok_or("the server ended before listening")??;
+        if line.trim().starts_with("oms_") {
+            token = line.trim().to_owned();
+        } else if let Some(url) = line.strip_prefix("omserver listening on ") {
+            base = url.trim().to_owned();
+        }
+    }
+    let api = Api { http: reqwest::Client::new(), base, token };
+    let outcome = bench(&api, &addresses, fires, rounds).await;
+    let _ = server.kill();
+    let _ = server.wait();
+    outcome
+}
+
+async fn bench(api: &Api, addresses: &[String], fires: usize, rounds: usize) -> Result<(), Error> {
+    // ---- fire lag ----
+    let template = json!({ "name": "tick", "module": 1003, "targets": { "hosts": ["localhost"] }, "backend": "local" });
+    let template = api.post("/api/templates", template).await?["id"].as_i64().ok_or("no template id")?;
+    let schedule = json!({ "name": "every second", "template": template, "cron": "* * * * * *" });
+    let schedule = api.post("/api/schedules", schedule).await?["id"].as_i64().ok_or("no schedule id")?;
+    let started = Instant::now();
+    let list = loop {
+        let list = api.get(&format!("/api/schedules/{schedule}/fires?limit=1000")).await?;
+        let fired = list.as_array().map_or(0, |l| l.iter().filter(|f| f["outcome"] == "fired").count());
+        if fired >= fires {
+            break list;
+        }
+        if started.elapsed() > Duration::from_secs(fires as u64 * 2 + 30) {
+            return Err(format!("only {fired} of {fires} fires in {:?}: {list}", started.elapsed()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    api.call(
+        reqwest::Method::PUT,
+        &format!("/api/schedules/{schedule}"),
+        Some(json!({ "name": "every second", "template": template, "cron": "* * * * * *", "enabled": false })),
+    )
+    .await?;
+    let all = list.as_array().ok_or("fires")?;
+    let mut lags = Vec::new();
+    for fire in all.iter().filter(|f| f["outcome"] == "fired").take(fires) {
+        let job = api.get(&format!("/api/jobs/{}", fire["job"])).await?;
+        lags.push((job["created_at"].as_i64().unwrap_or(0) - fire["slot"].as_i64().unwrap_or(0)) as f64);
+    }
+    let other: Vec<&Value> = all.iter().filter(|f| f["outcome"] != "fired").collect();
+    println!("fires other than `fired`: {} {:?}", other.len(), other.iter().map(|f| &f["outcome"]).collect::<Vec<_>>());
+    summary("fire lag (job created − slot)", lags);
+
+    // ---- rolling overhead ----
+    let mut hosts = Vec::new();
+    for (i, address) in addresses[..HOSTS].iter().enumerate() {
+        let name = format!("h{i:02}");
+        api.post("/api/hosts", json!({ "name": name, "ip": address })).await?;
+        hosts.push(name);
+    }
+    let plain = json!({ "module": 1003, "hosts": hosts, "backend": "ssh" });
+    let mut rolling = plain.clone();
+    rolling["rollout"] = json!({ "batch": HOSTS });
+    api.job(plain.clone()).await?;
+    api.job(rolling.clone()).await?;
+    let (mut without, mut with) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        without.push(api.job(plain.clone()).await?);
+        with.push(api.job(rolling.clone()).await?);
+    }
+    let a = summary("50 ssh hosts, no rollout", without);
+    let b = summary("50 ssh hosts, rollout batch 50", with);
+    println!("rolling / plain, medians: {:+.1} %", (b / a - 1.0) * 100.0);
+    Ok(())
+}
