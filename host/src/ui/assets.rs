@@ -20,6 +20,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("inventory.js", "text/javascript; charset=utf-8", include_str!("assets/inventory.js")),
     ("run.js", "text/javascript; charset=utf-8", include_str!("assets/run.js")),
     ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
+    ("templates.js", "text/javascript; charset=utf-8", include_str!("assets/templates.js")),
 ];
 
 /// Each file's ETag, computed once: browsers revalidate with `If-None-Match` and get 304s.

@@ -37,6 +37,7 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/audit", viewer, audit_page)
         .plain(Method::GET, "/modules", viewer, modules_page)
         .plain(Method::GET, "/run", Access::Page(Role::Operator), run_page)
+        .plain(Method::GET, "/templates", viewer, templates_page)
         .plain(Method::GET, "/users", viewer, users_page)
         .plain(Method::GET, "/inventory", viewer, inventory_page)
         .plain(Method::GET, "/api-docs", viewer, api_docs_page)
@@ -247,6 +248,20 @@ async fn run_page(
         return Err(HttpError::Forbidden(Role::Operator.as_str()).into());
     }
     Ok(RunPage { user: Some(user) })
+}
+
+/// Saved jobs: everyone logged in reads them; operators also get the form and the run and delete buttons.
+#[derive(Template, WebTemplate)]
+#[template(path = "templates.html")]
+struct TemplatesPage {
+    user: Option<PageUser>,
+}
+
+async fn templates_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<TemplatesPage, PageError> {
+    Ok(TemplatesPage { user: Some(viewer((who, session))?) })
 }
 
 /// Users (for admins) and the caller's API tokens.

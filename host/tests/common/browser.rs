@@ -115,6 +115,13 @@ impl Browser {
         self.runtime.block_on(self.client().execute(script, vec![])).unwrap_or_else(|e| panic!("script: {e}"))
     }
 
+    /// Sets the window's size (a phone is about 390 px wide); the layout's width is `window.innerWidth`.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.runtime
+            .block_on(self.client().set_window_size(width, height))
+            .unwrap_or_else(|e| panic!("resize to {width}x{height}: {e}"));
+    }
+
     pub fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.runtime.block_on(self.client().screenshot()).expect("screenshot");
         let path = self.shots.join(format!("{name}.png"));

@@ -39,8 +39,60 @@ export async function api(path, { method = 'GET', body } = {}) {
     throw new Error('not logged in');
   }
   const data = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(data.error || `${response.status} ${response.statusText}`);
+  if (!response.ok) {
+    // A 400 names the request field it is about (`{"error", "field"}`): forms show it beside that input.
+    const err = new Error(data.error || `${response.status} ${response.statusText}`);
+    err.status = response.status;
+    err.field = data.field ?? null;
+    throw err;
+  }
   return data;
+}
+
+/** An <option> with a value and a text. */
+export function option(value, text) {
+  const o = el('option', text);
+  o.value = value;
+  return o;
+}
+
+/**
+ * One module parameter's input, built from its schema (GET /api/modules): a select for a choice, a number for an
+ * integer, text otherwise, with `param-NAME` as its id. Used by /run and by the saved jobs' form.
+ */
+export function paramField(p) {
+  const id = `param-${p.name}`;
+  const wrap = el('div', undefined, { class: 'param' });
+  wrap.append(el('label', `${p.name}${p.required ? ' (required)' : ''}`, { for: id }));
+  let input;
+  if (p.type === 'choice') {
+    input = el('select', undefined, { id, name: p.name });
+    if (!p.required) input.append(option('', '(none)'));
+    for (const c of p.choices) input.append(option(c, c));
+    if (p.default !== undefined) input.value = p.default;
+  } else if (p.type === 'integer') {
+    input = el('input', undefined, { id, name: p.name, type: 'number', min: String(p.min), max: String(p.max), step: '1' });
+    if (p.default !== undefined) input.value = String(p.default);
+  } else {
+    input = el('input', undefined, { id, name: p.name, type: 'text' });
+    // The schema's pattern is Rust regex syntax: used in the browser only when JavaScript reads it the same way.
+    try { new RegExp(`^(?:${p.pattern})$`, 'v'); input.setAttribute('pattern', p.pattern); } catch { /* server checks */ }
+    if (p.default !== undefined) input.value = p.default;
+  }
+  if (p.required && p.default === undefined) input.required = true;
+  wrap.append(input);
+  if (p.description) wrap.append(el('small', p.description));
+  return wrap;
+}
+
+/** A job's or saved job's rollout in words (`null`: every host at once). */
+export function describeRollout(rollout) {
+  if (!rollout) return 'all hosts at once';
+  const parts = [`batches of ${rollout.batch}`];
+  parts.push(rollout.max_failed === undefined || rollout.max_failed === null
+    ? 'no failure threshold' : `stop once more than ${rollout.max_failed} not ok`);
+  if (rollout.pause_secs) parts.push(`${rollout.pause_secs} s between batches`);
+  return parts.join(', ');
 }
 
 /**

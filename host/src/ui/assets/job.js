@@ -1,12 +1,13 @@
 // /jobs/{id}: the job's facts, per-host results as hosts finish (GET /api/jobs/{id}/events), hosts grouped by
-// identical output with folded host lists, its batches, where it came from and its re-runs, and the cancel and
-// re-run buttons.
-import { api, el, foldHosts, utc } from '/assets/console.js';
+// identical output with folded host lists, its batches, where it came from (a re-run, a saved job) and its re-runs,
+// and the cancel and re-run buttons (a re-run is confirmed with its hosts first).
+import { api, describeRollout, el, foldHosts, utc } from '/assets/console.js';
 
 const main = document.getElementById('main');
 const id = main.dataset.jobId;
 const latest = new Map(); // host → its newest result
 let hosts = [];
+let last = null; // the newest full view of the job
 
 function text(idName, value) {
   document.getElementById(idName).textContent = value ?? '';
@@ -16,22 +17,20 @@ function jobLink(jobId) {
   return el('a', `job ${jobId}`, { href: `/jobs/${jobId}` });
 }
 
-function describeRollout(rollout) {
-  if (!rollout) return 'all hosts at once';
-  const parts = [`batches of ${rollout.batch}`];
-  parts.push(rollout.max_failed === undefined || rollout.max_failed === null
-    ? 'no failure threshold' : `stop once more than ${rollout.max_failed} not ok`);
-  if (rollout.pause_secs) parts.push(`${rollout.pause_secs} s between batches`);
-  return parts.join(', ');
-}
-
 async function showOrigin(job) {
   const box = document.getElementById('origin');
+  box.replaceChildren();
+  if (job.template_id !== null && job.template_id !== undefined) {
+    // The saved job may have been renamed or deleted since: its name as it ran comes with the job.
+    const name = job.template_definition?.name;
+    box.append('saved job ', el('a', name ? `“${name}”` : `${job.template_id}`, { href: `/templates#template-${job.template_id}` }));
+  }
   if (!job.rerun_of) {
-    box.replaceChildren('—');
+    if (!box.childNodes.length) box.append('—');
     return;
   }
-  box.replaceChildren('re-run of ', jobLink(job.rerun_of));
+  if (box.childNodes.length) box.append('; ');
+  box.append('re-run of ', jobLink(job.rerun_of));
   try {
     const origin = await api(`/api/jobs/${job.rerun_of}`);
     if (origin.module_version !== job.module_version) {
@@ -43,14 +42,26 @@ async function showOrigin(job) {
   }
 }
 
+const hostCount = (n) => `${n} host${n === 1 ? '' : 's'}`;
+
 function showBatches(job) {
   const list = document.getElementById('batches');
   list.replaceChildren();
   for (const b of job.batches || []) {
     const when = b.finished_at ? `${utc(b.started_at)} – ${utc(b.finished_at)}` : `${utc(b.started_at)}, running`;
-    list.append(el('li', `${foldHosts(b.hosts)} (${b.hosts.length}): ${when}`));
+    const li = el('li');
+    li.append(el('span', foldHosts(b.hosts), { class: 'hosts' }), ` (${hostCount(b.hosts.length)}): ${when}`);
+    list.append(li);
   }
   if (!list.children.length) list.append(el('li', 'none started yet'));
+  // Hosts that never started (a threshold or a cancel stopped the rollout) belong to no batch.
+  const skipped = (job.results || []).filter((r) => r.status === 'skipped').map((r) => r.host);
+  const box = document.getElementById('not-started');
+  box.replaceChildren();
+  box.hidden = skipped.length === 0;
+  if (skipped.length) {
+    box.append('Not started: ', el('span', foldHosts(skipped), { class: 'hosts' }), ` (${hostCount(skipped.length)}, skipped)`);
+  }
 }
 
 function showFacts(job) {
@@ -65,6 +76,7 @@ function showFacts(job) {
   (job.reruns || []).forEach((r, i) => reruns.append(...(i ? [', '] : []), jobLink(r)));
   if (!reruns.children.length) reruns.append('—');
   hosts = job.hosts || hosts;
+  last = job;
   showBatches(job);
   const live = ['queued', 'running'].includes(job.status);
   const cancel = document.getElementById('cancel');
@@ -106,7 +118,7 @@ function render() {
     const title = el('h3', undefined);
     title.append(el('span', foldHosts(g.hosts), { class: 'hosts' }));
     const rc = g.result.rc === null || g.result.rc === undefined ? '' : `, rc ${g.result.rc}`;
-    title.append(el('span', ` — ${g.hosts.length} host${g.hosts.length === 1 ? '' : 's'}: ${g.result.status}${rc}`));
+    title.append(` — ${hostCount(g.hosts.length)}: `, el('span', g.result.status, { class: `badge ${g.result.status}` }), rc);
     section.append(title);
     if (g.result.stdout) section.append(el('pre', g.result.stdout, { class: 'stdout' }));
     if (g.result.stderr) section.append(el('pre', g.result.stderr, { class: 'stderr' }));
@@ -144,18 +156,45 @@ if (form) {
   });
 }
 
-async function rerun(which) {
-  try {
-    const answer = await api(`/api/jobs/${id}/rerun`, { method: 'POST', body: { hosts: which } });
-    window.location.assign(`/jobs/${answer.id}`);
-  } catch (err) {
-    text('error', err.message);
-  }
+// A re-run is confirmed first, naming its hosts: the hosts of the job, or those without an ok result (the server
+// picks them the same way).
+let rerunWhich = null;
+
+function askToRerun(which) {
+  const job = last;
+  if (!job) return;
+  const ok = (host) => (job.results || []).some((r) => r.host === host && r.status === 'ok');
+  const chosen = which === 'all' ? job.hosts : job.hosts.filter((h) => !ok(h));
+  rerunWhich = which;
+  text('rerun-title', which === 'all' ? 'Re-run on every host' : 'Re-run on the hosts not ok');
+  text('rerun-summary', `Module ${job.module} again, with the same parameters, backend (${job.backend}) and rollout `
+    + `(${describeRollout(job.rollout)}), on ${hostCount(chosen.length)}:`);
+  text('rerun-hosts', foldHosts(chosen));
+  const go = document.getElementById('rerun-go');
+  go.textContent = `Re-run on ${hostCount(chosen.length)}`;
+  go.disabled = false;
+  document.getElementById('rerun-box').hidden = false;
+  go.focus();
 }
 
-for (const [button, which] of [['rerun-all', 'all'], ['rerun-not-ok', 'not_ok']]) {
-  const b = document.getElementById(button);
-  if (b) b.addEventListener('click', () => { b.disabled = true; rerun(which); });
+const rerunGo = document.getElementById('rerun-go');
+if (rerunGo) {
+  rerunGo.addEventListener('click', async () => {
+    rerunGo.disabled = true;
+    try {
+      const answer = await api(`/api/jobs/${id}/rerun`, { method: 'POST', body: { hosts: rerunWhich } });
+      window.location.assign(`/jobs/${answer.id}`);
+    } catch (err) {
+      document.getElementById('rerun-box').hidden = true;
+      text('error', err.message);
+    }
+  });
+  document.getElementById('rerun-back').addEventListener('click', () => {
+    document.getElementById('rerun-box').hidden = true;
+  });
+  for (const [button, which] of [['rerun-all', 'all'], ['rerun-not-ok', 'not_ok']]) {
+    document.getElementById(button).addEventListener('click', () => askToRerun(which));
+  }
 }
 
 start().catch((err) => text('error', err.message));

@@ -1,18 +1,12 @@
 // /run: pick hosts (function category → app category → hosts, a tag, a text filter), a module, its parameters (a
 // form built from the module's schema, checked here and again by the server), a backend; confirm with the host
 // count; then go to the job's page.
-import { api, el } from '/assets/console.js';
+import { api, el, option, paramField } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
 let hosts = [];
 let modules = [];
 const chosen = new Set();
-
-function option(value, text) {
-  const o = el('option', text);
-  o.value = value;
-  return o;
-}
 
 function visibleHosts() {
   const fn = $('function').value, app = $('app').value, tag = $('tag').value;
@@ -41,35 +35,10 @@ function renderHosts() {
   }));
 }
 
-function field(p) {
-  const id = `param-${p.name}`;
-  const wrap = el('div', undefined, { class: 'param' });
-  wrap.append(el('label', `${p.name}${p.required ? ' (required)' : ''}`, { for: id }));
-  let input;
-  if (p.type === 'choice') {
-    input = el('select', undefined, { id, name: p.name });
-    if (!p.required) input.append(option('', '(none)'));
-    for (const c of p.choices) input.append(option(c, c));
-    if (p.default !== undefined) input.value = p.default;
-  } else if (p.type === 'integer') {
-    input = el('input', undefined, { id, name: p.name, type: 'number', min: String(p.min), max: String(p.max), step: '1' });
-    if (p.default !== undefined) input.value = String(p.default);
-  } else {
-    input = el('input', undefined, { id, name: p.name, type: 'text' });
-    // The schema's pattern is Rust regex syntax: used in the browser only when JavaScript reads it the same way.
-    try { new RegExp(`^(?:${p.pattern})$`, 'v'); input.setAttribute('pattern', p.pattern); } catch { /* server checks */ }
-    if (p.default !== undefined) input.value = p.default;
-  }
-  if (p.required && p.default === undefined) input.required = true;
-  wrap.append(input);
-  if (p.description) wrap.append(el('small', p.description));
-  return wrap;
-}
-
 function renderModule() {
   const m = modules.find((x) => String(x.id) === $('module').value);
   $('module-description').textContent = m ? m.description : '';
-  $('params').replaceChildren(...(m ? m.params.map(field) : []));
+  $('params').replaceChildren(...(m ? m.params.map(paramField) : []));
 }
 
 function request() {
