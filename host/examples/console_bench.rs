@@ -11,12 +11,15 @@
 //!
 //! Arguments: `BINARY LIBRARY_1003 WEBDRIVER_URL CHROMIUM [EVENTS] [RATE] [JOBS]`.
 
+#[path = "common/bench_server.rs"]
+mod bench_server;
+
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use bench_server::BenchServer;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::{json, Value};
 
@@ -50,40 +53,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let jobs: usize = args.get(6).and_then(|a| a.parse().ok()).unwrap_or(100);
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let dir = tempfile::tempdir()?;
-    let plugins = dir.path().join("plugins.d");
-    std::fs::create_dir_all(&plugins)?;
-    std::fs::copy(&library, plugins.join("Mid_1003.so"))?;
-    let config = dir.path().join("omserver.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
-             files_dir = \"{}\"\n",
-            dir.path().join("bench.db").display(),
-            plugins.display(),
-            dir.path().join("state").display(),
-            dir.path().join("files").display()
-        ),
-    )?;
-    let mut server = Command::new(&binary)
-        .args(["--config", config.to_str().unwrap_or_default(), "serve"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let (mut token, mut password, mut base) = (String::new(), String::new(), String::new());
-    let mut lines = BufReader::new(server.stdout.take().ok_or("no stdout")?).lines();
-    while base.is_empty() {
-        let line = lines.next().ok_or("the server ended before listening")??;
-        if line.trim().starts_with("oms_") {
-            token = line.trim().to_owned();
-        } else if let Some(p) = line.strip_prefix("admin password: ") {
-            password = p.trim().to_owned();
-        } else if let Some(url) = line.strip_prefix("omserver listening on ") {
-            base = url.trim().to_owned();
-        }
-    }
+    let server = BenchServer::start(std::path::Path::new(&binary), std::path::Path::new(&library), "")?;
+    let (token, password, base) = (server.token.clone(), server.admin_password.clone(), server.base.clone());
+    let config = server.config_path();
     let http = reqwest::Client::new();
     let agent = String::from_utf8(
         Command::new(&binary)
@@ -183,7 +155,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     summary(&format!("job submitted -> host output visible on /jobs/{{id}} (1003, {jobs} jobs)"), job_ms);
 
     browser.close().await?;
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     Ok(())
 }

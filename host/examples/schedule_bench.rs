@@ -10,11 +10,15 @@
 //!
 //! Arguments: `BINARY LIBRARY_1003 ENV_JSON [FIRES] [ROUNDS]`.
 
+#[path = "common/bench_server.rs"]
+mod bench_server;
+
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    path::Path,
     time::{Duration, Instant},
 };
+
+use bench_server::BenchServer;
 
 use serde_json::{json, Value};
 
@@ -108,47 +112,14 @@ async fn main() -> Result<(), Error> {
         );
     }
 
-    let dir = tempfile::tempdir()?;
-    let plugins = dir.path().join("plugins.d");
-    std::fs::create_dir_all(&plugins)?;
-    std::fs::copy(&library, plugins.join("Mid_1003.so"))?;
-    let config = dir.path().join("omserver.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
-             files_dir = \"{}\"\n[backends.ssh]\nuser = {}\nport = {}\nidentity_file = {}\nknown_hosts_file = {}\n",
-            dir.path().join("bench.db").display(),
-            plugins.display(),
-            dir.path().join("state").display(),
-            dir.path().join("files").display(),
-            ssh["user"],
-            ssh["port"],
-            ssh["identity_file"],
-            ssh["known_hosts_file"],
-        ),
-    )?;
-    let mut server = Command::new(&binary)
-        .args(["--config", config.to_str().unwrap_or_default(), "serve"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let (mut token, mut base) = (String::new(), String::new());
-    let mut lines = BufReader::new(server.stdout.take().ok_or("no stdout")?).lines();
-    while base.is_empty() {
-        let line = lines.next().ok_or("the server ended before listening")??;
-        if line.trim().starts_with("oms_") {
-            token = line.trim().to_owned();
-        } else if let Some(url) = line.strip_prefix("omserver listening on ") {
-            base = url.trim().to_owned();
-        }
-    }
+    let extra = format!(
+        "[backends.ssh]\nuser = {}\nport = {}\nidentity_file = {}\nknown_hosts_file = {}\n",
+        ssh["user"], ssh["port"], ssh["identity_file"], ssh["known_hosts_file"],
+    );
+    let server = BenchServer::start(Path::new(&binary), Path::new(&library), &extra)?;
+    let (base, token) = (server.base.clone(), server.token.clone());
     let api = Api { http: reqwest::Client::new(), base, token };
-    let outcome = bench(&api, &addresses, fires, rounds).await;
-    let _ = server.kill();
-    let _ = server.wait();
-    outcome
+    bench(&api, &addresses, fires, rounds).await
 }
 
 async fn bench(api: &Api, addresses: &[String], fires: usize, rounds: usize) -> Result<(), Error> {

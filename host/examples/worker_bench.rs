@@ -9,11 +9,8 @@
 //! up (the first worker start, the database's first pages) and are not counted.
 
 use std::{
-    fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -25,71 +22,12 @@ const WARM_UP: usize = 10;
 
 type Error = Box<dyn std::error::Error>;
 
-/// One running server.
-struct Server {
-    child: Child,
-    base: String,
-    token: String,
-    _dir: tempfile::TempDir,
-}
+#[path = "common/bench_server.rs"]
+mod bench_server;
+
+use bench_server::BenchServer as Server;
 
 impl Server {
-    fn start(program: &Path, module: &Path) -> Result<Server, Error> {
-        let dir = tempfile::tempdir()?;
-        let plugins = dir.path().join("plugins.d");
-        fs::create_dir_all(&plugins)?;
-        fs::create_dir_all(dir.path().join("files"))?;
-        // Through a temporary name and a rename, as every deployer must.
-        fs::copy(module, plugins.join(".Mid_1003.so.tmp"))?;
-        fs::rename(plugins.join(".Mid_1003.so.tmp"), plugins.join("Mid_1003.so"))?;
-        let config = format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
-             files_dir = \"{}\"\n",
-            dir.path().join("omserver.db").display(),
-            plugins.display(),
-            dir.path().join("state").display(),
-            dir.path().join("files").display(),
-        );
-        let config_path = dir.path().join("omserver.toml");
-        fs::write(&config_path, config)?;
-        let mut child = Command::new(program)
-            .arg("--config")
-            .arg(&config_path)
-            .arg("serve")
-            .env("RUST_LOG", "warn")
-            .env_remove("AUTO_PLATFORM")
-            .env_remove("SECRET_KEY")
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(dir.path().join("server.log"))?)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", program.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let (mut token, mut base) = (String::new(), String::new());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while base.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).map_err(|_| {
-                let log = fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
-                format!("{} did not start; its log:\n{log}", program.display())
-            })?;
-            if let Some(t) = line.trim().strip_prefix("oms_") {
-                token = format!("oms_{t}");
-            }
-            if let Some(url) = line.strip_prefix("omserver listening on ") {
-                base = url.to_owned();
-            }
-        }
-        Ok(Server { child, base, token, _dir: dir })
-    }
-
     /// Waits until module 1003 is listed as loaded (a new server probes its files first).
     fn wait_for_1003(&self, client: &Client) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -141,13 +79,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -167,8 +98,8 @@ fn main() -> Result<(), Error> {
         return Err("JOBS must be at least 2 (one per server)".into());
     }
     let servers = [
-        ("before", Server::start(&PathBuf::from(base_bin), Path::new(base_so))?),
-        ("after", Server::start(&PathBuf::from(head_bin), Path::new(head_so))?),
+        ("before", Server::start(&PathBuf::from(base_bin), Path::new(base_so), "")?),
+        ("after", Server::start(&PathBuf::from(head_bin), Path::new(head_so), "")?),
     ];
     // A fresh connection per request: on a kept-alive one the event stream's first bytes came ~40 ms late (both
     // servers alike: the server's small writes wait for the client's delayed ACK), which would bury the

@@ -58,6 +58,14 @@ fn a_saved_job_resolves_its_targets_at_each_run_and_keeps_the_definition_it_ran_
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     let (_, matched) = server.get(&format!("/api/templates/{id}/hosts"));
     assert_eq!(matched["hosts"], json!(["db1", "web1", "web2"]), "a host matches any list, sorted by name");
+    let by_address = create(&server, &spec("by address", json!({ "hosts": ["127.0.0.122"], "tags": ["canary"] })));
+    let (_, matched) = server.get(&format!("/api/templates/{by_address}/hosts"));
+    assert_eq!(matched["hosts"], json!(["127.0.0.122"]), "a host named by its address is not listed twice");
+    let (_, answer) = server.post(
+        "/api/templates",
+        &json!({ "name": "x", "module": 9008, "targets": { "hosts": ["web1"] }, "rollout": { "batch": 0 } }),
+    );
+    assert_eq!(answer["error"].as_str().map(|e| e.matches("rollout.batch").count()), Some(1), "{answer}");
 
     let first = run(&server, id);
     assert_eq!(first["status"], "succeeded", "{first}");

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     jobs::{JobError, JobOrigin, JobRequest, JobService, Rollout},
-    store::{host_key, NewTemplate, Store, StoreError, TemplateRow},
+    store::{host_key, HostRow, NewTemplate, Store, StoreError, TemplateRow},
 };
 
 /// The longest timeout a saved job may set: a day.
@@ -145,7 +145,7 @@ impl Templates {
     pub async fn resolve(&self, targets: &Selector) -> Result<Vec<String>, TemplateError> {
         let mut names: Vec<String> = targets.hosts.clone();
         let inventory = self.store.list_hosts().await?;
-        let mut matched: Vec<&str> = inventory
+        let mut matched: Vec<&HostRow> = inventory
             .iter()
             .filter(|h| {
                 let tagged = h.tags.iter().any(|t| targets.tags.iter().any(|w| w.eq_ignore_ascii_case(t)));
@@ -154,13 +154,14 @@ impl Templates {
                 };
                 tagged || in_category(&h.function, &targets.functions) || in_category(&h.app, &targets.apps)
             })
-            .map(|h| h.name.as_str())
             .collect();
-        matched.sort_unstable();
-        for name in matched {
-            let named = |n: &String| n == name || host_key(n) == name;
+        matched.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        for host in matched {
+            // A named entry may be the host's name (any case) or its address.
+            let named =
+                |n: &String| [n.as_str(), host_key(n).as_str()].iter().any(|k| *k == host.name || *k == host.ip);
             if !names.iter().any(named) {
-                names.push(name.to_owned());
+                names.push(host.name.clone());
             }
         }
         Ok(names)
@@ -228,7 +229,7 @@ impl Templates {
             }
         }
         if let Some(rollout) = &spec.rollout {
-            rollout.check().map_err(|e| invalid(e.field, e.to_string()))?;
+            rollout.check().map_err(|e| invalid(e.field, e.reason))?;
         }
         self.jobs.check(spec.module, &spec.params, spec.backend.as_deref())?;
         Ok(spec)

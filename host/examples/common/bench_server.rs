@@ -1,0 +1,102 @@
+//! A release `omserver` started as its own process for a benchmark: a temporary directory, SQLite, module 1003
+//! installed, the configuration given, stopped when dropped. Shared by the benchmark examples through
+//! `#[path = "common/bench_server.rs"] mod bench_server;`.
+
+// Each example uses a different part.
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+type Error = Box<dyn std::error::Error>;
+
+/// One running server.
+pub struct BenchServer {
+    child: Child,
+    pub base: String,
+    /// The first-start admin token.
+    pub token: String,
+    /// The first-start password of the user `admin`.
+    pub admin_password: String,
+    dir: tempfile::TempDir,
+}
+
+impl BenchServer {
+    /// Starts `program` with module 1003 from `module` and `extra_config` after the basics; returns once it
+    /// listens (30 s at most; else the error carries its log).
+    pub fn start(program: &Path, module: &Path, extra_config: &str) -> Result<BenchServer, Error> {
+        let dir = tempfile::tempdir()?;
+        let plugins = dir.path().join("plugins.d");
+        fs::create_dir_all(&plugins)?;
+        fs::create_dir_all(dir.path().join("files"))?;
+        // Through a temporary name and a rename, as every deployer must.
+        fs::copy(module, plugins.join(".Mid_1003.so.tmp"))?;
+        fs::rename(plugins.join(".Mid_1003.so.tmp"), plugins.join("Mid_1003.so"))?;
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
+             files_dir = \"{}\"\n{extra_config}\n",
+            dir.path().join("omserver.db").display(),
+            plugins.display(),
+            dir.path().join("state").display(),
+            dir.path().join("files").display(),
+        );
+        let config_path = dir.path().join("omserver.toml");
+        fs::write(&config_path, config)?;
+        let mut child = Command::new(program)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("serve")
+            .env("RUST_LOG", "warn")
+            .env_remove("AUTO_PLATFORM")
+            .env_remove("SECRET_KEY")
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(dir.path().join("server.log"))?)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut token, mut base, mut admin_password) = (String::new(), String::new(), String::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while base.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx.recv_timeout(left).map_err(|_| {
+                let log = fs::read_to_string(dir.path().join("server.log")).unwrap_or_default();
+                format!("{} did not start; its log:\n{log}", program.display())
+            })?;
+            if let Some(t) = line.trim().strip_prefix("oms_") {
+                token = format!("oms_{t}");
+            } else if let Some(password) = line.strip_prefix("admin password: ") {
+                admin_password = password.trim().to_owned();
+            } else if let Some(url) = line.strip_prefix("omserver listening on ") {
+                base = url.trim().to_owned();
+            }
+        }
+        Ok(BenchServer { child, base, token, admin_password, dir })
+    }
+
+    /// The server's configuration file, for CLI commands on the same database.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("omserver.toml")
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
