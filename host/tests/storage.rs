@@ -714,6 +714,7 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
         let queued = store.insert_job(&new_job("a")).await.unwrap();
         let running = store.insert_job(&new_job("a")).await.unwrap();
         store.mark_job_running(running).await.unwrap();
+        store.start_batch(running, 0, r#"["localhost"]"#).await.unwrap();
         let mut finished = Vec::new();
         for (status, error) in
             [("succeeded", None), ("failed", Some("1 of 1 hosts did not succeed")), ("cancelled", Some("cancelled"))]
@@ -737,6 +738,8 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
             in_range("finished_at", job.finished_at, t0, t1);
         }
         assert_eq!(store.job(queued).await.unwrap().unwrap().started_at, None);
+        let batch = &store.job_batches(running).await.unwrap()[0];
+        in_range("the running batch's finished_at", batch.finished_at, t0, t1);
         for (id, before) in &finished {
             let after = store.job(*id).await.unwrap().unwrap();
             assert_eq!(

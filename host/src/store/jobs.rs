@@ -241,14 +241,26 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, ResultRow>(&sql).bind(job_id).fetch_all(pool).await)?)
     }
 
-    /// Jobs left queued or running by a previous process can never finish: fail them at start-up.
+    /// Jobs left queued or running by a previous process can never finish: fail them at start-up, and close the
+    /// batch that was running (the batches that ended keep their results).
     pub async fn fail_interrupted_jobs(&self) -> Result<u64, StoreError> {
-        let sql = self.sql(
+        let batches = self.sql(
+            "UPDATE job_batches SET finished_at = ? WHERE finished_at IS NULL \
+             AND job_id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running'))",
+        );
+        let jobs = self.sql(
             "UPDATE jobs SET status = 'failed', error = 'interrupted: the server stopped before the job finished', \
              finished_at = ? WHERE status IN ('queued', 'running')",
         );
-        let done =
-            on_pool!(self, pool => sqlx::query(&sql).bind(now_ms()).execute(pool).await.map(|r| r.rows_affected()))?;
+        let now = now_ms();
+        let done = on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&batches).bind(now).execute(&mut *tx).await?;
+            let done = sqlx::query(&jobs).bind(now).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<u64, sqlx::Error>(done)
+        }
+        .await)?;
         Ok(done)
     }
 }
