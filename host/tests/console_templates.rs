@@ -1,7 +1,7 @@
 //! Saved jobs and rolling jobs in the web console (headless Chromium from the test environment, the real server):
 //! the /templates form with a field error shown beside its field, "Run now" confirmed with the matched hosts, a
-//! rolling job's batches and skipped hosts, cancelled hosts, re-runs, what a viewer sees, and "Save as template".
-//! Module `fx_roll` (9008) on the local backend with loopback hosts. Screenshots: target/screenshots/templates_*.
+//! rolling job's batches and skipped hosts, cancelled hosts, re-runs, what a viewer sees, "Save as template", and
+//! schedules (added under a saved job, fired, paused, edited, a bad cron, what a viewer sees). Module `fx_roll` (9008) on the local backend with loopback hosts. Screenshots: target/screenshots/templates_*.
 
 mod common;
 
@@ -419,4 +419,238 @@ fn save_as_template_fills_the_form_from_the_job_and_the_saved_job_can_be_edited_
     browser.wait_for_text("#empty", "No saved jobs yet.", Duration::from_secs(5));
     let (_, list) = server.get("/api/templates");
     assert_eq!(list, json!([]));
+}
+
+/// The newest fire's slot (ms) of schedule `id` and how many fires it has, through the API.
+fn newest_fire(server: &Server, id: i64) -> (Option<i64>, usize) {
+    let (status, list) = server.get(&format!("/api/schedules/{id}/fires?limit=1000"));
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let list = list.as_array().unwrap();
+    (list.first().and_then(|f| f["slot"].as_i64()), list.len())
+}
+
+/// The slot the browser shows first (newest) in a schedule's fires.
+fn newest_shown(browser: &Browser, schedule: &str) -> Value {
+    browser.eval(&format!(
+        "const s = document.querySelector({}); return s ? s.textContent : null",
+        json!(format!("{schedule} .fires li:first-child .slot"))
+    ))
+}
+
+/// `ms` as the console writes times (`utc()` in console.js).
+fn utc_text(browser: &Browser, ms: i64) -> Value {
+    browser.eval(&format!("return new Date({ms}).toISOString().slice(0, 19).replace('T', ' ') + ' UTC'"))
+}
+
+#[test]
+fn an_operator_schedules_a_saved_job_sees_it_fire_and_pauses_it_and_a_viewer_only_reads_it() {
+    let server = server();
+    let spec = json!({ "name": "tick", "module": 9008, "params": { "seconds": 0 }, "targets": { "hosts": ["l1"] },
+                       "backend": "local" });
+    let (status, body) = server.post("/api/templates", &spec);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let template = body["id"].as_i64().unwrap();
+    add_user(&server, "otto", "operator");
+    add_user(&server, "vera", "viewer");
+
+    let browser = Browser::start("templates_schedules");
+    browser.log_in(&server.base, "otto", PASSWORD);
+    browser.goto(&format!("{}/templates", server.base));
+    let row = "tr[data-template='tick']";
+    let box_ = format!("#schedules-{template}");
+    browser.wait_for_text(row, "Host: l1", Duration::from_secs(5));
+    assert_eq!(
+        browser.eval(&format!("return document.querySelector('{box_}').hidden")),
+        json!(true),
+        "no schedule yet"
+    );
+
+    // The form opens under the saved job, the browser's own time zone filled in and common ones offered.
+    browser.click(&format!("{row} button.add-schedule"));
+    browser.wait_for_text("#s-title", "Add a schedule to “tick”", Duration::from_secs(2));
+    let zone = browser.eval(
+        "const i = document.getElementById('s-timezone');
+         const offered = [...i.list.options].map((o) => o.value);
+         return [i.value, Intl.DateTimeFormat().resolvedOptions().timeZone, offered.includes('Europe/Paris'),
+                 offered.length > 20, document.getElementById('schedule-editor').closest('tr').id]",
+    );
+    assert_eq!(zone[0], zone[1], "the browser's zone by default: {zone}");
+    assert_eq!(zone.as_array().unwrap()[2..], [json!(true), json!(true), json!(format!("schedules-{template}"))]);
+    browser.wait_for_text("#s-cron-hint", "5 fields: minute hour day month weekday", Duration::from_secs(1));
+    browser.fill("#s-name", "every 2 s");
+    browser.fill("#s-cron", "*/2 * * * * *");
+    set(&browser, "s-timezone", "UTC");
+    browser.click("#s-save");
+    browser.wait_for_text(&box_, "every 2 s", Duration::from_secs(5));
+    let (_, list) = server.get("/api/schedules");
+    let id = list[0]["id"].as_i64().unwrap();
+    assert_eq!((list[0]["template"].as_i64(), list[0]["enabled"].as_bool()), (Some(template), Some(true)), "{list}");
+    let schedule = format!("#schedule-{id}");
+    browser.wait_for_text(&format!("{schedule} .timing"), "*/2 * * * * * UTC", Duration::from_secs(1));
+    browser.wait_for_text(&format!("{schedule} .state"), "enabled", Duration::from_secs(1));
+    browser.wait_for_text(&format!("{schedule} .rules"), "overlap: skip", Duration::from_secs(1));
+    assert!(browser.exists("#schedule-editor[hidden]"), "the form closes once saved");
+
+    // The next 5 fire times, 2 s apart, in UTC.
+    let next: Vec<String> = serde_json::from_value(
+        browser
+            .eval(&format!("return [...document.querySelectorAll('{schedule} .next li')].map((li) => li.textContent)")),
+    )
+    .unwrap();
+    assert_eq!(next.len(), 5, "{next:?}");
+    let seconds: Vec<u32> = next
+        .iter()
+        .map(|t| {
+            assert!(t.len() == 23 && t.ends_with(" UTC"), "{t:?}");
+            t[17..19].parse().unwrap()
+        })
+        .collect();
+    assert!(seconds.windows(2).all(|w| (w[0] + 2) % 60 == w[1]), "2 s apart: {next:?}");
+
+    // A fire shows up by itself, as the word "fired" in green, with a link to its job.
+    let took = browser.wait_for_text(&format!("{schedule} .fires"), "fired", Duration::from_secs(10));
+    eprintln!("the first fire showed after {took:?}");
+    let fire = browser.eval(&format!(
+        "const li = [...document.querySelectorAll('{schedule} .fires li')].find((l) => l.querySelector('.badge.fired'));
+         return [li.querySelector('a').getAttribute('href'), getComputedStyle(li.querySelector('.badge')).color]"
+    ));
+    assert_eq!(fire[1], json!("rgb(28, 124, 60)"), "{fire}");
+    let href = fire[0].as_str().unwrap().to_owned();
+    let job: i64 = href.strip_prefix("/jobs/").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{href}"));
+    let (_, shown) = server.get(&format!("/api/jobs/{job}"));
+    assert_eq!(shown["created_by"], json!("schedule:every 2 s"), "{shown}");
+    browser.screenshot("1-fired");
+    browser.click(&format!("{schedule} .fires a[href='{href}']"));
+    wait_for("the job page", Duration::from_secs(10), || browser.url().ends_with(&href));
+    browser.wait_for_text("#status", "succeeded", Duration::from_secs(30));
+    browser.wait_for_text("#origin", "saved job “tick”", Duration::from_secs(5));
+
+    // Pause: no next time, no new fire (one claimed just before the pause may still land: its slot is older).
+    browser.goto(&format!("{}/templates", server.base));
+    browser.wait_for_text(&format!("{schedule} button.toggle"), "Pause", Duration::from_secs(5));
+    browser.click(&format!("{schedule} button.toggle"));
+    browser.wait_for_text(&format!("{schedule} .next"), "paused", Duration::from_secs(5));
+    browser.wait_for_text(&format!("{schedule} .state"), "paused", Duration::from_secs(1));
+    browser.wait_for_text(&format!("{schedule} button.toggle"), "Resume", Duration::from_secs(1));
+    assert!(!browser.exists(&format!("{schedule} .next li")));
+    let (_, paused) = server.get(&format!("/api/schedules/{id}"));
+    assert_eq!((paused["enabled"].as_bool(), paused["next"].clone()), (Some(false), json!([])), "{paused}");
+    let paused_at = paused["updated_at"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (newest, count) = newest_fire(&server, id);
+    let newest = newest.expect("it fired before the pause");
+    assert!(newest <= paused_at, "a slot after the pause fired: {newest} > {paused_at}");
+    let newest_text = utc_text(&browser, newest);
+    wait_for("the page to show the last fire", Duration::from_secs(10), || {
+        newest_shown(&browser, &schedule) == newest_text
+    });
+    std::thread::sleep(Duration::from_millis(4500)); // two slots and more than one refresh of the page
+    assert_eq!(newest_fire(&server, id), (Some(newest), count), "no fire while paused");
+    assert_eq!(newest_shown(&browser, &schedule), newest_text);
+    browser.wait_for_text(&format!("{schedule} .next"), "paused", Duration::from_secs(1));
+    browser.screenshot("2-paused");
+
+    // A bad cron: the server's message under the cron input, nothing saved.
+    browser.click(&format!("{row} button.add-schedule"));
+    browser.wait_for_text("#s-title", "Add a schedule to “tick”", Duration::from_secs(2));
+    assert_eq!(browser.eval("return document.getElementById('s-name').value"), json!(""), "a fresh form");
+    browser.fill("#s-name", "bad");
+    browser.fill("#s-cron", "61 * * * *");
+    browser.click("#s-save");
+    browser.wait_for_text("#err-s-cron", "61", Duration::from_secs(5));
+    let beside = browser.eval(
+        "const i = document.getElementById('s-cron'), e = document.getElementById('err-s-cron');
+         return [e.parentElement === i.parentElement, i.getAttribute('aria-invalid'), document.activeElement.id,
+                 e.textContent.startsWith('cron: ')]",
+    );
+    assert_eq!(beside, json!([true, "true", "s-cron", false]));
+    let errors = field_errors(&browser);
+    assert_eq!(errors.as_object().unwrap().keys().collect::<Vec<_>>(), ["err-s-cron"], "{errors}");
+    assert_eq!(browser.text("#s-problem"), "");
+    browser.screenshot("3-bad-cron");
+    let (_, list) = server.get("/api/schedules");
+    assert_eq!(list.as_array().unwrap().len(), 1, "nothing saved: {list}");
+    browser.click("#s-cancel");
+    assert!(browser.exists("#schedule-editor[hidden]"));
+
+    // Edit: the form takes the schedule; the save keeps it paused.
+    browser.click(&format!("{schedule} button.edit"));
+    browser.wait_for_text("#s-title", "Edit the schedule “every 2 s”", Duration::from_secs(2));
+    let form = browser.eval(
+        "const v = (id) => document.getElementById(id).value;
+         return [v('s-name'), v('s-cron'), v('s-timezone'), v('s-overlap'), v('s-catch-up')]",
+    );
+    assert_eq!(form, json!(["every 2 s", "*/2 * * * * *", "UTC", "skip", "0"]));
+    choose(&browser, "s-overlap", "queue");
+    set(&browser, "s-timezone", "Europe/Paris");
+    browser.click("#s-save");
+    browser.wait_for_text(&format!("{schedule} .rules"), "overlap: queue", Duration::from_secs(5));
+    browser.wait_for_text(&format!("{schedule} .timing"), "*/2 * * * * * Europe/Paris", Duration::from_secs(1));
+    browser.wait_for_text(&format!("{schedule} .next"), "paused", Duration::from_secs(1));
+    let (_, edited) = server.get(&format!("/api/schedules/{id}"));
+    assert_eq!((edited["overlap"].as_str(), edited["enabled"].as_bool()), (Some("queue"), Some(false)), "{edited}");
+
+    // The saved job cannot go while it has a schedule: the server's reason, under it.
+    browser.eval("window.confirm = () => true; return null");
+    browser.click(&format!("{row} button.delete"));
+    browser.wait_for_text(&format!("{box_} .problem"), "has schedules", Duration::from_secs(5));
+
+    // At phone width: the schedules continue the saved job's card, and the form fits.
+    browser.resize(390, 844);
+    browser.goto(&format!("{}/templates", server.base));
+    browser.wait_for_text(&format!("{schedule} .fires"), "fired", Duration::from_secs(5));
+    assert_eq!(browser.eval("return window.innerWidth"), json!(390));
+    fits_the_width(&browser);
+    browser.eval(&format!("document.querySelector(\"{row}\").scrollIntoView(); return null"));
+    browser.screenshot("4-narrow");
+    browser.click(&format!("{row} button.add-schedule"));
+    browser.wait_for_text("#s-title", "Add a schedule", Duration::from_secs(2));
+    browser.fill("#s-name", "bad");
+    browser.fill("#s-cron", "61 * * * *");
+    browser.click("#s-save");
+    browser.wait_for_text("#err-s-cron", "61", Duration::from_secs(5));
+    fits_the_width(&browser);
+    browser.eval("document.getElementById('schedule-editor').scrollIntoView(); return null");
+    browser.screenshot("5-narrow-form");
+    browser.resize(1280, 900);
+
+    // A viewer sees the schedule and its fires, and no control.
+    {
+        let viewer = Browser::start("templates_schedules_viewer");
+        viewer.log_in(&server.base, "vera", PASSWORD);
+        viewer.goto(&format!("{}/templates", server.base));
+        viewer.wait_for_text(&format!("{schedule} .fires"), "fired", Duration::from_secs(5));
+        viewer.wait_for_text(&format!("{schedule} .timing"), "*/2 * * * * * Europe/Paris", Duration::from_secs(1));
+        viewer.wait_for_text(&format!("{schedule} .next"), "paused", Duration::from_secs(1));
+        assert!(viewer.exists(&format!("{schedule} .fires a[href='{href}']")), "the job links are there");
+        assert!(!viewer.exists("#templates button"), "no add, pause, edit or delete");
+        assert!(!viewer.exists("#schedule-editor") && !viewer.exists("#schedule-form"), "no form");
+        viewer.screenshot("1-viewer");
+        viewer.resize(390, 844);
+        viewer.goto(&format!("{}/templates", server.base));
+        viewer.wait_for_text(&format!("{schedule} .fires"), "fired", Duration::from_secs(5));
+        fits_the_width(&viewer);
+        viewer.eval(&format!("document.querySelector('{schedule}').scrollIntoView(); return null"));
+        viewer.screenshot("2-viewer-narrow");
+        let status = viewer.eval(&format!(
+            "return fetch('/api/session').then(r => r.json()).then(s => fetch('/api/schedules/{id}', \
+             {{ method: 'DELETE', headers: {{ 'X-CSRF-Token': s.csrf_token }} }})).then(r => r.status)"
+        ));
+        assert_eq!(status, json!(403));
+    }
+
+    // Resume: fire times again. Delete, after the confirmation: then the saved job can go.
+    browser.goto(&format!("{}/templates", server.base));
+    browser.wait_for_text(&format!("{schedule} button.toggle"), "Resume", Duration::from_secs(5));
+    browser.click(&format!("{schedule} button.toggle"));
+    browser.wait_for_text(&format!("{schedule} .state"), "enabled", Duration::from_secs(5));
+    let shown = browser.eval(&format!("return document.querySelectorAll('{schedule} .next li').length"));
+    assert_eq!(shown, json!(5));
+    browser.eval("window.confirm = () => true; return null");
+    browser.click(&format!("{schedule} button.delete"));
+    wait_for("the schedule to go", Duration::from_secs(5), || !browser.exists(&schedule));
+    let (_, list) = server.get("/api/schedules");
+    assert_eq!(list, json!([]));
+    browser.click(&format!("{row} button.delete"));
+    browser.wait_for_text("#empty", "No saved jobs yet.", Duration::from_secs(5));
 }

@@ -1,8 +1,10 @@
 // /templates: saved jobs. Everyone logged in reads the list; operators create, edit and delete them and run them.
 // "Run now" first asks the server which hosts the targets match now (GET /api/templates/{id}/hosts) and shows them
 // for confirmation. `/templates?from=JOB_ID` fills the form from that job. A 400 names a field (`{"error",
-// "field"}`): its message is shown beside that input until the next save succeeds.
+// "field"}`): its message is shown beside that input until the next save succeeds. Under each saved job, a row
+// shows its schedules (schedules.js).
 import { api, describeRollout, el, foldHosts, option, paramField, utc } from '/assets/console.js';
+import { openEditor, scheduleRow, showSchedules, startSchedules, templateProblem } from '/assets/schedules.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('template-form'); // only operators get the form and the buttons
@@ -64,6 +66,7 @@ function row(t) {
     actions.append(
       button('Run now', `Run ${t.name} now`, 'run', () => askToRun(t)),
       button('Edit', `Edit ${t.name}`, 'edit secondary', async () => edit(t)),
+      button('Add schedule', `Add a schedule to ${t.name}`, 'add-schedule secondary', async () => openEditor(t.id)),
       button('Delete', `Delete ${t.name}`, 'delete danger', async () => remove(t)),
     );
     tr.append(cell('Actions', actions));
@@ -73,9 +76,11 @@ function row(t) {
 
 async function loadList() {
   const list = await api('/api/templates');
-  $('templates').querySelector('tbody').replaceChildren(...list.map(row));
+  const columns = $('templates').querySelectorAll('thead th').length;
+  $('templates').querySelector('tbody').replaceChildren(...list.flatMap((t) => [row(t), scheduleRow(t, columns)]));
   $('empty').hidden = list.length > 0;
   $('templates').hidden = list.length === 0;
+  showSchedules(list);
 }
 
 async function askToRun(t) {
@@ -116,7 +121,13 @@ async function runConfirmed() {
 
 async function remove(t) {
   if (!window.confirm(`Delete the saved job “${t.name}”? The jobs it ran stay in the history.`)) return;
-  await api(`/api/templates/${t.id}`, { method: 'DELETE' });
+  try {
+    await api(`/api/templates/${t.id}`, { method: 'DELETE' });
+  } catch (err) {
+    // 409 while schedules run it: said under it, beside those schedules.
+    if (err.status === 409 && templateProblem(t.id, err.message)) return;
+    throw err;
+  }
   if (editId === t.id) clearForm();
   if (running?.id === t.id) $('run-box').hidden = true;
   await loadList();
@@ -434,6 +445,7 @@ async function startForm() {
 async function start() {
   modules = (await api('/api/modules')).filter((m) => m.status === 'loaded');
   await loadList();
+  startSchedules(canRun).catch(fail);
   // A job page links to the saved job it ran from as /templates#template-ID: the rows exist only now.
   const linked = window.location.hash && document.getElementById(window.location.hash.slice(1));
   if (linked) {
