@@ -79,8 +79,9 @@ function showFacts(job) {
   last = job;
   showBatches(job);
   const live = ['queued', 'running'].includes(job.status);
-  const cancel = document.getElementById('cancel');
-  if (cancel) cancel.disabled = !live;
+  // A finished job cannot be cancelled: the button goes rather than sit there greyed out.
+  const cancelForm = document.getElementById('cancel-form');
+  if (cancelForm) cancelForm.hidden = !live;
   const actions = document.getElementById('rerun-actions');
   if (actions) {
     actions.hidden = live;
