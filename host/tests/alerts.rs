@@ -71,6 +71,11 @@ fn matching_events_are_flagged_and_counted_per_rule() {
     assert_eq!(alert_count(&server, "pipe-to-shell"), 1);
 
     let (_, rules) = server.get("/api/audit/rules");
+    let limited = rules.as_array().unwrap().iter().find(|r| r["name"] == "pipe-to-shell").unwrap();
+    assert_eq!(limited["host"], "localhost", "a rule limited to a host names it: {limited}");
+    assert!(limited["host_id"].is_i64(), "host_id stays for compatibility: {limited}");
+    let any = rules.as_array().unwrap().iter().find(|r| r["name"] == "rm-root").unwrap();
+    assert!(any["host"].is_null() && any["host_id"].is_null(), "{any}");
     let id = rules.as_array().unwrap().iter().find(|r| r["name"] == "rm-root").unwrap()["id"].as_i64().unwrap();
     let response = server.client.delete(format!("{}/api/audit/rules/{id}", server.base)).bearer_auth(&server.token);
     assert_eq!(server.send(response).0, StatusCode::NO_CONTENT);

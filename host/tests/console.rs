@@ -102,6 +102,14 @@ fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
     send_audit(&server, &token, 3, "rm -rf /");
     browser.wait_for_text("#events tbody tr.flagged .alerts", "rm-root", Duration::from_secs(5));
     browser.screenshot("live");
+    // A rule limited to a host shows the host by name, not by its id.
+    browser.fill("#r-name", "on-localhost");
+    browser.fill("#r-pattern", "^never typed$");
+    browser.fill("#r-host", "localhost");
+    browser.click("#add-rule");
+    browser.wait_for_text("#rules tbody", "on-localhost", Duration::from_secs(5));
+    assert_eq!(browser.text("#rules tbody tr[data-rule='on-localhost'] td:nth-child(3)"), "localhost");
+    assert_eq!(browser.text("#rules tbody tr[data-rule='rm-root'] td:nth-child(3)"), "any");
 
     // The app category filter keeps the hosts in it, in the history and in the live stream.
     let web2 = json!({ "name": "web2", "ip": "127.0.0.2", "function": "web", "app": "nginx" });

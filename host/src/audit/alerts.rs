@@ -128,6 +128,7 @@ mod tests {
             name: name.into(),
             pattern: pattern.into(),
             host_id,
+            host: None,
             user_name: user.map(str::to_owned),
             created_by: "admin".into(),
             created_at: 0,

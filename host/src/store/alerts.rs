@@ -9,6 +9,8 @@ pub struct AlertRuleRow {
     pub pattern: String,
     /// Only events of this inventory host; `None`: every host.
     pub host_id: Option<i64>,
+    /// That host's inventory name (`None` for every host, or when the host has been deleted since).
+    pub host: Option<String>,
     /// Only events whose history user or login user is this; `None`: every user.
     pub user_name: Option<String>,
     pub created_by: String,
@@ -27,8 +29,8 @@ pub struct NewAlertRule<'a> {
 
 impl Store {
     pub async fn alert_rules(&self) -> Result<Vec<AlertRuleRow>, StoreError> {
-        let sql =
-            "SELECT id, name, pattern, host_id, user_name, created_by, created_at FROM audit_alert_rules ORDER BY id";
+        let sql = "SELECT r.id, r.name, r.pattern, r.host_id, h.server_name AS host, r.user_name, r.created_by, \
+                   r.created_at FROM audit_alert_rules r LEFT JOIN server_list h ON h.id = r.host_id ORDER BY r.id";
         Ok(on_pool!(self, pool => sqlx::query_as::<_, AlertRuleRow>(sql).fetch_all(pool).await)?)
     }
 

@@ -89,7 +89,7 @@ async function rules() {
   const list = await api('/api/audit/rules');
   document.querySelector('#rules tbody').replaceChildren(...list.map((r) => {
     const tr = el('tr', undefined, { 'data-rule': r.name });
-    tr.append(el('td', r.name), el('td', r.pattern, { class: 'command' }), el('td', r.host_id ?? 'any'),
+    tr.append(el('td', r.name), el('td', r.pattern, { class: 'command' }), el('td', r.host_id == null ? 'any' : (r.host ?? `#${r.host_id}`)),
       el('td', r.user_name ?? 'any'));
     const cell = el('td');
     if (admin) {
