@@ -1,10 +1,57 @@
 //! Importing an inventory: a CSV file or an Ansible INI inventory becomes host forms, each with the line it came
 //! from, or an error saying what is wrong with that line. Nothing is stored here; `http/hosts.rs` validates each
-//! form like any other and stores the good ones (after a preview, if asked).
+//! form like any other and stores the good ones (after a preview, if asked), refusing through `Claimed` a host the
+//! same file named already.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::http::HostForm;
+use serde::Deserialize;
+
+/// A host to add to the inventory.
+#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostForm {
+    pub name: String,
+    pub ip: String,
+    pub wan_ip: Option<String>,
+    pub op: Option<String>,
+    /// Function category, e.g. "Linux.Web"; goes with `app`.
+    pub function: Option<String>,
+    /// App category within `function`, e.g. "nginx".
+    pub app: Option<String>,
+    /// SSH port for the ssh and ansible backends (their configured default when absent).
+    pub port: Option<u32>,
+    /// Login user for the ssh and ansible backends (their configured default when absent).
+    pub user: Option<String>,
+    /// Free tags, e.g. `["prod", "eu-west"]`: 1-64 of letters, digits, `.`, `_`, `-`; stored in lower case.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// The names and addresses an import has taken so far, so that a later line naming one again is refused, in the
+/// preview as in the import, as the store would refuse it: names compare case-insensitively (they are stored in
+/// lower case), addresses by their canonical text (`validate_host` gives it).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    names: HashMap<String, usize>,
+    ips: HashMap<String, usize>,
+}
+
+impl Claimed {
+    /// Takes `name` and `ip` for `line`, or says which earlier line has one of them (and takes nothing).
+    pub fn claim(&mut self, line: usize, name: &str, ip: &str) -> Result<(), String> {
+        let name_key = name.trim().to_ascii_lowercase();
+        if let Some(first) = self.names.get(&name_key) {
+            return Err(format!("name: {name} is named already on line {first} of this file"));
+        }
+        if let Some(first) = self.ips.get(ip) {
+            return Err(format!("ip: {ip} is already on line {first} of this file"));
+        }
+        self.names.insert(name_key, line);
+        self.ips.insert(ip.to_owned(), line);
+        Ok(())
+    }
+}
 
 /// One line of the file that named a host: what it says, or why it cannot be read.
 #[derive(Debug, Clone)]
@@ -193,6 +240,18 @@ fn expand(pattern: &str) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_line_with_a_taken_name_or_ip_is_refused() {
+        let mut claimed = Claimed::default();
+        assert_eq!(claimed.claim(2, "web1", "10.0.0.1"), Ok(()));
+        assert_eq!(
+            claimed.claim(3, "WEB1", "10.0.0.9"),
+            Err("name: WEB1 is named already on line 2 of this file".into())
+        );
+        assert_eq!(claimed.claim(4, "web2", "10.0.0.1"), Err("ip: 10.0.0.1 is already on line 2 of this file".into()));
+        assert_eq!(claimed.claim(5, "web2", "10.0.0.2"), Ok(()), "a refused line takes nothing");
+    }
 
     #[test]
     fn csv_with_quotes_and_a_bad_line() {

@@ -83,3 +83,38 @@ fn imports_preview_then_store_the_good_lines_and_name_each_bad_one() {
     let (status, body) = server.post("/api/hosts/import", &json!({ "format": "csv", "text": "host,address\n" }));
     assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("text")), "{body}");
 }
+
+/// A host the file names twice (by name in any case, or by address) is flagged on its second line by the preview,
+/// exactly as the import refuses it: the preview's count of ready hosts is what the import stores.
+#[test]
+fn a_host_named_twice_in_one_file_is_flagged_by_the_preview_as_by_the_import() {
+    let server = Server::start();
+    let csv = "name,ip\nweb1,10.0.0.1\nweb2,10.0.0.2\nWEB1,10.0.0.3\nweb4,10.0.0.2\nweb5,10.0.0.5\n";
+    let request = |preview: bool| json!({ "format": "csv", "text": csv, "preview": preview });
+    let errors = |report: &Value| -> Vec<(i64, Option<String>)> {
+        report["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l["line"].as_i64().unwrap(), l["error"].as_str().map(str::to_owned)))
+            .collect()
+    };
+    let expected = vec![
+        (2, None),
+        (3, None),
+        (4, Some("name: WEB1 is named already on line 2 of this file".to_owned())),
+        (5, Some("ip: 10.0.0.2 is already on line 3 of this file".to_owned())),
+        (6, None),
+    ];
+    let (status, preview) = server.post("/api/hosts/import", &request(true));
+    assert_eq!(status, StatusCode::OK, "{preview}");
+    assert_eq!(errors(&preview), expected, "{preview}");
+    assert_eq!(preview["failed"], json!(2), "{preview}");
+
+    let (status, report) = server.post("/api/hosts/import", &request(false));
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(errors(&report), expected, "{report}");
+    assert_eq!((report["imported"].clone(), report["failed"].clone()), (json!(3), json!(2)), "{report}");
+    let names: Vec<String> = hosts(&server).iter().map(|h| h["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["localhost", "web1", "web2", "web5"]);
+}

@@ -17,8 +17,10 @@ use super::{
     routes::{Access, Routes},
     AppState, HttpError,
 };
+pub use crate::inventory::HostForm;
 use crate::{
     auth::Role,
+    inventory::Claimed,
     store::{HostRow, NewHost},
 };
 
@@ -37,27 +39,6 @@ pub fn router() -> Routes {
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<HostRow>>, HttpError> {
     who.require(Role::Viewer)?;
     Ok(Json(state.store.list_hosts().await?))
-}
-
-/// A host to add to the inventory.
-#[derive(Debug, Default, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HostForm {
-    pub name: String,
-    pub ip: String,
-    pub wan_ip: Option<String>,
-    pub op: Option<String>,
-    /// Function category, e.g. "Linux.Web"; goes with `app`.
-    pub function: Option<String>,
-    /// App category within `function`, e.g. "nginx".
-    pub app: Option<String>,
-    /// SSH port for the ssh and ansible backends (their configured default when absent).
-    pub port: Option<u32>,
-    /// Login user for the ssh and ansible backends (their configured default when absent).
-    pub user: Option<String>,
-    /// Free tags, e.g. `["prod", "eu-west"]`: 1-64 of letters, digits, `.`, `_`, `-`; stored in lower case.
-    #[serde(default)]
-    pub tags: Vec<String>,
 }
 
 /// Adds a host; its categories are created with it when new.
@@ -178,6 +159,8 @@ async fn import(
         other => return Err(HttpError::invalid("format", format!("{other:?}: csv or ini"))),
     };
     let mut lines = Vec::with_capacity(parsed.len());
+    // The preview and the import refuse a host the file named already alike (before the store would).
+    let mut claimed = Claimed::default();
     for entry in parsed {
         let mut line = ImportLine {
             line: entry.line,
@@ -205,11 +188,14 @@ async fn import(
                 line.error = Some(field.map_or(reason.clone(), |f| format!("{f}: {reason}")));
             }
             Err(other) => line.error = Some(other.to_string()),
-            Ok(_) if request.preview => {}
-            Ok(host) => match state.store.add_host(&host).await {
-                Ok(_) => line.imported = true,
-                Err(crate::store::StoreError::Conflict(reason)) => line.error = Some(reason),
-                Err(other) => return Err(other.into()),
+            Ok(host) => match claimed.claim(entry.line, &host.name, &host.ip) {
+                Err(reason) => line.error = Some(reason),
+                Ok(()) if request.preview => {}
+                Ok(()) => match state.store.add_host(&host).await {
+                    Ok(_) => line.imported = true,
+                    Err(crate::store::StoreError::Conflict(reason)) => line.error = Some(reason),
+                    Err(other) => return Err(other.into()),
+                },
             },
         }
         lines.push(line);
