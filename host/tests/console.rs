@@ -268,6 +268,13 @@ fn a_viewer_sees_no_run_button_and_the_api_refuses_them() {
     );
     assert_eq!(status, json!(403));
     server.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
+
+    // The token form offers no role above the viewer's own.
+    browser.goto(&format!("{}/users", server.base));
+    browser.find("#token-form");
+    let offered = browser.eval("return [...document.querySelectorAll('#t-role option')].map(o => o.value)");
+    assert_eq!(offered, json!(["viewer"]));
+    browser.screenshot("tokens");
 }
 
 #[test]
@@ -285,6 +292,8 @@ fn an_admin_manages_users_and_tokens_from_the_users_page() {
     let password = browser.text("#user-result").rsplit(": ").next().unwrap().trim().to_owned();
     assert!(password.len() >= 12, "a generated password: {password:?} ({shown:?})");
 
+    let offered = browser.eval("return [...document.querySelectorAll('#t-role option')].map(o => o.value)");
+    assert_eq!(offered, json!(["viewer", "operator", "admin"]), "an admin may give any role");
     browser.fill("#t-name", "ci-deploy");
     browser.click("#create-token");
     browser.wait_for_text("#tokens tbody", "ci-deploy", Duration::from_secs(5));
