@@ -334,6 +334,7 @@ fn every_answer_carries_the_security_headers() {
     let cases = [
         ("JSON route", get("/api/jobs", Some(&server.token)), StatusCode::OK, true),
         ("health check", get("/healthz", None), StatusCode::OK, false),
+        ("icon", get("/favicon.ico", None), StatusCode::OK, false),
         ("unknown path", get("/nothing/here", Some(&server.token)), StatusCode::NOT_FOUND, false),
         ("unknown /api path", get("/api/nothing", Some(&server.token)), StatusCode::NOT_FOUND, true),
         ("refused", get("/api/jobs", None), StatusCode::UNAUTHORIZED, true),
@@ -353,4 +354,28 @@ fn every_answer_carries_the_security_headers() {
     let csp = CONTENT_SECURITY_POLICY;
     assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
     assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"), "{csp}");
+}
+
+/// Browsers ask for `/favicon.ico` on every page, without a session: it answers, with an ETag like every asset,
+/// and the table says it is public.
+#[test]
+fn the_icon_is_public_and_revalidated_by_its_etag() {
+    let rule = table().into_iter().find(|r| r.path == "/favicon.ico").expect("/favicon.ico is in the route table");
+    assert_eq!((rule.method, rule.access), (Method::GET, Access::Public));
+    let server = Server::start();
+    let client = Client::new();
+    let icon = client.get(format!("{}/favicon.ico", server.base)).send().unwrap();
+    assert_eq!(icon.status(), StatusCode::OK);
+    let header =
+        |r: &Response, name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(header(&icon, "content-type"), "image/svg+xml");
+    let etag = header(&icon, "etag");
+    assert!(!etag.is_empty(), "an ETag");
+    assert!(icon.text().unwrap().starts_with("<svg"));
+    let again = client.get(format!("{}/favicon.ico", server.base)).header("if-none-match", &etag).send().unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    let linked = client.get(format!("{}/assets/favicon.svg", server.base)).send().unwrap();
+    assert_eq!((linked.status(), header(&linked, "etag")), (StatusCode::OK, etag));
+    let login = client.get(format!("{}/login", server.base)).send().unwrap().text().unwrap();
+    assert!(login.contains(r#"<link rel="icon" href="/assets/favicon.svg""#), "{login}");
 }

@@ -29,7 +29,8 @@ use crate::auth::Role;
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone, without credentials: only what a load balancer needs (`/healthz`).
+    /// Anyone, without credentials: what a load balancer needs (`/healthz`), the login form, and the console's
+    /// static files (`/assets/…`, `/favicon.ico`), which hold no secret.
     Public,
     /// The original audit agent, which cannot send a token: the TCP peer must be an inventory host's address.
     InventoryPeer,

@@ -22,6 +22,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
     ("templates.js", "text/javascript; charset=utf-8", include_str!("assets/templates.js")),
     ("schedules.js", "text/javascript; charset=utf-8", include_str!("assets/schedules.js")),
+    ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 
 /// Each file's ETag, computed once: browsers revalidate with `If-None-Match` and get 304s.
@@ -37,6 +38,16 @@ fn etags() -> &'static Vec<String> {
 
 /// `GET /assets/{name}`.
 pub async fn serve(Path(name): Path<String>, headers: HeaderMap) -> Response {
+    answer(&name, &headers)
+}
+
+/// `GET /favicon.ico`: the console's icon (SVG, which browsers take at this path too), for the browsers and tools
+/// that ask for it there without reading the pages' `<link rel="icon">`.
+pub async fn favicon(headers: HeaderMap) -> Response {
+    answer("favicon.svg", &headers)
+}
+
+fn answer(name: &str, headers: &HeaderMap) -> Response {
     let Some(index) = FILES.iter().position(|(file, _, _)| *file == name) else {
         return StatusCode::NOT_FOUND.into_response();
     };

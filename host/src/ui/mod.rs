@@ -43,6 +43,8 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/api-docs", viewer, api_docs_page)
         // The page's scripts and styles: the same for everyone, secrets in none.
         .plain(Method::GET, "/assets/{name}", Access::Public, assets::serve)
+        // Browsers ask for it without a session (and before any page says where the icon is).
+        .plain(Method::GET, "/favicon.ico", Access::Public, assets::favicon)
 }
 
 /// Who is looking at a page: what the layout needs to show and hide.
