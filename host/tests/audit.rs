@@ -826,7 +826,7 @@ fn app_categories_narrow_queries_exports_and_the_stream() {
     assert_eq!(response.status(), StatusCode::OK);
     let csv = response.text().unwrap();
     assert_eq!(csv.lines().count(), 2, "{csv}");
-    assert!(csv.lines().nth(1).unwrap().ends_with(",on db1"), "{csv}");
+    assert!(csv.lines().nth(1).unwrap().ends_with(",on db1,"), "{csv}");
     // The stream sends only db1's event, although it was the last of four.
     let event = mysql_live.recv_timeout(Duration::from_secs(1)).expect("db1's event");
     assert_eq!(serde_json::from_str::<Value>(&event["data"]).unwrap()["command"], "on db1");
@@ -836,6 +836,11 @@ fn app_categories_narrow_queries_exports_and_the_stream() {
 #[test]
 fn csv_export_quotes_cells_and_defuses_formulas() {
     let server = start();
+    // The alerts column: the names of the rules an event matched, `;`-separated (formula-looking ones defused too).
+    for (name, pattern) in [("formula", "^="), ("one-plus-one", r"1\+1")] {
+        let (status, body) = server.post("/api/audit/rules", &json!({ "name": name, "pattern": pattern }));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
     let token = agent_token(&server, "localhost");
     let batch = json!({ "events": [
         ev("c", 1, "root", "2026-11-24 10:00:01", "echo \"a,b\"\necho 'next line'"),
@@ -857,14 +862,18 @@ fn csv_export_quotes_cells_and_defuses_formulas() {
     let text = response.text().unwrap();
     let commands =
         ["\"echo \"\"a,b\"\"\necho 'next line'\"", "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\"", "'=1+1", "plain"];
-    let mut want = String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at_ms,source,command\r\n");
-    for (e, command) in events.iter().zip(commands) {
+    let alerts = ["", "formula", "formula;one-plus-one", ""];
+    let mut want =
+        String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at,source,command,alerts\r\n");
+    for ((e, command), alerts) in events.iter().zip(commands).zip(alerts) {
+        // The time received as UTC text, as the console shows it, not epoch milliseconds.
+        let received = omserver::calendar::utc_text(e["received_at"].as_i64().unwrap());
+        assert!(received.starts_with("20") && received.ends_with(" UTC"), "{received}");
         want.push_str(&format!(
-            "{},localhost,127.0.0.1,{},root,,/dev/pts/1,{},{},agent,{command}\r\n",
+            "{},localhost,127.0.0.1,{},root,,/dev/pts/1,{},{received},agent,{command},{alerts}\r\n",
             e["id"],
             e["history_id"],
             e["datetime"].as_str().unwrap(),
-            e["received_at"]
         ));
     }
     assert_eq!(text, want);

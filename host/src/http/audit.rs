@@ -288,7 +288,8 @@ async fn list(
     Ok(Json(AuditPage { events, next }))
 }
 
-/// The same rows as CSV (RFC 4180; cells a spreadsheet would run as a formula start with `'`).
+/// The same rows as CSV (RFC 4180; cells a spreadsheet would run as a formula start with `'`), the time received
+/// as UTC text (`2026-12-02 10:30:05 UTC`) and the matched alert rules' names `;`-separated.
 #[utoipa::path(get, path = "/api/audit/events.csv", tag = "audit", params(Params), responses(
     (status = 200, content_type = "text/csv", body = String),
     (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
@@ -303,7 +304,9 @@ async fn csv(
     p.limit = Some(p.limit.unwrap_or(100_000));
     let q = query_of(&state, &p, 100_000).await?;
     let events = state.audit.query(&q).await?;
-    let mut out = String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at_ms,source,command\r\n");
+    // `received_at` in the console's UTC text; `alerts`: the names of the rules the event matched, `;`-separated.
+    let mut out =
+        String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at,source,command,alerts\r\n");
     for e in &events {
         let fields = [
             e.id.to_string(),
@@ -314,9 +317,10 @@ async fn csv(
             e.login_user.clone().unwrap_or_default(),
             e.tty.clone().unwrap_or_default(),
             e.datetime.clone(),
-            e.received_at.to_string(),
+            crate::calendar::utc_text(e.received_at),
             e.source.clone(),
             e.command.clone(),
+            e.alerts.join(";"),
         ];
         out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");
