@@ -7,7 +7,7 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::{run, Launch};
+use super::running::{run, Launch};
 use crate::{
     app::App,
     calendar::utc_text,

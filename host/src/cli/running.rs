@@ -1,0 +1,67 @@
+//! `omserver run`, `omserver rerun` and `omserver template run`: a job run in this process, each host printed as
+//! it finishes.
+
+use std::process::ExitCode;
+
+use crate::{
+    app::App,
+    jobs::{Amount, JobEvent, JobRequest, RerunHosts},
+    store::ResultRow,
+};
+
+/// What `omserver run`, `omserver rerun` or `omserver template run` starts.
+pub(super) enum Launch {
+    New(JobRequest),
+    Rerun(i64, RerunHosts),
+    Template(i64),
+}
+
+/// Runs a job in this process, printing each host as it finishes (cancelled and skipped ones too).
+pub(super) async fn run(app: App, launch: Launch) -> anyhow::Result<ExitCode> {
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let id = match launch {
+        Launch::New(request) => app.jobs.submit(request, &actor).await?,
+        Launch::Rerun(origin, which) => {
+            let id = app.jobs.rerun(origin, which, &actor).await?;
+            eprintln!("job {id} re-runs job {origin}");
+            id
+        }
+        Launch::Template(template) => app.templates.run(template, &actor).await?,
+    };
+    // Each host as it finishes; the final view says how the job ended.
+    let mut events = app.jobs.events(id).await?;
+    let mut end = None;
+    while let Some(event) = events.next().await {
+        match event {
+            JobEvent::Host(r) => print_result(&r),
+            JobEvent::End(view) => end = Some(view),
+        }
+    }
+    let job = match end {
+        Some(view) => *view,
+        None => app.jobs.view(id).await?,
+    };
+    if let Some(error) = &job.error {
+        eprintln!("job {id} {}: {error}", job.status);
+    }
+    Ok(if job.status == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `3` or `25%`, as `--batch` and `--max-failed` take them; the range is checked with the rest of the job.
+pub(super) fn parse_amount(text: &str) -> Result<Amount, String> {
+    match text.trim().parse::<i64>() {
+        Ok(n) => Ok(Amount::Count(n)),
+        Err(_) if text.trim().ends_with('%') => Ok(Amount::Share(text.trim().to_owned())),
+        Err(_) => Err(format!("{text:?} is neither a number of hosts nor a percentage such as 25%")),
+    }
+}
+
+fn print_result(r: &ResultRow) {
+    println!("host: {}\nstatus: {}{}", r.host, r.status, r.rc.map(|rc| format!(" (rc {rc})")).unwrap_or_default());
+    if !r.stdout.is_empty() {
+        println!("{}", r.stdout.trim_end());
+    }
+    if !r.stderr.is_empty() {
+        eprintln!("{}: {}", r.host, r.stderr.trim_end());
+    }
+}
