@@ -695,7 +695,7 @@ async fn a_schedule_slot_is_claimed_once_and_a_template_with_schedules_stays() {
         let seen: Vec<(i64, &str, Option<i64>)> =
             fires.iter().map(|f| (f.slot, f.outcome.as_str(), f.job_id)).collect();
         assert_eq!(seen, [(120_000, "missed", None), (60_000, "fired", Some(7))]);
-        assert_eq!(store.last_fire_slot(id).await.unwrap(), Some(120_000));
+        assert_eq!(store.last_fire_slots().await.unwrap().get(&id), Some(&120_000));
         assert!(store.claim_fire(id, 180_000, "claimed", None).await.unwrap());
         assert_eq!(store.fail_unsettled_fires().await.unwrap(), 1, "a claim left by a stopped server fails");
 

@@ -114,6 +114,13 @@ impl Scheduler {
                 return before.clone();
             }
         };
+        let last_slots = match self.store.last_fire_slots().await {
+            Ok(last) => last,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot read the schedules' fires; keeping the current plan");
+                return before.clone();
+            }
+        };
         let now = now_ms();
         let mut plan = HashMap::new();
         for row in rows.into_iter().filter(|r| r.enabled != 0) {
@@ -124,13 +131,7 @@ impl Scheduler {
                     continue;
                 }
             };
-            let from = match self.store.last_fire_slot(row.id).await {
-                Ok(last) => last.unwrap_or(row.active_from).max(row.active_from),
-                Err(err) => {
-                    tracing::error!(schedule_id = row.id, error = %err, "cannot read a schedule's fires");
-                    continue;
-                }
-            };
+            let from = last_slots.get(&row.id).map_or(row.active_from, |last| (*last).max(row.active_from));
             let mut past = Vec::new();
             let mut slot = cron.next_after(from);
             while let Some(s) = slot.filter(|s| *s <= now) {

@@ -193,10 +193,11 @@ impl Store {
         )
     }
 
-    /// The newest slot recorded for a schedule, whatever its outcome.
-    pub async fn last_fire_slot(&self, schedule_id: i64) -> Result<Option<i64>, StoreError> {
-        let sql = self.sql("SELECT MAX(slot) FROM schedule_fires WHERE schedule_id = ?");
-        Ok(on_pool!(self, pool => sqlx::query_scalar::<_, Option<i64>>(&sql).bind(schedule_id).fetch_one(pool).await)?)
+    /// The newest slot recorded for each schedule that has fires, whatever their outcome, in one query.
+    pub async fn last_fire_slots(&self) -> Result<std::collections::HashMap<i64, i64>, StoreError> {
+        let sql = "SELECT schedule_id, MAX(slot) FROM schedule_fires GROUP BY schedule_id";
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (i64, i64)>(sql).fetch_all(pool).await)?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Fires a previous process claimed (or queued) but never settled: it stopped before their jobs started.
