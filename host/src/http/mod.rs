@@ -18,6 +18,7 @@ mod health;
 mod hosts;
 mod jobs;
 mod modules;
+mod notify;
 mod openapi;
 pub mod routes;
 mod schedules;
@@ -76,6 +77,7 @@ pub struct Services {
     pub jobs: Arc<JobService>,
     pub templates: Arc<Templates>,
     pub schedules: Arc<Schedules>,
+    pub notify: Arc<crate::notify::Notifications>,
     pub audit: Arc<AuditService>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
@@ -97,6 +99,7 @@ fn table() -> Routes {
         .merge(jobs::router())
         .merge(templates::router())
         .merge(schedules::router())
+        .merge(notify::router())
         .merge(audit::router())
         .merge(session::router())
         .merge(users::router())
