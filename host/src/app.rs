@@ -258,6 +258,11 @@ impl App {
         if interrupted > 0 {
             tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
         }
+        let addr = listener.local_addr().map_err(io("listener address"))?;
+        if self.config.public_url.is_none() {
+            // Port 0 in `listen` is only known now; links must name the real one.
+            self.notify.set_public_url(format!("{}://{addr}", self.config.url_scheme()));
+        }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
         let sweeper = tokio::spawn(sweep_sessions(self.users.clone(), shutdown.clone()));
         let scheduler = Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes());
@@ -286,7 +291,6 @@ impl App {
             }
         }
         let router = http::router(self.state());
-        let addr = listener.local_addr().map_err(io("listener address"))?;
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();

@@ -88,6 +88,13 @@ async fn prune(notify: &Notifications) {
 /// One attempt of one delivery, logged with its outcome.
 async fn attempt(notify: &Notifications, client: &reqwest::Client, delivery: DeliveryRow) {
     let store = notify.store();
+    if let Some(at) = too_soon(notify, &delivery).await {
+        // Its group's window is still open: it waits (and goes on counting matches) until it closes.
+        if let Err(err) = store.postpone_delivery(delivery.id, at).await {
+            tracing::warn!(delivery_id = delivery.id, error = %err, "cannot postpone a grouped notification");
+        }
+        return;
+    }
     let channel = match store.notify_channel(delivery.channel_id).await {
         Ok(Some(channel)) => channel,
         Ok(None) => {
@@ -106,7 +113,7 @@ async fn attempt(notify: &Notifications, client: &reqwest::Client, delivery: Del
     );
     let answer = match parsed {
         (Some(kind), Ok(config), Ok(notice)) => {
-            let message = message::compose(&notice, delivery.match_count, notify.public_url());
+            let message = message::compose(&notice, delivery.match_count, &notify.public_url());
             let out = Outgoing {
                 uid: &delivery.uid,
                 created_at: delivery.created_at,
@@ -142,6 +149,16 @@ async fn attempt(notify: &Notifications, client: &reqwest::Client, delivery: Del
     if let Err(err) = store.record_attempt(&delivery, ok, &text, outcome).await {
         tracing::error!(delivery_id = delivery.id, error = %err, "cannot record a notification attempt");
     }
+}
+
+/// When a storm group's delivery may go, if not now: one window after the group's last sent message (sent time,
+/// not due time: a late send must not shorten the next window).
+async fn too_soon(notify: &Notifications, delivery: &DeliveryRow) -> Option<i64> {
+    let key = delivery.group_key.as_deref()?;
+    let window = super::intake::group_window(key)?;
+    let sent = notify.store().last_sent_in_group(key).await.ok()??;
+    let at = sent.saturating_add(window);
+    (at > now_ms()).then_some(at)
 }
 
 /// The wait after the `attempt`-th failure: base × 2^(attempt−1), at most the configured maximum, ±10 %.

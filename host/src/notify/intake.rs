@@ -315,7 +315,7 @@ impl AlertFeed {
                             continue;
                         }
                         let window = filter.window_secs.unwrap_or(self.notify.config().alert_window_secs);
-                        let key = format!("s{}:{rule}", sub.id);
+                        let key = group_key(sub.id, secs_ms(window), rule);
                         match groups.get_mut(&key) {
                             Some(group) => {
                                 group.3 += 1;
@@ -383,6 +383,16 @@ impl AlertFeed {
     }
 }
 
+/// A storm group: a subscription's rule, with its window (read back by the sender, which keeps the spacing).
+fn group_key(subscription: i64, window_ms: i64, rule: &str) -> String {
+    format!("s{subscription}:w{window_ms}:{rule}")
+}
+
+/// The window of a storm group's key.
+pub(super) fn group_window(key: &str) -> Option<i64> {
+    key.split(':').nth(1)?.strip_prefix('w')?.parse().ok()
+}
+
 /// What a group's next matches join.
 enum Step<'a> {
     /// The group's newest delivery has not been sent and is not yet due: count into it.
@@ -422,6 +432,12 @@ mod tests {
             updated_at: 0,
             sent_at: None,
         }
+    }
+
+    #[test]
+    fn group_keys_carry_their_window() {
+        assert_eq!(group_window(&group_key(3, 60_000, "rm:root")), Some(60_000));
+        assert_eq!(group_window("nonsense"), None);
     }
 
     #[test]

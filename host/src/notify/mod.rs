@@ -151,14 +151,15 @@ pub struct DeliveryView {
 pub struct Notifications {
     store: Store,
     config: NotifyConfig,
-    /// The console's address as people reach it, for links.
-    public_url: String,
+    /// The console's address as people reach it, for links (the listening address once known, when unset).
+    public_url: std::sync::RwLock<String>,
     /// Woken when a delivery becomes due now (a new fact, a test, a resend).
     wake: tokio::sync::Notify,
 }
 
 impl Notifications {
     pub fn new(store: Store, config: NotifyConfig, public_url: String) -> Arc<Notifications> {
+        let public_url = std::sync::RwLock::new(public_url);
         Arc::new(Notifications { store, config, public_url, wake: tokio::sync::Notify::new() })
     }
 
@@ -166,8 +167,13 @@ impl Notifications {
         &self.config
     }
 
-    pub fn public_url(&self) -> &str {
-        &self.public_url
+    pub fn public_url(&self) -> String {
+        self.public_url.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the base of links once the listening address is known (when `public_url` is not configured).
+    pub fn set_public_url(&self, url: String) {
+        *self.public_url.write().unwrap_or_else(|e| e.into_inner()) = url;
     }
 
     pub(crate) fn store(&self) -> &Store {
@@ -286,7 +292,7 @@ impl Notifications {
     fn delivery_view(&self, row: DeliveryRow, channels: &[ChannelRow], log: Option<Vec<AttemptRow>>) -> DeliveryView {
         let channel_name = channels.iter().find(|c| c.id == row.channel_id).map(|c| c.name.clone());
         let title = serde_json::from_str::<Notice>(&row.payload)
-            .map(|n| message::one_line(&message::compose(&n, row.match_count, &self.public_url).title))
+            .map(|n| message::one_line(&message::compose(&n, row.match_count, &self.public_url()).title))
             .unwrap_or_else(|_| row.event.clone());
         DeliveryView {
             id: row.id,

@@ -339,6 +339,20 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(&sql).bind(group_key).fetch_optional(pool).await)?)
     }
 
+    /// When a storm group last had a delivery sent.
+    pub async fn last_sent_in_group(&self, group_key: &str) -> Result<Option<i64>, StoreError> {
+        let sql = self.sql("SELECT MAX(sent_at) FROM notify_deliveries WHERE group_key = ? AND status = 'sent'");
+        Ok(on_pool!(self, pool => sqlx::query_scalar::<_, Option<i64>>(&sql).bind(group_key).fetch_one(pool).await)?)
+    }
+
+    /// Moves a pending delivery's next attempt to `at`.
+    pub async fn postpone_delivery(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        let sql =
+            self.sql("UPDATE notify_deliveries SET next_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'");
+        on_pool!(self, pool => sqlx::query(&sql).bind(at).bind(now_ms()).bind(id).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
     /// Pending deliveries due at `now`, the longest waiting first.
     pub async fn due_deliveries(&self, now: i64, limit: i64) -> Result<Vec<DeliveryRow>, StoreError> {
         let query = format!(
