@@ -309,3 +309,36 @@ fn bad_input_is_a_400_naming_the_field() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     assert!(server.get("/api/notify/subscriptions").1.as_array().unwrap().is_empty(), "nothing was stored");
 }
+
+#[test]
+fn the_cli_adds_a_channel_subscribes_it_tests_it_and_reads_the_log() {
+    let server = server("");
+    let receiver = Receiver::start(&[200]);
+    let input = json!({ "name": "cli-hook", "kind": "webhook", "url": receiver.url }).to_string();
+    let out = common::cli_with_input(&server, &["notify", "add-channel", "-"], Some(&input));
+    assert!(out.status.success(), "{out:?}");
+    let id = out.stdout.trim().to_owned();
+    assert!(out.stderr.contains("signing secret (shown this once): "), "{out:?}");
+    let out = common::cli(
+        &server,
+        &["notify", "subscribe", "--channel", &id, "--event", "job.finished", "--filter", r#"{"status":["failed"]}"#],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = common::cli(
+        &server,
+        &["notify", "subscribe", "--channel", &id, "--event", "audit.alert", "--filter", r#"{"rule":"nope"}"#],
+    );
+    assert!(!out.status.success() && out.stderr.contains("filter.rule"), "{out:?}");
+    let out = common::cli(&server, &["notify", "subscriptions"]);
+    assert!(out.stdout.contains("cli-hook") && out.stdout.contains(r#"{"status":["failed"]}"#), "{out:?}");
+
+    // Sent by the running server.
+    let out = common::cli(&server, &["notify", "test", &id]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.contains("sent"), "{out:?}");
+    failing_job(&server);
+    receiver.wait_for(Duration::from_secs(20), "the job's notification", |r| r.len() >= 2);
+    let out = common::cli(&server, &["notify", "deliveries", "--status", "sent"]);
+    assert_eq!(out.stdout.lines().count(), 2, "{out:?}");
+    assert!(out.stdout.contains("job.finished") && out.stdout.contains("failed"), "{out:?}");
+}
