@@ -190,7 +190,8 @@ fn wants(filter: &Filter, notice: &Notice) -> bool {
 pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, shutdown: CancellationToken) {
     // Subscribe before reading the backlog, so that no row falls between the two.
     let mut live = audit.subscribe();
-    let mut feed = AlertFeed { notify, audit, cursor: 0, saved: 0, last_save: tokio::time::Instant::now() };
+    let mut feed =
+        AlertFeed { notify, audit, cursor: 0, saved: 0, last_save: tokio::time::Instant::now(), subscriptions: None };
     loop {
         match feed.notify.store().notify_cursor(AUDIT_CURSOR).await {
             Ok(cursor) => {
@@ -221,11 +222,11 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
             }
             received = live.recv() => match received {
                 Ok(row) => {
-                    rows.push(row.as_ref().clone());
+                    rows.push(row);
                     // Take what else is waiting: one transaction for a burst.
                     while rows.len() < AUDIT_PAGE as usize {
                         match live.try_recv() {
-                            Ok(row) => rows.push(row.as_ref().clone()),
+                            Ok(row) => rows.push(row),
                             Err(_) => break,
                         }
                     }
@@ -260,9 +261,33 @@ struct AlertFeed {
     /// The cursor as stored.
     saved: i64,
     last_save: tokio::time::Instant,
+    /// The audit.alert subscriptions, read at most once a second (a busy ingest publishes many bursts).
+    subscriptions: Option<(tokio::time::Instant, Arc<Vec<SubscriptionRow>>)>,
 }
 
+/// How long the alert feed keeps its copy of the subscriptions.
+const SUBSCRIPTIONS_FOR: Duration = Duration::from_secs(1);
+
 impl AlertFeed {
+    async fn alert_subscriptions(&mut self) -> Result<Arc<Vec<SubscriptionRow>>, NotifyError> {
+        if let Some((at, subs)) = &self.subscriptions {
+            if at.elapsed() < SUBSCRIPTIONS_FOR {
+                return Ok(subs.clone());
+            }
+        }
+        let subs: Vec<SubscriptionRow> = self
+            .notify
+            .store()
+            .notify_subscriptions()
+            .await?
+            .into_iter()
+            .filter(|s| s.event == "audit.alert")
+            .collect();
+        let subs = Arc::new(subs);
+        self.subscriptions = Some((tokio::time::Instant::now(), subs.clone()));
+        Ok(subs)
+    }
+
     /// Takes every stored row past the cursor.
     async fn catch_up(&mut self) -> Result<(), NotifyError> {
         loop {
@@ -272,7 +297,7 @@ impl AlertFeed {
             if rows.is_empty() {
                 return Ok(());
             }
-            self.take(rows).await?;
+            self.take(rows.into_iter().map(Arc::new).collect()).await?;
             if !full {
                 return Ok(());
             }
@@ -291,25 +316,18 @@ impl AlertFeed {
 
     /// Counts the rows' alert matches into their groups and moves the cursor past them, in one transaction when
     /// anything matched (otherwise the cursor is saved later: reading rows again finds nothing to count).
-    async fn take(&mut self, rows: Vec<AuditRow>) -> Result<(), NotifyError> {
-        let rows: Vec<AuditRow> = rows.into_iter().filter(|r| r.id > self.cursor).collect();
+    async fn take(&mut self, rows: Vec<Arc<AuditRow>>) -> Result<(), NotifyError> {
+        let rows: Vec<Arc<AuditRow>> = rows.into_iter().filter(|r| r.id > self.cursor).collect();
         let Some(last) = rows.iter().map(|r| r.id).max() else { return Ok(()) };
-        let subscriptions: Vec<SubscriptionRow> = self
-            .notify
-            .store()
-            .notify_subscriptions()
-            .await?
-            .into_iter()
-            .filter(|s| s.event == "audit.alert")
-            .collect();
+        let subscriptions = self.alert_subscriptions().await?;
         // group key → (subscription, its window, the first match's notice, matches, newest command)
         let mut groups: HashMap<String, (i64, i64, AlertNotice, i64, Option<String>)> = HashMap::new();
         let mut order: Vec<String> = Vec::new();
         if !subscriptions.is_empty() {
             for row in &rows {
-                let view = self.audit.view(row).await;
+                let view = self.audit.view(row.as_ref()).await;
                 for rule in &view.alerts {
-                    for sub in &subscriptions {
+                    for sub in subscriptions.iter() {
                         let filter: Filter = serde_json::from_str(&sub.filter).unwrap_or_default();
                         if filter.rule.as_ref().is_some_and(|r| r != rule) {
                             continue;
