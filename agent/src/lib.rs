@@ -65,6 +65,7 @@
 //! - [`config`]: TOML file plus environment overlay.
 //! - [`profile`]: the /etc/profile.d snippet.
 //! - [`local_log`]: the agent's own log file.
+//! - [`kernel`]: `omaudit-agent watch`, kernel-level capture of every exec (netlink audit).
 //! - [`error`]: the crate's one error enum.
 
 pub mod cli;
@@ -74,6 +75,7 @@ pub mod error;
 pub mod event;
 pub mod history;
 pub mod identity;
+pub mod kernel;
 pub mod local_log;
 pub mod profile;
 pub mod spool;
