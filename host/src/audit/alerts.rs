@@ -119,6 +119,11 @@ mod tests {
             seq: None,
             chain_seq: 1,
             row_hash: String::new(),
+            session: None,
+            argv: None,
+            cwd: None,
+            exe: None,
+            exit_code: None,
         }
     }
 

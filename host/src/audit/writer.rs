@@ -72,6 +72,11 @@ impl Pending {
             seq: event.seq,
             chain_seq: 0,
             row_hash: String::new(),
+            session: event.session,
+            argv: event.exec.argv,
+            cwd: event.exec.cwd,
+            exe: event.exec.exe,
+            exit_code: event.exec.exit_code,
         };
         Pending { dedup_key: chain::dedup_key(&row), row }
     }
