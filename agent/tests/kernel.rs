@@ -68,6 +68,10 @@ struct Watcher {
 
 impl Watcher {
     fn start(env: &[(&str, &str)]) -> Watcher {
+        Watcher::start_with(env, true)
+    }
+
+    fn start_with(env: &[(&str, &str)], manage_rules: bool) -> Watcher {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(AGENT);
         command
@@ -76,7 +80,7 @@ impl Watcher {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("OMAUDIT_CONFIG", "")
             .env("OMAUDIT_SPOOL_DIR", dir.path())
-            .env("OMAUDIT_MANAGE_RULES", "true")
+            .env("OMAUDIT_MANAGE_RULES", manage_rules.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -308,6 +312,69 @@ fn commands_history_never_sees_arrive_as_execs() {
         .collect();
     assert!(own.is_empty(), "the agent's own exec was reported: {own:?}");
     assert!(watcher.events().iter().all(|e| e.pid != Some(watcher.pid()) && e.ppid != Some(watcher.pid())));
+}
+
+#[test]
+fn configured_programs_and_users_are_not_reported() {
+    let _restore = Restore::begin();
+    let watcher = Watcher::start(&[("OMAUDIT_IGNORE_PROGRAMS", "/usr/bin/printf"), ("OMAUDIT_IGNORE_USERS", "bin")]);
+    let (printf, by_bin, last) = (marker("printf"), marker("bin"), marker("last"));
+    run(as_login(0, "/usr/bin/printf", &[text(&printf)]));
+    run(as_login(2, "/bin/echo", &[text(&by_bin)]));
+    run(as_login(0, "/bin/echo", &[text(&last)]));
+    watcher.wait_for(&[b"/bin/echo", last.as_bytes()]);
+    let commands: Vec<String> = watcher.events().into_iter().map(|e| e.command).collect();
+    assert!(!commands.iter().any(|c| c.contains(&printf) || c.contains(&by_bin)), "{commands:?}");
+}
+
+/// `watch --check` and `manage_rules = false`: what the loaded rules allow, said and done.
+#[test]
+fn without_manage_rules_the_loaded_rules_decide() {
+    let _restore = Restore::begin();
+    let check = |manage: bool| {
+        let out = Command::new(AGENT)
+            .args(["watch", "--check"])
+            .env_clear()
+            .env("OMAUDIT_CONFIG", "")
+            .env("OMAUDIT_MANAGE_RULES", manage.to_string())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (code, said) = check(true);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.ends_with("kernel capture: omaudit-agent watch can run here\n"), "{said}");
+
+    let mut control = control();
+    control.set_enabled(0).unwrap();
+    let (code, said) = check(false);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("history only: auditing is off and manage_rules = false"), "{said}");
+
+    control.set_enabled(1).unwrap();
+    let loaded = control.list_rules().unwrap();
+    if !loaded.iter().any(omaudit_agent::kernel::rules::reports_execs) {
+        let (code, said) = check(false);
+        assert_eq!(code, Some(1), "{said}");
+        assert!(said.contains("history only: no execve rule is loaded"), "{said}");
+    }
+    // auditd's kind of rule (another key, another field for "has a login uid"): check says yes, and the watcher
+    // reports through it without adding its own.
+    let added = Command::new("auditctl")
+        .args(["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-F", "auid!=-1", "-k", "site-exec"])
+        .status()
+        .expect("auditctl (Debian's auditd package)");
+    assert!(added.success());
+    let (code, said) = check(false);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("an execve rule is loaded"), "{said}");
+    let before = control.list_rules().unwrap();
+    let watcher = Watcher::start_with(&[], false);
+    assert_eq!(control.list_rules().unwrap(), before, "manage_rules = false adds no rule");
+    let mark = marker("site-rule");
+    run(as_login(0, "/bin/echo", &[text(&mark)]));
+    let event = watcher.wait_for(&[b"/bin/echo", mark.as_bytes()]);
+    assert_eq!(event.login_user, "root");
 }
 
 #[test]
