@@ -520,7 +520,7 @@ fn stopping_the_watcher_removes_exactly_its_rules() {
     watcher.wait_log("execve rules removed", Duration::from_secs(1));
 }
 
-/// 20 000 execs as fast as two shells can start them: every one arrives, or the shortfall is counted in gaps
+/// 20 000 execs as fast as four shells can start them: every one arrives, or the shortfall is counted in gaps
 /// (kernel `lost` plus receive-buffer overruns); the watcher's peak RSS stays under 64 MiB.
 #[test]
 fn a_burst_of_execs_arrives_or_is_counted() {
@@ -529,10 +529,15 @@ fn a_burst_of_execs_arrives_or_is_counted() {
     let _restore = Restore::begin();
     let mut watcher = Watcher::start(&[]);
     let mark = marker("burst");
-    let half = EXECS / 2;
+    // Four shells at once: as fast as this machine starts processes.
+    let q = EXECS / 4;
     let script = format!(
         "loop() {{ i=$1; while [ $i -lt $2 ]; do /bin/true {mark} $i; i=$((i+1)); done; }}; \
-         loop 0 {half} & loop {half} {EXECS}; wait"
+         loop 0 {q} & loop {q} {} & loop {} {} & loop {} {EXECS}; wait",
+        2 * q,
+        2 * q,
+        3 * q,
+        3 * q
     );
     let started = Instant::now();
     run(as_login(0, "/bin/sh", &[text("-c"), text(&script)]));

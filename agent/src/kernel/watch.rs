@@ -45,6 +45,8 @@ const MAX_AGE: Duration = Duration::from_secs(2);
 const POLL: Duration = Duration::from_millis(200);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// The largest loss one overrun is counted as (a serial jump beyond it is not a plausible overrun).
+const MAX_OVERRUN_ESTIMATE: u64 = 1_000_000;
 /// Execs appended to the spool per batch at most.
 const BATCH: usize = 2048;
 
@@ -146,11 +148,7 @@ fn watch(
                     let text = String::from_utf8_lossy(payload);
                     if let Some(before) = overrun_after.take() {
                         let serial = record::parse_stamp(&text).map_or(before + 1, |(s, _)| s.serial);
-                        let skipped = serial.saturating_sub(before + 1).max(1);
-                        losses.push(Loss {
-                            count: skipped,
-                            reason: format!("audit receive buffer overrun: at most {skipped} events lost"),
-                        });
+                        losses.push(overrun_loss(before, serial));
                     }
                     asm.push(ty, &text, Instant::now(), execs);
                 }
@@ -213,6 +211,19 @@ fn watch(
     }
     info!(spooled = summary.spooled, ignored = summary.ignored, lost = summary.lost, "watch: stopped");
     Ok(summary)
+}
+
+/// What an overrun lost, from the last serial seen before it and the first after it. Serials count every audit
+/// event, execs or not, so this is an upper bound; before the first record there is nothing to count from.
+fn overrun_loss(before: u64, after: u64) -> Loss {
+    if before == 0 {
+        return Loss {
+            count: 1,
+            reason: "audit receive buffer overrun before the first record: events lost, count unknown".into(),
+        };
+    }
+    let skipped = after.saturating_sub(before + 1).clamp(1, MAX_OVERRUN_ESTIMATE);
+    Loss { count: skipped, reason: format!("audit receive buffer overrun: at most {skipped} events lost") }
 }
 
 /// The reader thread: datagrams into the queue until `stop`.
@@ -445,4 +456,27 @@ pub fn check(config: &Config) -> Check {
     }
     lines.push("kernel capture: omaudit-agent watch can run here".into());
     Check { ok: true, lines }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overrun_is_counted_by_the_serials_it_skipped() {
+        assert_eq!(overrun_loss(100, 131).count, 30);
+        assert_eq!(overrun_loss(100, 131).reason, "audit receive buffer overrun: at most 30 events lost");
+        // Only records of events in flight were lost: still a loss.
+        assert_eq!(overrun_loss(100, 101).count, 1);
+        assert_eq!(overrun_loss(100, 100 + 10 * MAX_OVERRUN_ESTIMATE).count, MAX_OVERRUN_ESTIMATE);
+        assert!(overrun_loss(0, 5000).reason.contains("count unknown"));
+        assert_eq!(overrun_loss(0, 5000).count, 1);
+    }
+
+    #[test]
+    fn local_time_is_shaped_like_bash_history() {
+        let text = local_time(1_764_767_100);
+        assert_eq!(text.len(), 19, "{text}");
+        assert_eq!((&text[4..5], &text[10..11], &text[13..14]), ("-", " ", ":"));
+    }
 }
