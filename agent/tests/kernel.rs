@@ -377,6 +377,43 @@ fn without_manage_rules_the_loaded_rules_decide() {
     assert_eq!(event.login_user, "root");
 }
 
+/// Without the capabilities (as in a container that lacks them), `--check` says the history path applies and why,
+/// and `watch` refuses to start, changing nothing.
+#[test]
+fn without_the_capabilities_check_says_why_and_watch_changes_nothing() {
+    let _restore = Restore::begin();
+    let before = (control().status().unwrap().enabled, control().list_rules().unwrap());
+    let spool = tempfile::tempdir().unwrap();
+    let agent = |keep: &str, args: &[&str]| {
+        let out = Command::new("setpriv")
+            .arg(format!("--bounding-set=-all{keep}"))
+            .arg("--inh-caps=-all")
+            .arg(AGENT)
+            .args(args)
+            .env_clear()
+            .env("OMAUDIT_CONFIG", "")
+            .env("OMAUDIT_MANAGE_RULES", "true")
+            .env("OMAUDIT_SPOOL_DIR", spool.path())
+            .output()
+            .expect("setpriv (util-linux)");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, said, _) = agent("", &["watch", "--check"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.starts_with("history only: no CAP_AUDIT_CONTROL"), "{said}");
+    let (code, said, _) = agent(",+audit_control", &["watch", "--check"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("history only: cannot read the kernel's audit records"), "{said}");
+    let (code, _, err) = agent(",+audit_control", &["watch"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("CAP_AUDIT_READ"), "{err}");
+    assert_eq!((control().status().unwrap().enabled, control().list_rules().unwrap()), before);
+}
+
 #[test]
 fn su_and_sudo_keep_the_login_user() {
     let _restore = Restore::begin();
