@@ -271,7 +271,8 @@ fn the_original_agents_request_is_stored_once_and_answered_ok() {
         json!({ "events": [{ "id": 1, "host": "localhost", "ip": "127.0.0.1", "history_id": 173, "user": "root",
                               "login_user": null, "tty": null, "datetime": "2014-06-07 22:05:56",
                               "received_at": received, "command": "ls -l /tmp", "source": "legacy", "session": null,
-                              "argv": null, "cwd": null, "exe": null, "exit_code": null, "alerts": [] }],
+                              "argv": null, "cwd": null, "exe": null, "exit_code": null, "pid": null, "ppid": null,
+                              "euid": null, "auid": null, "alerts": [] }],
                 "next": null })
     );
 
@@ -943,7 +944,7 @@ fn the_live_stream_sends_matching_events_as_they_are_committed() {
         json!({ "id": 3, "host": "localhost", "ip": "127.0.0.1", "history_id": 3, "user": "root", "login_user": null,
                 "tty": null, "datetime": "2014-06-07 22:05:56", "received_at": data["received_at"],
                 "command": "root cmd", "source": "legacy", "session": null, "argv": null, "cwd": null,
-                "exe": null, "exit_code": null, "alerts": [] })
+                "exe": null, "exit_code": null, "pid": null, "ppid": null, "euid": null, "auid": null, "alerts": [] })
     );
     assert!(filtered.recv_timeout(Duration::from_millis(300)).is_err(), "nothing else matches");
     let all: Vec<(String, String)> = (0..3)
@@ -1078,6 +1079,7 @@ fn execs_are_stored_with_their_argument_vector_and_filtered_by_source_and_sessio
     );
     assert_eq!(e["login_user"], "alice(0)");
     assert_eq!(execs[2]["exit_code"], -2);
+    assert_eq!((&e["pid"], &e["ppid"], &e["euid"], &e["auid"]), (&json!(42), &json!(1), &json!(0), &json!(1000)));
     let history = list(&server, &server.token, "source=history");
     assert_eq!(commands(&history), ["make deploy"]);
     assert_eq!(history["events"][0]["argv"], Value::Null);
@@ -1199,6 +1201,8 @@ fn the_real_watcher_delivers_execs() {
         (&json!("localhost"), &json!("execve"), &json!("root"))
     );
     assert!(found["login_user"].as_str().unwrap().starts_with("root("), "{found}");
+    assert_eq!((&found["auid"], &found["euid"]), (&json!(0), &json!(0)));
+    assert!(found["pid"].as_i64().unwrap() > 1 && found["ppid"].as_i64().unwrap() >= 1, "{found}");
     let rules = Command::new("auditctl").arg("-l").output();
     if let Ok(rules) = rules {
         assert!(!String::from_utf8_lossy(&rules.stdout).contains("omaudit-exec"), "rules left behind");
@@ -1675,6 +1679,10 @@ mod dialects {
                     cwd: None,
                     exe: None,
                     exit_code: None,
+                    pid: None,
+                    ppid: None,
+                    euid: None,
+                    auid: None,
                 };
                 let dedup = omserver::audit::chain::dedup_key(&row);
                 let hash = omserver::audit::chain::seal(&chain_key, &row, &prev, &dedup);
@@ -1759,6 +1767,10 @@ mod dialects {
                     cwd: None,
                     exe: None,
                     exit_code: None,
+                    pid: None,
+                    ppid: None,
+                    euid: None,
+                    auid: None,
                 })
                 .collect();
             let mut sink = store.audit_sink().unwrap();

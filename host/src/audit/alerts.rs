@@ -124,6 +124,10 @@ mod tests {
             cwd: None,
             exe: None,
             exit_code: None,
+            pid: None,
+            ppid: None,
+            euid: None,
+            auid: None,
         }
     }
 

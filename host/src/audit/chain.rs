@@ -98,7 +98,8 @@ pub fn seal(key: &ChainKey, r: &AuditRow, prev_hash: &str, dedup_key: &str) -> S
     }
     // Fields added with migration 0012, covered only when one is present: rows written before it (all absent)
     // keep their MACs, and emptying or filling any of them on a newer row changes the MAC.
-    if r.session.is_some() || r.argv.is_some() || r.cwd.is_some() || r.exe.is_some() || r.exit_code.is_some() {
+    let numbers = [r.session, r.exit_code, r.pid, r.ppid, r.euid, r.auid];
+    if r.argv.is_some() || r.cwd.is_some() || r.exe.is_some() || numbers.iter().any(Option::is_some) {
         let mut text = |s: &str| {
             m.update(&(s.len() as u64).to_le_bytes());
             m.update(s.as_bytes());
@@ -113,7 +114,7 @@ pub fn seal(key: &ChainKey, r: &AuditRow, prev_hash: &str, dedup_key: &str) -> S
                 None => text("-"),
             }
         }
-        for number in [r.session, r.exit_code] {
+        for number in numbers {
             let mut b = [0u8; 9];
             if let Some(n) = number {
                 b[0] = 1;
@@ -247,6 +248,10 @@ mod tests {
             cwd: None,
             exe: None,
             exit_code: None,
+            pid: None,
+            ppid: None,
+            euid: None,
+            auid: None,
         }
     }
 
@@ -287,6 +292,8 @@ mod tests {
             AuditRow { exe: None, ..exec.clone() },
             AuditRow { session: Some(4), ..exec.clone() },
             AuditRow { exit_code: Some(-2), ..exec.clone() },
+            AuditRow { ppid: Some(1), ..exec.clone() },
+            AuditRow { auid: Some(0), ..exec.clone() },
         ] {
             assert_ne!(exec_mac, seal(key, &changed, GENESIS, &dedup_key(&exec)));
         }

@@ -34,6 +34,10 @@ pub struct ExecFields {
     pub cwd: Option<String>,
     pub exe: Option<String>,
     pub exit_code: Option<i64>,
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub euid: Option<i64>,
+    pub auid: Option<i64>,
 }
 
 /// A validated event for a known host.
@@ -249,6 +253,15 @@ pub struct AgentEvent {
     /// execve: 0, or the negative errno of a failed exec.
     #[serde(default)]
     pub exit: Option<i64>,
+    /// execve: process id, parent process id, effective uid, login uid.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub ppid: Option<u32>,
+    #[serde(default)]
+    pub euid: Option<u32>,
+    #[serde(default)]
+    pub auid: Option<u32>,
 }
 
 /// Events an agent lost (its spool overflowed), reported so the loss is never silent.
@@ -335,6 +348,10 @@ fn check_agent_fields(host_id: i64, host_ip: &str, e: AgentEvent, limits: Limits
             cwd: check_path("cwd", e.cwd)?,
             exe: check_path("exe", e.exe)?,
             exit_code: e.exit,
+            pid: e.pid.map(i64::from),
+            ppid: e.ppid.map(i64::from),
+            euid: e.euid.map(i64::from),
+            auid: e.auid.map(i64::from),
         }
     } else {
         ExecFields::default()

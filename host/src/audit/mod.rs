@@ -114,6 +114,11 @@ pub struct AuditView {
     pub exe: Option<String>,
     /// execve: 0, or the negative errno of a failed exec.
     pub exit_code: Option<i64>,
+    /// execve: process id, parent process id, effective uid and login uid.
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub euid: Option<i64>,
+    pub auid: Option<i64>,
     /// The alert rules this event matches, by name; empty for most.
     pub alerts: Vec<String>,
 }
@@ -382,6 +387,10 @@ impl AuditService {
             cwd: row.cwd.clone(),
             exe: row.exe.clone(),
             exit_code: row.exit_code,
+            pid: row.pid,
+            ppid: row.ppid,
+            euid: row.euid,
+            auid: row.auid,
             alerts: self.alerts.matching(row),
         }
     }

@@ -77,6 +77,10 @@ impl Pending {
             cwd: event.exec.cwd,
             exe: event.exec.exe,
             exit_code: event.exec.exit_code,
+            pid: event.exec.pid,
+            ppid: event.exec.ppid,
+            euid: event.exec.euid,
+            auid: event.exec.auid,
         };
         Pending { dedup_key: chain::dedup_key(&row), row }
     }

@@ -34,6 +34,11 @@ pub struct AuditRow {
     pub exe: Option<String>,
     /// Execs: 0, or the negative errno of a failed exec.
     pub exit_code: Option<i64>,
+    /// Execs: process id, parent process id, effective uid and login uid.
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub euid: Option<i64>,
+    pub auid: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,13 +75,13 @@ pub struct AuditQuery {
 
 pub(super) const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, \
                                   history_datetime, received_at, history_command, source, stream, seq, chain_seq, \
-                                  row_hash, session, argv, cwd, exe, exit_code";
+                                  row_hash, session, argv, cwd, exe, exit_code, pid, ppid, euid, auid";
 pub(super) const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, history_user, login_user, tty, \
                                          history_datetime, received_at, history_command, source, stream, seq, \
-                                         chain_seq, row_hash, session, argv, cwd, exe, exit_code";
+                                         chain_seq, row_hash, session, argv, cwd, exe, exit_code, pid, ppid, euid, auid";
 /// One row's placeholders in `INSERT_COLUMNS` order.
-pub(super) const ROW_MARKS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-/// Rows per multi-row INSERT: 19 parameters each, well under every dialect's parameter limit.
+pub(super) const ROW_MARKS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Rows per multi-row INSERT: 23 parameters each, well under every dialect's parameter limit.
 const INSERT_CHUNK: usize = 500;
 
 /// The audit writer's view of storage: the reads it makes before a group, and the group's one transaction.
@@ -199,7 +204,11 @@ impl Store {
                         .bind(&r.argv)
                         .bind(&r.cwd)
                         .bind(&r.exe)
-                        .bind(r.exit_code);
+                        .bind(r.exit_code)
+                        .bind(r.pid)
+                        .bind(r.ppid)
+                        .bind(r.euid)
+                        .bind(r.auid);
                 }
                 if dialect == Dialect::MySql {
                     // MySQL has no RETURNING. The audit writer is the only writer of this table, so one
