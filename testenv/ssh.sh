@@ -93,6 +93,16 @@ ssh_probe() {
 }
 
 ssh_install() {
+    # agent/tests/kernel.rs (its ssh login test uses this piece's keys) also needs sudo and auditctl, from Debian's
+    # auditd package; a policy-rc.d answering 101 keeps the package from starting the daemon.
+    if ! command -v sudo >/dev/null || ! command -v auditctl >/dev/null; then
+        local policy=/usr/sbin/policy-rc.d made=""
+        if [[ ! -e $policy ]]; then
+            printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && made=yes
+        fi
+        apt_install sudo auditd
+        [[ -z $made ]] || rm -f "$policy"
+    fi
     [[ -x $SSHD ]] && command -v ssh >/dev/null && command -v ssh-keygen >/dev/null && return 0
     apt_install openssh-server openssh-client
 }

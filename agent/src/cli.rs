@@ -1,4 +1,4 @@
-//! The command line: the prompt form and the `flush`, `status` and `profile` subcommands.
+//! The command line: the prompt form and the `flush`, `status`, `profile` and `watch` subcommands.
 
 use std::panic;
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::event::Capture;
 use crate::history;
 use crate::identity::{real_uid, Identity};
+use crate::kernel::watch;
 use crate::local_log::{utc_timestamp, LocalLog};
 use crate::profile;
 use crate::spool::Spool;
@@ -21,6 +22,8 @@ usage:
   omaudit-agent flush [--quiet]      deliver spooled events now (exit 0 when nothing is left)
   omaudit-agent status               spooled and lost counts, last error
   omaudit-agent profile [--path P]   print the /etc/profile.d snippet
+  omaudit-agent watch                capture every exec from the kernel's audit records (root; runs until SIGTERM)
+  omaudit-agent watch --check        say whether kernel capture can run here, or only the history path, and why
 configuration: /etc/omaudit/agent.toml or $OMAUDIT_CONFIG, overlaid by OMAUDIT_* variables";
 
 /// Runs the agent with `args` (program name first) and returns the exit status.
@@ -30,6 +33,7 @@ pub fn run(args: Vec<String>) -> ExitCode {
         Some("flush") => flush_command(&rest[1..]),
         Some("status") => status_command(&rest[1..]),
         Some("profile") => profile_command(&rest[1..]),
+        Some("watch") => watch_command(&rest[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -204,6 +208,41 @@ fn profile_command(args: &[String]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(err) => failure(false, &err),
+    }
+}
+
+fn watch_command(args: &[String]) -> ExitCode {
+    let check = match args {
+        [] => false,
+        [flag] if flag == "--check" => true,
+        _ => return usage_error("watch takes only --check"),
+    };
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => return failure(false, &err),
+    };
+    if check {
+        let found = watch::check(&config);
+        for line in &found.lines {
+            println!("{line}");
+        }
+        return if found.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OMAUDIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    let stop = watch::stop_on_signals();
+    match watch::run(&config, stop) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "watch stopped");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -12,12 +12,17 @@
 //! # batch_max = 500
 //! # connect_timeout_ms = 2000
 //! # read_timeout_ms = 5000
+//! # Only `omaudit-agent watch` (kernel execve capture) reads these three:
+//! # manage_rules = false                     # true: enable auditing and install/remove our own execve rules
+//! # ignore_programs = ["/usr/bin/sleep"]     # executables whose execs are not reported (exact paths)
+//! # ignore_users = ["nagios"]                # login users (names or uids) whose execs are not reported
 //! ```
 //!
 //! Environment overlay (each wins over the file): `OMAUDIT_CONFIG` (the file; empty = no file), `OMAUDIT_SERVER`,
 //! `OMAUDIT_TOKEN`, `OMAUDIT_IP`, `OMAUDIT_CA_FILE`, `OMAUDIT_SPOOL_DIR`, `OMAUDIT_LOG_DIR` (log to
 //! `<dir>/<uid>.log`), `OMAUDIT_LOG_FILE`, `OMAUDIT_SPOOL_MAX_EVENTS`, `OMAUDIT_BATCH_MAX`,
-//! `OMAUDIT_CONNECT_TIMEOUT_MS`, `OMAUDIT_READ_TIMEOUT_MS`. The profile snippet makes them read-only in login
+//! `OMAUDIT_CONNECT_TIMEOUT_MS`, `OMAUDIT_READ_TIMEOUT_MS`, `OMAUDIT_MANAGE_RULES` (`true`/`false`/`1`/`0`),
+//! `OMAUDIT_IGNORE_PROGRAMS` and `OMAUDIT_IGNORE_USERS` (comma-separated). The profile snippet makes them read-only in login
 //! shells so an audited user cannot point their own events elsewhere.
 
 use std::path::{Path, PathBuf};
@@ -57,6 +62,12 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Time allowed to send the request and receive the whole answer.
     pub read_timeout: Duration,
+    /// `watch`: enable auditing and install the agent's execve rules at start, remove exactly them at stop.
+    pub manage_rules: bool,
+    /// `watch`: executables (exact paths) whose execs are not reported.
+    pub ignore_programs: Vec<String>,
+    /// `watch`: login users (names, or uids as digits) whose execs are not reported.
+    pub ignore_users: Vec<String>,
 }
 
 impl Default for Config {
@@ -73,6 +84,9 @@ impl Default for Config {
             batch_max: 500,
             connect_timeout: Duration::from_millis(2_000),
             read_timeout: Duration::from_millis(5_000),
+            manage_rules: false,
+            ignore_programs: Vec::new(),
+            ignore_users: Vec::new(),
         }
     }
 }
@@ -91,6 +105,9 @@ struct FileConfig {
     batch_max: Option<usize>,
     connect_timeout_ms: Option<u64>,
     read_timeout_ms: Option<u64>,
+    manage_rules: Option<bool>,
+    ignore_programs: Option<Vec<String>>,
+    ignore_users: Option<Vec<String>>,
 }
 
 impl Config {
@@ -183,6 +200,15 @@ impl Config {
         if let Some(ms) = file.read_timeout_ms {
             self.read_timeout = Duration::from_millis(positive(ms, "read_timeout_ms").map_err(bad)?);
         }
+        if let Some(manage) = file.manage_rules {
+            self.manage_rules = manage;
+        }
+        if let Some(list) = file.ignore_programs {
+            self.ignore_programs = list.into_iter().filter_map(non_empty).collect();
+        }
+        if let Some(list) = file.ignore_users {
+            self.ignore_users = list.into_iter().filter_map(non_empty).collect();
+        }
         Ok(())
     }
 
@@ -229,6 +255,20 @@ impl Config {
         }
         if let Some(ms) = number("OMAUDIT_READ_TIMEOUT_MS")? {
             self.read_timeout = Duration::from_millis(ms);
+        }
+        if let Some(v) = env("OMAUDIT_MANAGE_RULES") {
+            self.manage_rules = match v.trim() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                other => return Err(bad("OMAUDIT_MANAGE_RULES", format!("{other:?} is not true or false"))),
+            };
+        }
+        let list = |v: String| v.split(',').map(str::to_owned).filter_map(non_empty).collect::<Vec<_>>();
+        if let Some(v) = env("OMAUDIT_IGNORE_PROGRAMS") {
+            self.ignore_programs = list(v);
+        }
+        if let Some(v) = env("OMAUDIT_IGNORE_USERS") {
+            self.ignore_users = list(v);
         }
         Ok(())
     }
@@ -329,6 +369,27 @@ mod tests {
         assert!(Config::load_with(env_of(&[("OMAUDIT_CONFIG", &path3)])).is_err());
         assert!(Config::load_with(env_of(&[("OMAUDIT_CONFIG", "/nonexistent/agent.toml")])).is_err());
         assert!(Config::load_with(env_of(&[("OMAUDIT_CONFIG", ""), ("OMAUDIT_BATCH_MAX", "many")])).is_err());
+    }
+
+    #[test]
+    fn watch_settings_from_file_and_environment() {
+        let (_dir, path) = write_config(
+            "manage_rules = true\nignore_programs = [\"/usr/bin/sleep\", \" \"]\nignore_users = [\"nagios\"]\n",
+        );
+        let config = Config::load_with(env_of(&[("OMAUDIT_CONFIG", &path)])).unwrap();
+        assert!(config.manage_rules);
+        assert_eq!(config.ignore_programs, vec!["/usr/bin/sleep".to_owned()]);
+        assert_eq!(config.ignore_users, vec!["nagios".to_owned()]);
+        let config = Config::load_with(env_of(&[
+            ("OMAUDIT_CONFIG", &path),
+            ("OMAUDIT_MANAGE_RULES", "0"),
+            ("OMAUDIT_IGNORE_USERS", "alice, 1001,,"),
+        ]))
+        .unwrap();
+        assert!(!config.manage_rules);
+        assert_eq!(config.ignore_users, vec!["alice".to_owned(), "1001".to_owned()]);
+        let err = Config::load_with(env_of(&[("OMAUDIT_CONFIG", ""), ("OMAUDIT_MANAGE_RULES", "maybe")]));
+        assert!(err.is_err());
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub enum Error {
         message: String,
     },
 
+    /// The kernel's audit subsystem (`watch`).
+    #[error(transparent)]
+    Kernel(#[from] crate::kernel::KernelError),
+
     /// Bad command-line usage of a subcommand.
     #[error("{0}")]
     Usage(String),

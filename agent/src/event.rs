@@ -9,6 +9,10 @@ use crate::history::HistoryLine;
 use crate::identity::Identity;
 
 /// One audited command, as spooled and as sent.
+///
+/// A history event (typed at a bash prompt) leaves the execve-only fields out; an execve event (captured from
+/// the kernel by `omaudit-agent watch`) has `source = "execve"`, `history_id = 0` and `command` = the argument
+/// vector quoted so it pastes back into bash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Random id (32 hex chars) created with the spool's state; `(stream, seq)` is the server's idempotency key.
@@ -29,8 +33,78 @@ pub struct Event {
     pub ip: String,
     /// `YYYY-MM-DD HH:MM:SS`, host-local, from the history line.
     pub time: String,
-    /// The command exactly as typed.
+    /// The command exactly as typed (history), or the argument vector quoted for bash (execve).
     pub command: String,
+    /// `"history"` (left out on the wire) or `"execve"`.
+    #[serde(default, skip_serializing_if = "Source::is_history")]
+    pub source: Source,
+    /// The kernel's audit session id (`/proc/self/sessionid`, `ses=`): what links a typed line to what ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
+    /// execve: the argument vector, each argument whole (text, or its bytes in hex when not UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<Arg>>,
+    /// execve: the executable (the path tried, for a failed exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// execve: the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// execve: process id and parent process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// execve: parent process id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    /// execve: effective uid (differs from `uid` for setuid programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    /// execve: the login uid (`auid`), kept across su and sudo; `login_user` is its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auid: Option<u32>,
+    /// execve: the syscall's result: 0, or the negative errno of a failed exec (`-2` = not found).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i64>,
+}
+
+/// Where an event was captured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A bash history line, recorded at the prompt.
+    #[default]
+    History,
+    /// An execve the kernel audited.
+    Execve,
+}
+
+impl Source {
+    fn is_history(&self) -> bool {
+        *self == Source::History
+    }
+}
+
+/// One argument of an execve: text when it is UTF-8, else `{"hex": "…"}` with its exact bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Arg {
+    /// A UTF-8 argument.
+    Text(String),
+    /// Any other bytes, hex-encoded (lowercase).
+    Bytes {
+        /// The argument's bytes in hex.
+        hex: String,
+    },
+}
+
+impl Arg {
+    /// The argument for these bytes.
+    pub fn from_bytes(bytes: Vec<u8>) -> Arg {
+        match String::from_utf8(bytes) {
+            Ok(text) => Arg::Text(text),
+            Err(err) => Arg::Bytes { hex: err.into_bytes().iter().map(|b| format!("{b:02x}")).collect() },
+        }
+    }
 }
 
 /// What the prompt captured, before the spool gives it a stream and a sequence number.
@@ -58,6 +132,16 @@ impl Capture {
             ip: self.ip,
             time: self.line.time,
             command: self.line.command,
+            source: Source::History,
+            session: self.identity.session,
+            argv: None,
+            exe: None,
+            cwd: None,
+            pid: None,
+            ppid: None,
+            euid: None,
+            auid: None,
+            exit: None,
         }
     }
 }
@@ -126,6 +210,16 @@ mod tests {
             ip: "127.0.0.1".into(),
             time: "2014-06-07 22:05:56".into(),
             command: "ls -l".into(),
+            source: Source::History,
+            session: None,
+            argv: None,
+            exe: None,
+            cwd: None,
+            pid: None,
+            ppid: None,
+            euid: None,
+            auid: None,
+            exit: None,
         };
         let gap = Gap { stream: event.stream.clone(), from_seq: 18, to_seq: 40, reason: "spool full".into() };
         let body = serde_json::to_string(&Submission { events: &[event], gaps: &[gap] }).unwrap();
@@ -133,6 +227,21 @@ mod tests {
             body,
             r#"{"events":[{"stream":"0123456789abcdef0123456789abcdef","seq":17,"history_id":173,"user":"root","login_user":"alice","uid":0,"tty":"/dev/pts/0","ip":"127.0.0.1","time":"2014-06-07 22:05:56","command":"ls -l"}],"gaps":[{"stream":"0123456789abcdef0123456789abcdef","from_seq":18,"to_seq":40,"reason":"spool full"}]}"#
         );
+    }
+
+    #[test]
+    fn execve_fields_and_byte_arguments_round_trip() {
+        let argv = vec![Arg::from_bytes(b"printf".to_vec()), Arg::from_bytes(b"a b\xff".to_vec())];
+        assert_eq!(argv[1], Arg::Bytes { hex: "612062ff".into() });
+        let text = serde_json::to_string(&argv).unwrap();
+        assert_eq!(text, r#"["printf",{"hex":"612062ff"}]"#);
+        assert_eq!(serde_json::from_str::<Vec<Arg>>(&text).unwrap(), argv);
+        let line = r#"{"stream":"s","seq":1,"history_id":0,"user":"root","login_user":"alice","uid":0,"tty":"",
+                       "ip":"","time":"2014-06-07 22:05:56","command":"id","source":"execve","argv":["id"],"exit":0}"#;
+        let event: Event = serde_json::from_str(line).unwrap();
+        assert_eq!(event.source, Source::Execve);
+        assert_eq!(event.exit, Some(0));
+        assert!(serde_json::to_string(&event).unwrap().contains(r#""source":"execve""#));
     }
 
     #[test]

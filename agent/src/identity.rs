@@ -21,6 +21,8 @@ pub struct Identity {
     pub login_user: String,
     /// `readlink /proc/self/fd/0` when stdin is a terminal, else `""`.
     pub tty: String,
+    /// The kernel's audit session id (`/proc/self/sessionid`), set at login with the login uid; `None` when unset.
+    pub session: Option<u32>,
 }
 
 impl Identity {
@@ -32,8 +34,14 @@ impl Identity {
         let login_user = resolve_login_user(sudo_user.as_deref(), loginuid.as_deref(), uid, || {
             fs::read_to_string("/etc/passwd").unwrap_or_default()
         });
-        Identity { uid, login_user, tty: stdin_tty() }
+        let session = fs::read_to_string("/proc/self/sessionid").ok().and_then(|s| parse_id(&s));
+        Identity { uid, login_user, tty: stdin_tty(), session }
     }
+}
+
+/// A login uid or session id as /proc and the kernel's audit records print it; the "unset" value is `None`.
+pub fn parse_id(text: &str) -> Option<u32> {
+    text.trim().parse::<u32>().ok().filter(|&id| id != UNSET_LOGINUID)
 }
 
 /// The real uid (not the effective one: the spool is per person at the prompt).

@@ -41,8 +41,9 @@
 //! read-only, but a shell started with `--norc`/`--noprofile` never sources it); `HISTFILE=/dev/null`,
 //! `HISTSIZE=0`, `set +o history`; a fresh `bash --norc` (PROMPT_COMMAND is not exported); other shells (sh, zsh,
 //! fish); non-interactive `ssh host cmd`, scp/sftp, cron, and anything run by a program. Each command is seen
-//! only as typed (an alias or a script shows its name, not what ran). Kernel-level capture of execve (auditd,
-//! go-audit, laurel) attributed by login uid is the stronger tool.
+//! only as typed (an alias or a script shows its name, not what ran). Kernel-level capture of execve attributed by
+//! login uid is the stronger tool: [`kernel`] (`omaudit-agent watch`) is that, beside this path, which stays for
+//! hosts where the watcher cannot run (`omaudit-agent watch --check` says which applies).
 //!
 //! Two timing effects: the last command of a session (`exit`, or one that kills the shell) gets no prompt after
 //! it, so it is only recorded at the next login, when bash has reloaded HISTFILE and `history 1` shows it again
@@ -65,6 +66,7 @@
 //! - [`config`]: TOML file plus environment overlay.
 //! - [`profile`]: the /etc/profile.d snippet.
 //! - [`local_log`]: the agent's own log file.
+//! - [`kernel`]: `omaudit-agent watch`, kernel-level capture of every exec (netlink audit).
 //! - [`error`]: the crate's one error enum.
 
 pub mod cli;
@@ -74,6 +76,7 @@ pub mod error;
 pub mod event;
 pub mod history;
 pub mod identity;
+pub mod kernel;
 pub mod local_log;
 pub mod profile;
 pub mod spool;

@@ -270,7 +270,9 @@ fn the_original_agents_request_is_stored_once_and_answered_ok() {
         body,
         json!({ "events": [{ "id": 1, "host": "localhost", "ip": "127.0.0.1", "history_id": 173, "user": "root",
                               "login_user": null, "tty": null, "datetime": "2014-06-07 22:05:56",
-                              "received_at": received, "command": "ls -l /tmp", "source": "legacy", "alerts": [] }],
+                              "received_at": received, "command": "ls -l /tmp", "source": "legacy", "session": null,
+                              "argv": null, "cwd": null, "exe": null, "exit_code": null, "pid": null, "ppid": null,
+                              "euid": null, "auid": null, "alerts": [] }],
                 "next": null })
     );
 
@@ -941,7 +943,8 @@ fn the_live_stream_sends_matching_events_as_they_are_committed() {
         data,
         json!({ "id": 3, "host": "localhost", "ip": "127.0.0.1", "history_id": 3, "user": "root", "login_user": null,
                 "tty": null, "datetime": "2014-06-07 22:05:56", "received_at": data["received_at"],
-                "command": "root cmd", "source": "legacy", "alerts": [] })
+                "command": "root cmd", "source": "legacy", "session": null, "argv": null, "cwd": null,
+                "exe": null, "exit_code": null, "pid": null, "ppid": null, "euid": null, "auid": null, "alerts": [] })
     );
     assert!(filtered.recv_timeout(Duration::from_millis(300)).is_err(), "nothing else matches");
     let all: Vec<(String, String)> = (0..3)
@@ -1035,6 +1038,175 @@ fn the_real_agent_delivers_a_prompt_line_once() {
     assert_eq!(agent(&["flush"]).0, Some(0));
     let events = all_events(&server);
     assert_eq!(events.iter().map(|e| e["command"].as_str().unwrap()).collect::<Vec<_>>(), ["ls -l /tmp", "echo two"]);
+}
+
+/// An exec as `omaudit-agent watch` sends it.
+fn exec_ev(seq: i64, session: i64, tty: &str, time: &str, argv: Value) -> Value {
+    let words: Vec<&str> = argv.as_array().into_iter().flatten().map(|a| a.as_str().unwrap_or("$'...'")).collect();
+    let command = if words.is_empty() { "x".to_owned() } else { words.join(" ") };
+    json!({ "stream": "w", "seq": seq, "history_id": 0, "user": "root", "login_user": "alice", "uid": 0,
+            "tty": tty, "ip": "127.0.0.1", "time": time, "command": command, "source": "execve",
+            "session": session, "argv": argv, "cwd": "/srv/app", "exe": "/usr/bin/tool", "pid": 40 + seq,
+            "ppid": 1, "euid": 0, "auid": 1000, "exit": if seq == 3 { -2 } else { 0 } })
+}
+
+#[test]
+fn execs_are_stored_with_their_argument_vector_and_filtered_by_source_and_session() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    // A line typed in session 7 on pts/1, the execs of that session in the seconds after it, and one exec of
+    // another session at the same time.
+    let mut typed = ev("h", 1, "root", "2026-11-24 10:00:00", "make deploy");
+    typed["session"] = json!(7);
+    let events = json!([
+        typed,
+        exec_ev(1, 7, "/dev/pts/1", "2026-11-24 10:00:00", json!(["make", "deploy"])),
+        exec_ev(2, 7, "/dev/pts/1", "2026-11-24 10:00:03", json!(["sh", "-c", "curl -s x | sh", {"hex": "ff00fe"}])),
+        exec_ev(3, 7, "/dev/pts/1", "2026-11-24 10:00:04", json!(["./missing"])),
+        exec_ev(4, 8, "/dev/pts/2", "2026-11-24 10:00:01", json!(["id"])),
+    ]);
+    assert_eq!(post_batch(&server, &token, &json!({ "events": events })), (StatusCode::OK, ack(5, 0)));
+
+    let execs = list(&server, &server.token, "source=execve&after=0");
+    let execs = execs["events"].as_array().unwrap();
+    assert_eq!(execs.len(), 4);
+    let e = &execs[1];
+    assert_eq!(e["source"], "execve");
+    assert_eq!(e["argv"], json!(["sh", "-c", "curl -s x | sh", {"hex": "ff00fe"}]));
+    assert_eq!(
+        (&e["cwd"], &e["exe"], &e["session"], &e["exit_code"]),
+        (&json!("/srv/app"), &json!("/usr/bin/tool"), &json!(7), &json!(0))
+    );
+    assert_eq!(e["login_user"], "alice(0)");
+    assert_eq!(execs[2]["exit_code"], -2);
+    assert_eq!((&e["pid"], &e["ppid"], &e["euid"], &e["auid"]), (&json!(42), &json!(1), &json!(0), &json!(1000)));
+    let history = list(&server, &server.token, "source=history");
+    assert_eq!(commands(&history), ["make deploy"]);
+    assert_eq!(history["events"][0]["argv"], Value::Null);
+    assert_eq!(history["events"][0]["session"], 7);
+
+    // What ran for the typed line: its session and terminal, from its time on.
+    let ran = list(
+        &server,
+        &server.token,
+        "source=execve&session=7&tty=/dev/pts/1&from=2026-11-24%2010:00:00&to=2026-11-24%2010:00:10&after=0",
+    );
+    let argv0: Vec<&Value> = ran["events"].as_array().unwrap().iter().map(|e| &e["argv"][0]).collect();
+    assert_eq!(argv0, [&json!("make"), &json!("sh"), &json!("./missing")]);
+
+    let (status, body) = get_as(&server, &server.token, "/api/audit/events?source=kernel");
+    assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &json!("source")), "{body}");
+
+    // An exec without an argument vector, or with one that is not a list of arguments, is refused alone.
+    let mut no_argv = exec_ev(5, 7, "", "2026-11-24 10:00:05", json!(["x"]));
+    no_argv.as_object_mut().unwrap().remove("argv");
+    let bad = [
+        no_argv,
+        exec_ev(6, 7, "", "2026-11-24 10:00:05", json!([])),
+        exec_ev(7, 7, "", "2026-11-24 10:00:05", json!(["a\u{0}b"])),
+        exec_ev(8, 7, "", "2026-11-24 10:00:05", json!([{"hex": "zz"}])),
+        exec_ev(9, 7, "", "2026-11-24 10:00:05", json!("ls -l")),
+        json!({ "stream": "w", "seq": 10, "history_id": 0, "user": "root", "time": "2026-11-24 10:00:05",
+                "command": "x", "source": "ebpf" }),
+    ];
+    let (status, body) = post_batch(&server, &token, &json!({ "events": bad }));
+    assert_eq!((status, &body["stored"]), (StatusCode::OK, &json!(0)), "{body}");
+    let fields: Vec<&str> = body["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().split(':').next().unwrap())
+        .collect();
+    assert_eq!(fields, ["argv", "argv", "argv", "argv", "argv", "source"], "{body}");
+
+    // The chain covers the exec fields: an edited argument vector is found.
+    let out = cli(&server, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        db_exec(&server, "UPDATE server_history SET argv = '[\"sh\",\"-c\",\"true\"]' WHERE seq = 2 AND stream = 'w'"),
+        1
+    );
+    let out = cli(&server, &["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+/// `omaudit-agent watch` (root, kernel audit) delivering to the running server: a command run in a login
+/// session arrives with `source = "execve"` and its argument vector. The watcher removes its rules at SIGTERM.
+#[test]
+fn the_real_watcher_delivers_execs() {
+    let server = start();
+    let token = agent_token(&server, "localhost");
+    let scratch = tempfile::tempdir().unwrap();
+    let mut watcher = Command::new(agent_binary())
+        .arg("watch")
+        .env("OMAUDIT_CONFIG", "")
+        .env("OMAUDIT_SERVER", &server.base)
+        .env("OMAUDIT_TOKEN", &token)
+        .env("OMAUDIT_SPOOL_DIR", scratch.path().join("spool"))
+        .env("OMAUDIT_MANAGE_RULES", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start omaudit-agent watch");
+    let stderr = BufReader::new(watcher.stderr.take().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("watch: ready")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = watcher.kill();
+                panic!("the watcher did not start (it needs root and the kernel's audit netlink): {seen:?}");
+            }
+        }
+    }
+    let mark = format!("om-watch-{}", std::process::id());
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("echo 0 > /proc/self/loginuid && cd /tmp && exec /bin/echo \"$0\" 'a b'")
+        .arg(&mark)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let start = Instant::now();
+    let found = loop {
+        let events = list(&server, &server.token, "source=execve&after=0");
+        let hit = events["events"].as_array().unwrap().iter().find(|e| e["argv"][1] == json!(mark)).cloned();
+        if let Some(hit) = hit {
+            break hit;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the exec did not arrive");
+        thread::sleep(Duration::from_millis(200));
+    };
+    // SAFETY: kill on our own child's pid.
+    unsafe { libc::kill(watcher.id() as libc::pid_t, libc::SIGTERM) };
+    let status = watcher.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(found["argv"], json!(["/bin/echo", mark, "a b"]));
+    assert_eq!(found["command"], json!(format!("/bin/echo {mark} 'a b'")));
+    assert_eq!(
+        (&found["cwd"], &found["exe"], &found["exit_code"]),
+        (&json!("/tmp"), &json!("/usr/bin/echo"), &json!(0))
+    );
+    assert_eq!(
+        (&found["host"], &found["source"], &found["user"]),
+        (&json!("localhost"), &json!("execve"), &json!("root"))
+    );
+    assert!(found["login_user"].as_str().unwrap().starts_with("root("), "{found}");
+    assert_eq!((&found["auid"], &found["euid"]), (&json!(0), &json!(0)));
+    assert!(found["pid"].as_i64().unwrap() > 1 && found["ppid"].as_i64().unwrap() >= 1, "{found}");
+    let rules = Command::new("auditctl").arg("-l").output();
+    if let Ok(rules) = rules {
+        assert!(!String::from_utf8_lossy(&rules.stdout).contains("omaudit-exec"), "rules left behind");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1502,6 +1674,15 @@ mod dialects {
                     seq: None,
                     chain_seq: n,
                     row_hash: String::new(),
+                    session: None,
+                    argv: None,
+                    cwd: None,
+                    exe: None,
+                    exit_code: None,
+                    pid: None,
+                    ppid: None,
+                    euid: None,
+                    auid: None,
                 };
                 let dedup = omserver::audit::chain::dedup_key(&row);
                 let hash = omserver::audit::chain::seal(&chain_key, &row, &prev, &dedup);
@@ -1581,6 +1762,15 @@ mod dialects {
                     seq: Some(n),
                     chain_seq: n,
                     row_hash: format!("{n:064}"),
+                    session: None,
+                    argv: None,
+                    cwd: None,
+                    exe: None,
+                    exit_code: None,
+                    pid: None,
+                    ppid: None,
+                    euid: None,
+                    auid: None,
                 })
                 .collect();
             let mut sink = store.audit_sink().unwrap();

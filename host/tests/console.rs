@@ -81,6 +81,65 @@ fn send_audit(server: &Server, token: &str, seq: i64, command: &str) {
 }
 
 #[test]
+fn the_audit_page_shows_what_a_typed_line_ran() {
+    let server = server();
+    let token = agent_token(&server, "localhost");
+    // A typed line in audit session 9 on pts/3, two execs of that session after it (one argument hostile HTML),
+    // and one of another session that must not be listed under it.
+    let typed = json!({ "stream": "console", "seq": 1, "history_id": 1, "user": "root", "login_user": "alice",
+                        "uid": 0, "tty": "/dev/pts/3", "ip": "127.0.0.1", "time": "2026-12-02 10:00:00",
+                        "command": "./deploy.sh", "session": 9 });
+    let exec = |seq: i64, session: i64, time: &str, argv: serde_json::Value, command: &str, exit: i64| {
+        json!({ "stream": "watch", "seq": seq, "history_id": 0, "user": "root", "login_user": "alice", "uid": 0,
+                "tty": "/dev/pts/3", "ip": "127.0.0.1", "time": time, "command": command, "source": "execve",
+                "session": session, "argv": argv, "cwd": "/srv/app", "exe": "/usr/bin/curl", "exit": exit })
+    };
+    let events = json!([
+        typed,
+        exec(
+            1,
+            9,
+            "2026-12-02 10:00:01",
+            json!(["curl", "<img src=x onerror=alert(1)>"]),
+            "curl '<img src=x onerror=alert(1)>'",
+            0
+        ),
+        exec(2, 9, "2026-12-02 10:00:02", json!(["./missing"]), "./missing", -2),
+        exec(3, 10, "2026-12-02 10:00:01", json!(["other-session"]), "other-session", 0),
+    ]);
+    let request = server.client.post(format!("{}/api/audit/events", server.base)).bearer_auth(&token);
+    let (status, body) = server.send(request.json(&json!({ "events": events })));
+    assert_eq!((status, &body["stored"]), (StatusCode::OK, &json!(4)), "{body}");
+
+    let browser = Browser::start("audit_what_ran");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/audit", server.base));
+    browser.wait_for_text("#events tbody", "./deploy.sh", Duration::from_secs(5));
+    // Execs show their program and directory; the hostile argument is text, not markup.
+    browser.wait_for_text(
+        "#events tbody tr[data-source='execve']",
+        "program /usr/bin/curl · in /srv/app",
+        Duration::from_secs(5),
+    );
+    assert!(browser.text("#events tbody").contains("exec failed (errno 2)"));
+    assert_eq!(browser.eval("return document.querySelectorAll('#events img').length"), json!(0));
+    browser.click("#events tbody tr[data-source='agent'] button.what-ran");
+    browser.wait_for_text("#events tbody tr[data-source='agent'] .ran", "./missing", Duration::from_secs(5));
+    let ran = browser.text("#events tbody tr[data-source='agent'] .ran");
+    assert!(ran.contains("curl '<img src=x onerror=alert(1)>'"), "{ran}");
+    assert!(!ran.contains("other-session"), "another session's exec is not what this line ran: {ran}");
+    assert_eq!(browser.eval("return document.querySelectorAll('#events img').length"), json!(0));
+    browser.screenshot("what-ran");
+
+    // The Source filter: only execs.
+    browser.eval("document.getElementById('f-source').value = 'execve'; return null");
+    browser.click("#apply");
+    browser.wait_for_text("#events tbody", "other-session", Duration::from_secs(5));
+    assert!(!browser.text("#events tbody").contains("./deploy.sh"), "typed lines are filtered out");
+    browser.screenshot("execs-only");
+}
+
+#[test]
 fn an_audit_event_appears_on_an_open_audit_page_within_a_second() {
     let server = server();
     let token = agent_token(&server, "localhost");

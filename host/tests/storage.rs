@@ -101,8 +101,12 @@ async fn tables(db: &Db) -> Vec<String> {
     names
 }
 
-/// How many migrations each dialect has (`migrations/<dialect>/`).
-const MIGRATIONS: i64 = 11;
+/// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
+const MIGRATIONS: i64 = 12;
+
+fn versions() -> Vec<Option<i64>> {
+    (1..=MIGRATIONS).map(Some).collect()
+}
 
 const TABLES: [&str; 24] = [
     "_sqlx_migrations",
@@ -181,7 +185,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
     for_each_dialect(|db| async move {
         assert_eq!(tables(&db).await, TABLES);
         let applied = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        assert_eq!(integers(&db, applied).await, (1..=MIGRATIONS).map(Some).collect::<Vec<_>>());
+        assert_eq!(integers(&db, applied).await, versions());
         assert_eq!(db.store.host_count().await.unwrap(), 0);
         assert_eq!(db.store.token_count().await.unwrap(), 0);
         assert!(db.store.query_jobs(&newest(10)).await.unwrap().is_empty());
@@ -192,7 +196,7 @@ async fn migrations_apply_to_an_empty_database_and_again_are_a_no_op() {
         let again = Store::connect(&alias_url(&db)).await.unwrap_or_else(|e| panic!("second connect: {e}"));
         assert_eq!(again.dialect(), db.dialect);
         assert_eq!(tables(&db).await, TABLES);
-        assert_eq!(integers(&db, applied).await, (1..=MIGRATIONS).map(Some).collect::<Vec<_>>());
+        assert_eq!(integers(&db, applied).await, versions());
         assert_eq!(count(&db, "_sqlx_migrations").await, MIGRATIONS);
         let hosts = again.list_hosts().await.unwrap();
         assert_eq!(hosts.iter().map(|h| (h.id, h.name.as_str())).collect::<Vec<_>>(), [(kept.id, "kept")]);

@@ -21,6 +21,10 @@
 //! - `bench-schedules [FIRES] [ROUNDS]`: schedule fire lag, and a rolling job with one batch of all 50 ssh hosts
 //!   against the same job without a rollout, through the API of the release server (see BENCHMARKS.md).
 //!
+//! - `bench-exec [N] [ROUNDS]`: the cost of kernel exec auditing to the audited processes: N `/bin/true` execs
+//!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
+//!   Installs Debian's `auditd` when missing, without starting its service.
+//!
 //! No dependencies: it must build in seconds on a fresh clone.
 
 use std::{
@@ -55,10 +59,11 @@ fn main() -> ExitCode {
         "bench-console" => bench_console(&rest),
         "bench-schedules" => bench_schedules(&rest),
         "bench-notify" => bench_notify(&rest),
+        "bench-exec" => bench_exec(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-exec [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -329,6 +334,28 @@ fn bench_audit(args: &[String]) -> Result {
         run(Command::new("apt-get").args(["install", "-y", "wrk"]))?;
     }
     run(cargo().args(["run", "--release", "--quiet", "-p", "omserver", "--example", "audit_ingest", "--"]).args(args))
+}
+
+/// `bench-exec [N] [ROUNDS]`: agent/examples/exec_bench.rs, release build.
+fn bench_exec(args: &[String]) -> Result {
+    if !Path::new("/usr/sbin/auditd").exists() {
+        eprintln!("xtask: auditd is not installed; installing Debian's package (its service is not started)");
+        // policy-rc.d answering 101 keeps the package's scripts from starting the daemon.
+        let policy = Path::new("/usr/sbin/policy-rc.d");
+        let had_policy = policy.exists();
+        if !had_policy {
+            fs::write(policy, "#!/bin/sh\nexit 101\n").map_err(|e| format!("write {}: {e}", policy.display()))?;
+            run(Command::new("chmod").args(["755", "/usr/sbin/policy-rc.d"]))?;
+        }
+        let installed =
+            run(Command::new("apt-get").args(["install", "-y", "auditd"]).env("DEBIAN_FRONTEND", "noninteractive"));
+        if !had_policy {
+            let _ = fs::remove_file(policy);
+        }
+        installed?;
+    }
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omaudit-agent", "--bins", "--examples"]))?;
+    run(Command::new(target_dir().join("release").join("examples").join("exec_bench")).args(args))
 }
 
 /// PostgreSQL and MariaDB run on this kind of machine before a session; start whichever is down (the storage

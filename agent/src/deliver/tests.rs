@@ -52,7 +52,7 @@ fn fixture(max: u64, events: u64) -> Fixture {
                 time: "2026-11-24 10:00:00".into(),
                 command: format!("cmd {i}"),
             },
-            identity: Identity { uid: 7, login_user: "alice".into(), tty: "/dev/pts/3".into() },
+            identity: Identity { uid: 7, login_user: "alice".into(), tty: "/dev/pts/3".into(), session: None },
             ip: String::new(),
         };
         spool.record(capture).unwrap();
@@ -217,7 +217,7 @@ fn a_large_backlog_goes_out_once_in_order() {
                 time: "2026-11-24 10:00:00".into(),
                 command: format!("{i} {}", "y".repeat(2000)),
             },
-            identity: Identity { uid: 7, login_user: "alice".into(), tty: String::new() },
+            identity: Identity { uid: 7, login_user: "alice".into(), tty: String::new(), session: None },
             ip: String::new(),
         };
         f.spool.record(capture).unwrap();

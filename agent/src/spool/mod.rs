@@ -41,12 +41,33 @@ pub use state::State;
 /// How long a prompt waits for the spool lock before giving up with [`Error::SpoolBusy`].
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// The spool of one uid.
+/// The spool of one uid (or the watcher's, `execve.*`).
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
-    uid: u32,
+    /// The file names' stem: the uid, or `execve` for `omaudit-agent watch`.
+    stem: String,
     max_events: u64,
+}
+
+/// Events that will never be spooled, counted: a gap of `count` sequence numbers with this reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// How many events (at least 1).
+    pub count: u64,
+    /// Why, as the server shows it.
+    pub reason: String,
+}
+
+/// What [`Spool::record_many`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordedMany {
+    /// Events appended.
+    pub appended: u64,
+    /// Events counted lost because the spool was full.
+    pub full: u64,
+    /// Sequence numbers reserved for the given losses.
+    pub lost: u64,
 }
 
 /// What [`Spool::record`] did with an event.
@@ -128,24 +149,30 @@ impl Spool {
     /// The spool of `uid` in `dir`, creating the directory when missing.
     pub fn open(dir: &Path, uid: u32, max_events: u64) -> Result<Spool> {
         files::ensure_dir(dir)?;
-        Ok(Spool { dir: dir.to_owned(), uid, max_events })
+        Ok(Spool { dir: dir.to_owned(), stem: uid.to_string(), max_events })
+    }
+
+    /// The kernel watcher's spool, `<dir>/execve.spool`: one writer (the watcher), apart from every prompt's.
+    pub fn open_watch(dir: &Path, max_events: u64) -> Result<Spool> {
+        files::ensure_dir(dir)?;
+        Ok(Spool { dir: dir.to_owned(), stem: "execve".to_owned(), max_events })
     }
 
     /// `<dir>/<uid>.spool`.
     pub fn path(&self) -> PathBuf {
-        self.dir.join(format!("{}.spool", self.uid))
+        self.dir.join(format!("{}.spool", self.stem))
     }
 
     fn state_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.state", self.uid))
+        self.dir.join(format!("{}.state", self.stem))
     }
 
     fn lock_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.lock", self.uid))
+        self.dir.join(format!("{}.lock", self.stem))
     }
 
     fn flush_lock_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.flush.lock", self.uid))
+        self.dir.join(format!("{}.flush.lock", self.stem))
     }
 
     /// Records one event: de-duplicates, assigns `(stream, seq)`, appends or counts it lost. Called at the prompt.
@@ -175,10 +202,72 @@ impl Spool {
         Ok(Recorded { outcome: Outcome::Appended(seq), pending: true })
     }
 
+    /// Records many events and losses under one lock, one state write and one append: the watcher's path, where
+    /// thousands of execs a second must not cost a lock and a state rewrite each. `build` makes each item's event
+    /// at its `(stream, seq)`. Losses are given sequence numbers too, and reported as gaps.
+    pub fn record_many<T>(
+        &self,
+        items: Vec<T>,
+        losses: &[Loss],
+        mut build: impl FnMut(T, &str, u64) -> Event,
+    ) -> Result<RecordedMany> {
+        let mut done = RecordedMany::default();
+        if items.is_empty() && losses.is_empty() {
+            return Ok(done);
+        }
+        let _lock = files::lock(&self.lock_path(), true, LOCK_WAIT)?;
+        let mut state = self.load_state()?;
+        for loss in losses {
+            let count = loss.count.max(1);
+            let from_seq = state.next_seq;
+            state.next_seq += count;
+            state.lost += count;
+            done.lost += count;
+            let stream = state.stream.clone();
+            state.add_gap(Gap { stream, from_seq, to_seq: from_seq + count - 1, reason: loss.reason.clone() });
+        }
+        let path = self.path();
+        let mut lines = Vec::new();
+        let mut seqs = Vec::new();
+        for item in items {
+            let seq = state.take_seq();
+            if state.spooled >= self.max_events {
+                state.add_loss(seq, "spool full");
+                done.full += 1;
+                continue;
+            }
+            state.spooled += 1;
+            seqs.push(seq);
+            let event = build(item, &state.stream, seq);
+            serde_json::to_writer(&mut lines, &event).map_err(|e| Error::io("encode event for", &path, e.into()))?;
+            lines.push(b'\n');
+        }
+        // Reserve the numbers first (see the module's invariant).
+        self.save_state(&state)?;
+        if !lines.is_empty() {
+            if let Err(err) = self.append_bytes(lines) {
+                state.spooled -= seqs.len() as u64;
+                for seq in seqs {
+                    state.add_loss(seq, &format!("spool write failed: {err}"));
+                }
+                let _ = self.save_state(&state);
+                return Err(err);
+            }
+        }
+        done.appended = seqs.len() as u64;
+        Ok(done)
+    }
+
     fn append(&self, event: &Event) -> Result<()> {
         let path = self.path();
         let mut line = serde_json::to_vec(event).map_err(|e| Error::io("encode event for", &path, e.into()))?;
         line.push(b'\n');
+        self.append_bytes(line)
+    }
+
+    /// Appends whole lines (ending in a newline).
+    fn append_bytes(&self, mut line: Vec<u8>) -> Result<()> {
+        let path = self.path();
         let mut file = open_existing(&path, Access::AppendCreate)?;
         let len = file.metadata().map_err(|e| Error::io("stat", &path, e))?.len();
         if len > 0 {
@@ -425,7 +514,7 @@ impl Spool {
             // spool carry their own stream and still go out; only unsent gap reports can be lost, and the copy
             // keeps them.
             _ => {
-                let _ = std::fs::rename(&path, self.dir.join(format!("{}.state.damaged", self.uid)));
+                let _ = std::fs::rename(&path, self.dir.join(format!("{}.state.damaged", self.stem)));
                 self.fresh_state()
             }
         }

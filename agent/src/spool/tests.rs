@@ -15,7 +15,7 @@ fn capture(history_id: u64, tty: &str, command: &str) -> Capture {
             time: "2026-11-24 10:00:00".into(),
             command: command.into(),
         },
-        identity: Identity { uid: 0, login_user: "alice".into(), tty: tty.into() },
+        identity: Identity { uid: 0, login_user: "alice".into(), tty: tty.into(), session: None },
         ip: String::new(),
     }
 }

@@ -119,6 +119,15 @@ mod tests {
             seq: None,
             chain_seq: 1,
             row_hash: String::new(),
+            session: None,
+            argv: None,
+            cwd: None,
+            exe: None,
+            exit_code: None,
+            pid: None,
+            ppid: None,
+            euid: None,
+            auid: None,
         }
     }
 

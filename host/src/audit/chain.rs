@@ -22,7 +22,8 @@ pub fn dedup_key(r: &AuditRow) -> String {
         h.update(s.as_bytes());
     };
     match (r.source.as_str(), &r.stream, r.seq) {
-        ("agent", Some(stream), Some(seq)) => {
+        // An exec from the same agent stream is keyed like a history line: (stream, seq) is unique per agent.
+        ("agent" | "execve", Some(stream), Some(seq)) => {
             text("agent");
             text(stream);
             h.update(seq.to_le_bytes());
@@ -94,6 +95,33 @@ pub fn seal(key: &ChainKey, r: &AuditRow, prev_hash: &str, dedup_key: &str) -> S
     m.update(&seq);
     for number in [r.host_id, r.chain_seq, r.history_id, r.received_at] {
         m.update(&number.to_le_bytes());
+    }
+    // Fields added with migration 0012, covered only when one is present: rows written before it (all absent)
+    // keep their MACs, and emptying or filling any of them on a newer row changes the MAC.
+    let numbers = [r.session, r.exit_code, r.pid, r.ppid, r.euid, r.auid];
+    if r.argv.is_some() || r.cwd.is_some() || r.exe.is_some() || numbers.iter().any(Option::is_some) {
+        let mut text = |s: &str| {
+            m.update(&(s.len() as u64).to_le_bytes());
+            m.update(s.as_bytes());
+        };
+        text("0012");
+        for optional in [&r.argv, &r.cwd, &r.exe] {
+            match optional {
+                Some(s) => {
+                    text("+");
+                    text(s);
+                }
+                None => text("-"),
+            }
+        }
+        for number in numbers {
+            let mut b = [0u8; 9];
+            if let Some(n) = number {
+                b[0] = 1;
+                b[1..].copy_from_slice(&n.to_le_bytes());
+            }
+            m.update(&b);
+        }
     }
     lower_hex(&m.finalize().into_bytes())
 }
@@ -215,6 +243,15 @@ mod tests {
             seq: Some(seq),
             chain_seq: 1,
             row_hash: String::new(),
+            session: None,
+            argv: None,
+            cwd: None,
+            exe: None,
+            exit_code: None,
+            pid: None,
+            ppid: None,
+            euid: None,
+            auid: None,
         }
     }
 
@@ -237,6 +274,31 @@ mod tests {
         assert_ne!(mac, seal(key, &AuditRow { history_command: "ls -l".into(), ..r.clone() }, GENESIS, &dedup_key(&r)));
         assert_ne!(mac, seal(key, &AuditRow { tty: Some(String::new()), ..r.clone() }, GENESIS, &dedup_key(&r)));
         assert_ne!(mac, seal(&ChainKey::new(b"other"), &r, GENESIS, &dedup_key(&r)));
+        // The exec fields: present or absent, each one counts.
+        let exec = AuditRow {
+            source: "execve".into(),
+            session: Some(3),
+            argv: Some(r#"["ls"]"#.into()),
+            cwd: Some("/".into()),
+            exe: Some("/usr/bin/ls".into()),
+            exit_code: Some(0),
+            ..r.clone()
+        };
+        let exec_mac = seal(key, &exec, GENESIS, &dedup_key(&exec));
+        for changed in [
+            AuditRow { argv: Some(r#"["ls","-l"]"#.into()), ..exec.clone() },
+            AuditRow { argv: None, ..exec.clone() },
+            AuditRow { cwd: Some("/tmp".into()), ..exec.clone() },
+            AuditRow { exe: None, ..exec.clone() },
+            AuditRow { session: Some(4), ..exec.clone() },
+            AuditRow { exit_code: Some(-2), ..exec.clone() },
+            AuditRow { ppid: Some(1), ..exec.clone() },
+            AuditRow { auid: Some(0), ..exec.clone() },
+        ] {
+            assert_ne!(exec_mac, seal(key, &changed, GENESIS, &dedup_key(&exec)));
+        }
+        // An exec and a history line of the same stream position are the same event for de-duplication.
+        assert_eq!(dedup_key(&exec), dedup_key(&r));
         assert_eq!(lower_hex(&[0x00, 0x9f, 0xa0, 0xff]), hex::encode([0x00, 0x9f, 0xa0, 0xff]));
     }
 }

@@ -10,8 +10,10 @@ use serde::Deserialize;
 pub enum Source {
     /// The original agent's `GET /omaudit/omaudit_pull/`.
     Legacy,
-    /// `omaudit-agent`'s `POST /api/audit/events`.
+    /// `omaudit-agent`'s `POST /api/audit/events`: a history line.
     Agent,
+    /// `omaudit-agent watch`'s `POST /api/audit/events`: an exec the kernel audited.
+    Execve,
 }
 
 impl Source {
@@ -19,8 +21,23 @@ impl Source {
         match self {
             Source::Legacy => "legacy",
             Source::Agent => "agent",
+            Source::Execve => "execve",
         }
     }
+}
+
+/// What an exec adds to an event (`source = "execve"`), checked.
+#[derive(Debug, Clone, Default)]
+pub struct ExecFields {
+    /// The argument vector as compact JSON.
+    pub argv: Option<String>,
+    pub cwd: Option<String>,
+    pub exe: Option<String>,
+    pub exit_code: Option<i64>,
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub euid: Option<i64>,
+    pub auid: Option<i64>,
 }
 
 /// A validated event for a known host.
@@ -38,6 +55,9 @@ pub struct Incoming {
     pub source: Source,
     pub stream: Option<String>,
     pub seq: Option<i64>,
+    /// The kernel's audit session id, when the agent sent it.
+    pub session: Option<i64>,
+    pub exec: ExecFields,
 }
 
 /// The five parameters of the original agent's request, decoded but not yet checked.
@@ -214,6 +234,34 @@ pub struct AgentEvent {
     pub ip: Option<String>,
     pub time: String,
     pub command: String,
+    /// `history` (the default) or `execve`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// The kernel's audit session id.
+    #[serde(default)]
+    pub session: Option<i64>,
+    /// execve: the argument vector; each argument a string, or `{"hex": "…"}` for bytes that are not UTF-8.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub argv: Option<serde_json::Value>,
+    /// execve: the working directory.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// execve: the executable.
+    #[serde(default)]
+    pub exe: Option<String>,
+    /// execve: 0, or the negative errno of a failed exec.
+    #[serde(default)]
+    pub exit: Option<i64>,
+    /// execve: process id, parent process id, effective uid, login uid.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub ppid: Option<u32>,
+    #[serde(default)]
+    pub euid: Option<u32>,
+    #[serde(default)]
+    pub auid: Option<u32>,
 }
 
 /// Events an agent lost (its spool overflowed), reported so the loss is never silent.
@@ -285,6 +333,29 @@ fn check_agent_fields(host_id: i64, host_ip: &str, e: AgentEvent, limits: Limits
     if login_user.as_ref().is_some_and(|u| u.len() > 64) {
         return Err(invalid("login_user", "with its uid must be at most 64 characters"));
     }
+    let source = match e.source.as_deref() {
+        None | Some("history") => Source::Agent,
+        Some("execve") => Source::Execve,
+        Some(_) => return Err(invalid("source", "must be history or execve")),
+    };
+    let session = match e.session {
+        Some(s) if !(0..=i64::from(u32::MAX)).contains(&s) => return Err(invalid("session", "must be a 32-bit id")),
+        s => s,
+    };
+    let exec = if source == Source::Execve {
+        ExecFields {
+            argv: Some(check_argv(e.argv, limits)?),
+            cwd: check_path("cwd", e.cwd)?,
+            exe: check_path("exe", e.exe)?,
+            exit_code: e.exit,
+            pid: e.pid.map(i64::from),
+            ppid: e.ppid.map(i64::from),
+            euid: e.euid.map(i64::from),
+            auid: e.auid.map(i64::from),
+        }
+    } else {
+        ExecFields::default()
+    };
     Ok(Incoming {
         host_id,
         ip: host_ip.to_owned(),
@@ -294,10 +365,53 @@ fn check_agent_fields(host_id: i64, host_ip: &str, e: AgentEvent, limits: Limits
         tty: optional("tty", e.tty)?,
         datetime: check_datetime("time", e.time)?,
         command: check_command("command", e.command, limits)?,
-        source: Source::Agent,
+        source,
         stream: None,
         seq: Some(e.seq),
+        session,
+        exec,
     })
+}
+
+/// An exec's argument vector: a non-empty list of strings or `{"hex": "…"}` objects, kept as compact JSON. The
+/// arguments stay a vector: nothing ever joins them into a command to run.
+fn check_argv(argv: Option<serde_json::Value>, limits: Limits) -> Result<String, Invalid> {
+    use serde_json::Value;
+    let bad = |reason: &str| invalid("argv", reason);
+    let Some(Value::Array(items)) = argv else { return Err(bad("must be a list of arguments")) };
+    if items.is_empty() {
+        return Err(bad("must hold at least one argument"));
+    }
+    for item in &items {
+        let ok = match item {
+            // PostgreSQL cannot store NUL in text, and no argument contains one.
+            Value::String(s) => !s.contains('\0'),
+            Value::Object(o) => {
+                o.len() == 1
+                    && o.get("hex").and_then(Value::as_str).is_some_and(|h| {
+                        h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                    })
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(bad("each argument must be a string without NUL or {\"hex\": lowercase hex}"));
+        }
+    }
+    let text = Value::Array(items).to_string();
+    // Hex doubles the bytes; allow that on top of the command limit.
+    if text.len() > 2 * limits.max_command_bytes + 1024 {
+        return Err(bad(&format!("is {} bytes, more than allowed", text.len())));
+    }
+    Ok(text)
+}
+
+fn check_path(field: &'static str, path: Option<String>) -> Result<Option<String>, Invalid> {
+    match path {
+        None => Ok(None),
+        Some(p) if p.len() <= 4096 && !p.contains('\0') => Ok(Some(p)),
+        Some(_) => Err(invalid(field, "must be at most 4096 bytes without NUL")),
+    }
 }
 
 #[cfg(test)]

@@ -100,7 +100,25 @@ pub struct AuditView {
     pub datetime: String,
     pub received_at: i64,
     pub command: String,
+    /// `legacy` (the original agent), `agent` (a history line from omaudit-agent) or `execve` (an exec the
+    /// kernel audited, from `omaudit-agent watch`).
     pub source: String,
+    /// The kernel's audit session id: a history line and the execs of its session share it.
+    pub session: Option<i64>,
+    /// execve: the argument vector; each argument a string, or `{"hex": "…"}` for bytes that are not UTF-8.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub argv: Option<serde_json::Value>,
+    /// execve: the working directory.
+    pub cwd: Option<String>,
+    /// execve: the executable (the file tried, for a failed exec).
+    pub exe: Option<String>,
+    /// execve: 0, or the negative errno of a failed exec.
+    pub exit_code: Option<i64>,
+    /// execve: process id, parent process id, effective uid and login uid.
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub euid: Option<i64>,
+    pub auid: Option<i64>,
     /// The alert rules this event matches, by name; empty for most.
     pub alerts: Vec<String>,
 }
@@ -134,6 +152,10 @@ pub struct Filter {
     pub host_ids: Option<Vec<i64>>,
     pub users: Vec<String>,
     pub text: Option<String>,
+    /// Stored `source` values; empty: any.
+    pub sources: Vec<String>,
+    pub session: Option<i64>,
+    pub tty: Option<String>,
 }
 
 impl Filter {
@@ -147,6 +169,9 @@ impl Filter {
                         })
                 }))
             && self.text.as_deref().is_none_or(|t| row.history_command.contains(t))
+            && (self.sources.is_empty() || self.sources.contains(&row.source))
+            && self.session.is_none_or(|s| row.session == Some(s))
+            && self.tty.as_deref().is_none_or(|t| row.tty.as_deref() == Some(t))
     }
 }
 
@@ -241,6 +266,8 @@ impl AuditService {
             source: Source::Legacy,
             stream: None,
             seq: None,
+            session: None,
+            exec: event::ExecFields::default(),
         };
         self.write(vec![incoming], Vec::new()).await.map(|_| ())
     }
@@ -353,6 +380,17 @@ impl AuditService {
             received_at: row.received_at,
             command: row.history_command.clone(),
             source: row.source.clone(),
+            session: row.session,
+            // Stored by the ingest from a checked list; a row edited into something else shows as null (and
+            // fails `verify`).
+            argv: row.argv.as_deref().and_then(|a| serde_json::from_str(a).ok()),
+            cwd: row.cwd.clone(),
+            exe: row.exe.clone(),
+            exit_code: row.exit_code,
+            pid: row.pid,
+            ppid: row.ppid,
+            euid: row.euid,
+            auid: row.auid,
             alerts: self.alerts.matching(row),
         }
     }

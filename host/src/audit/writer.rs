@@ -72,6 +72,15 @@ impl Pending {
             seq: event.seq,
             chain_seq: 0,
             row_hash: String::new(),
+            session: event.session,
+            argv: event.exec.argv,
+            cwd: event.exec.cwd,
+            exe: event.exec.exe,
+            exit_code: event.exec.exit_code,
+            pid: event.exec.pid,
+            ppid: event.exec.ppid,
+            euid: event.exec.euid,
+            auid: event.exec.auid,
         };
         Pending { dedup_key: chain::dedup_key(&row), row }
     }

@@ -171,6 +171,13 @@ struct Params {
     user: Option<String>,
     /// A substring of the command.
     q: Option<String>,
+    /// Where events came from, comma-separated: `execve` (execs the kernel audited), `history` (typed lines:
+    /// `agent` and `legacy`), `agent`, `legacy`.
+    source: Option<String>,
+    /// The kernel's audit session id (a history line and the execs of its session share it).
+    session: Option<i64>,
+    /// The terminal, exactly (`/dev/pts/0`).
+    tty: Option<String>,
     /// From this time on: a prefix of `YYYY-MM-DD HH:MM:SS`.
     from: Option<String>,
     /// Up to this time: a prefix of `YYYY-MM-DD HH:MM:SS`.
@@ -231,7 +238,22 @@ async fn filter_of(state: &AppState, p: &Params) -> Result<Filter, HttpError> {
         (Some(named), Some(in_apps)) => Some(named.into_iter().filter(|id| in_apps.contains(id)).collect()),
         (named, in_apps) => named.or(in_apps),
     };
-    Ok(Filter { host_ids, users: list_of(&p.user), text: p.q.clone().filter(|q| !q.is_empty()) })
+    let mut sources = Vec::new();
+    for source in list_of(&p.source) {
+        match source.as_str() {
+            "history" => sources.extend(["agent".to_owned(), "legacy".to_owned()]),
+            "execve" | "agent" | "legacy" => sources.push(source),
+            _ => return Err(HttpError::invalid("source", "must be execve, history, agent or legacy")),
+        }
+    }
+    Ok(Filter {
+        host_ids,
+        users: list_of(&p.user),
+        text: p.q.clone().filter(|q| !q.is_empty()),
+        sources,
+        session: p.session,
+        tty: p.tty.clone().filter(|t| !t.is_empty()),
+    })
 }
 
 /// Host ids from a lookup, or a 400 on `field` that says `unknown` and lists the names nothing matched.
@@ -256,6 +278,9 @@ async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, 
     Ok(AuditQuery {
         host_ids: filter.host_ids,
         users: filter.users,
+        sources: filter.sources,
+        session: filter.session,
+        tty: filter.tty,
         text: filter.text,
         from: time_bound("from", &p.from)?,
         to: time_bound("to", &p.to)?,

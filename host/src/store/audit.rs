@@ -24,6 +24,21 @@ pub struct AuditRow {
     pub chain_seq: i64,
     #[serde(skip)]
     pub row_hash: String,
+    /// The kernel's audit session id (history lines from omaudit-agent and execs).
+    pub session: Option<i64>,
+    /// Execs: the argument vector as JSON (a string per argument, `{"hex": …}` for bytes that are not UTF-8).
+    pub argv: Option<String>,
+    /// Execs: the working directory.
+    pub cwd: Option<String>,
+    /// Execs: the executable (the file tried, for a failed exec).
+    pub exe: Option<String>,
+    /// Execs: 0, or the negative errno of a failed exec.
+    pub exit_code: Option<i64>,
+    /// Execs: process id, parent process id, effective uid and login uid.
+    pub pid: Option<i64>,
+    pub ppid: Option<i64>,
+    pub euid: Option<i64>,
+    pub auid: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +56,12 @@ pub struct AuditQuery {
     /// `None`: any host; an empty list: none (a filter that no host passes).
     pub host_ids: Option<Vec<i64>>,
     pub users: Vec<String>,
+    /// Stored `source` values (`legacy`, `agent`, `execve`); empty: any.
+    pub sources: Vec<String>,
+    /// The audit session id.
+    pub session: Option<i64>,
+    /// The terminal, exactly.
+    pub tty: Option<String>,
     /// Substring of the command, matched literally.
     pub text: Option<String>,
     /// `history_datetime` bounds, inclusive, as "YYYY-MM-DD HH:MM:SS" prefixes.
@@ -54,13 +75,13 @@ pub struct AuditQuery {
 
 pub(super) const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, \
                                   history_datetime, received_at, history_command, source, stream, seq, chain_seq, \
-                                  row_hash";
+                                  row_hash, session, argv, cwd, exe, exit_code, pid, ppid, euid, auid";
 pub(super) const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, history_user, login_user, tty, \
                                          history_datetime, received_at, history_command, source, stream, seq, \
-                                         chain_seq, row_hash";
+                                         chain_seq, row_hash, session, argv, cwd, exe, exit_code, pid, ppid, euid, auid";
 /// One row's placeholders in `INSERT_COLUMNS` order.
-pub(super) const ROW_MARKS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-/// Rows per multi-row INSERT: 14 parameters each, well under every dialect's parameter limit.
+pub(super) const ROW_MARKS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Rows per multi-row INSERT: 23 parameters each, well under every dialect's parameter limit.
 const INSERT_CHUNK: usize = 500;
 
 /// The audit writer's view of storage: the reads it makes before a group, and the group's one transaction.
@@ -178,7 +199,16 @@ impl Store {
                         .bind(&r.stream)
                         .bind(r.seq)
                         .bind(r.chain_seq)
-                        .bind(&r.row_hash);
+                        .bind(&r.row_hash)
+                        .bind(r.session)
+                        .bind(&r.argv)
+                        .bind(&r.cwd)
+                        .bind(&r.exe)
+                        .bind(r.exit_code)
+                        .bind(r.pid)
+                        .bind(r.ppid)
+                        .bind(r.euid)
+                        .bind(r.auid);
                 }
                 if dialect == Dialect::MySql {
                     // MySQL has no RETURNING. The audit writer is the only writer of this table, so one
@@ -272,6 +302,18 @@ impl Store {
             binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
             binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
             binds.extend(filter.users.iter().map(|u| Bind::Text(format!("{u}("))));
+        }
+        if !filter.sources.is_empty() {
+            clauses.push(format!("source IN ({})", vec!["?"; filter.sources.len()].join(", ")));
+            binds.extend(filter.sources.iter().map(|s| Bind::Text(s.clone())));
+        }
+        if let Some(session) = filter.session {
+            clauses.push("session = ?".to_owned());
+            binds.push(Bind::Int(session));
+        }
+        if let Some(tty) = &filter.tty {
+            clauses.push("tty = ?".to_owned());
+            binds.push(Bind::Text(tty.clone()));
         }
         if let Some(text) = &filter.text {
             // Literally and case-sensitively, as the live stream's filter: no LIKE (its wildcards would need an

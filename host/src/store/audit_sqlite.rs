@@ -96,7 +96,7 @@ impl SqliteAuditSink {
     }
 }
 
-/// The multi-row INSERTs, largest first, ending with one row. 14 parameters a row: 3 584 at most, within
+/// The multi-row INSERTs, largest first, ending with one row. 23 parameters a row: 5 888 at most, within
 /// SQLite's default limit of 32 766. Measured: batch ingest ~25 % faster than with one row a statement.
 static INSERTS: std::sync::LazyLock<Vec<(usize, String)>> =
     std::sync::LazyLock::new(|| [256, 32, 4, 1].into_iter().map(|rows| (rows, insert_sql(rows))).collect());
@@ -107,7 +107,7 @@ fn insert_sql(rows: usize) -> String {
 }
 
 /// A row's values in `INSERT_COLUMNS` order.
-fn row_params(r: &AuditRow) -> [&dyn ToSql; 14] {
+fn row_params(r: &AuditRow) -> [&dyn ToSql; 23] {
     [
         &r.host_id,
         &r.history_ip,
@@ -123,6 +123,15 @@ fn row_params(r: &AuditRow) -> [&dyn ToSql; 14] {
         &r.seq,
         &r.chain_seq,
         &r.row_hash,
+        &r.session,
+        &r.argv,
+        &r.cwd,
+        &r.exe,
+        &r.exit_code,
+        &r.pid,
+        &r.ppid,
+        &r.euid,
+        &r.auid,
     ]
 }
 
@@ -143,6 +152,15 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
         seq: r.get(12)?,
         chain_seq: r.get(13)?,
         row_hash: r.get(14)?,
+        session: r.get(15)?,
+        argv: r.get(16)?,
+        cwd: r.get(17)?,
+        exe: r.get(18)?,
+        exit_code: r.get(19)?,
+        pid: r.get(20)?,
+        ppid: r.get(21)?,
+        euid: r.get(22)?,
+        auid: r.get(23)?,
     })
 }
 
@@ -198,7 +216,7 @@ impl AuditSink for SqliteAuditSink {
                     continue;
                 }
                 let mut insert = tx.prepare_cached(sql)?;
-                let mut params: Vec<&dyn ToSql> = Vec::with_capacity(size * 14);
+                let mut params: Vec<&dyn ToSql> = Vec::with_capacity(size * 23);
                 while rest.len() >= *size {
                     let (these, after) = rest.split_at(*size);
                     params.clear();

@@ -1,6 +1,9 @@
 // /audit: history (GET /api/audit/events, newest first, paged with `before`) and the live stream
 // (GET /api/audit/stream) under the same filters; pause/resume; CSV export; chain verification for admins.
 // Audited commands are attacker-controlled text: they only ever reach the page through textContent.
+// An exec (source "execve", from `omaudit-agent watch`) shows its program and directory under the command; a typed
+// line with an audit session gets a "What ran" button listing the execs of its session and terminal from its time
+// to 10 s after (GET /api/audit/events?source=execve&session=…&tty=…&from=…&to=…).
 import { api, el, utc } from '/assets/console.js';
 
 const body = document.querySelector('#events tbody');
@@ -14,7 +17,7 @@ let seen = new Set();
 
 // A link (from a notification) may carry the filters: /audit?host=web1.
 const linked = new URLSearchParams(window.location.search);
-for (const key of ['host', 'app', 'user', 'q']) {
+for (const key of ['host', 'app', 'user', 'source', 'q']) {
   const input = document.querySelector(`#filters [name="${key}"]`);
   if (input && linked.get(key)) input.value = linked.get(key);
 }
@@ -22,7 +25,7 @@ for (const key of ['host', 'app', 'user', 'q']) {
 function filters() {
   const form = new FormData(document.getElementById('filters'));
   const params = new URLSearchParams();
-  for (const key of ['host', 'app', 'user', 'q']) {
+  for (const key of ['host', 'app', 'user', 'source', 'q']) {
     const value = String(form.get(key) || '').trim();
     if (value) params.set(key, value);
   }
@@ -31,12 +34,50 @@ function filters() {
 
 const count = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
+/** The host-time text `seconds` after `datetime` (both `YYYY-MM-DD HH:MM:SS`, the host's own clock). */
+function later(datetime, seconds) {
+  const t = Date.parse(`${datetime.replace(' ', 'T')}Z`) + seconds * 1000;
+  return new Date(t).toISOString().slice(0, 19).replace('T', ' ');
+}
+
+function execDetail(e) {
+  const parts = [];
+  if (e.exe) parts.push(`program ${e.exe}`);
+  if (e.cwd) parts.push(`in ${e.cwd}`);
+  if (e.exit_code != null && e.exit_code !== 0) parts.push(`exec failed (errno ${-e.exit_code})`);
+  return el('div', parts.join(' · '), { class: 'exec-detail' });
+}
+
+async function whatRan(e, cell, button) {
+  const shown = cell.querySelector('.ran');
+  if (shown) { shown.remove(); button.textContent = 'What ran'; return; }
+  const params = new URLSearchParams({ source: 'execve', host: e.host, session: String(e.session), tty: e.tty,
+    from: e.datetime, to: later(e.datetime, 10), after: '0', limit: '200' });
+  const page = await api(`/api/audit/events?${params}`);
+  const list = el('ul', undefined, { class: 'ran' });
+  if (page.events.length === 0) list.append(el('li', 'No exec recorded for this session and terminal.'));
+  for (const x of page.events) {
+    const item = el('li');
+    item.append(el('span', `${x.datetime.slice(11)} `, { class: 'ran-time' }), el('code', x.command), execDetail(x));
+    list.append(item);
+  }
+  cell.append(list);
+  button.textContent = 'Hide what ran';
+}
+
 function row(e) {
   const alerts = e.alerts || [];
-  const tr = el('tr', undefined, { 'data-id': String(e.id), class: alerts.length ? 'flagged' : '' });
+  const tr = el('tr', undefined, { 'data-id': String(e.id), 'data-source': e.source, class: alerts.length ? 'flagged' : '' });
+  const command = el('td', undefined, { class: e.source === 'execve' ? 'command exec' : 'command' });
+  command.append(el('span', e.command, { class: 'text' }));
+  if (e.source === 'execve') command.append(execDetail(e));
+  else if (e.session != null && e.tty) {
+    const button = el('button', 'What ran', { type: 'button', class: 'what-ran' });
+    button.addEventListener('click', () => { whatRan(e, command, button).catch((err) => { problem.textContent = err.message; }); });
+    command.append(' ', button);
+  }
   tr.append(el('td', utc(e.received_at)), el('td', e.datetime || ''), el('td', e.host), el('td', e.user),
-    el('td', e.login_user || ''), el('td', e.tty || ''), el('td', e.command, { class: 'command' }),
-    el('td', alerts.join(', '), { class: 'alerts' }));
+    el('td', e.login_user || ''), el('td', e.tty || ''), command, el('td', alerts.join(', '), { class: 'alerts' }));
   return tr;
 }
 
