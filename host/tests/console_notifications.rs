@@ -7,21 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{browser::Browser, cli_with_input, fixture, install, receiver::Receiver, Options, Server};
-use reqwest::StatusCode;
+use common::{browser::Browser, cli_with_input, receiver::Receiver, Server};
 use serde_json::json;
 
 const PASSWORD: &str = "console-password-1";
 
 fn server() -> Server {
-    let server = Server::start_with(Options { seed: vec![], ..Options::default() });
-    install(&fixture("fx_roll"), &server.plugins_dir(), "Mid_9008.so");
-    server.wait_for_module("Mid_9008.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
-    for (name, ip) in [("l1", "127.0.0.151"), ("l2", "127.0.0.152")] {
-        let (status, body) = server.post("/api/hosts", &json!({ "name": name, "ip": ip }));
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    server
+    common::notifying::server("", ["127.0.0.151", "127.0.0.152"])
 }
 
 fn set(browser: &Browser, id: &str, value: &str) {

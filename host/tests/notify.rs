@@ -11,7 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{fixture, install, receiver::Receiver, testenv::testenv, Options, Server};
+use common::{
+    notifying::{created, deliveries, failing_job},
+    receiver::Receiver,
+    testenv::testenv,
+    Server,
+};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -19,35 +24,7 @@ use serde_json::{json, Value};
 const PUBLIC_URL: &str = "https://omserver.example.test";
 
 fn server(extra: &str) -> Server {
-    let extra_config = format!("public_url = \"{PUBLIC_URL}\"\n{extra}");
-    let server = Server::start_with(Options { seed: vec![], extra_config, ..Options::default() });
-    install(&fixture("fx_roll"), &server.plugins_dir(), "Mid_9008.so");
-    server.wait_for_module("Mid_9008.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
-    for (name, ip) in [("l1", "127.0.0.131"), ("l2", "127.0.0.132")] {
-        let (status, body) = server.post("/api/hosts", &json!({ "name": name, "ip": ip }));
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    server
-}
-
-fn created(server: &Server, path: &str, body: Value) -> Value {
-    let (status, answer) = server.post(path, &body);
-    assert_eq!(status, StatusCode::CREATED, "{path} {body}: {answer}");
-    answer
-}
-
-/// A job of fx_roll on l1 and l2 that fails on l2; returns its id once finished.
-fn failing_job(server: &Server) -> i64 {
-    let id = server.submit(9008, &["l1", "l2"], json!({ "seconds": 0, "fail": "l2" }));
-    let job = server.wait_job(id, Duration::from_secs(30));
-    assert_eq!(job["status"], "failed", "{job}");
-    id
-}
-
-fn deliveries(server: &Server, query: &str) -> Vec<Value> {
-    let (status, list) = server.get(&format!("/api/notify/deliveries?{query}"));
-    assert_eq!(status, StatusCode::OK, "{list}");
-    list.as_array().unwrap().clone()
+    common::notifying::server(&format!("public_url = \"{PUBLIC_URL}\"\n{extra}"), ["127.0.0.131", "127.0.0.132"])
 }
 
 fn verify(secret: &str, timestamp: &str, body: &[u8], signature: &str) -> bool {

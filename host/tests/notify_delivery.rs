@@ -11,26 +11,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{cli, fixture, install, receiver::Receiver, Options, Server};
-use reqwest::StatusCode;
-use serde_json::{json, Value};
+use common::{
+    cli,
+    notifying::{created, deliveries, failing_job},
+    receiver::Receiver,
+    Server,
+};
 
 fn server(extra: &str) -> Server {
-    let server = Server::start_with(Options { seed: vec![], extra_config: extra.to_owned(), ..Options::default() });
-    install(&fixture("fx_roll"), &server.plugins_dir(), "Mid_9008.so");
-    server.wait_for_module("Mid_9008.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
-    for (name, ip) in [("l1", "127.0.0.141"), ("l2", "127.0.0.142")] {
-        let (status, body) = server.post("/api/hosts", &json!({ "name": name, "ip": ip }));
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-    }
-    server
+    common::notifying::server(extra, ["127.0.0.141", "127.0.0.142"])
 }
-
-fn created(server: &Server, path: &str, body: Value) -> Value {
-    let (status, answer) = server.post(path, &body);
-    assert_eq!(status, StatusCode::CREATED, "{path} {body}: {answer}");
-    answer
-}
+use reqwest::StatusCode;
+use serde_json::{json, Value};
 
 fn webhook(server: &Server, name: &str, url: &str, event: &str, filter: Value) -> i64 {
     let id = created(server, "/api/notify/channels", json!({ "name": name, "kind": "webhook", "url": url }))["id"]
@@ -38,19 +30,6 @@ fn webhook(server: &Server, name: &str, url: &str, event: &str, filter: Value) -
         .unwrap();
     created(server, "/api/notify/subscriptions", json!({ "channel": id, "event": event, "filter": filter }));
     id
-}
-
-fn failing_job(server: &Server) -> i64 {
-    let id = server.submit(9008, &["l1", "l2"], json!({ "seconds": 0, "fail": "l2" }));
-    let job = server.wait_job(id, Duration::from_secs(30));
-    assert_eq!(job["status"], "failed", "{job}");
-    id
-}
-
-fn deliveries(server: &Server, query: &str) -> Vec<Value> {
-    let (status, list) = server.get(&format!("/api/notify/deliveries?{query}"));
-    assert_eq!(status, StatusCode::OK, "{list}");
-    list.as_array().unwrap().clone()
 }
 
 fn wait_deliveries(server: &Server, query: &str, what: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {

@@ -192,25 +192,11 @@ pub fn slack(message: &Message) -> serde_json::Value {
 }
 
 fn slack_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '@' => out.push_str("@\u{2060}"),
-            '*' | '_' | '~' | '`' => {
-                out.push(c);
-                out.push('\u{2060}');
-            }
-            _ => out.push(c),
-        }
-    }
-    out
+    slack_text(text, false)
 }
 
 fn slack_code(text: &str) -> String {
-    let escaped = slack_escape_code(text);
+    let escaped = slack_text(text, true);
     if escaped.is_empty() {
         " ".into()
     } else {
@@ -218,16 +204,23 @@ fn slack_code(text: &str) -> String {
     }
 }
 
-/// Inside a code block only the block's end and Slack's entities matter.
-fn slack_escape_code(text: &str) -> String {
+/// Slack's entities escaped and mentions broken; outside code also the formatting marks, inside code only the
+/// backtick (so the block cannot be closed from inside).
+fn slack_text(text: &str, code: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '@' => out.push_str("@\u{2060}"),
-            '`' => out.push_str("`\u{2060}"),
+            '@' | '`' => {
+                out.push(c);
+                out.push('\u{2060}');
+            }
+            '*' | '_' | '~' if !code => {
+                out.push(c);
+                out.push('\u{2060}');
+            }
             _ => out.push(c),
         }
     }

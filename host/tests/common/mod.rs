@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod database;
+pub mod notifying;
 pub mod receiver;
 pub mod scratch;
 pub mod testenv;
