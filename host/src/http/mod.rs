@@ -123,6 +123,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
         .merge(extra)
         .merge(routes)
+        // Not a route (nothing is served there): an unknown path answers 404, as a console page for people.
+        .fallback(crate::ui::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
         .layer(middleware::from_fn(headers::security_headers))

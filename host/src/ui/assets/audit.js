@@ -1,7 +1,7 @@
 // /audit: history (GET /api/audit/events, newest first, paged with `before`) and the live stream
 // (GET /api/audit/stream) under the same filters; pause/resume; CSV export; chain verification for admins.
 // Audited commands are attacker-controlled text: they only ever reach the page through textContent.
-import { api, el, utc } from '/assets/console.js';
+import { api, clearFieldErrors, el, showFieldError, utc } from '/assets/console.js';
 
 const body = document.querySelector('#events tbody');
 const state = document.getElementById('live-state');
@@ -27,9 +27,14 @@ const count = (n, noun) => `${n} ${noun}${n === 1 ? '' : 's'}`;
 function row(e) {
   const alerts = e.alerts || [];
   const tr = el('tr', undefined, { 'data-id': String(e.id), class: alerts.length ? 'flagged' : '' });
-  tr.append(el('td', utc(e.received_at)), el('td', e.datetime || ''), el('td', e.host), el('td', e.user),
-    el('td', e.login_user || ''), el('td', e.tty || ''), el('td', e.command, { class: 'command' }),
-    el('td', alerts.join(', '), { class: 'alerts' }));
+  // data-label: on a phone the table turns into cards that label each line (console.css, table.stack).
+  const cell = (label, text, attrs = {}) => el('td', text, { 'data-label': label, ...attrs });
+  const flags = cell('Alerts', undefined, { class: 'alerts' });
+  // An alert is marked by a word and an icon, not only by the row's colour.
+  if (alerts.length) flags.append(el('span', '⚠ alert: ', { class: 'alert-mark' }), alerts.join(', '));
+  tr.append(cell('Received (UTC)', utc(e.received_at)), cell('Host time', e.datetime || ''), cell('Host', e.host),
+    cell('User', e.user), cell('Login user', e.login_user || ''), cell('TTY', e.tty || ''),
+    cell('Command', e.command, { class: 'command' }), flags);
   return tr;
 }
 
@@ -115,9 +120,13 @@ if (admin) {
     try {
       await api('/api/audit/rules', { method: 'POST', body });
       form.reset();
+      clearFieldErrors(form);
       document.getElementById('rule-problem').textContent = '';
       await rules();
-    } catch (err) { document.getElementById('rule-problem').textContent = err.message; }
+    } catch (err) {
+      showFieldError(form, { name: 'r-name', pattern: 'r-pattern', host: 'r-host', user: 'r-user' }, err,
+        document.getElementById('rule-problem'));
+    }
   });
 }
 rules().catch((err) => { problem.textContent = err.message; });
