@@ -19,6 +19,7 @@ mod hosts;
 mod jobs;
 mod modules;
 mod openapi;
+mod overview;
 pub mod routes;
 mod schedules;
 mod session;
@@ -95,6 +96,7 @@ fn table() -> Routes {
         .merge(modules::router())
         .merge(hosts::router())
         .merge(jobs::router())
+        .merge(overview::router())
         .merge(templates::router())
         .merge(schedules::router())
         .merge(audit::router())

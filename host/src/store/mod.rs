@@ -13,6 +13,7 @@ mod audit;
 mod audit_sqlite;
 mod inventory;
 mod jobs;
+mod overview;
 mod schedules;
 mod sessions;
 mod templates;

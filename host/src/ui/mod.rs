@@ -396,11 +396,18 @@ async fn inventory_page(
     Ok(InventoryPage { user: Some(viewer((who, session))?) })
 }
 
-async fn home(who: Result<Authenticated, HttpError>, session: Option<Extension<Session>>) -> Response {
-    match viewer((who, session)) {
-        Ok(_) => Redirect::to("/jobs").into_response(),
-        Err(err) => err.into_response(),
-    }
+/// The home page: what needs attention now. Its script reads the lists and counts from the JSON API.
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+struct HomePage {
+    user: Option<PageUser>,
+}
+
+async fn home(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<HomePage, PageError> {
+    Ok(HomePage { user: Some(viewer((who, session))?) })
 }
 
 /// What `POST /login` sends a failed form login back with.

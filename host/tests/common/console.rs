@@ -71,6 +71,7 @@ pub struct Page {
 pub fn pages(job: i64) -> Vec<Page> {
     let page = |name, path: String, ready, operators_only| Page { name, path, ready, operators_only };
     vec![
+        page("home", "/".into(), "#jobs-chart svg", false),
         page("inventory", "/inventory".into(), "#tree details", false),
         page("modules", "/modules".into(), "#modules tbody tr", false),
         page("run", "/run".into(), "#host-list input", true),
