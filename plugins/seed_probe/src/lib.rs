@@ -1,6 +1,6 @@
 //! For the seed modules that read something whose place differs between distributions (the system log is
 //! `/var/log/messages` on Red Hat, `/var/log/syslog` or only the journal on Debian; `lsmod` may be missing): the
-//! first of a short list of sources that exists **on each host**, checked through the job's backend, then that
+//! first of a short list of sources that exists **on each host**, checked through the job's backend (`find`), then that
 //! source's command on the hosts that have it. Each host's output begins with a line naming the source used.
 //!
 //! Not part of the plugin SDK: a helper these modules link statically, so that a module built elsewhere never
@@ -26,13 +26,39 @@ pub fn header(source: &Source) -> String {
     format!("==> {} <==\n", source.argv.join(" "))
 }
 
-/// Which source each host has: `ls -d -- PATH…` on every host (one call), then the first path of `sources` it
-/// printed. `ls` exits 2 when some path is missing; what it printed still counts. A host whose `ls` did not run
-/// (unreachable, refused) keeps that result, and one with none of the paths gets a failure naming them all.
+/// The probe: `find -H DIR… -maxdepth 1 ( -path P1 -o -path P2 … ) -print` over the candidates' directories,
+/// which every host has, so that it exits 0 and prints the candidates present (`ls -d P…` would exit 2 whenever
+/// one is missing, and the job's live view and the CLI would show a failure before the real result). `-H` follows
+/// a directory that is a symlink (`/bin` → `usr/bin` on merged-/usr systems).
+fn probe_argv(sources: &[Source]) -> Vec<String> {
+    let mut dirs: Vec<&str> = Vec::new();
+    for source in sources {
+        let dir = match source.path.rfind('/') {
+            Some(0) | None => "/",
+            Some(at) => &source.path[..at],
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let mut argv: Vec<String> = vec!["find".into(), "-H".into()];
+    argv.extend(dirs.iter().map(|d| (*d).to_owned()));
+    argv.extend(["-maxdepth".into(), "1".into(), "(".into()]);
+    for (i, source) in sources.iter().enumerate() {
+        if i > 0 {
+            argv.push("-o".into());
+        }
+        argv.extend(["-path".into(), source.path.clone()]);
+    }
+    argv.extend([")".into(), "-print".into()]);
+    argv
+}
+
+/// Which source each host has: the first of `sources` that the probe printed for it (one backend call for every
+/// host). A host whose probe did not run (unreachable, refused) keeps that result, and one with none of the paths
+/// gets a failure naming them all.
 pub fn choose(ctx: &Context<'_>, hosts: &[Target], sources: &[Source]) -> Vec<Result<usize, HostResult>> {
-    let mut argv = vec!["ls".to_owned(), "-d".to_owned(), "--".to_owned()];
-    argv.extend(sources.iter().map(|s| s.path.clone()));
-    let found = ctx.run(hosts, &argv);
+    let found = ctx.run(hosts, &probe_argv(sources));
     hosts
         .iter()
         .map(|host| {
@@ -87,4 +113,25 @@ pub fn run_first_present(ctx: &Context<'_>, hosts: &[Target], sources: &[Source]
             (Ok(_), None) => HostResult::failed(&host.name, "the backend gave no result"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_looks_in_each_directory_once_for_exactly_the_candidates() {
+        let sources = [
+            Source::new("/var/log/messages", ["tail"]),
+            Source::new("/var/log/syslog", ["tail"]),
+            Source::new("/usr/bin/journalctl", ["journalctl"]),
+            Source::new("/sys/module", ["ls"]),
+        ];
+        let argv = probe_argv(&sources).join(" ");
+        assert_eq!(
+            argv,
+            "find -H /var/log /usr/bin /sys -maxdepth 1 ( -path /var/log/messages -o -path /var/log/syslog \
+             -o -path /usr/bin/journalctl -o -path /sys/module ) -print"
+        );
+    }
 }
