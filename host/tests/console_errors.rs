@@ -133,6 +133,20 @@ fn form_errors_sit_beside_their_field_until_the_next_success_and_deletions_are_c
     browser.wait_for_text("#rules tbody", "broken", Duration::from_secs(5));
     assert_eq!(browser.text("#err-r-pattern"), "");
 
+    // The run form: what is missing is said beside its input, and goes once the form is right.
+    browser.goto(&format!("{base}/run"));
+    browser.find("#host-list input[value='localhost']");
+    browser.find("#module option[value='1003']");
+    browser.eval("const s = document.getElementById('module'); s.value = '1003'; s.dispatchEvent(new Event('change')); return null");
+    browser.click("#review");
+    browser.wait_for_text("#err-host-filter", "Choose at least one host.", Duration::from_secs(2));
+    assert_eq!(browser.text("#problem"), "");
+    browser.screenshot("5-run-field-error-1280");
+    browser.click("#host-list input[value='localhost']");
+    browser.click("#review");
+    browser.wait_for_text("#summary", "on 1 host", Duration::from_secs(5));
+    assert_eq!(browser.text("#err-host-filter"), "", "cleared by the next success");
+
     // Revoking a token asks first, and the token works until it is confirmed.
     browser.goto(&format!("{base}/users"));
     browser.fill("#t-name", "ci");

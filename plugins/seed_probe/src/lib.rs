@@ -29,7 +29,8 @@ pub fn header(source: &Source) -> String {
 /// The probe: `find -H DIR… -maxdepth 1 ( -path P1 -o -path P2 … ) -print` over the candidates' directories,
 /// which every host has, so that it exits 0 and prints the candidates present (`ls -d P…` would exit 2 whenever
 /// one is missing, and the job's live view and the CLI would show a failure before the real result). `-H` follows
-/// a directory that is a symlink (`/bin` → `usr/bin` on merged-/usr systems).
+/// a directory that is a symlink (`/bin` → `usr/bin` on merged-/usr systems). A directory whose entries vanish
+/// while `find` reads it (`/proc` under some sandboxes) can still make it exit 1: what it printed counts all the same.
 fn probe_argv(sources: &[Source]) -> Vec<String> {
     let mut dirs: Vec<&str> = Vec::new();
     for source in sources {
