@@ -1,8 +1,8 @@
 # The Python tools piece (sourced by testenv.sh): ansible-core, salt and CherryPy (salt-api's rest_cherrypy),
-# pinned, in <repo>/.venv. A stamp file records the pins it was built with; changing PINS reinstalls.
+# aiosmtpd (the smtp piece's mail server), pinned, in <repo>/.venv. A stamp file records the pins it was built with; changing PINS reinstalls.
 
 # salt 3008.5 cannot be installed from the registry here (it needs a certifi the registry lacks); 3008.4 can.
-VENV_PINS="ansible-core==2.19.14 salt==3008.4 CherryPy==18.10.0"
+VENV_PINS="ansible-core==2.19.14 salt==3008.4 CherryPy==18.10.0 aiosmtpd==1.4.6"
 VENV_STAMP="$VENV/.omserver-testenv-pins"
 
 venv_current() { [[ -x $VENV/bin/python && -x $VENV/bin/ansible && "$(cat "$VENV_STAMP" 2>/dev/null)" == "$VENV_PINS" ]]; }

@@ -13,6 +13,7 @@ use crate::{
     config::Config,
     http::{self, AppState},
     jobs::{JobService, JobSettings},
+    notify::{self, Notifications},
     plugins::{watch, Registry},
     schedules::{Scheduler, Schedules},
     store::{NewHost, Store, StoreError},
@@ -30,7 +31,7 @@ pub enum StartError {
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("watching the plugins directory: {0}")]
-    Watch(#[from] notify::Error),
+    Watch(#[from] ::notify::Error),
     #[error("module workers: {0}")]
     Worker(String),
     #[error("HTTPS: {0}")]
@@ -108,6 +109,7 @@ pub struct App {
     pub jobs: Arc<JobService>,
     pub templates: Arc<Templates>,
     pub schedules: Arc<Schedules>,
+    pub notify: Arc<Notifications>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
@@ -179,7 +181,8 @@ impl App {
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
         let templates = Arc::new(Templates::new(store.clone(), jobs.clone()));
         let schedules = Arc::new(Schedules::new(store.clone()));
-        Ok(App { config, store, registry, jobs, templates, schedules, tokens, users, audit, tls })
+        let notify = Notifications::new(store.clone(), config.notify.clone(), config.public_url());
+        Ok(App { config, store, registry, jobs, templates, schedules, notify, tokens, users, audit, tls })
     }
 
     /// First start with an empty database: create an admin token and the user `admin` with a generated password
@@ -231,6 +234,7 @@ impl App {
             jobs: self.jobs.clone(),
             templates: self.templates.clone(),
             schedules: self.schedules.clone(),
+            notify: self.notify.clone(),
             tokens: self.tokens.clone(),
             users: self.users.clone(),
             secure_cookies: self.config.secure_cookies,
@@ -254,10 +258,30 @@ impl App {
         if interrupted > 0 {
             tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
         }
+        let addr = listener.local_addr().map_err(io("listener address"))?;
+        if self.config.public_url.is_none() {
+            // Port 0 in `listen` is only known now; links must name the real one.
+            self.notify.set_public_url(format!("{}://{addr}", self.config.url_scheme()));
+        }
         let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
         let sweeper = tokio::spawn(sweep_sessions(self.users.clone(), shutdown.clone()));
         let scheduler = Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes());
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+        // Notifications: their own tasks, fed by rows and streams; nothing above waits on them.
+        let notifying = [
+            tokio::spawn(notify::intake::run_events(self.notify.clone(), self.registry.clone(), shutdown.clone())),
+            tokio::spawn(notify::intake::run_alerts(self.notify.clone(), self.audit.clone(), shutdown.clone())),
+            tokio::spawn(notify::deliver::run(self.notify.clone(), shutdown.clone())),
+            tokio::spawn(notify::watch::run(
+                self.notify.clone(),
+                notify::watch::Watched {
+                    registry: self.registry.clone(),
+                    jobs: self.jobs.clone(),
+                    audit: self.audit.clone(),
+                },
+                shutdown.clone(),
+            )),
+        ];
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
             if health.ok {
@@ -267,7 +291,6 @@ impl App {
             }
         }
         let router = http::router(self.state());
-        let addr = listener.local_addr().map_err(io("listener address"))?;
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();
@@ -301,6 +324,10 @@ impl App {
         // No fire starts a job once the jobs are being drained.
         let _ = scheduler.await;
         self.jobs.shutdown(Duration::from_secs(10)).await;
+        // The last jobs' facts are in the outbox: they are sent after the next start.
+        for task in notifying {
+            let _ = task.await;
+        }
         let _ = watcher.await;
         let _ = sweeper.await;
         self.store.close().await;

@@ -45,6 +45,11 @@ pub struct Config {
     pub output_limit_bytes: usize,
     /// Audit ingest settings (`[audit]`).
     pub audit: crate::audit::AuditConfig,
+    /// The `[notify]` section: retries, rates, storm windows, periodic checks.
+    pub notify: crate::notify::NotifyConfig,
+    /// The console's address as people reach it (`https://omserver.example.org`), for links in notifications;
+    /// `http(s)://<listen>` when unset.
+    pub public_url: Option<String>,
     /// Per-module site settings, e.g. `[modules.1006] "path.nginx" = "/etc/nginx/nginx.conf"`.
     pub modules: BTreeMap<String, BTreeMap<String, String>>,
     /// Address-space limit of each module worker (RLIMIT_AS), in MiB.
@@ -92,6 +97,8 @@ impl Default for Config {
             max_concurrent_jobs: 8,
             output_limit_bytes: 1024 * 1024,
             audit: crate::audit::AuditConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
+            public_url: None,
             modules: BTreeMap::new(),
             module_memory_limit_mb: 1024,
             module_cpu_limit_secs: 600,
@@ -124,6 +131,8 @@ const KEYS: &[&str] = &[
     "max_concurrent_jobs",
     "output_limit_bytes",
     "audit",
+    "notify",
+    "public_url",
     "modules",
     "module_memory_limit_mb",
     "module_cpu_limit_secs",
@@ -168,6 +177,13 @@ impl Config {
         let mut config: Config = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
         config.source = file.map(std::path::Path::to_path_buf);
         config.tls()?;
+        if let Some(url) = &config.public_url {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| ConfigError::Invalid(format!("public_url {url:?} is not a URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(ConfigError::Invalid(format!("public_url {url:?} must be an http(s) URL with a host")));
+            }
+        }
         Ok(config)
     }
 
@@ -188,6 +204,14 @@ impl Config {
             "https"
         } else {
             "http"
+        }
+    }
+
+    /// The base of links to the console.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("{}://{}", self.url_scheme(), self.listen),
         }
     }
 

@@ -7,6 +7,8 @@
 //! - [`plugins`]: the registry of task modules: watches plugins.d, checks files, has workers probe them.
 //! - [`worker`]: module workers: the processes that load libraries through abi_stable and run them.
 //! - [`jobs`]: validates a request, resolves targets, runs a module off the runtime, persists the outcome.
+//! - [`templates`], [`schedules`]: saved jobs and the scheduler that runs them.
+//! - [`notify`]: notifications: channels, subscriptions, the outbox and delivery with retries.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
 //! - [`inventory`]: reading CSV and Ansible INI inventories into host forms.
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
@@ -29,6 +31,7 @@ pub mod config;
 pub mod http;
 pub mod inventory;
 pub mod jobs;
+pub mod notify;
 pub mod plugins;
 pub mod schedules;
 pub mod store;

@@ -102,9 +102,9 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`).
-const MIGRATIONS: i64 = 10;
+const MIGRATIONS: i64 = 11;
 
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 24] = [
     "_sqlx_migrations",
     "api_tokens",
     "audit_alert_rules",
@@ -115,6 +115,12 @@ const TABLES: [&str; 18] = [
     "job_results",
     "job_templates",
     "jobs",
+    "notify_attempts",
+    "notify_channels",
+    "notify_cursors",
+    "notify_deliveries",
+    "notify_events",
+    "notify_subscriptions",
     "schedule_fires",
     "schedules",
     "server_app_categ",

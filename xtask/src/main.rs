@@ -17,6 +17,7 @@
 //! - `bench-console [EVENTS] [RATE] [JOBS]`: audit event and job result → visible in the console (BENCHMARKS.md).
 //! - `bench-backends [ROUNDS]`: `uname -n` on 50 loopback hosts through each backend and the tools' own clients
 //!   (see BENCHMARKS.md); starts the test environment first and leaves it running (`testenv down` stops it).
+//! - `bench-notify [SECONDS] [ROUNDS]`: audit ingest with and without an alert subscription (BENCHMARKS.md).
 //! - `bench-schedules [FIRES] [ROUNDS]`: schedule fire lag, and a rolling job with one batch of all 50 ssh hosts
 //!   against the same job without a rollout, through the API of the release server (see BENCHMARKS.md).
 //!
@@ -53,10 +54,11 @@ fn main() -> ExitCode {
         "bench-backends" => bench_backends(&rest),
         "bench-console" => bench_console(&rest),
         "bench-schedules" => bench_schedules(&rest),
+        "bench-notify" => bench_notify(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -303,6 +305,19 @@ fn bench_schedules(args: &[String]) -> Result {
         [target_dir().join("release/omserver"), plugins.join("Mid_1003.so"), target_dir().join("testenv/env.json")];
     run(cargo()
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "schedule_bench", "--"])
+        .args(fixed.iter().map(|p| p.display().to_string()))
+        .args(args))
+}
+
+/// `bench-notify [SECONDS] [ROUNDS]`: audit ingest with and without alert notifications (see
+/// host/examples/notify_bench.rs).
+fn bench_notify(args: &[String]) -> Result {
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    let fixed = [target_dir().join("release/omserver"), plugins.join("Mid_1003.so")];
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "notify_bench", "--"])
         .args(fixed.iter().map(|p| p.display().to_string()))
         .args(args))
 }

@@ -1,5 +1,6 @@
 //! The `omserver` command line. This is the binary's edge, so errors are `anyhow` here and nowhere else.
 
+mod notify;
 mod running;
 mod saved;
 
@@ -77,6 +78,9 @@ enum Command {
     /// Schedules of saved jobs: list, create, enable, disable, delete, fires.
     #[command(subcommand)]
     Schedule(saved::ScheduleCommand),
+    /// Notifications: channels, subscriptions, the delivery log.
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     /// Execution backends.
     #[command(subcommand)]
     Backends(BackendsCommand),
@@ -235,6 +239,7 @@ impl Cli {
             }
             Command::Template(cmd) => saved::template(config, cmd).await,
             Command::Schedule(cmd) => saved::schedule(config, cmd).await,
+            Command::Notify(cmd) => notify::notify(config, cmd).await,
             Command::Backends(BackendsCommand::Check) => backends_check(config).await,
             Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
             Command::Worker(args) => Ok(crate::worker::child::main(&args)),

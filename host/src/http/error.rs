@@ -210,6 +210,21 @@ impl From<ScheduleError> for HttpError {
     }
 }
 
+impl From<crate::notify::NotifyError> for HttpError {
+    fn from(err: crate::notify::NotifyError) -> HttpError {
+        use crate::notify::NotifyError;
+        match err {
+            NotifyError::Invalid { field, reason } => {
+                HttpError::BadRequest { reason: format!("{field}: {reason}"), field: Some(field) }
+            }
+            NotifyError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            NotifyError::NotFailed(..) => HttpError::Conflict(err.to_string()),
+            NotifyError::Damaged(cause) => HttpError::Internal(cause),
+            NotifyError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<FilterError> for HttpError {
     fn from(err: FilterError) -> HttpError {
         HttpError::invalid(err.field, err.to_string())

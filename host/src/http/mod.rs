@@ -18,6 +18,7 @@ mod health;
 mod hosts;
 mod jobs;
 mod modules;
+mod notify;
 mod openapi;
 mod overview;
 pub mod routes;
@@ -77,6 +78,7 @@ pub struct Services {
     pub jobs: Arc<JobService>,
     pub templates: Arc<Templates>,
     pub schedules: Arc<Schedules>,
+    pub notify: Arc<crate::notify::Notifications>,
     pub audit: Arc<AuditService>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
@@ -99,6 +101,7 @@ fn table() -> Routes {
         .merge(overview::router())
         .merge(templates::router())
         .merge(schedules::router())
+        .merge(notify::router())
         .merge(audit::router())
         .merge(session::router())
         .merge(users::router())

@@ -2,7 +2,10 @@
 
 use serde::Serialize;
 
-use super::{fetch_bound, insert_id, now_ms, on_pool, Bind, Store, StoreError};
+use super::{fetch_bound, insert_id, notify::INSERT_EVENT, now_ms, on_pool, Bind, Store, StoreError};
+
+/// The notifier's name for the fact that a job ended (`crate::notify` reads it back).
+pub const JOB_FINISHED: &str = "job.finished";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct JobRow {
@@ -168,8 +171,8 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(&sql).bind(job_id).fetch_all(pool).await)?)
     }
 
-    /// Stores the final status and the results of hosts not stored with a batch (skipped ones), in one
-    /// transaction.
+    /// Stores the final status and the results of hosts not stored with a batch (skipped ones), and records the
+    /// fact for the notifier, in one transaction.
     pub async fn finish_job(
         &self,
         id: i64,
@@ -179,10 +182,13 @@ impl Store {
     ) -> Result<(), StoreError> {
         let update = self.sql("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?");
         let insert = self.sql(INSERT_RESULT);
+        let event = self.sql(INSERT_EVENT);
+        let now = now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_results!(tx, insert, id, results);
-            sqlx::query(&update).bind(status).bind(error).bind(now_ms()).bind(id).execute(&mut *tx).await?;
+            sqlx::query(&update).bind(status).bind(error).bind(now).bind(id).execute(&mut *tx).await?;
+            sqlx::query(&event).bind(JOB_FINISHED).bind(id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
             tx.commit().await
         })?;
         Ok(())
@@ -248,6 +254,10 @@ impl Store {
             "UPDATE job_batches SET finished_at = ? WHERE finished_at IS NULL \
              AND job_id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running'))",
         );
+        let events = self.sql(
+            "INSERT INTO notify_events (kind, subject_id, created_at) \
+             SELECT ?, id, ? FROM jobs WHERE status IN ('queued', 'running')",
+        );
         let jobs = self.sql(
             "UPDATE jobs SET status = 'failed', error = 'interrupted: the server stopped before the job finished', \
              finished_at = ? WHERE status IN ('queued', 'running')",
@@ -256,6 +266,7 @@ impl Store {
         let done = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
             sqlx::query(&batches).bind(now).execute(&mut *tx).await?;
+            sqlx::query(&events).bind(JOB_FINISHED).bind(now).execute(&mut *tx).await?;
             let done = sqlx::query(&jobs).bind(now).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(done)

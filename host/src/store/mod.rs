@@ -13,6 +13,7 @@ mod audit;
 mod audit_sqlite;
 mod inventory;
 mod jobs;
+mod notify;
 mod overview;
 mod schedules;
 mod sessions;
@@ -32,8 +33,11 @@ pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
-pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow};
-pub use schedules::{FireRow, NewSchedule, ScheduleRow};
+pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_FINISHED};
+pub use notify::{
+    AttemptOutcome, AttemptRow, ChannelRow, DeliveryQuery, DeliveryRow, EventRow, NewDelivery, SubscriptionRow,
+};
+pub use schedules::{FireRow, NewSchedule, ScheduleRow, SCHEDULE_FIRE};
 pub use sessions::SessionRow;
 pub use templates::{NewTemplate, TemplateRow};
 pub use tokens::{TokenListing, TokenRow, TokenScope};

@@ -1,7 +1,20 @@
 //! Schedules of saved jobs, and their fires. A fire is claimed by inserting its row, unique on (schedule, slot),
 //! before its job is created: whoever inserts it fires it, and nobody else ever does.
 
-use super::{insert_id, now_ms, on_pool, Store, StoreError};
+use super::{insert_id, notify::INSERT_EVENT, now_ms, on_pool, Dialect, Store, StoreError};
+
+/// The notifier's name for a fire that was missed or failed (`crate::notify` reads it back).
+pub const SCHEDULE_FIRE: &str = "schedule.fire";
+
+/// Outcomes someone is told about: the others are the schedule doing its job.
+fn notified(outcome: &str) -> bool {
+    matches!(outcome, "missed" | "failed")
+}
+
+/// The notifier's detail of a fire: which slot (the schedule is the event's subject).
+fn fire_detail(slot: i64) -> String {
+    format!("{{\"slot\":{slot}}}")
+}
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ScheduleRow {
@@ -140,15 +153,20 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let sql = self
             .sql("INSERT INTO schedule_fires (schedule_id, slot, outcome, reason, recorded_at) VALUES (?, ?, ?, ?, ?)");
-        let inserted = on_pool!(self, pool => sqlx::query(&sql)
-            .bind(schedule_id)
-            .bind(slot)
-            .bind(outcome)
-            .bind(reason)
-            .bind(now_ms())
-            .execute(pool)
-            .await
-            .map(|_| ()));
+        let event = self.sql(INSERT_EVENT);
+        let now = now_ms();
+        let detail = fire_detail(slot);
+        let inserted = on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&sql).bind(schedule_id).bind(slot).bind(outcome).bind(reason).bind(now)
+                .execute(&mut *tx).await?;
+            if notified(outcome) {
+                sqlx::query(&event).bind(SCHEDULE_FIRE).bind(schedule_id).bind(&detail).bind(now)
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await);
         match inserted.map_err(|e| StoreError::conflict_or(e, String::new)) {
             Ok(()) => Ok(true),
             Err(StoreError::Conflict(_)) => Ok(false),
@@ -169,17 +187,31 @@ impl Store {
             "UPDATE schedule_fires SET outcome = ?, job_id = ?, reason = ?, recorded_at = ? \
              WHERE schedule_id = ? AND slot = ?",
         );
-        on_pool!(self, pool => sqlx::query(&sql)
-            .bind(outcome)
-            .bind(job_id)
-            .bind(reason)
-            .bind(now_ms())
-            .bind(schedule_id)
-            .bind(slot)
-            .execute(pool)
-            .await
-            .map(|_| ()))?;
+        let event = self.sql(INSERT_EVENT);
+        let now = now_ms();
+        let detail = fire_detail(slot);
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&sql).bind(outcome).bind(job_id).bind(reason).bind(now).bind(schedule_id).bind(slot)
+                .execute(&mut *tx).await?;
+            if notified(outcome) {
+                sqlx::query(&event).bind(SCHEDULE_FIRE).bind(schedule_id).bind(&detail).bind(now)
+                    .execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await)?;
         Ok(())
+    }
+
+    /// One fire of a schedule.
+    pub async fn schedule_fire(&self, schedule_id: i64, slot: i64) -> Result<Option<FireRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT slot, outcome, job_id, reason, recorded_at FROM schedule_fires WHERE schedule_id = ? AND slot = ?",
+        );
+        Ok(
+            on_pool!(self, pool => sqlx::query_as::<_, FireRow>(&sql).bind(schedule_id).bind(slot).fetch_optional(pool).await)?,
+        )
     }
 
     /// A schedule's fires, newest slot first.
@@ -202,17 +234,39 @@ impl Store {
 
     /// Fires a previous process claimed (or queued) but never settled: it stopped before their jobs started.
     pub async fn fail_unsettled_fires(&self) -> Result<u64, StoreError> {
+        let events = format!(
+            "INSERT INTO notify_events (kind, subject_id, detail, created_at) \
+             SELECT ?, schedule_id, {}, ? FROM schedule_fires WHERE outcome IN ('claimed', 'queued')",
+            self.fire_detail_sql()
+        );
+        let events = self.sql(&events);
         let sql = self.sql(
             "UPDATE schedule_fires SET outcome = 'failed', \
              reason = 'the server stopped before this fire started its job', recorded_at = ? \
              WHERE outcome IN ('claimed', 'queued')",
         );
-        Ok(on_pool!(self, pool => sqlx::query(&sql).bind(now_ms()).execute(pool).await.map(|r| r.rows_affected()))?)
+        let now = now_ms();
+        Ok(on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&events).bind(SCHEDULE_FIRE).bind(now).execute(&mut *tx).await?;
+            let done = sqlx::query(&sql).bind(now).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(done)
+        }
+        .await)?)
     }
 
     /// The newest queued or running job of a saved job, if any.
     pub async fn running_job_of_template(&self, template_id: i64) -> Result<Option<i64>, StoreError> {
         let sql = self.sql("SELECT MAX(id) FROM jobs WHERE template_id = ? AND status IN ('queued', 'running')");
         Ok(on_pool!(self, pool => sqlx::query_scalar::<_, Option<i64>>(&sql).bind(template_id).fetch_one(pool).await)?)
+    }
+
+    /// SQL building [`fire_detail`] from a row's `slot` column.
+    fn fire_detail_sql(&self) -> &'static str {
+        match self.dialect {
+            Dialect::MySql => "CONCAT('{\"slot\":', slot, '}')",
+            Dialect::Sqlite | Dialect::Postgres => "'{\"slot\":' || slot || '}'",
+        }
     }
 }

@@ -24,6 +24,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("run.js", "text/javascript; charset=utf-8", include_str!("assets/run.js")),
     ("modules.js", "text/javascript; charset=utf-8", include_str!("assets/modules.js")),
     ("templates.js", "text/javascript; charset=utf-8", include_str!("assets/templates.js")),
+    ("notifications.js", "text/javascript; charset=utf-8", include_str!("assets/notifications.js")),
     ("schedules.js", "text/javascript; charset=utf-8", include_str!("assets/schedules.js")),
     ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];

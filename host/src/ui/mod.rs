@@ -41,6 +41,7 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/modules", viewer, modules_page)
         .plain(Method::GET, "/run", Access::Page(Role::Operator), run_page)
         .plain(Method::GET, "/templates", viewer, templates_page)
+        .plain(Method::GET, "/notifications", Access::Page(Role::Admin), notifications_page)
         .plain(Method::GET, "/users", viewer, users_page)
         .plain(Method::GET, "/inventory", viewer, inventory_page)
         .plain(Method::GET, "/api-docs", viewer, api_docs_page)
@@ -354,6 +355,24 @@ async fn templates_page(
     session: Option<Extension<Session>>,
 ) -> Result<TemplatesPage, PageError> {
     Ok(TemplatesPage { user: Some(viewer((who, session))?) })
+}
+
+/// Notification channels, subscriptions and the delivery log: admins only (channels hold secrets).
+#[derive(Template, WebTemplate)]
+#[template(path = "notifications.html")]
+struct NotificationsPage {
+    user: Option<PageUser>,
+}
+
+async fn notifications_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<NotificationsPage, PageError> {
+    let user = viewer((who, session))?;
+    if !user.is_admin {
+        return Err(PageError::shown(&user, HttpError::Forbidden(Role::Admin.as_str())));
+    }
+    Ok(NotificationsPage { user: Some(user) })
 }
 
 /// Users (for admins) and the caller's API tokens.

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod console;
 pub mod database;
+pub mod receiver;
 pub mod scratch;
 pub mod testenv;
 

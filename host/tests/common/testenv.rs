@@ -13,6 +13,9 @@ pub struct TestEnv {
     pub salt: SaltEnv,
     pub func: FuncEnv,
     pub chromium: ChromiumEnv,
+    /// Absent from an env.json written before the smtp piece existed.
+    #[serde(default)]
+    pub smtp: SmtpEnv,
 }
 
 impl TestEnv {
@@ -47,6 +50,14 @@ impl TestEnv {
             func.key_file.display(),
         )
     }
+}
+
+/// The mail sink (aiosmtpd): every accepted message is `<n>.eml` with its envelope in `<n>.json` in `maildir`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SmtpEnv {
+    pub host: String,
+    pub port: u16,
+    pub maildir: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -12,6 +12,13 @@ let held = [];
 let next = null;
 let seen = new Set();
 
+// A link (from a notification) may carry the filters: /audit?host=web1.
+const linked = new URLSearchParams(window.location.search);
+for (const key of ['host', 'app', 'user', 'q']) {
+  const input = document.querySelector(`#filters [name="${key}"]`);
+  if (input && linked.get(key)) input.value = linked.get(key);
+}
+
 function filters() {
   const form = new FormData(document.getElementById('filters'));
   const params = new URLSearchParams();
