@@ -1,9 +1,29 @@
 # The browser piece (sourced by testenv.sh): Debian's chromium and chromium-driver (installed when missing),
-# chromedriver listening on 127.0.0.1:9515 for the console's browser tests. Each test session starts its own
-# headless Chromium through it (the flags are the tests' own, in host/tests/common/browser.rs).
+# chromedriver listening on 127.0.0.1:9515 for the console's browser tests, and axe-core from npm (the
+# accessibility checker the tests run inside each page). Each test session starts its own headless Chromium
+# through it (the flags are the tests' own, in host/tests/common/browser.rs).
 
 CHROMIUM_DIR="$TE/chromium"
 CHROMEDRIVER_PORT=9515
+# Pinned: a new axe-core release adds rules, and a test run must not start failing by itself.
+AXE_VERSION=4.11.4
+AXE_SCRIPT="$CHROMIUM_DIR/axe/node_modules/axe-core/axe.min.js"
+AXE_STAMP="$CHROMIUM_DIR/axe/.omserver-axe-version"
+
+axe_current() { [[ -f $AXE_SCRIPT && "$(cat "$AXE_STAMP" 2>/dev/null)" == "$AXE_VERSION" ]]; }
+
+# axe-core is a build artefact like the venv: installed once into target/testenv/chromium/axe (ignored), kept by
+# down, reinstalled when AXE_VERSION changes.
+axe_install() {
+    axe_current && return
+    command -v npm >/dev/null || apt_install npm
+    mkdir -p "$CHROMIUM_DIR/axe"
+    say "chromium: installing axe-core $AXE_VERSION from npm"
+    npm install --prefix "$CHROMIUM_DIR/axe" --no-audit --no-fund --no-save --silent "axe-core@$AXE_VERSION" \
+        >>"$CHROMIUM_DIR/npm.log" 2>&1 || die "npm install axe-core@$AXE_VERSION failed (see $CHROMIUM_DIR/npm.log)"
+    [[ -f $AXE_SCRIPT ]] || die "axe-core installed but $AXE_SCRIPT is missing"
+    echo "$AXE_VERSION" >"$AXE_STAMP"
+}
 
 chromium_pidfile() { echo "$CHROMIUM_DIR/chromedriver.pid"; }
 chromium_running() { running_pid "$(chromium_pidfile)" "--port=$CHROMEDRIVER_PORT" >/dev/null; }
@@ -15,6 +35,7 @@ chromium_up() {
         apt_install chromium chromium-driver fonts-dejavu-core
     fi
     mkdir -p "$CHROMIUM_DIR"
+    axe_install
     if ! chromium_running; then
         mark_down chromium
         listening 127.0.0.1 "$CHROMEDRIVER_PORT" &&
@@ -45,9 +66,9 @@ chromium_status() {
 
 chromium_json() {
     if ready chromium; then
-        printf '{"webdriver_url": %s, "binary": %s}' "$(json_str "http://127.0.0.1:$CHROMEDRIVER_PORT")" \
-            "$(json_str "$(command -v chromium)")"
+        printf '{"webdriver_url": %s, "binary": %s, "axe": %s}' "$(json_str "http://127.0.0.1:$CHROMEDRIVER_PORT")" \
+            "$(json_str "$(command -v chromium)")" "$(json_str "$AXE_SCRIPT")"
     else
-        printf '{"webdriver_url": "", "binary": ""}'
+        printf '{"webdriver_url": "", "binary": "", "axe": ""}'
     fi
 }

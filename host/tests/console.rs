@@ -361,6 +361,8 @@ fn an_admin_manages_users_and_tokens_from_the_users_page() {
     assert_eq!(server.send(check).0, StatusCode::OK, "the token shown works");
     browser.screenshot("created");
     browser.click("tr[data-token='ci-deploy'] button");
+    // Revoking is confirmed first (console_errors.rs checks that asking alone revokes nothing).
+    browser.click("tr[data-token='ci-deploy'] .ask button.danger");
     let started = std::time::Instant::now();
     while browser.exists("tr[data-token='ci-deploy']") {
         assert!(started.elapsed() < Duration::from_secs(5), "the revoked token is still listed");

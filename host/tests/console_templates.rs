@@ -199,13 +199,13 @@ fn a_rolling_job_shows_its_batches_and_skipped_hosts_and_reruns_the_hosts_not_ok
     browser.wait_for_text("#rollout", "batches of 2, stop once more than 0 not ok", Duration::from_secs(1));
     browser.wait_for_text("#batches li:first-child", "l[1-2] (2 hosts)", Duration::from_secs(5));
     browser.wait_for_text("#not-started", "Not started: l[3-6] (4 hosts, skipped)", Duration::from_secs(5));
-    browser.wait_for_text("#groups section.group.skipped h3", "l[3-6] — 4 hosts: skipped", Duration::from_secs(5));
+    browser.wait_for_text("#groups section.group.skipped h3", "l[3-6] — 4 hosts: ↷ skipped", Duration::from_secs(5));
     browser.wait_for_text(
         "#groups section.group.skipped pre.stderr",
         "not started: failure threshold",
         Duration::from_secs(1),
     );
-    browser.wait_for_text("#groups section.group.failed h3", "l2 — 1 host: failed, rc 3", Duration::from_secs(1));
+    browser.wait_for_text("#groups section.group.failed h3", "l2 — 1 host: ✗ failed, rc 3", Duration::from_secs(1));
     browser.wait_for_text("#progress", "6 of 6 reported (1 ok, 1 failed, 4 skipped)", Duration::from_secs(1));
     browser.screenshot("1-threshold");
 
@@ -257,9 +257,13 @@ fn cancelled_and_skipped_hosts_look_different_from_each_other_and_from_failures(
     browser.log_in(&server.base, "admin", &server.admin_password);
     browser.goto(&format!("{}/jobs/{id}", server.base));
     browser.wait_for_text("#status", "cancelled", Duration::from_secs(10));
-    browser.wait_for_text("#groups section.group.cancelled h3", "l[2-3] — 2 hosts: cancelled", Duration::from_secs(5));
-    browser.wait_for_text("#groups section.group.skipped h3", "l[4-5] — 2 hosts: skipped", Duration::from_secs(5));
-    browser.wait_for_text("#groups section.group.failed h3", "l1 — 1 host: failed", Duration::from_secs(5));
+    browser.wait_for_text(
+        "#groups section.group.cancelled h3",
+        "l[2-3] — 2 hosts: ⊘ cancelled",
+        Duration::from_secs(5),
+    );
+    browser.wait_for_text("#groups section.group.skipped h3", "l[4-5] — 2 hosts: ↷ skipped", Duration::from_secs(5));
+    browser.wait_for_text("#groups section.group.failed h3", "l1 — 1 host: ✗ failed", Duration::from_secs(5));
     browser.wait_for_text("#not-started", "Not started: l[4-5] (2 hosts, skipped)", Duration::from_secs(1));
     // Each status has its own look: border, background and the colour of its word.
     let looks = browser.eval(

@@ -68,7 +68,7 @@ impl HttpError {
         HttpError::BadRequest { field: Some(field.to_owned()), reason: reason.into() }
     }
 
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden(_) | HttpError::Csrf | HttpError::CrossOrigin | HttpError::Refused(_) => {

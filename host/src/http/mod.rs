@@ -20,6 +20,7 @@ mod jobs;
 mod modules;
 mod notify;
 mod openapi;
+mod overview;
 pub mod routes;
 mod schedules;
 mod session;
@@ -97,6 +98,7 @@ fn table() -> Routes {
         .merge(modules::router())
         .merge(hosts::router())
         .merge(jobs::router())
+        .merge(overview::router())
         .merge(templates::router())
         .merge(schedules::router())
         .merge(notify::router())
@@ -126,6 +128,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     Router::new()
         .merge(extra)
         .merge(routes)
+        // Not a route (nothing is served there): an unknown path answers 404, as a console page for people.
+        .fallback(crate::ui::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
         .layer(middleware::from_fn(headers::security_headers))

@@ -14,6 +14,7 @@ mod audit_sqlite;
 mod inventory;
 mod jobs;
 mod notify;
+mod overview;
 mod schedules;
 mod sessions;
 mod templates;

@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 const FILES: &[(&str, &str, &str)] = &[
     ("console.css", "text/css; charset=utf-8", include_str!("assets/console.css")),
     ("console.js", "text/javascript; charset=utf-8", include_str!("assets/console.js")),
+    ("nav.js", "text/javascript; charset=utf-8", include_str!("assets/nav.js")),
+    ("jobs.js", "text/javascript; charset=utf-8", include_str!("assets/jobs.js")),
+    ("home.js", "text/javascript; charset=utf-8", include_str!("assets/home.js")),
     ("job.js", "text/javascript; charset=utf-8", include_str!("assets/job.js")),
     ("audit.js", "text/javascript; charset=utf-8", include_str!("assets/audit.js")),
     ("users.js", "text/javascript; charset=utf-8", include_str!("assets/users.js")),

@@ -10,7 +10,10 @@ mod assets;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::{
-    extract::{rejection::QueryRejection, Path, Query, State},
+    extract::{
+        rejection::{PathRejection, QueryRejection},
+        Path, Query, State,
+    },
     http::{Method, StatusCode},
     response::{IntoResponse, Redirect, Response},
     Extension,
@@ -49,6 +52,7 @@ pub fn router() -> Routes {
 }
 
 /// Who is looking at a page: what the layout needs to show and hide.
+#[derive(Clone)]
 pub struct PageUser {
     pub name: String,
     pub role: &'static str,
@@ -77,22 +81,76 @@ type Caller = (Result<Authenticated, HttpError>, Option<Extension<Session>>);
 enum PageError {
     /// Nobody logged in: go to the login page rather than see a JSON 401.
     LogIn,
-    Http(HttpError),
+    /// Anything else is a page in the console's layout with the status code, never a JSON body: the user (when
+    /// known) keeps the menu.
+    Shown { user: Option<PageUser>, err: HttpError },
+}
+
+impl PageError {
+    fn shown(user: &PageUser, err: impl Into<HttpError>) -> PageError {
+        PageError::Shown { user: Some(user.clone()), err: err.into() }
+    }
+}
+
+/// An error as a console page.
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    user: Option<PageUser>,
+    title: &'static str,
+    message: String,
+    hint: Option<String>,
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        match self {
-            PageError::LogIn => Redirect::to("/login").into_response(),
-            PageError::Http(err) => err.into_response(),
-        }
+        let (user, err) = match self {
+            PageError::LogIn => return Redirect::to("/login").into_response(),
+            PageError::Shown { user, err } => (user, err),
+        };
+        let status = err.status();
+        let title = match status {
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::FORBIDDEN => "Not allowed",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+            _ => "Something went wrong",
+        };
+        let hint = match (&err, &user) {
+            (HttpError::Forbidden(needed), Some(user)) => {
+                Some(format!("You are logged in as {} with the {} role.", user.name, user.role))
+                    .filter(|_| *needed != user.role)
+            }
+            _ => None,
+        };
+        let message = match &err {
+            HttpError::Forbidden(needed) => format!("This page needs the {needed} role."),
+            HttpError::Internal(cause) => {
+                // The cause is for the log, never for the page.
+                tracing::error!(error = %cause, "console page failed");
+                "The server could not show this page; the error is in its log.".to_owned()
+            }
+            other => other.to_string(),
+        };
+        (status, ErrorPage { user, title, message, hint }).into_response()
     }
 }
 
-impl<E: Into<HttpError>> From<E> for PageError {
-    fn from(err: E) -> PageError {
-        PageError::Http(err.into())
+/// Any path no route serves (axum's fallback): a console 404 page for people, the JSON error for the API.
+pub async fn not_found(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+    uri: axum::http::Uri,
+) -> Response {
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") {
+        return HttpError::NotFound(format!("no such API path: {path}")).into_response();
     }
+    // Without a session the page has no menu, and says nothing about what exists.
+    let user = viewer((who, session)).ok();
+    let err = HttpError::NotFound(format!("There is no page at {path}."));
+    PageError::Shown { user, err }.into_response()
 }
 
 /// A page needs a logged-in viewer.
@@ -100,7 +158,7 @@ fn viewer((who, session): Caller) -> Result<PageUser, PageError> {
     let csrf = session.map(|Extension(s)| s.csrf_token).unwrap_or_default();
     match who {
         Ok(who) if who.0.role >= Role::Viewer => Ok(PageUser::of(&who.0, csrf)),
-        Ok(_) => Err(HttpError::Forbidden(Role::Viewer.as_str()).into()),
+        Ok(_) => Err(PageError::Shown { user: None, err: HttpError::Forbidden(Role::Viewer.as_str()) }),
         Err(_) => Err(PageError::LogIn),
     }
 }
@@ -127,8 +185,10 @@ struct JobsPage {
     /// Why the filter was refused, shown above an empty table.
     problem: Option<String>,
     jobs: Vec<HistoryLine>,
-    /// Loaded modules (id, name): the module field's suggestions and the names in the table.
+    /// Loaded modules (id, name): the module filter's choices and the names in the table.
     modules: Vec<(u32, String)>,
+    /// The module filter's value when no loaded module has it (a module removed since), kept as a choice.
+    module_not_loaded: Option<String>,
     statuses: [&'static str; 5],
     /// The query string of the next page, when there may be one.
     older: Option<String>,
@@ -138,6 +198,8 @@ struct JobsPage {
 struct HistoryLine {
     job: crate::jobs::JobView,
     module_name: Option<String>,
+    /// The status's icon: status is shown by word, icon and colour, never by colour alone.
+    icon: &'static str,
     created: String,
     /// How long it ran, when it has finished.
     took: Option<String>,
@@ -157,12 +219,27 @@ impl HistoryLine {
             job.started_at.zip(job.finished_at).map(|(start, end)| format!("{:.1} s", (end - start) as f64 / 1000.0));
         HistoryLine {
             module_name: modules.iter().find(|(id, _)| i64::from(*id) == job.module).map(|(_, name)| name.clone()),
+            icon: status_icon(&job.status),
             created: calendar::utc_text(job.created_at),
             took,
             hosts_shown,
             params: job.params.to_string(),
             job,
         }
+    }
+}
+
+/// The icon beside a job's or host's status word; `jobs.js` and `job.js` use the same ones (`console.js`).
+fn status_icon(status: &str) -> &'static str {
+    match status {
+        "succeeded" | "ok" => "✓",
+        "failed" => "✗",
+        "running" => "⟳",
+        "queued" => "◷",
+        "cancelled" => "⊘",
+        "unreachable" => "⚠",
+        "skipped" => "↷",
+        _ => "•",
     }
 }
 
@@ -185,7 +262,7 @@ async fn jobs_page(
     };
     let (jobs, problem, older) = match query {
         Ok(query) => {
-            let jobs = state.jobs.history(&query).await?;
+            let jobs = state.jobs.history(&query).await.map_err(|e| PageError::shown(&user, e))?;
             let older = match jobs.last() {
                 Some(last) if jobs.len() as i64 == query.limit => {
                     let next = HistoryFilter { before: Some(last.id), ..filter.clone() };
@@ -199,7 +276,14 @@ async fn jobs_page(
     };
     let status = if problem.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     let jobs = jobs.into_iter().map(|job| HistoryLine::of(job, &modules)).collect();
-    let page = JobsPage { user: Some(user), filter, problem, jobs, modules, statuses: STATUSES, older };
+    let module_not_loaded = filter
+        .module
+        .as_deref()
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && !modules.iter().any(|(id, _)| id.to_string() == *m))
+        .map(str::to_owned);
+    let page =
+        JobsPage { user: Some(user), filter, problem, jobs, modules, module_not_loaded, statuses: STATUSES, older };
     Ok((status, page).into_response())
 }
 
@@ -224,8 +308,14 @@ async fn audit_page(
     session: Option<Extension<Session>>,
 ) -> Result<AuditPage, PageError> {
     let user = viewer((who, session))?;
-    let apps: std::collections::BTreeSet<String> =
-        state.store.list_hosts().await?.into_iter().filter_map(|host| host.app).collect();
+    let apps: std::collections::BTreeSet<String> = state
+        .store
+        .list_hosts()
+        .await
+        .map_err(|e| PageError::shown(&user, e))?
+        .into_iter()
+        .filter_map(|host| host.app)
+        .collect();
     Ok(AuditPage { user: Some(user), apps: apps.into_iter().collect() })
 }
 
@@ -248,7 +338,7 @@ async fn run_page(
 ) -> Result<RunPage, PageError> {
     let user = viewer((who, session))?;
     if !user.can_run {
-        return Err(HttpError::Forbidden(Role::Operator.as_str()).into());
+        return Err(PageError::shown(&user, HttpError::Forbidden(Role::Operator.as_str())));
     }
     Ok(RunPage { user: Some(user) })
 }
@@ -280,7 +370,7 @@ async fn notifications_page(
 ) -> Result<NotificationsPage, PageError> {
     let user = viewer((who, session))?;
     if !user.is_admin {
-        return Err(HttpError::Forbidden(Role::Admin.as_str()).into());
+        return Err(PageError::shown(&user, HttpError::Forbidden(Role::Admin.as_str())));
     }
     Ok(NotificationsPage { user: Some(user) })
 }
@@ -325,11 +415,18 @@ async fn inventory_page(
     Ok(InventoryPage { user: Some(viewer((who, session))?) })
 }
 
-async fn home(who: Result<Authenticated, HttpError>, session: Option<Extension<Session>>) -> Response {
-    match viewer((who, session)) {
-        Ok(_) => Redirect::to("/jobs").into_response(),
-        Err(err) => err.into_response(),
-    }
+/// The home page: what needs attention now. Its script reads the lists and counts from the JSON API.
+#[derive(Template, WebTemplate)]
+#[template(path = "home.html")]
+struct HomePage {
+    user: Option<PageUser>,
+}
+
+async fn home(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<HomePage, PageError> {
+    Ok(HomePage { user: Some(viewer((who, session))?) })
 }
 
 /// What `POST /login` sends a failed form login back with.
@@ -354,10 +451,12 @@ async fn job_page(
     State(state): State<AppState>,
     who: Result<Authenticated, HttpError>,
     session: Option<Extension<Session>>,
-    Path(id): Path<i64>,
+    id: Result<Path<i64>, PathRejection>,
 ) -> Result<JobPage, PageError> {
     let user = viewer((who, session))?;
+    let Path(id) =
+        id.map_err(|_| PageError::shown(&user, HttpError::bad_request("A job id is a number, such as /jobs/7.")))?;
     // A 404 page for a job that does not exist, rather than a page that fails in the browser.
-    state.jobs.view(id).await?;
+    state.jobs.view(id).await.map_err(|e| PageError::shown(&user, e))?;
     Ok(JobPage { user: Some(user), id })
 }

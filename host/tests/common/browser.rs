@@ -14,6 +14,9 @@ pub struct Browser {
     runtime: tokio::runtime::Runtime,
     client: Option<Client>,
     shots: PathBuf,
+    /// Where the browser saves downloads, without asking.
+    downloads: PathBuf,
+    name: String,
     _profile: tempfile::TempDir,
 }
 
@@ -40,14 +43,20 @@ impl Browser {
             "--window-size=1280,900".to_owned(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
+        let downloads = profile.path().join("downloads");
+        std::fs::create_dir_all(&downloads).expect("downloads dir");
+        let prefs = json!({ "download.default_directory": downloads, "download.prompt_for_download": false });
         let mut caps = serde_json::Map::new();
-        caps.insert("goog:chromeOptions".to_owned(), json!({ "binary": env.chromium.binary, "args": args }));
+        caps.insert(
+            "goog:chromeOptions".to_owned(),
+            json!({ "binary": env.chromium.binary, "args": args, "prefs": prefs }),
+        );
         let client = runtime
             .block_on(ClientBuilder::rustls().expect("tls").capabilities(caps).connect(&env.chromium.webdriver_url))
             .expect("a Chromium session from chromedriver");
         let shots = super::target_dir().join("screenshots").join(name);
         std::fs::create_dir_all(&shots).expect("screenshot dir");
-        Browser { runtime, client: Some(client), shots, _profile: profile }
+        Browser { runtime, client: Some(client), shots, downloads, name: name.to_owned(), _profile: profile }
     }
 
     fn client(&self) -> &Client {
@@ -127,6 +136,63 @@ impl Browser {
         let path = self.shots.join(format!("{name}.png"));
         std::fs::write(&path, png).expect("write screenshot");
         path
+    }
+
+    /// The text of the file the browser downloaded as `file`, waiting up to `limit` for it to be complete.
+    pub fn downloaded(&self, file: &str, limit: Duration) -> String {
+        let path = self.downloads.join(file);
+        let started = Instant::now();
+        loop {
+            // Chromium writes `<file>.crdownload` and renames it when done.
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                return text;
+            }
+            assert!(started.elapsed() < limit, "no download {file} within {limit:?} in {}", self.downloads.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs axe-core (testenv's chromium piece installs it from npm) in the current page and prints its report.
+    /// Returns the violations of impact "serious" or "critical", one line each (empty: none).
+    pub fn axe(&self, page: &str) -> Vec<String> {
+        let script = &super::testenv::testenv().chromium.axe;
+        assert!(
+            !script.as_os_str().is_empty(),
+            "axe-core is not installed: run `cargo xtask testenv up chromium` (env.json has no chromium.axe)"
+        );
+        let source = std::fs::read_to_string(script).unwrap_or_else(|e| panic!("read {}: {e}", script.display()));
+        // WebDriver scripts run outside the page's Content-Security-Policy, so the page itself stays as strict.
+        self.eval(&format!("{source}\n;return null"));
+        let report = self.eval(
+            "return axe.run(document, { resultTypes: ['violations'] }).then((r) => r.violations.map((v) => \
+             ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map((n) => n.target.join(' ')) })))",
+        );
+        let violations = report.as_array().cloned().unwrap_or_default();
+        let count = |impact: &str| violations.iter().filter(|v| v["impact"] == impact).count();
+        println!(
+            "axe-core [{} {page}]: {} critical, {} serious, {} moderate, {} minor",
+            self.name,
+            count("critical"),
+            count("serious"),
+            count("moderate"),
+            count("minor")
+        );
+        let mut bad = Vec::new();
+        for v in &violations {
+            let line = format!("  {} ({}): {} at {}", v["id"], v["impact"], v["help"], v["nodes"]);
+            println!("{line}");
+            if v["impact"] == "serious" || v["impact"] == "critical" {
+                bad.push(line);
+            }
+        }
+        bad
+    }
+
+    /// `document.documentElement.scrollWidth` against the window's inner width: the page scrolls sideways when
+    /// the first is larger.
+    pub fn widths(&self) -> (i64, i64) {
+        let w = self.eval("return [document.documentElement.scrollWidth, window.innerWidth]");
+        (w[0].as_i64().expect("scrollWidth"), w[1].as_i64().expect("innerWidth"))
     }
 
     /// Logs in through the login form as `name` and waits to leave the login page.

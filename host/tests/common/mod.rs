@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod browser;
+pub mod console;
 pub mod database;
 pub mod notifying;
 pub mod receiver;

@@ -66,6 +66,9 @@ pub struct ChromiumEnv {
     pub webdriver_url: String,
     /// The Chromium binary chromedriver starts.
     pub binary: PathBuf,
+    /// axe-core's `axe.min.js`, injected into pages by the accessibility checks (absent from an older env.json).
+    #[serde(default)]
+    pub axe: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -14,7 +14,7 @@ async function start() {
   for (const [path, item] of Object.entries(doc.paths).sort(([a], [b]) => a.localeCompare(b))) {
     for (const [method, op] of Object.entries(item)) {
       const section = el('section', undefined, { class: 'group', 'data-operation': `${method.toUpperCase()} ${path}` });
-      const title = el('h3');
+      const title = el('h2'); // under the page's h1: headings go down one level at a time
       title.append(el('span', `${method.toUpperCase()} ${path}`, { class: 'hosts' }),
         el('span', ` — ${op['x-omserver-access'] || ''}`));
       section.append(title);

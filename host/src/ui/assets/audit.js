@@ -4,7 +4,7 @@
 // An exec (source "execve", from `omaudit-agent watch`) shows its program and directory under the command; a typed
 // line with an audit session gets a "What ran" button listing the execs of its session and terminal from its time
 // to 10 s after (GET /api/audit/events?source=execve&session=…&tty=…&from=…&to=…).
-import { api, el, utc } from '/assets/console.js';
+import { api, clearFieldErrors, el, showFieldError, utc } from '/assets/console.js';
 
 const body = document.querySelector('#events tbody');
 const state = document.getElementById('live-state');
@@ -68,7 +68,12 @@ async function whatRan(e, cell, button) {
 function row(e) {
   const alerts = e.alerts || [];
   const tr = el('tr', undefined, { 'data-id': String(e.id), 'data-source': e.source, class: alerts.length ? 'flagged' : '' });
-  const command = el('td', undefined, { class: e.source === 'execve' ? 'command exec' : 'command' });
+  // data-label: on a phone the table turns into cards that label each line (console.css, table.stack).
+  const cell = (label, text, attrs = {}) => el('td', text, { 'data-label': label, ...attrs });
+  const flags = cell('Alerts', undefined, { class: 'alerts' });
+  // An alert is marked by a word and an icon, not only by the row's colour.
+  if (alerts.length) flags.append(el('span', '⚠ alert: ', { class: 'alert-mark' }), alerts.join(', '));
+  const command = cell('Command', undefined, { class: e.source === 'execve' ? 'command exec' : 'command' });
   command.append(el('span', e.command, { class: 'text' }));
   if (e.source === 'execve') command.append(execDetail(e));
   else if (e.session != null && e.tty) {
@@ -76,8 +81,8 @@ function row(e) {
     button.addEventListener('click', () => { whatRan(e, command, button).catch((err) => { problem.textContent = err.message; }); });
     command.append(' ', button);
   }
-  tr.append(el('td', utc(e.received_at)), el('td', e.datetime || ''), el('td', e.host), el('td', e.user),
-    el('td', e.login_user || ''), el('td', e.tty || ''), command, el('td', alerts.join(', '), { class: 'alerts' }));
+  tr.append(cell('Received (UTC)', utc(e.received_at)), cell('Host time', e.datetime || ''), cell('Host', e.host),
+    cell('User', e.user), cell('Login user', e.login_user || ''), cell('TTY', e.tty || ''), command, flags);
   return tr;
 }
 
@@ -163,9 +168,13 @@ if (admin) {
     try {
       await api('/api/audit/rules', { method: 'POST', body });
       form.reset();
+      clearFieldErrors(form);
       document.getElementById('rule-problem').textContent = '';
       await rules();
-    } catch (err) { document.getElementById('rule-problem').textContent = err.message; }
+    } catch (err) {
+      showFieldError(form, { name: 'r-name', pattern: 'r-pattern', host: 'r-host', user: 'r-user' }, err,
+        document.getElementById('rule-problem'));
+    }
   });
 }
 rules().catch((err) => { problem.textContent = err.message; });

@@ -126,3 +126,74 @@ export function foldHosts(names) {
   }
   return out.sort().join(',');
 }
+
+/** The icon beside each job or host status (the same as `ui::status_icon` on the server). */
+const STATUS_ICONS = {
+  succeeded: '✓', ok: '✓', failed: '✗', running: '⟳', queued: '◷', cancelled: '⊘', unreachable: '⚠', skipped: '↷',
+};
+
+/** A status as a badge: an icon, the word and a colour, so that it never rests on colour alone. */
+export function statusBadge(status) {
+  const badge = el('span', undefined, { class: `badge ${status}` });
+  badge.append(el('span', STATUS_ICONS[status] ?? '•', { 'aria-hidden': 'true' }), ` ${status}`);
+  return badge;
+}
+
+/** Durations as the console shows them: 850 ms, 12.3 s, 4 min 05 s, 2 h 03 min. */
+export function duration(ms) {
+  if (ms === null || ms === undefined || ms < 0) return '–';
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+  return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, '0')} min`;
+}
+
+/**
+ * Asks in place before a destructive action: the button is replaced by a question with "Yes, …" and "Keep"
+ * buttons (no window.confirm: it blocks the page and reads the same for every action).
+ */
+export function confirmInPlace(button, question, yes, action) {
+  const box = el('span', undefined, { class: 'ask', role: 'group', 'aria-label': question });
+  const go = el('button', yes, { type: 'button', class: 'danger' });
+  const keep = el('button', 'Keep', { type: 'button', class: 'secondary' });
+  box.append(el('span', `${question} `), go, ' ', keep);
+  button.replaceWith(box);
+  go.focus();
+  keep.addEventListener('click', () => { box.replaceWith(button); button.focus(); });
+  go.addEventListener('click', async () => {
+    go.disabled = true;
+    try { await action(); } finally { if (box.isConnected) box.replaceWith(button); }
+  });
+}
+
+/**
+ * Shows a request's error beside the form field it names (`err.field`, from a 400), or else in `fallback`.
+ * `inputs` maps field names to input ids; each input's error goes into a `.field-error` after it (made on demand).
+ * Call `clearFieldErrors(form)` after the next success: an old error must not linger.
+ */
+export function showFieldError(form, inputs, err, fallback) {
+  clearFieldErrors(form);
+  const input = err.field && inputs[err.field] ? document.getElementById(inputs[err.field]) : null;
+  fallback.textContent = input ? '' : err.message;
+  if (!input) return;
+  let slot = document.getElementById(`err-${input.id}`);
+  if (!slot) {
+    slot = el('p', undefined, { class: 'field-error', id: `err-${input.id}` });
+    input.after(slot);
+  }
+  // Beside the field its name is noise ("pattern: error: …").
+  slot.textContent = err.message.startsWith(`${err.field}: `) ? err.message.slice(err.field.length + 2) : err.message;
+  input.setAttribute('aria-invalid', 'true');
+  input.setAttribute('aria-describedby', slot.id);
+  input.focus();
+}
+
+/** Clears the errors `showFieldError` showed in `form`. */
+export function clearFieldErrors(form) {
+  for (const slot of form.querySelectorAll('.field-error')) slot.textContent = '';
+  for (const input of form.querySelectorAll('[aria-invalid]')) {
+    input.removeAttribute('aria-invalid');
+    input.removeAttribute('aria-describedby');
+  }
+}

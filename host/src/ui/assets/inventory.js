@@ -1,6 +1,6 @@
 // /inventory: hosts under the original's three levels (function category → app category → host) plus free
 // tags; admins add, edit and delete hosts, and import CSV or Ansible INI after a preview that names every bad line.
-import { api, el } from '/assets/console.js';
+import { api, clearFieldErrors, confirmInPlace, el, showFieldError } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
 const admin = $('main').dataset.admin === 'true';
@@ -14,11 +14,10 @@ function hostLine(h) {
   if (admin) {
     const edit = el('button', `Edit ${h.name}`, { type: 'button' });
     edit.addEventListener('click', () => fill(h));
-    const del = el('button', `Delete ${h.name}`, { type: 'button' });
-    del.addEventListener('click', async () => {
-      if (!window.confirm(`Delete ${h.name}?`)) return;
-      try { await api(`/api/hosts/${h.id}`, { method: 'DELETE' }); await load(); } catch (err) { fail(err); }
-    });
+    const del = el('button', `Delete ${h.name}`, { type: 'button', class: 'danger' });
+    del.addEventListener('click', () => confirmInPlace(del, `Delete ${h.name}?`, `Yes, delete ${h.name}`, async () => {
+      try { await api(`/api/hosts/${h.id}`, { method: 'DELETE' }); $('problem').textContent = ''; await load(); } catch (err) { fail(err); }
+    }));
     li.append(' ', edit, ' ', del);
   }
   return li;
@@ -75,6 +74,10 @@ function clear() {
   $('h-id').value = '';
 }
 
+// The API's field names (`HttpError::invalid`) and the form's inputs.
+const HOST_FIELDS = { name: 'h-name', ip: 'h-ip', wan_ip: 'h-wan', function: 'h-function', app: 'h-app', port: 'h-port',
+  user: 'h-user', tags: 'h-tags' };
+
 function optional(id) { const v = $(id).value.trim(); return v === '' ? undefined : v; }
 
 async function save(e) {
@@ -87,9 +90,10 @@ async function save(e) {
     const id = $('h-id').value;
     await api(id ? `/api/hosts/${id}` : '/api/hosts', { method: id ? 'PUT' : 'POST', body });
     $('problem').textContent = '';
+    clearFieldErrors($('host-form'));
     clear();
     await load();
-  } catch (err) { fail(err); }
+  } catch (err) { showFieldError($('host-form'), HOST_FIELDS, err, $('problem')); }
 }
 
 async function importFile(preview) {

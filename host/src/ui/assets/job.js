@@ -1,13 +1,28 @@
-// /jobs/{id}: the job's facts, per-host results as hosts finish (GET /api/jobs/{id}/events), hosts grouped by
-// identical output with folded host lists, its batches, where it came from (a re-run, a saved job) and its re-runs,
-// and the cancel and re-run buttons (a re-run is confirmed with its hosts first).
-import { api, describeRollout, el, foldHosts, utc } from '/assets/console.js';
+// /jobs/{id}: the job's facts (module by name, parameters, who or which schedule, times), per-host results as hosts
+// finish (GET /api/jobs/{id}/events), a bar of counts by host status, hosts grouped by identical output with folded
+// host lists (a host's own name and address in its output count as the same text), "only hosts not ok", each
+// host's duration, the output copied or downloaded as text or JSON, its batches, where it came from (a re-run, a
+// saved job) and its re-runs, and the cancel and re-run buttons (a re-run is confirmed with its hosts first).
+import { api, describeRollout, duration, el, foldHosts, statusBadge, utc } from '/assets/console.js';
 
 const main = document.getElementById('main');
 const id = main.dataset.jobId;
 const latest = new Map(); // host → its newest result
 let hosts = [];
 let last = null; // the newest full view of the job
+const moduleNames = new Map(); // module id → name, from GET /api/modules
+const addresses = new Map(); // inventory host name → its address, from GET /api/hosts
+// Host statuses in the order the bar and the legend show them.
+const STATUSES = ['ok', 'failed', 'unreachable', 'cancelled', 'skipped'];
+
+/** Module names and host addresses: nice to have, so a failure leaves ids and names without addresses. */
+async function loadNames() {
+  const [modules, inventory] = await Promise.allSettled([api('/api/modules'), api('/api/hosts')]);
+  if (modules.status === 'fulfilled') {
+    for (const m of modules.value) if (m.id !== null && m.id !== undefined && m.name) moduleNames.set(m.id, m.name);
+  }
+  if (inventory.status === 'fulfilled') for (const h of inventory.value) addresses.set(h.name, h.ip);
+}
 
 function text(idName, value) {
   document.getElementById(idName).textContent = value ?? '';
@@ -64,11 +79,54 @@ function showBatches(job) {
   }
 }
 
+function showParams(params) {
+  const box = document.getElementById('params');
+  box.replaceChildren();
+  const entries = Object.entries(params || {});
+  if (!entries.length) { box.append('none'); return; }
+  const list = el('ul', undefined, { class: 'plain-list' });
+  for (const [name, value] of entries) {
+    const li = el('li');
+    li.append(el('code', name), ' = ', el('code', typeof value === 'string' ? value : JSON.stringify(value)));
+    list.append(li);
+  }
+  box.append(list);
+}
+
+/** A person's name, or the schedule (and saved job) a fire came from: `schedule:NAME` in `created_by`. */
+function whoStarted(job) {
+  const box = document.getElementById('created-by');
+  box.replaceChildren();
+  if (job.created_by.startsWith('schedule:')) {
+    box.append('schedule “', el('span', job.created_by.slice('schedule:'.length)), '”');
+    if (job.template_id !== null && job.template_id !== undefined) {
+      box.append(' of ', el('a', job.template_definition?.name ? `saved job “${job.template_definition.name}”` : `saved job ${job.template_id}`,
+        { href: `/templates#template-${job.template_id}` }));
+    }
+  } else {
+    // A user's name, or an API token's (whoever the request's credentials named).
+    box.append(el('span', job.created_by));
+  }
+}
+
+function showTimes(job) {
+  text('created', utc(job.created_at));
+  text('started', job.started_at ? utc(job.started_at) : 'not yet');
+  text('ended', job.finished_at ? utc(job.finished_at) : (job.started_at ? 'still running' : '—'));
+  if (job.started_at && job.finished_at) text('duration', duration(job.finished_at - job.started_at));
+  else if (job.started_at) text('duration', `${duration(Date.now() - job.started_at)} so far`);
+  else text('duration', '—');
+}
+
 function showFacts(job) {
-  text('status', job.status);
-  text('module', `${job.module} (version ${job.module_version})`);
+  const status = document.getElementById('status');
+  status.replaceChildren(statusBadge(job.status));
+  const name = moduleNames.get(job.module);
+  text('module', `${name ? `${name} (module ${job.module}` : `module ${job.module} (`}${name ? ', ' : ''}version ${job.module_version})`);
+  showParams(job.params);
   text('backend', job.backend);
-  text('created-by', job.created_by);
+  whoStarted(job);
+  showTimes(job);
   text('rollout', describeRollout(job.rollout));
   text('error', job.error || '—');
   const reruns = document.getElementById('reruns');
@@ -100,34 +158,155 @@ function refreshSoon() {
   }, 500);
 }
 
-function render() {
+const escapeRe = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * `text` with the host's own name and address replaced by `{host}`: five hosts that each say
+ * "127.0.0.N: not a loopback address" then say the same thing. Only whole names count (not 127.0.0.2 in 127.0.0.25).
+ */
+function generic(text, host) {
+  if (!text) return text;
+  const own = [host, addresses.get(host)].filter(Boolean).sort((a, b) => b.length - a.length).map(escapeRe);
+  return text.replace(new RegExp(`(?<![\\w.-])(?:${own.join('|')})(?![\\w-]|\\.\\w)`, 'g'), '{host}');
+}
+
+/** The results grouped by status, exit code and output (each host's own name and address made generic). */
+function groups() {
+  const found = new Map();
+  for (const r of latest.values()) {
+    const stdout = generic(r.stdout, r.host), stderr = generic(r.stderr, r.host);
+    const key = JSON.stringify([r.status, r.rc, stdout, stderr]);
+    if (!found.has(key)) found.set(key, { result: r, stdout, stderr, hosts: [] });
+    found.get(key).hosts.push(r.host);
+  }
+  return [...found.values()].sort((a, b) => b.hosts.length - a.hosts.length);
+}
+
+/** A group's output as shown: the host's own text when it is alone, the generic text when it stands for several. */
+const shownOutput = (g) => (g.hosts.length > 1 ? { stdout: g.stdout, stderr: g.stderr } : g.result);
+
+function showCounts() {
   const counts = new Map();
   for (const r of latest.values()) counts.set(r.status, (counts.get(r.status) || 0) + 1);
   const tally = [...counts].map(([status, n]) => `${n} ${status}`).join(', ');
-  text('progress', `${latest.size} of ${hosts.length || latest.size} reported${tally ? ` (${tally})` : ''}`);
-  const groups = new Map();
-  for (const r of latest.values()) {
-    const key = JSON.stringify([r.status, r.rc, r.stdout, r.stderr]);
-    if (!groups.has(key)) groups.set(key, { result: r, hosts: [] });
-    groups.get(key).hosts.push(r.host);
+  const total = hosts.length || latest.size;
+  text('progress', `${latest.size} of ${total} reported${tally ? ` (${tally})` : ''}`);
+  const bar = document.getElementById('count-bar');
+  const legend = document.getElementById('count-legend');
+  bar.replaceChildren();
+  legend.replaceChildren();
+  const parts = [...STATUSES.filter((s) => counts.has(s)), ...[...counts.keys()].filter((s) => !STATUSES.includes(s))]
+    .map((s) => [s, counts.get(s)]);
+  const pending = Math.max(0, total - latest.size);
+  if (pending) parts.push(['pending', pending]);
+  for (const [status, n] of parts) {
+    const part = el('span', undefined, { class: status });
+    // Through the CSSOM: the Content-Security-Policy refuses style attributes, not this.
+    part.style.flexGrow = String(n);
+    bar.append(part);
+    const li = el('li', undefined, { 'data-status': status });
+    li.append(el('span', undefined, { class: `swatch ${status}`, 'aria-hidden': 'true' }), `${n} ${status}`);
+    legend.append(li);
   }
+  bar.setAttribute('aria-label', parts.length ? `hosts by status: ${parts.map(([s, n]) => `${n} ${s}`).join(', ')}` : 'no host yet');
+}
+
+function render() {
+  showCounts();
+  const onlyNotOk = document.getElementById('only-not-ok').checked;
   const box = document.getElementById('groups');
   box.replaceChildren();
-  const sorted = [...groups.values()].sort((a, b) => b.hosts.length - a.hosts.length);
-  for (const g of sorted) {
+  for (const g of groups()) {
+    if (onlyNotOk && g.result.status === 'ok') continue;
     const section = el('section', undefined, { class: `group ${g.result.status}` });
     const title = el('h3', undefined);
     title.append(el('span', foldHosts(g.hosts), { class: 'hosts' }));
     const rc = g.result.rc === null || g.result.rc === undefined ? '' : `, rc ${g.result.rc}`;
-    title.append(` — ${hostCount(g.hosts.length)}: `, el('span', g.result.status, { class: `badge ${g.result.status}` }), rc);
+    title.append(` — ${hostCount(g.hosts.length)}: `, statusBadge(g.result.status), rc);
     section.append(title);
-    if (g.result.stdout) section.append(el('pre', g.result.stdout, { class: 'stdout' }));
-    if (g.result.stderr) section.append(el('pre', g.result.stderr, { class: 'stderr' }));
+    const out = shownOutput(g);
+    if (out.stdout) section.append(el('pre', out.stdout, { class: 'stdout' }));
+    if (out.stderr) section.append(el('pre', out.stderr, { class: 'stderr' }));
     box.append(section);
+  }
+  if (!box.children.length && latest.size) box.append(el('p', 'Every host that reported is ok.', { class: 'note' }));
+  const rows = [...latest.values()].filter((r) => !onlyNotOk || r.status !== 'ok')
+    .sort((a, b) => a.host.localeCompare(b.host));
+  document.querySelector('#host-table tbody').replaceChildren(...rows.map((r) => {
+    const tr = el('tr', undefined, { 'data-host': r.host });
+    const status = el('td', undefined, { 'data-label': 'Status' });
+    status.append(statusBadge(r.status));
+    tr.append(el('td', r.host, { 'data-label': 'Host', class: 'hosts' }), status,
+      el('td', r.rc ?? '–', { 'data-label': 'Exit code' }), el('td', duration(r.duration_ms), { 'data-label': 'Duration', class: 'duration' }));
+    return tr;
+  }));
+}
+
+/** The whole output as text: the job's facts, then each group with its hosts (whatever the filter shows). */
+function outputText() {
+  const job = last;
+  const lines = [];
+  if (job) {
+    const name = moduleNames.get(job.module);
+    lines.push(`Job ${job.id}: module ${job.module}${name ? ` ${name}` : ''} version ${job.module_version}, backend ${job.backend}, ${job.status}`);
+    lines.push(`Parameters: ${JSON.stringify(job.params)}`);
+    lines.push(`Started by ${job.created_by}; created ${utc(job.created_at)}${job.started_at ? `, started ${utc(job.started_at)}` : ''}`
+      + `${job.finished_at ? `, ended ${utc(job.finished_at)}` : ''}`);
+  }
+  for (const g of groups()) {
+    const rc = g.result.rc === null || g.result.rc === undefined ? '' : `, rc ${g.result.rc}`;
+    const out = shownOutput(g);
+    lines.push('', `== ${foldHosts(g.hosts)} (${hostCount(g.hosts.length)}): ${g.result.status}${rc}`);
+    if (out.stdout) lines.push(out.stdout.replace(/\n$/, ''));
+    if (out.stderr) lines.push('-- stderr', out.stderr.replace(/\n$/, ''));
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** The whole output as JSON: the job's facts and every host's own result, unchanged. */
+function outputJson() {
+  const job = last || {};
+  const results = [...latest.values()].sort((a, b) => a.host.localeCompare(b.host))
+    .map(({ host, status, rc, stdout, stderr, duration_ms }) => ({ host, status, rc, stdout, stderr, duration_ms }));
+  const facts = {
+    id: job.id, module: job.module, module_name: moduleNames.get(job.module) ?? null, module_version: job.module_version,
+    backend: job.backend, params: job.params, status: job.status, created_by: job.created_by, created_at: job.created_at,
+    started_at: job.started_at, finished_at: job.finished_at, error: job.error,
+  };
+  return `${JSON.stringify({ job: facts, results }, null, 2)}\n`;
+}
+
+async function copy(kind) {
+  const state = document.getElementById('copy-state');
+  try {
+    await navigator.clipboard.writeText(kind === 'json' ? outputJson() : outputText());
+    state.textContent = `Copied ${hostCount(latest.size)}' output as ${kind === 'json' ? 'JSON' : 'text'}.`;
+  } catch (err) {
+    state.textContent = `Could not copy (${err.message}): use the download instead.`;
   }
 }
 
+// A download link gets a fresh blob at each click (the output may have grown since), the old one released.
+const blobs = new Map();
+function prepareDownload(link, kind) {
+  if (blobs.has(kind)) URL.revokeObjectURL(blobs.get(kind));
+  const body = kind === 'json' ? outputJson() : outputText();
+  const url = URL.createObjectURL(new Blob([body], { type: kind === 'json' ? 'application/json' : 'text/plain' }));
+  blobs.set(kind, url);
+  link.href = url;
+  link.download = `job-${id}.${kind === 'json' ? 'json' : 'txt'}`;
+}
+
+document.getElementById('only-not-ok').addEventListener('change', render);
+document.getElementById('copy-text').addEventListener('click', () => copy('text'));
+document.getElementById('copy-json').addEventListener('click', () => copy('json'));
+for (const [linkId, kind] of [['download-text', 'text'], ['download-json', 'json']]) {
+  const link = document.getElementById(linkId);
+  link.addEventListener('click', () => prepareDownload(link, kind));
+}
+
 async function start() {
+  await loadNames();
   const job = await api(`/api/jobs/${id}`);
   showFacts(job);
   showOrigin(job);

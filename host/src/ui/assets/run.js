@@ -1,7 +1,7 @@
 // /run: pick hosts (function category → app category → hosts, a tag, a text filter), a module, its parameters (a
 // form built from the module's schema, checked here and again by the server), a backend; confirm with the host
 // count; then go to the job's page.
-import { api, el, option, paramField } from '/assets/console.js';
+import { api, clearFieldErrors, el, option, paramField, showFieldError } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
 let hosts = [];
@@ -41,14 +41,29 @@ function renderModule() {
   $('params').replaceChildren(...(m ? m.params.map(paramField) : []));
 }
 
+/** An error about one field of the request, shown beside its input like the server's 400s. */
+function fieldError(field, message) {
+  const err = new Error(message);
+  err.field = field;
+  return err;
+}
+
+/** The request's fields (the server's names) and the inputs that show their errors. */
+function inputs() {
+  const m = modules.find((x) => String(x.id) === $('module').value);
+  const map = { module: 'module', hosts: 'host-filter', backend: 'backend' };
+  for (const p of m ? m.params : []) map[p.name] = `param-${p.name}`;
+  return map;
+}
+
 function request() {
   const m = modules.find((x) => String(x.id) === $('module').value);
-  if (!m) throw new Error('Choose a module.');
-  if (chosen.size === 0) throw new Error('Choose at least one host.');
+  if (!m) throw fieldError('module', 'Choose a module.');
+  if (chosen.size === 0) throw fieldError('hosts', 'Choose at least one host.');
   const params = {};
   for (const p of m.params) {
     const input = document.getElementById(`param-${p.name}`);
-    if (!input.checkValidity()) throw new Error(`${p.name}: ${input.validationMessage}`);
+    if (!input.checkValidity()) throw fieldError(p.name, input.validationMessage);
     if (input.value === '') continue;
     params[p.name] = p.type === 'integer' ? Number(input.value) : input.value;
   }
@@ -82,11 +97,12 @@ $('run-form').addEventListener('submit', (e) => {
   $('problem').textContent = '';
   try {
     const r = request();
+    clearFieldErrors($('run-form'));
     $('summary').textContent = `Run ${r.module} (${r.name}) on ${r.hosts.length} host${r.hosts.length === 1 ? '' : 's'} through ${$('backend').value}?`;
     $('run').textContent = `Run on ${r.hosts.length} host${r.hosts.length === 1 ? '' : 's'}`;
     $('confirm').hidden = false;
     $('run').focus();
-  } catch (err) { $('problem').textContent = err.message; }
+  } catch (err) { showFieldError($('run-form'), inputs(), err, $('problem')); }
 });
 $('back').addEventListener('click', () => { $('confirm').hidden = true; });
 $('run').addEventListener('click', async () => {
@@ -96,7 +112,7 @@ $('run').addEventListener('click', async () => {
     const job = await api('/api/jobs', { method: 'POST', body });
     window.location.assign(`/jobs/${job.id}`);
   } catch (err) {
-    $('problem').textContent = err.message;
+    showFieldError($('run-form'), inputs(), err, $('problem'));
     $('confirm').hidden = true;
     $('run').disabled = false;
   }

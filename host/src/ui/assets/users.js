@@ -1,6 +1,6 @@
 // /users: for admins, the users (add, change the role, disable, enable); for everyone, their API tokens (an admin sees
 // all): create (shown once), revoke.
-import { api, el, utc } from '/assets/console.js';
+import { api, clearFieldErrors, confirmInPlace, el, showFieldError, utc } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
 const admin = $('main').dataset.admin === 'true';
@@ -51,10 +51,14 @@ async function tokens() {
   $('tokens').querySelector('tbody').replaceChildren(...list.map((t) => {
     const tr = el('tr', undefined, { 'data-token': t.name });
     const actions = el('td');
-    actions.append(button(`Revoke ${t.name}`, async () => {
-      await api(`/api/tokens/${t.id}`, { method: 'DELETE' });
-      await tokens();
-    }));
+    // Revoking cannot be undone (whatever uses the token stops working): asked first, in place.
+    const revoke = el('button', `Revoke ${t.name}`, { type: 'button', class: 'danger' });
+    revoke.addEventListener('click', () => confirmInPlace(revoke, `Revoke ${t.name}?`, `Yes, revoke ${t.name}`,
+      async () => {
+        try { await api(`/api/tokens/${t.id}`, { method: 'DELETE' }); $('problem').textContent = ''; } catch (err) { fail(err); }
+        await tokens();
+      }));
+    actions.append(revoke);
     tr.append(el('td', t.name), el('td', t.role), el('td', t.user ?? t.host ?? '—'), el('td', when(t.created_at)),
       el('td', when(t.last_used_at)), actions);
     return tr;
@@ -69,12 +73,14 @@ if (admin) {
     if ($('u-password').value) body.password = $('u-password').value;
     try {
       const added = await api('/api/users', { method: 'POST', body });
+      clearFieldErrors($('user-form'));
+      $('problem').textContent = '';
       $('user-result').textContent = added.password
         ? `Added ${added.user.name}. Their password, shown once: ${added.password}`
         : `Added ${added.user.name}.`;
       $('user-form').reset();
       await users();
-    } catch (err) { fail(err); }
+    } catch (err) { showFieldError($('user-form'), { name: 'u-name', role: 'u-role', password: 'u-password' }, err, $('problem')); }
   });
   users().catch(fail);
 }
@@ -83,9 +89,11 @@ $('token-form').addEventListener('submit', async (e) => {
   e.preventDefault();
   try {
     const made = await api('/api/tokens', { method: 'POST', body: { name: $('t-name').value.trim(), role: $('t-role').value } });
+    clearFieldErrors($('token-form'));
+    $('problem').textContent = '';
     $('new-token').textContent = made.token;
     $('token-form').reset();
     await tokens();
-  } catch (err) { fail(err); }
+  } catch (err) { showFieldError($('token-form'), { name: 't-name', role: 't-role' }, err, $('problem')); }
 });
 tokens().catch(fail);

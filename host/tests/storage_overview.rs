@@ -1,0 +1,112 @@
+//! The home page's counts (`store/overview.rs`) on SQLite, MariaDB and PostgreSQL: the same buckets and order
+//! from the three dialects (the SQL groups by `t - t % width`, by position).
+
+mod common;
+
+use common::scratch::{on_each_dialect, CONNECT_LIMIT};
+use omserver::store::{now_ms, AuditRow, NewHost, NewJob, Store};
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+
+fn audit_row(host_id: i64, chain_seq: i64, received_at: i64) -> AuditRow {
+    AuditRow {
+        id: 0,
+        host_id,
+        history_ip: "10.0.0.1".into(),
+        history_id: chain_seq,
+        history_user: "root".into(),
+        login_user: None,
+        tty: None,
+        history_datetime: "2026-12-02 10:00:00".into(),
+        received_at,
+        history_command: "uptime".into(),
+        source: "agent".into(),
+        stream: Some("s".into()),
+        seq: Some(chain_seq),
+        chain_seq,
+        row_hash: "0".repeat(64),
+    }
+}
+
+fn new_host(name: &str, ip: &str) -> NewHost {
+    NewHost {
+        name: name.into(),
+        ip: ip.into(),
+        wan_ip: None,
+        op: None,
+        category: None,
+        port: None,
+        user: None,
+        tags: vec![],
+    }
+}
+
+fn job(created_by: &str) -> NewJob<'_> {
+    NewJob {
+        module_id: 1003,
+        module_version: "1.0.0",
+        backend: "local",
+        params: "{}",
+        hosts: "[\"localhost\"]",
+        created_by,
+        rollout: None,
+        rerun_of: None,
+        template_id: None,
+        definition: None,
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_dialect() {
+    on_each_dialect(|dialect, url| async move {
+        let store = tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(&url))
+            .await
+            .unwrap_or_else(|_| panic!("Store::connect({url}) did not finish"))
+            .unwrap_or_else(|e| panic!("Store::connect({url}): {e}"));
+        let failed = store.insert_job(&job("alice")).await.unwrap();
+        let succeeded = store.insert_job(&job("bob")).await.unwrap();
+        store.insert_job(&job("carol")).await.unwrap();
+        store.finish_job(failed, "failed", Some("1 of 1 hosts did not succeed"), &[]).await.unwrap();
+        store.finish_job(succeeded, "succeeded", None, &[]).await.unwrap();
+        let now = now_ms();
+        let today = now - now % DAY_MS;
+        let counts = store.jobs_per_day(today - 13 * DAY_MS).await.unwrap();
+        let expected =
+            [(today, "failed".to_owned(), 1), (today, "queued".to_owned(), 1), (today, "succeeded".to_owned(), 1)];
+        // A job created a moment before midnight UTC lands on the day before: both days are right then.
+        if counts.first().map(|c| c.0) == Some(today) {
+            assert_eq!(counts, expected, "{dialect:?}");
+        } else {
+            assert_eq!(counts.iter().map(|c| c.2).sum::<i64>(), 3, "{dialect:?}: {counts:?}");
+        }
+        assert!(store.jobs_per_day(now + DAY_MS).await.unwrap().is_empty(), "{dialect:?}: nothing after now");
+        assert!(store.audit_per_hour(now - DAY_MS).await.unwrap().is_empty(), "{dialect:?}");
+        assert!(store.newest_audit_per_host().await.unwrap().is_empty(), "{dialect:?}");
+
+        // Audit rows: two hours ago (twice) and now on one host, three hours ago on another, none on a third.
+        let busy = store.add_host(&new_host("busy", "10.0.0.1")).await.unwrap().id;
+        let quiet = store.add_host(&new_host("quiet", "10.0.0.2")).await.unwrap().id;
+        store.add_host(&new_host("never", "10.0.0.3")).await.unwrap();
+        let hour = now - now % HOUR_MS;
+        let rows = [
+            audit_row(busy, 1, hour - 2 * HOUR_MS + 10),
+            audit_row(busy, 2, hour - 2 * HOUR_MS + 20),
+            audit_row(busy, 3, now),
+            audit_row(quiet, 1, hour - 3 * HOUR_MS + 5),
+        ];
+        let heads = [(busy, 3, "0".repeat(64)), (quiet, 1, "0".repeat(64))];
+        store.write_audit_batch(&rows, &[], &heads).await.unwrap();
+        let per_hour = store.audit_per_hour(hour - 2 * HOUR_MS).await.unwrap();
+        assert_eq!(per_hour, [(hour - 2 * HOUR_MS, 2), (hour, 1)], "{dialect:?}");
+        let mut newest = store.newest_audit_per_host().await.unwrap();
+        newest.sort();
+        assert_eq!(
+            newest,
+            [(busy, now), (quiet, hour - 3 * HOUR_MS + 5)],
+            "{dialect:?}: hosts without events left out"
+        );
+        store.close().await;
+    })
+    .await;
+}
