@@ -360,6 +360,11 @@ impl AuditService {
         Ok(out)
     }
 
+    /// The alert rules `row` matches, by name (no host lookup: for readers of every row).
+    pub fn alerts_of(&self, row: &AuditRow) -> Vec<String> {
+        self.alerts.matching(row)
+    }
+
     /// The API's form of a row.
     pub async fn view(&self, row: &AuditRow) -> AuditView {
         let host = self

@@ -34,6 +34,11 @@ pub async fn run(notify: Arc<Notifications>, shutdown: CancellationToken) {
         }
     };
     let interval_ms = 60_000 / i64::from(notify.config().rate_per_minute.max(1));
+    match notify.store().release_sending().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(deliveries = n, "notifications interrupted while sending will be sent again"),
+        Err(err) => tracing::warn!(error = %err, "cannot release interrupted notifications"),
+    }
     let busy: Arc<Mutex<HashSet<i64>>> = Arc::default();
     // When each channel may be sent to next.
     let mut allowed: HashMap<i64, i64> = HashMap::new();
@@ -95,6 +100,14 @@ async fn attempt(notify: &Notifications, client: &reqwest::Client, delivery: Del
         }
         return;
     }
+    let delivery = match store.claim_delivery(delivery.id).await {
+        Ok(Some(claimed)) => claimed,
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!(delivery_id = delivery.id, error = %err, "cannot take a notification; trying later");
+            return;
+        }
+    };
     let channel = match store.notify_channel(delivery.channel_id).await {
         Ok(Some(channel)) => channel,
         Ok(None) => {
@@ -103,6 +116,9 @@ async fn attempt(notify: &Notifications, client: &reqwest::Client, delivery: Del
         }
         Err(err) => {
             tracing::warn!(delivery_id = delivery.id, error = %err, "cannot read the channel; trying later");
+            let _ = store
+                .record_attempt(&delivery, false, &err.to_string(), AttemptOutcome::Retry(now_ms() + 10_000))
+                .await;
             return;
         }
     };

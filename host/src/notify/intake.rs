@@ -325,6 +325,10 @@ impl AlertFeed {
         let mut order: Vec<String> = Vec::new();
         if !subscriptions.is_empty() {
             for row in &rows {
+                // Most rows match nothing: only those are looked at further.
+                if self.audit.alerts_of(row).is_empty() {
+                    continue;
+                }
                 let view = self.audit.view(row.as_ref()).await;
                 for rule in &view.alerts {
                     for sub in subscriptions.iter() {

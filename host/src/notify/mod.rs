@@ -301,7 +301,8 @@ impl Notifications {
             channel: row.channel_id,
             channel_name: channel_name.unwrap_or_default(),
             subscription: row.subscription_id,
-            status: row.status,
+            // `sending` is a pending delivery in the middle of an attempt.
+            status: if row.status == "sending" { "pending".to_owned() } else { row.status },
             attempts: row.attempts,
             count: row.match_count,
             title,

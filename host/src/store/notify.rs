@@ -345,6 +345,24 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_scalar::<_, Option<i64>>(&sql).bind(group_key).fetch_one(pool).await)?)
     }
 
+    /// Takes a due delivery for one attempt (`sending`), so that no storm match is counted into it while it is
+    /// sent; answers the row as claimed, or `None` when it is no longer pending.
+    pub async fn claim_delivery(&self, id: i64) -> Result<Option<DeliveryRow>, StoreError> {
+        let sql = self.sql("UPDATE notify_deliveries SET status = 'sending' WHERE id = ? AND status = 'pending'");
+        let claimed =
+            on_pool!(self, pool => sqlx::query(&sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        if claimed == 0 {
+            return Ok(None);
+        }
+        self.delivery(id).await
+    }
+
+    /// Deliveries a stopped process was sending: pending again (sent again with the same uid: at least once).
+    pub async fn release_sending(&self) -> Result<u64, StoreError> {
+        let sql = "UPDATE notify_deliveries SET status = 'pending' WHERE status = 'sending'";
+        Ok(on_pool!(self, pool => sqlx::query(sql).execute(pool).await.map(|r| r.rows_affected()))?)
+    }
+
     /// Moves a pending delivery's next attempt to `at`.
     pub async fn postpone_delivery(&self, id: i64, at: i64) -> Result<(), StoreError> {
         let sql =
