@@ -34,6 +34,10 @@ const AUDIT_PAGE: i64 = 500;
 /// How often the audit cursor is saved when no alert moved it.
 const CURSOR_EVERY: Duration = Duration::from_secs(10);
 const AUDIT_CURSOR: &str = "audit";
+/// How often the alert feed writes what it has read from the live stream.
+const TAKE_EVERY: Duration = Duration::from_secs(1);
+/// Rows held before a write regardless of time (bounds the feed's memory).
+const MAX_PENDING_ROWS: usize = 20_000;
 
 /// Reads the outbox until `shutdown`.
 pub async fn run_events(notify: Arc<Notifications>, registry: Arc<Registry>, shutdown: CancellationToken) {
@@ -207,6 +211,8 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
         }
     }
     let mut behind = true;
+    let mut pending: Vec<Arc<AuditRow>> = Vec::new();
+    let mut last_take = tokio::time::Instant::now();
     loop {
         if behind {
             match feed.catch_up().await {
@@ -214,7 +220,6 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
                 Err(err) => tracing::warn!(error = %err, "cannot read the audit log for alerts; trying again"),
             }
         }
-        let mut rows = Vec::new();
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let _ = feed.save_cursor().await;
@@ -222,25 +227,27 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
             }
             received = live.recv() => match received {
                 Ok(row) => {
-                    rows.push(row);
-                    // Take what else is waiting: one transaction for a burst.
-                    while rows.len() < AUDIT_PAGE as usize {
-                        match live.try_recv() {
-                            Ok(row) => rows.push(row),
-                            Err(_) => break,
-                        }
+                    pending.push(row);
+                    // Take what else is waiting.
+                    while let Ok(row) = live.try_recv() {
+                        pending.push(row);
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::info!(missed, "alert feed fell behind the live stream; reading the stored rows");
+                    pending.clear();
                     behind = true;
                 }
                 Err(RecvError::Closed) => return,
             },
-            _ = tokio::time::sleep(CURSOR_EVERY) => {}
+            // Wakes the feed to write what it holds (the live stream may fall quiet).
+            _ = tokio::time::sleep(if pending.is_empty() { CURSOR_EVERY } else { TAKE_EVERY }) => {}
         }
-        if !rows.is_empty() {
-            if let Err(err) = feed.take(rows).await {
+        // One write transaction a second at most: each is a durable commit that the audit writer would otherwise
+        // wait for (SQLite has one writer), and a burst of matches is one storm anyway.
+        if !pending.is_empty() && (last_take.elapsed() >= TAKE_EVERY || pending.len() >= MAX_PENDING_ROWS) {
+            last_take = tokio::time::Instant::now();
+            if let Err(err) = feed.take(std::mem::take(&mut pending)).await {
                 tracing::warn!(error = %err, "alert notifications not recorded; reading the stored rows again");
                 behind = true;
             }
