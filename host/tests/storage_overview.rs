@@ -26,15 +26,7 @@ fn audit_row(host_id: i64, chain_seq: i64, received_at: i64) -> AuditRow {
         seq: Some(chain_seq),
         chain_seq,
         row_hash: "0".repeat(64),
-        session: None,
-        argv: None,
-        cwd: None,
-        exe: None,
-        exit_code: None,
-        pid: None,
-        ppid: None,
-        euid: None,
-        auid: None,
+        ..AuditRow::default()
     }
 }
 

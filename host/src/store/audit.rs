@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{fetch_bound, now_ms, on_pool, Bind, Dialect, Store, StoreError};
 
 /// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,
     pub host_id: i64,
