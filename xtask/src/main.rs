@@ -17,6 +17,8 @@
 //! - `bench-console [EVENTS] [RATE] [JOBS]`: audit event and job result → visible in the console (BENCHMARKS.md).
 //! - `bench-backends [ROUNDS]`: `uname -n` on 50 loopback hosts through each backend and the tools' own clients
 //!   (see BENCHMARKS.md); starts the test environment first and leaves it running (`testenv down` stops it).
+//! - `bench-home [JOBS] [EVENTS] [ROUNDS] [sqlite|postgres]`: the home page and `/jobs` over a large history,
+//!   server time and Chromium (BENCHMARKS.md).
 //! - `bench-notify [SECONDS] [ROUNDS]`: audit ingest with and without an alert subscription (BENCHMARKS.md).
 //! - `bench-schedules [FIRES] [ROUNDS]`: schedule fire lag, and a rolling job with one batch of all 50 ssh hosts
 //!   against the same job without a rollout, through the API of the release server (see BENCHMARKS.md).
@@ -59,11 +61,12 @@ fn main() -> ExitCode {
         "bench-console" => bench_console(&rest),
         "bench-schedules" => bench_schedules(&rest),
         "bench-notify" => bench_notify(&rest),
+        "bench-home" => bench_home(&rest),
         "bench-exec" => bench_exec(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-exec [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -223,6 +226,24 @@ fn bench_console(args: &[String]) -> Result {
     fixed.extend(["http://127.0.0.1:9515".to_owned(), "/usr/bin/chromium".to_owned()]);
     run(cargo()
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "console_bench", "--"])
+        .args(fixed)
+        .args(args))
+}
+
+/// `bench-home [JOBS] [EVENTS] [ROUNDS] [sqlite|postgres]`: the home page and `/jobs` over a large history (see
+/// host/examples/home_bench.rs). Starts chromedriver through the test environment.
+fn bench_home(args: &[String]) -> Result {
+    testenv(&["up".into(), "chromium".into()])?;
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    let mut fixed: Vec<String> = [target_dir().join("release/omserver"), plugins.join("Mid_1003.so")]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    fixed.extend(["http://127.0.0.1:9515".to_owned(), "/usr/bin/chromium".to_owned()]);
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "home_bench", "--"])
         .args(fixed)
         .args(args))
 }

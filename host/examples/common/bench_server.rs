@@ -29,9 +29,28 @@ pub struct BenchServer {
 }
 
 impl BenchServer {
-    /// Starts `program` with module 1003 from `module` and `extra_config` after the basics; returns once it
-    /// listens (30 s at most; else the error carries its log).
+    /// Starts `program` with module 1003 from `module` and `extra_config` after the basics, on a new SQLite file;
+    /// returns once it listens (30 s at most; else the error carries its log).
     pub fn start(program: &Path, module: &Path, extra_config: &str) -> Result<BenchServer, Error> {
+        BenchServer::start_with(program, module, None, extra_config)
+    }
+
+    /// As [`BenchServer::start`], on the database at `database_url`.
+    pub fn start_on(
+        program: &Path,
+        module: &Path,
+        database_url: &str,
+        extra_config: &str,
+    ) -> Result<BenchServer, Error> {
+        BenchServer::start_with(program, module, Some(database_url), extra_config)
+    }
+
+    fn start_with(
+        program: &Path,
+        module: &Path,
+        database_url: Option<&str>,
+        extra_config: &str,
+    ) -> Result<BenchServer, Error> {
         let dir = tempfile::tempdir()?;
         let plugins = dir.path().join("plugins.d");
         fs::create_dir_all(&plugins)?;
@@ -39,10 +58,13 @@ impl BenchServer {
         // Through a temporary name and a rename, as every deployer must.
         fs::copy(module, plugins.join(".Mid_1003.so.tmp"))?;
         fs::rename(plugins.join(".Mid_1003.so.tmp"), plugins.join("Mid_1003.so"))?;
+        let database_url = match database_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", dir.path().join("omserver.db").display()),
+        };
         let config = format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
              files_dir = \"{}\"\n{extra_config}\n",
-            dir.path().join("omserver.db").display(),
             plugins.display(),
             dir.path().join("state").display(),
             dir.path().join("files").display(),

@@ -100,7 +100,8 @@ pub trait AuditSink: Send {
     fn audit_head(&mut self, host_id: i64) -> Result<Option<(i64, String)>, StoreError>;
     /// A host's newest `limit` rows, newest first.
     fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
-    /// Writes one group in one transaction: the rows, the gaps, the new chain heads. Returns the rows' ids in order.
+    /// Writes one group in one transaction: the rows, the gaps, the new chain heads, the hourly counts. Returns the
+    /// rows' ids in order.
     fn write_audit_batch(
         &mut self,
         rows: &[AuditRow],
@@ -149,8 +150,8 @@ impl Store {
         })
     }
 
-    /// Writes one batch in one transaction: the rows, the gaps, and the new chain heads. Returns the ids of the
-    /// rows in order. The caller (the single audit writer) has already removed duplicates.
+    /// Writes one batch in one transaction: the rows, the gaps, the new chain heads and the hourly counts. Returns
+    /// the ids of the rows in order. The caller (the single audit writer) has already removed duplicates.
     pub async fn write_audit_batch(
         &self,
         rows: &[AuditRow],
@@ -173,6 +174,8 @@ impl Store {
         let gap_insert = self.sql(
             "INSERT INTO audit_gaps (host_id, stream, from_seq, to_seq, reason, received_at) VALUES (?, ?, ?, ?, ?, ?)",
         );
+        let hour_sql = self.count_audit_hour_sql();
+        let hours = super::overview::audit_hours_of(rows);
         let mut ids = Vec::with_capacity(rows.len());
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -232,6 +235,9 @@ impl Store {
             }
             for (host_id, last_seq, last_hash) in heads {
                 sqlx::query(&head_sql).bind(host_id).bind(last_seq).bind(last_hash).execute(&mut *tx).await?;
+            }
+            for (hour, count) in &hours {
+                sqlx::query(&hour_sql).bind(hour).bind(count).execute(&mut *tx).await?;
             }
             tx.commit().await
         })?;

@@ -243,6 +243,10 @@ impl AuditSink for SqliteAuditSink {
             for (host_id, last_seq, last_hash) in heads {
                 head.execute(params![host_id, last_seq, last_hash])?;
             }
+            let mut hour = tx.prepare_cached(super::overview::COUNT_AUDIT_HOUR)?;
+            for (start, count) in super::overview::audit_hours_of(rows) {
+                hour.execute(params![start, count])?;
+            }
         }
         tx.commit()?;
         Ok(ids)

@@ -172,7 +172,7 @@ impl Store {
     }
 
     /// Stores the final status and the results of hosts not stored with a batch (skipped ones), and records the
-    /// fact for the notifier, in one transaction.
+    /// fact for the notifier and the home page's counts, in one transaction.
     pub async fn finish_job(
         &self,
         id: i64,
@@ -183,10 +183,12 @@ impl Store {
         let update = self.sql("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?");
         let insert = self.sql(INSERT_RESULT);
         let event = self.sql(INSERT_EVENT);
+        let count = self.count_ending_job_sql();
         let now = now_ms();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             insert_results!(tx, insert, id, results);
+            sqlx::query(&count).bind(status).bind(id).execute(&mut *tx).await?;
             sqlx::query(&update).bind(status).bind(error).bind(now).bind(id).execute(&mut *tx).await?;
             sqlx::query(&event).bind(JOB_FINISHED).bind(id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
             tx.commit().await
@@ -258,6 +260,7 @@ impl Store {
             "INSERT INTO notify_events (kind, subject_id, created_at) \
              SELECT ?, id, ? FROM jobs WHERE status IN ('queued', 'running')",
         );
+        let count = self.count_interrupted_jobs_sql();
         let jobs = self.sql(
             "UPDATE jobs SET status = 'failed', error = 'interrupted: the server stopped before the job finished', \
              finished_at = ? WHERE status IN ('queued', 'running')",
@@ -267,6 +270,7 @@ impl Store {
             let mut tx = pool.begin().await?;
             sqlx::query(&batches).bind(now).execute(&mut *tx).await?;
             sqlx::query(&events).bind(JOB_FINISHED).bind(now).execute(&mut *tx).await?;
+            sqlx::query(&count).execute(&mut *tx).await?;
             let done = sqlx::query(&jobs).bind(now).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(done)
