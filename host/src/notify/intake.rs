@@ -36,7 +36,7 @@ const CURSOR_EVERY: Duration = Duration::from_secs(10);
 const AUDIT_CURSOR: &str = "audit";
 /// How often the alert feed writes what it has read from the live stream.
 const TAKE_EVERY: Duration = Duration::from_secs(1);
-/// Rows held before a write regardless of time (bounds the feed's memory).
+/// Matching rows held before a write regardless of time (bounds the feed's memory).
 const MAX_PENDING_ROWS: usize = 20_000;
 
 /// Reads the outbox until `shutdown`.
@@ -211,7 +211,11 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
         }
     }
     let mut behind = true;
+    // The rows that match a rule, and the newest row id received: the rest is not kept. Holding every row of a
+    // second of busy ingest (150 000) and matching them in one go made the feed miss the live stream, which then
+    // sent it back to reading the rows from the database (BENCHMARKS.md § Notifications).
     let mut pending: Vec<Arc<AuditRow>> = Vec::new();
+    let mut newest = 0;
     let mut last_take = tokio::time::Instant::now();
     loop {
         if behind {
@@ -227,27 +231,28 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
             }
             received = live.recv() => match received {
                 Ok(row) => {
-                    pending.push(row);
+                    feed.keep(&mut pending, &mut newest, row);
                     // Take what else is waiting.
                     while let Ok(row) = live.try_recv() {
-                        pending.push(row);
+                        feed.keep(&mut pending, &mut newest, row);
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::info!(missed, "alert feed fell behind the live stream; reading the stored rows");
                     pending.clear();
+                    newest = 0;
                     behind = true;
                 }
                 Err(RecvError::Closed) => return,
             },
             // Wakes the feed to write what it holds (the live stream may fall quiet).
-            _ = tokio::time::sleep(if pending.is_empty() { CURSOR_EVERY } else { TAKE_EVERY }) => {}
+            _ = tokio::time::sleep(if newest > feed.cursor { TAKE_EVERY } else { CURSOR_EVERY }) => {}
         }
         // One write transaction a second at most: each is a durable commit that the audit writer would otherwise
         // wait for (SQLite has one writer), and a burst of matches is one storm anyway.
-        if !pending.is_empty() && (last_take.elapsed() >= TAKE_EVERY || pending.len() >= MAX_PENDING_ROWS) {
+        if newest > feed.cursor && (last_take.elapsed() >= TAKE_EVERY || pending.len() >= MAX_PENDING_ROWS) {
             last_take = tokio::time::Instant::now();
-            if let Err(err) = feed.take(std::mem::take(&mut pending)).await {
+            if let Err(err) = feed.take(std::mem::take(&mut pending), newest).await {
                 tracing::warn!(error = %err, "alert notifications not recorded; reading the stored rows again");
                 behind = true;
             }
@@ -295,16 +300,26 @@ impl AlertFeed {
         Ok(subs)
     }
 
+    /// Notes a row from the live stream: its id, and the row itself when it matches a rule (most rows match
+    /// nothing). Whether anyone subscribed is asked at the take, so that a new subscription is seen there.
+    fn keep(&self, pending: &mut Vec<Arc<AuditRow>>, newest: &mut i64, row: Arc<AuditRow>) {
+        if row.id <= self.cursor {
+            return;
+        }
+        *newest = (*newest).max(row.id);
+        if !self.audit.alerts_of(&row).is_empty() {
+            pending.push(row);
+        }
+    }
+
     /// Takes every stored row past the cursor.
     async fn catch_up(&mut self) -> Result<(), NotifyError> {
         loop {
             let query = AuditQuery { after: Some(self.cursor), limit: AUDIT_PAGE, ..AuditQuery::default() };
             let rows = self.notify.store().query_audit(&query).await?;
             let full = rows.len() as i64 == AUDIT_PAGE;
-            if rows.is_empty() {
-                return Ok(());
-            }
-            self.take(rows.into_iter().map(Arc::new).collect()).await?;
+            let Some(last) = rows.iter().map(|r| r.id).max() else { return Ok(()) };
+            self.take(rows.into_iter().map(Arc::new).collect(), last).await?;
             if !full {
                 return Ok(());
             }
@@ -321,11 +336,14 @@ impl AlertFeed {
         Ok(())
     }
 
-    /// Counts the rows' alert matches into their groups and moves the cursor past them, in one transaction when
-    /// anything matched (otherwise the cursor is saved later: reading rows again finds nothing to count).
-    async fn take(&mut self, rows: Vec<Arc<AuditRow>>) -> Result<(), NotifyError> {
+    /// Counts the rows' alert matches into their groups and moves the cursor to `last` (the newest row read, which
+    /// `rows` may not hold), in one transaction when anything matched (otherwise the cursor is saved later: reading
+    /// rows again finds nothing to count).
+    async fn take(&mut self, rows: Vec<Arc<AuditRow>>, last: i64) -> Result<(), NotifyError> {
+        if last <= self.cursor {
+            return Ok(());
+        }
         let rows: Vec<Arc<AuditRow>> = rows.into_iter().filter(|r| r.id > self.cursor).collect();
-        let Some(last) = rows.iter().map(|r| r.id).max() else { return Ok(()) };
         let subscriptions = self.alert_subscriptions().await?;
         // group key → (subscription, its window, the first match's notice, matches, newest command)
         let mut groups: HashMap<String, (i64, i64, AlertNotice, i64, Option<String>)> = HashMap::new();
