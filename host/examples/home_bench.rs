@@ -54,7 +54,7 @@ fn summary(name: &str, mut ms: Vec<f64>) {
 fn fill_statements(postgres: bool, jobs: i64, events: i64, now: i64) -> Vec<String> {
     let series = |n: i64| {
         if postgres {
-            format!("generate_series(1, {n}) AS n(i)")
+            format!("generate_series(1::bigint, {n}) AS n(i)")
         } else {
             format!(
                 "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) SELECT i FROM s) AS n"

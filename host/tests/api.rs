@@ -493,8 +493,8 @@ fn the_job_history_filters_by_user_module_status_host_and_time() {
         let (status, body) = server.get(&format!("/api/jobs?{query}"));
         assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}: {body}");
     }
-    assert_bad_body(server.get("/api/jobs?owner=admin"), None, &["unknown field `owner`"]);
-    assert_bad_body(server.get("/api/jobs?before=x"), None, &["before"]);
+    assert_bad_body(server.get("/api/jobs?owner=admin"), Some("owner"), &["unknown field `owner`"]);
+    assert_bad_body(server.get("/api/jobs?before=x"), Some("before"), &["before"]);
 }
 
 /// Whitespace-separated words of each line of `text`.

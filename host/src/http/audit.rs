@@ -5,9 +5,7 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{
-        rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, RawQuery, Request, State,
-    },
+    extract::{rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, RawQuery, Request, State},
     http::{header, HeaderMap, Method, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
@@ -25,6 +23,7 @@ use super::{
     auth::Authenticated,
     body::Submitted,
     error::ErrorBody,
+    extract::{Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -290,10 +289,6 @@ async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, 
     })
 }
 
-fn params(query: Result<Query<Params>, axum::extract::rejection::QueryRejection>) -> Result<Params, HttpError> {
-    query.map(|Query(p)| p).map_err(|e| HttpError::bad_request(e.body_text()))
-}
-
 /// `{"events": [...], "next": id}`: newest first, or oldest first after `after`. `next` continues the listing
 /// (as `before` or `after`), absent at the end.
 #[utoipa::path(get, path = "/api/audit/events", tag = "audit", params(Params), responses(
@@ -303,10 +298,10 @@ fn params(query: Result<Query<Params>, axum::extract::rejection::QueryRejection>
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
-    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Params>, HttpError>,
 ) -> Result<Json<AuditPage>, HttpError> {
     who.require(Role::Viewer)?;
-    let p = params(query)?;
+    let Query(p) = query?;
     let q = query_of(&state, &p, 1000).await?;
     let events = state.audit.query(&q).await?;
     let next = (events.len() as i64 == q.limit).then(|| events.last().map(|e| e.id)).flatten();
@@ -322,10 +317,10 @@ async fn list(
 async fn csv(
     State(state): State<AppState>,
     who: Authenticated,
-    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Params>, HttpError>,
 ) -> Result<Response, HttpError> {
     who.require(Role::Viewer)?;
-    let mut p = params(query)?;
+    let Query(mut p) = query?;
     p.limit = Some(p.limit.unwrap_or(100_000));
     let q = query_of(&state, &p, 100_000).await?;
     let events = state.audit.query(&q).await?;
@@ -382,10 +377,10 @@ fn csv_field(value: &str) -> String {
 async fn live(
     State(state): State<AppState>,
     who: Authenticated,
-    query: Result<Query<Params>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<Params>, HttpError>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     who.require(Role::Viewer)?;
-    let p = params(query)?;
+    let Query(p) = query?;
     let filter = filter_of(&state, &p).await?;
     let rx = state.audit.subscribe();
     let audit = state.audit.clone();

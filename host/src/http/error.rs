@@ -53,6 +53,9 @@ pub enum HttpError {
     BadRequest { field: Option<String>, reason: String },
     #[error("{0}")]
     Conflict(String),
+    /// A known path asked with a method it does not take.
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error")]
@@ -79,6 +82,7 @@ impl HttpError {
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
+            HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     Json,
 };
@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
+    extract::Path,
     routes::{Access, Routes},
     AppState, HttpError,
 };

@@ -4,10 +4,7 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     response::sse::{Event, KeepAlive, Sse},
     Json,
@@ -19,6 +16,7 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
+    extract::{Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -119,10 +117,10 @@ async fn submit(
 async fn list(
     State(state): State<AppState>,
     who: Authenticated,
-    filter: Result<Query<HistoryFilter>, QueryRejection>,
+    filter: Result<Query<HistoryFilter>, HttpError>,
 ) -> Result<Json<Vec<JobView>>, HttpError> {
     who.require(Role::Viewer)?;
-    let Query(filter) = filter.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let Query(filter) = filter?;
     Ok(Json(state.jobs.history(&filter.query()?).await?))
 }
 

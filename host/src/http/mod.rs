@@ -13,6 +13,7 @@ mod audit;
 mod auth;
 mod body;
 mod error;
+mod extract;
 mod headers;
 mod health;
 mod hosts;
@@ -130,6 +131,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(routes)
         // Not a route (nothing is served there): an unknown path answers 404, as a console page for people.
         .fallback(crate::ui::not_found)
+        .method_not_allowed_fallback(crate::ui::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
         .layer(middleware::from_fn(headers::security_headers))

@@ -5,10 +5,7 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     Json,
 };
@@ -18,6 +15,7 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
+    extract::{Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -169,10 +167,10 @@ struct DeliveriesQuery {
 async fn deliveries(
     State(state): State<AppState>,
     who: Authenticated,
-    query: Result<Query<DeliveriesQuery>, QueryRejection>,
+    query: Result<Query<DeliveriesQuery>, HttpError>,
 ) -> Result<Json<Vec<DeliveryView>>, HttpError> {
     who.require(Role::Admin)?;
-    let Query(query) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_DELIVERIES).contains(&limit) {
         return Err(HttpError::invalid("limit", format!("must be between 1 and {MAX_DELIVERIES}")));

@@ -3,15 +3,13 @@
 
 use std::collections::HashMap;
 
-use axum::{
-    extract::{Query, State},
-    Json,
-};
+use axum::{extract::State, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
+    extract::Query,
     routes::{Access, Routes},
     AppState, HttpError,
 };

@@ -2,10 +2,7 @@
 //! `GET /api/schedules/{id}/fires`.
 
 use axum::{
-    extract::{
-        rejection::{JsonRejection, QueryRejection},
-        Path, Query, State,
-    },
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     Json,
 };
@@ -15,6 +12,7 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
+    extract::{Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -140,10 +138,10 @@ async fn fires(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-    query: Result<Query<FiresQuery>, QueryRejection>,
+    query: Result<Query<FiresQuery>, HttpError>,
 ) -> Result<Json<Vec<FireRow>>, HttpError> {
     who.require(Role::Viewer)?;
-    let Query(query) = query.map_err(|e| HttpError::bad_request(e.body_text()))?;
+    let Query(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_FIRES).contains(&limit) {
         return Err(HttpError::invalid("limit", format!("must be between 1 and {MAX_FIRES}")));

@@ -2,7 +2,7 @@
 //! `GET /api/templates/{id}/hosts` (what the selector matches now) and `POST /api/templates/{id}/run`.
 
 use axum::{
-    extract::{rejection::JsonRejection, Path, State},
+    extract::{rejection::JsonRejection, State},
     http::StatusCode,
     Json,
 };
@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
+    extract::Path,
     routes::{Access, Routes},
     AppState, HttpError,
 };

@@ -2,12 +2,7 @@
 //! forms, which cannot send DELETE). Tokens belong to users and never have more rights than their user or than
 //! whoever creates them.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, response::Response, Json};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::routes;
@@ -16,6 +11,7 @@ use super::{
     auth::Authenticated,
     body::Submitted,
     error::ErrorBody,
+    extract::Path,
     routes::{Access, Routes},
     users::{respond, Empty},
     AppState, HttpError,

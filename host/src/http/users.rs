@@ -1,12 +1,7 @@
 //! `GET /api/users`, `POST /api/users`, `POST /api/users/{name}/disable`, `…/enable`, `…/role`,
 //! `…/password`: console users (admin). Bodies are JSON or forms ([`Submitted`]); forms are sent back to `/users`.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    response::Response,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, response::Response, Json};
 use serde::Deserialize;
 use serde_json::json;
 use utoipa_axum::routes;
@@ -15,6 +10,7 @@ use super::{
     auth::Authenticated,
     body::Submitted,
     error::ErrorBody,
+    extract::Path,
     routes::{Access, Routes},
     AppState, HttpError,
 };

@@ -153,6 +153,23 @@ pub async fn not_found(
     PageError::Shown { user, err }.into_response()
 }
 
+/// The router's answer to a known path asked with a method it does not take: the JSON error under `/api/`, a page
+/// in the console's layout elsewhere (axum adds the `Allow` header).
+pub async fn method_not_allowed(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> Response {
+    let path = uri.path();
+    let err = HttpError::MethodNotAllowed(format!("{method} is not allowed on {path}"));
+    if path == "/api" || path.starts_with("/api/") {
+        return err.into_response();
+    }
+    let user = viewer((who, session)).ok();
+    PageError::Shown { user, err }.into_response()
+}
+
 /// A page needs a logged-in viewer.
 fn viewer((who, session): Caller) -> Result<PageUser, PageError> {
     let csrf = session.map(|Extension(s)| s.csrf_token).unwrap_or_default();
