@@ -78,3 +78,24 @@ fn a_method_a_path_does_not_take_is_a_405_with_allow_json_under_api_and_a_page_e
     assert!(body.as_str().is_some_and(|page| page.contains("PUT is not allowed on /jobs")), "{body}");
     assert!(allow.is_some_and(|a| a.contains("GET")), "the page answer keeps its Allow header");
 }
+
+#[test]
+fn the_document_promises_those_refusals_and_the_module_listing_matches_it() {
+    let server = Server::start();
+    let (status, document) = server.get("/api/openapi.json");
+    assert_eq!(status, StatusCode::OK);
+    let mut undocumented = Vec::new();
+    for (path, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let has_parameters = operation["parameters"].as_array().is_some_and(|p| !p.is_empty());
+            let bad_request = &operation["responses"]["400"]["content"]["application/json"]["schema"]["$ref"];
+            if has_parameters && bad_request != "#/components/schemas/ErrorBody" {
+                undocumented.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(undocumented.is_empty(), "operations with parameters and no documented 400: {undocumented:?}");
+    // A parameter's default is a number or a text: the schema must not narrow it to an object.
+    let default = &document["components"]["schemas"]["ParamListing"]["properties"]["default"];
+    assert!(default.get("type").is_none(), "ParamListing.default: {default}");
+}

@@ -173,8 +173,9 @@ pub const BEARER: &str = "bearer";
 pub const SESSION: &str = "session";
 
 /// Completes an operation: an id unique in the document (the handler's name is unique only in its file, so the
-/// tag goes first), a description on every response (OpenAPI requires one), and the rule, so that a client reads
-/// the least role beside each operation.
+/// tag goes first), a description on every response (OpenAPI requires one), the rule, so that a client reads
+/// the least role beside each operation, and the error answers every such operation can give (400 for a
+/// parameter, 401 and 403).
 fn document(operation: &mut Operation, access: Access) {
     if let (Some(tag), Some(id)) = (operation.tags.as_ref().and_then(|t| t.first()), operation.operation_id.as_mut()) {
         *id = format!("{tag}_{id}");
@@ -191,6 +192,20 @@ fn document(operation: &mut Operation, access: Access) {
         .extensions
         .get_or_insert_with(Extensions::default)
         .insert("x-omserver-access".into(), access.as_str().into());
+    let error = |description: &str| {
+        Response::builder()
+            .description(description)
+            .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+            .build()
+    };
+    // A path or query parameter that does not parse is refused before the handler runs (`extract.rs`).
+    if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+        operation
+            .responses
+            .responses
+            .entry("400".into())
+            .or_insert_with(|| error("a parameter is not valid; `field` names it").into());
+    }
     if !access.needs_credentials() {
         return;
     }
@@ -200,12 +215,6 @@ fn document(operation: &mut Operation, access: Access) {
         schemes.push(SecurityRequirement::new(SESSION, Vec::<String>::new()));
     }
     operation.security = Some(schemes);
-    let error = |description: &str| {
-        Response::builder()
-            .description(description)
-            .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
-            .build()
-    };
     let responses = &mut operation.responses.responses;
     responses.entry("401".into()).or_insert_with(|| error("no credentials, or they are not valid").into());
     let forbidden = format!("the caller's role is below `{}`", access.as_str());

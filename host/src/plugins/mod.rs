@@ -84,8 +84,9 @@ pub struct ParamListing {
     pub choices: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
+    /// The value used when the parameter is not given: a number or a text, as `type` says.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub default: Option<serde_json::Value>,
 }
 
