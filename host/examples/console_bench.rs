@@ -19,17 +19,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use bench_server::BenchServer;
-use fantoccini::{ClientBuilder, Locator};
+use bench_server::{percentile, BenchServer};
+use fantoccini::Locator;
 use serde_json::{json, Value};
 
 fn now_ms() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn summary(name: &str, mut ms: Vec<f64>) {
@@ -67,26 +62,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .to_owned();
 
     let profile = tempfile::tempdir()?;
-    let mut caps = serde_json::Map::new();
-    let flags = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-    ];
-    let mut chrome_args: Vec<String> = flags.iter().map(|s| (*s).to_owned()).collect();
-    chrome_args.push(format!("--user-data-dir={}", profile.path().display()));
-    caps.insert("goog:chromeOptions".into(), json!({ "binary": chromium, "args": chrome_args }));
-    let browser = ClientBuilder::rustls()?.capabilities(caps).connect(&webdriver).await?;
-    browser.goto(&format!("{base}/login")).await?;
-    browser.find(Locator::Css("#name")).await?.send_keys("admin").await?;
-    browser.find(Locator::Css("#password")).await?.send_keys(&password).await?;
-    browser.find(Locator::Css("form button[type=submit]")).await?.click().await?;
-    browser.wait().for_element(Locator::Css("header.top")).await?;
+    let browser = bench_server::chromium_logged_in(&webdriver, &chromium, profile.path(), &base, &password).await?;
 
     // ---- audit ----
     browser.goto(&format!("{base}/audit")).await?;

@@ -21,8 +21,7 @@ mod bench_server;
 
 use std::time::Instant;
 
-use bench_server::BenchServer;
-use fantoccini::{ClientBuilder, Locator};
+use bench_server::{percentile, BenchServer};
 use omserver::store::{now_ms, Store};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor};
@@ -34,11 +33,6 @@ const HOSTS: i64 = 100;
 /// Where `TEST_POSTGRES_URL` is not set: the admin URL the test suite uses too.
 const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const POSTGRES_DB: &str = "omserver_bench_home";
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn summary(name: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
@@ -217,29 +211,7 @@ async fn browser_times(
     rounds: usize,
 ) -> Result<(), Error> {
     let profile = tempfile::tempdir()?;
-    let mut args: Vec<String> = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1280,800",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    args.push(format!("--user-data-dir={}", profile.path().display()));
-    let mut caps = serde_json::Map::new();
-    caps.insert("goog:chromeOptions".into(), json!({ "binary": chromium, "args": args }));
-    let browser = ClientBuilder::rustls()?.capabilities(caps).connect(webdriver).await?;
-    browser.goto(&format!("{base}/login")).await?;
-    browser.find(Locator::Css("#name")).await?.send_keys("admin").await?;
-    browser.find(Locator::Css("#password")).await?.send_keys(password).await?;
-    browser.find(Locator::Css("form button[type=submit]")).await?.click().await?;
-    browser.wait().for_element(Locator::Css("header.top")).await?;
+    let browser = bench_server::chromium_logged_in(webdriver, chromium, profile.path(), base, password).await?;
     // Resolves with the navigation's DOMContentLoaded and the moment both charts and the "Updated" line are there.
     let measure = "const done = arguments[arguments.length - 1]; \
         const drawn = () => document.querySelector('#jobs-chart svg') && document.querySelector('#audit-chart svg') \

@@ -29,7 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_server::BenchServer;
+use bench_server::{percentile, BenchServer};
 use serde_json::{json, Value};
 
 type Error = Box<dyn std::error::Error>;
@@ -74,11 +74,6 @@ fn receiver() -> Result<(String, Arc<Received>), Error> {
         }
     });
     Ok((url, got))
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 struct Run {

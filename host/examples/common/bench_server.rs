@@ -1,5 +1,6 @@
 //! A release `omserver` started as its own process for a benchmark: a temporary directory, SQLite, module 1003
-//! installed, the configuration given, stopped when dropped. Shared by the benchmark examples through
+//! installed, the configuration given, stopped when dropped; and what the benchmarks share besides: percentiles,
+//! and headless Chromium logged in to the console. Shared by the benchmark examples through
 //! `#[path = "common/bench_server.rs"] mod bench_server;`.
 
 // Each example uses a different part.
@@ -121,4 +122,46 @@ impl Drop for BenchServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value at fraction `p` (0.5: the median) of `sorted`, by nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Headless Chromium (`binary`) through the WebDriver at `webdriver`, with a new profile in `profile`, logged in to
+/// the console at `base` as `admin`. Background networking is off: this machine refuses those connections.
+pub async fn chromium_logged_in(
+    webdriver: &str,
+    binary: &str,
+    profile: &Path,
+    base: &str,
+    password: &str,
+) -> Result<fantoccini::Client, Error> {
+    use fantoccini::Locator;
+    let mut args: Vec<String> = [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,800",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(format!("--user-data-dir={}", profile.display()));
+    let mut caps = serde_json::Map::new();
+    caps.insert("goog:chromeOptions".into(), serde_json::json!({ "binary": binary, "args": args }));
+    let browser = fantoccini::ClientBuilder::rustls()?.capabilities(caps).connect(webdriver).await?;
+    browser.goto(&format!("{base}/login")).await?;
+    browser.find(Locator::Css("#name")).await?.send_keys("admin").await?;
+    browser.find(Locator::Css("#password")).await?.send_keys(password).await?;
+    browser.find(Locator::Css("form button[type=submit]")).await?.click().await?;
+    browser.wait().for_element(Locator::Css("header.top")).await?;
+    Ok(browser)
 }
