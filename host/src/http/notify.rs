@@ -147,6 +147,7 @@ async fn delete_subscription(
 #[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
     /// `pending`, `sent` or `failed`.
+    #[param(pattern = "^(pending|sent|failed)$")]
     status: Option<String>,
     /// A channel id.
     channel: Option<i64>,

@@ -27,6 +27,7 @@ pub fn router() -> Routes {
 pub struct OverviewQuery {
     /// A host that had audit events and none for this many seconds is listed as silent (default 86400, at
     /// least 60).
+    #[param(minimum = 60, maximum = 31_622_400)]
     silent_after_secs: Option<i64>,
 }
 

@@ -23,7 +23,8 @@ pub struct HistoryFilter {
     pub user: Option<String>,
     /// A module id.
     pub module: Option<String>,
-    /// One of queued, running, succeeded, failed, cancelled.
+    /// One of queued, running, succeeded, failed, cancelled (blank: any).
+    #[param(pattern = r"^\s*(queued|running|succeeded|failed|cancelled)?\s*$")]
     pub status: Option<String>,
     /// A host name among the job's targets, exactly.
     pub host: Option<String>,
@@ -34,6 +35,7 @@ pub struct HistoryFilter {
     /// Jobs with an id below this one (the next page).
     pub before: Option<i64>,
     /// At most this many jobs (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
