@@ -68,6 +68,8 @@ impl Store {
     }
 
     /// Jobs created since `since_ms`: (start of the UTC day in ms, status, how many), ordered by day and status.
+    /// The two reads are not one snapshot: a job that ends between them is counted twice, or not at all, until
+    /// the page's next refresh.
     pub async fn jobs_per_day(&self, since_ms: i64) -> Result<Vec<(i64, String, i64)>, StoreError> {
         let ended = self.sql("SELECT day, status, jobs FROM job_days WHERE day >= ?");
         // The width is a constant in the text, not a parameter: PostgreSQL matches GROUP BY expressions
