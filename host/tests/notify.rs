@@ -86,6 +86,8 @@ fn a_webhook_answering_500_twice_gets_the_notification_on_the_third_attempt_sign
     let attempts = delivery["log"].as_array().unwrap();
     assert_eq!(attempts.iter().map(|a| a["ok"].as_bool().unwrap()).collect::<Vec<_>>(), [false, false, true]);
     assert!(attempts[0]["answer"].as_str().unwrap().contains("500"), "{delivery}");
+    let (status, _) = server.post(&format!("/api/notify/deliveries/{}/resend", delivery["id"]), &json!({}));
+    assert_eq!(status, StatusCode::CONFLICT, "only a failed delivery is sent again");
 
     // A succeeded job does not match the filter.
     let ok = server.submit(9008, &["l1"], json!({ "seconds": 0 }));
