@@ -27,11 +27,17 @@ fn of_event(received: &[common::receiver::Received], event: &str) -> Vec<Value> 
 
 #[test]
 fn a_rejected_module_and_an_unhealthy_backend_are_told_once() {
-    let extra = "[notify]\ncheck_every_secs = 1\n\
-                 [backends.ansible]\nidentity_file = \"/nonexistent/omserver-test-key\"\n";
-    let server = Server::start_with(Options { seed: vec![], extra_config: extra.into(), ..Options::default() });
+    let extra = "[notify]\ncheck_every_secs = 1\n";
+    let mut server = Server::start_with(Options { seed: vec![], extra_config: extra.into(), ..Options::default() });
     let receiver = Receiver::start(&[200]);
     subscribe(&server, &receiver.url, &["module.rejected", "backend.unhealthy"]);
+    // A broken ansible backend from the next start on: the start's first check finds it unhealthy with the
+    // subscription already there. (A fact recorded before anyone subscribed is told to no one, so configuring it
+    // broken from the first start made this test race the subscription.)
+    let config = std::fs::read_to_string(server.config_path()).unwrap();
+    let broken = "\n[backends.ansible]\nidentity_file = \"/nonexistent/omserver-test-key\"\n";
+    std::fs::write(server.config_path(), config + broken).unwrap();
+    server.restart();
     std::fs::write(server.plugins_dir().join("Mid_4242.so"), b"not a shared library").unwrap();
 
     let got = receiver.wait_for(Duration::from_secs(30), "both notices", |r| {

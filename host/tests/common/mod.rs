@@ -159,6 +159,11 @@ impl Server {
         Server { child, base, token, admin_password, dir, client, stdout: rx, env }
     }
 
+    /// The server's configuration file; [`Server::restart`] reads it again.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("omserver.toml")
+    }
+
     pub fn plugins_dir(&self) -> PathBuf {
         self.dir.path().join("plugins.d")
     }
