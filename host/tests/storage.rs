@@ -102,20 +102,22 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 12;
+const MIGRATIONS: i64 = 13;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 24] = [
+const TABLES: [&str; 26] = [
     "_sqlx_migrations",
     "api_tokens",
     "audit_alert_rules",
     "audit_chain",
     "audit_gaps",
+    "audit_hours",
     "host_tags",
     "job_batches",
+    "job_days",
     "job_results",
     "job_templates",
     "jobs",
