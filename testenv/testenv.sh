@@ -24,8 +24,8 @@ write_env_json() {
         return
     fi
     # The salt password is in it: readable by its owner only.
-    (umask 077 && printf '{\n  "ssh": %s,\n  "ansible": %s,\n  "salt": %s,\n  "func": %s,\n  "chromium": %s,\n  "smtp": %s\n}\n' \
-        "$(ssh_json)" "$(venv_json)" "$(salt_json)" "$(func_json)" "$(chromium_json)" "$(smtp_json)" >"$TE/env.json.tmp")
+    (umask 077 && printf '{\n  "ssh": %s,\n  "ansible": %s,\n  "schemathesis": %s,\n  "salt": %s,\n  "func": %s,\n  "chromium": %s,\n  "smtp": %s\n}\n' \
+        "$(ssh_json)" "$(venv_json)" "$(schemathesis_json)" "$(salt_json)" "$(func_json)" "$(chromium_json)" "$(smtp_json)" >"$TE/env.json.tmp")
     py -c 'import json, sys; json.load(open(sys.argv[1]))' "$TE/env.json.tmp" || die "env.json would not be valid JSON"
     mv "$TE/env.json.tmp" "$TE/env.json"
 }

@@ -1,11 +1,13 @@
 # The Python tools piece (sourced by testenv.sh): ansible-core, salt and CherryPy (salt-api's rest_cherrypy),
-# aiosmtpd (the smtp piece's mail server), pinned, in <repo>/.venv. A stamp file records the pins it was built with; changing PINS reinstalls.
+# aiosmtpd (the smtp piece's mail server) and schemathesis (host/tests/contract.rs), pinned, in <repo>/.venv. A stamp file records the pins it was built with; changing PINS reinstalls.
 
 # salt 3008.5 cannot be installed from the registry here (it needs a certifi the registry lacks); 3008.4 can.
-VENV_PINS="ansible-core==2.19.14 salt==3008.4 CherryPy==18.10.0 aiosmtpd==1.4.6"
+VENV_PINS="ansible-core==2.19.14 salt==3008.4 CherryPy==18.10.0 aiosmtpd==1.4.6 schemathesis==4.32.5"
 VENV_STAMP="$VENV/.omserver-testenv-pins"
 
-venv_current() { [[ -x $VENV/bin/python && -x $VENV/bin/ansible && "$(cat "$VENV_STAMP" 2>/dev/null)" == "$VENV_PINS" ]]; }
+venv_current() {
+    [[ -x $VENV/bin/python && -x $VENV/bin/ansible && -x $VENV/bin/st && "$(cat "$VENV_STAMP" 2>/dev/null)" == "$VENV_PINS" ]]
+}
 
 venv_up() {
     local started
@@ -30,6 +32,7 @@ venv_up() {
     "$VENV/bin/pip" install --disable-pip-version-check --no-input --no-compile -q $VENV_PINS >>"$TE/venv.log" 2>&1 ||
         die "pip install $VENV_PINS failed (see $TE/venv.log)"
     "$VENV/bin/ansible" --version >/dev/null 2>&1 || die "$VENV/bin/ansible --version fails after install"
+    "$VENV/bin/st" --version >/dev/null 2>&1 || die "$VENV/bin/st --version fails after install"
     echo "$VENV_PINS" >"$VENV_STAMP"
     mark_ready venv
     say "venv up: $VENV ($VENV_PINS, $(since "$started"))"
@@ -45,5 +48,12 @@ venv_status() {
 venv_json() {
     local exe=""
     venv_current && exe="$VENV/bin/ansible"
+    printf '{"executable": %s}' "$(json_str "$exe")"
+}
+
+# schemathesis' command line, `st`; its hooks and settings are testenv/schemathesis*.
+schemathesis_json() {
+    local exe=""
+    venv_current && exe="$VENV/bin/st"
     printf '{"executable": %s}' "$(json_str "$exe")"
 }

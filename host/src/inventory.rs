@@ -20,6 +20,7 @@ pub struct HostForm {
     /// App category within `function`, e.g. "nginx".
     pub app: Option<String>,
     /// SSH port for the ssh and ansible backends (their configured default when absent).
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u32>,
     /// Login user for the ssh and ansible backends (their configured default when absent).
     pub user: Option<String>,

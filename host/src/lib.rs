@@ -10,6 +10,7 @@
 //! - [`templates`], [`schedules`]: saved jobs and the scheduler that runs them.
 //! - [`notify`]: notifications: channels, subscriptions, the outbox and delivery with retries.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
+//! - [`labels`]: the one rule for names people give things, as the API document states it.
 //! - [`inventory`]: reading CSV and Ansible INI inventories into host forms.
 //! - [`store`]: sqlx over SQLite, MariaDB/MySQL and PostgreSQL, with per-dialect migrations.
 //! - [`audit`]: audit ingest (legacy GET and agent batches), dedup, hash chain, group commit, live fan-out.
@@ -31,6 +32,7 @@ pub mod config;
 pub mod http;
 pub mod inventory;
 pub mod jobs;
+pub mod labels;
 pub mod notify;
 pub mod plugins;
 pub mod schedules;

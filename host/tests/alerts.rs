@@ -94,7 +94,7 @@ fn bad_rules_are_refused_with_the_field_and_only_admins_add_them() {
     ];
     for (rule, field) in cases {
         let (status, body) = server.post("/api/audit/rules", &rule);
-        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{rule}: {body}");
+        assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(field)), "{rule}: {body}");
     }
     assert_eq!(server.post("/api/audit/rules", &json!({ "name": "dup", "pattern": "x" })).0, StatusCode::CREATED);
     assert_eq!(server.post("/api/audit/rules", &json!({ "name": "dup", "pattern": "y" })).0, StatusCode::CONFLICT);

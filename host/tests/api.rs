@@ -80,9 +80,11 @@ fn first_line_of_issue() -> String {
     issue.lines().next().expect("/etc/issue has a first line").to_owned()
 }
 
-fn assert_bad_request(answer: (StatusCode, Value), field: Option<&str>, error: &str) {
+/// A request read but refused for what it says: 422, with the field (a body that cannot be read is
+/// [`assert_bad_body`]'s 400).
+fn assert_unprocessable(answer: (StatusCode, Value), field: Option<&str>, error: &str) {
     let (status, body) = answer;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     match field {
         Some(field) => assert_eq!(body, json!({ "error": error, "field": field })),
         None => assert_eq!(body, json!({ "error": error })),
@@ -278,38 +280,42 @@ fn hosts_are_added_with_canonical_addresses_and_conflicts_are_409() {
 }
 
 #[test]
-fn invalid_hosts_are_400_naming_the_field() {
+fn invalid_hosts_are_refused_naming_the_field() {
     let server = Server::start();
     let name_rule = "must be 1-255 letters, digits, '-', '_' or '.'";
     let post = |body: Value| server.post("/api/hosts", &body);
-    assert_bad_request(
+    assert_unprocessable(
         post(json!({ "name": "x", "ip": "999.1.1.1" })),
         Some("ip"),
         "\"999.1.1.1\" is not an IPv4 or IPv6 address",
     );
-    assert_bad_request(post(json!({ "name": "x", "ip": "" })), Some("ip"), "\"\" is not an IPv4 or IPv6 address");
-    assert_bad_request(
+    assert_unprocessable(post(json!({ "name": "x", "ip": "" })), Some("ip"), "\"\" is not an IPv4 or IPv6 address");
+    assert_unprocessable(
         post(json!({ "name": "x", "ip": "web1" })),
         Some("ip"),
         "\"web1\" is not an IPv4 or IPv6 address",
     );
-    assert_bad_request(
+    assert_unprocessable(
         post(json!({ "name": "x", "ip": "10.0.0.1", "wan_ip": "10.0.0.256" })),
         Some("wan_ip"),
         "\"10.0.0.256\" is not an IPv4 or IPv6 address",
     );
     for name in ["", "   ", "web 1", "web1;id", "web1; rm -rf /", "$(id)", "a/b", "é", "n".repeat(256).as_str()] {
-        assert_bad_request(post(json!({ "name": name, "ip": "10.0.0.1" })), Some("name"), name_rule);
+        assert_unprocessable(post(json!({ "name": name, "ip": "10.0.0.1" })), Some("name"), name_rule);
     }
     let together = "function and app are given together or not at all";
-    assert_bad_request(post(json!({ "name": "x", "ip": "10.0.0.1", "function": "Linux.Web" })), Some("app"), together);
-    assert_bad_request(post(json!({ "name": "x", "ip": "10.0.0.1", "app": "nginx" })), Some("app"), together);
-    assert_bad_request(
+    assert_unprocessable(
+        post(json!({ "name": "x", "ip": "10.0.0.1", "function": "Linux.Web" })),
+        Some("app"),
+        together,
+    );
+    assert_unprocessable(post(json!({ "name": "x", "ip": "10.0.0.1", "app": "nginx" })), Some("app"), together);
+    assert_unprocessable(
         post(json!({ "name": "x", "ip": "10.0.0.1", "function": " ", "app": "nginx" })),
         Some("function"),
         "categories must be 1-64 printable characters",
     );
-    assert_bad_request(
+    assert_unprocessable(
         post(json!({ "name": "x", "ip": "10.0.0.1", "op": "o".repeat(65) })),
         Some("op"),
         "must be at most 64 characters",
@@ -377,40 +383,40 @@ fn module_1003_runs_on_this_machine_by_ip_and_by_name() {
 }
 
 #[test]
-fn bad_job_requests_are_400_and_create_nothing() {
+fn bad_job_requests_are_refused_and_create_nothing() {
     let server = Server::start_with(Options { seed: vec![1001, 1003], ..Options::default() });
     server.run_job(1003, &["localhost"], json!({}));
     assert_eq!(job_count(&server), 1);
     let post = |body: Value| server.post("/api/jobs", &body);
 
     let unknown = "unknown hosts (not in the inventory): 10.9.9.9";
-    assert_bad_request(post(json!({ "module": 1003, "hosts": ["10.9.9.9"] })), Some("hosts"), unknown);
-    assert_bad_request(post(json!({ "module": 1003, "hosts": ["127.0.0.1", "10.9.9.9"] })), Some("hosts"), unknown);
+    assert_unprocessable(post(json!({ "module": 1003, "hosts": ["10.9.9.9"] })), Some("hosts"), unknown);
+    assert_unprocessable(post(json!({ "module": 1003, "hosts": ["127.0.0.1", "10.9.9.9"] })), Some("hosts"), unknown);
     // Host names are case-insensitive (LOCALHOST is localhost); unknown ones are named as they were given.
-    assert_bad_request(
+    assert_unprocessable(
         post(json!({ "module": 1003, "hosts": ["10.9.9.9", "LOCALHOST", "Web"] })),
         Some("hosts"),
         "unknown hosts (not in the inventory): 10.9.9.9, Web",
     );
-    assert_bad_request(post(json!({ "module": 1003, "hosts": [] })), Some("hosts"), "no hosts given");
-    assert_bad_request(
+    assert_unprocessable(post(json!({ "module": 1003, "hosts": [] })), Some("hosts"), "no hosts given");
+    assert_unprocessable(
         post(json!({ "module": 4242, "hosts": ["127.0.0.1"] })),
         Some("module"),
         "module Mid_4242 does not exist; add it to the plugins directory",
     );
-    assert_bad_request(
+    assert_unprocessable(
         post(json!({ "module": 1003, "hosts": ["127.0.0.1"], "params": { "path": "/etc/shadow" } })),
         Some("path"),
         "parameter path: module 1003 has no such parameter",
     );
     for lines in [json!("1; id"), json!("$(id)"), json!(1.5), json!(true)] {
-        assert_bad_request(
+        assert_unprocessable(
             post(json!({ "module": 1001, "hosts": ["127.0.0.1"], "params": { "lines": lines } })),
             Some("lines"),
             "parameter lines: must be a whole number",
         );
     }
-    assert_bad_request(
+    assert_unprocessable(
         post(json!({ "module": 1001, "hosts": ["127.0.0.1"], "params": { "lines": 0 } })),
         Some("lines"),
         "parameter lines: must be between 1 and 10000",
@@ -491,7 +497,11 @@ fn the_job_history_filters_by_user_module_status_host_and_time() {
         ("limit=1001", "limit"),
     ] {
         let (status, body) = server.get(&format!("/api/jobs?{query}"));
-        assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{query}: {body}");
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{query}: {body}"
+        );
     }
     assert_bad_body(server.get("/api/jobs?owner=admin"), Some("owner"), &["unknown field `owner`"]);
     assert_bad_body(server.get("/api/jobs?before=x"), Some("before"), &["before"]);

@@ -587,7 +587,7 @@ fn reported_gaps_are_recorded_once() {
     let bad = json!({ "gaps": [{ "stream": "s1", "from_seq": 5, "to_seq": 4, "reason": "x" }] });
     assert_eq!(
         post_batch(&server, &token, &bad),
-        (StatusCode::BAD_REQUEST, json!({ "error": "gaps: bad range 5..4", "field": "gaps" }))
+        (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": "gaps: bad range 5..4", "field": "gaps" }))
     );
     assert_eq!(db_ints(&server, "SELECT COUNT(*) FROM audit_gaps"), vec![2]);
 }
@@ -728,7 +728,7 @@ fn queries_filter_by_host_user_text_and_time_and_page_with_next() {
     assert_eq!(q("host=127.0.0.1,web2"), all);
     assert_eq!(
         get_as(&server, &viewer, "/api/audit/events?host=nosuch"),
-        (StatusCode::BAD_REQUEST, json!({ "error": "unknown hosts: nosuch", "field": "host" }))
+        (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": "unknown hosts: nosuch", "field": "host" }))
     );
     assert_eq!(q("user=bob"), ["echo axb", "echo a_b"]);
     // carol logged in and became root: she is found by her login name (stored with the uid, `carol(0)`).
@@ -754,7 +754,7 @@ fn queries_filter_by_host_user_text_and_time_and_page_with_next() {
     assert_eq!(
         get_as(&server, &viewer, "/api/audit/events?from=yesterday"),
         (
-            StatusCode::BAD_REQUEST,
+            StatusCode::UNPROCESSABLE_ENTITY,
             json!({ "error": "must look like 2026-11-24 or 2026-11-24 18:30:00", "field": "from" })
         )
     );
@@ -777,7 +777,7 @@ fn queries_filter_by_host_user_text_and_time_and_page_with_next() {
     for limit in ["0", "1001", "-1"] {
         assert_eq!(
             get_as(&server, &viewer, &format!("/api/audit/events?limit={limit}")),
-            (StatusCode::BAD_REQUEST, json!({ "error": "must be between 1 and 1000", "field": "limit" })),
+            (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": "must be between 1 and 1000", "field": "limit" })),
             "limit={limit}"
         );
     }
@@ -817,7 +817,7 @@ fn app_categories_narrow_queries_exports_and_the_stream() {
     assert_eq!(q("app="), ["on db1", "on web3", "on web2", "on localhost"]);
     assert_eq!(
         get_as(&server, &viewer, "/api/audit/events?app=nginx,nosuch"),
-        (StatusCode::BAD_REQUEST, json!({ "error": "no host is in app category nosuch", "field": "app" }))
+        (StatusCode::UNPROCESSABLE_ENTITY, json!({ "error": "no host is in app category nosuch", "field": "app" }))
     );
     let response = server
         .client
@@ -1095,7 +1095,7 @@ fn execs_are_stored_with_their_argument_vector_and_filtered_by_source_and_sessio
     assert_eq!(argv0, [&json!("make"), &json!("sh"), &json!("./missing")]);
 
     let (status, body) = get_as(&server, &server.token, "/api/audit/events?source=kernel");
-    assert_eq!((status, &body["field"]), (StatusCode::BAD_REQUEST, &json!("source")), "{body}");
+    assert_eq!((status, &body["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("source")), "{body}");
 
     // An exec without an argument vector, or with one that is not a list of arguments, is refused alone.
     let mut no_argv = exec_ev(5, 7, "", "2026-11-24 10:00:05", json!(["x"]));

@@ -109,7 +109,7 @@ fn an_operator_saves_a_job_with_the_form_and_runs_it_after_confirming_its_hosts(
     browser.fill("#t-max-failed", "1");
     browser.click("#save");
 
-    // The server's 400 names rollout.batch: its message sits right under the batch input, which is marked.
+    // The server's 422 names rollout.batch: its message sits right under the batch input, which is marked.
     browser.wait_for_text("#err-rollout-batch", "must be 1 or more", Duration::from_secs(5));
     assert!(browser.text("#err-rollout-batch").starts_with("must be"), "the field's name is not repeated beside it");
     let beside = browser.eval(

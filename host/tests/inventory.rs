@@ -43,7 +43,7 @@ fn hosts_are_edited_deleted_and_tagged() {
     assert_eq!(send(&server, reqwest::Method::PUT, &format!("/api/hosts/{id}"), Some(&taken)).0, StatusCode::CONFLICT);
     let bad_tag = json!({ "name": "web1", "ip": "10.0.0.2", "tags": ["no spaces please"] });
     let (status, body) = send(&server, reqwest::Method::PUT, &format!("/api/hosts/{id}"), Some(&bad_tag));
-    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("tags")), "{body}");
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("tags")), "{body}");
 
     assert_eq!(send(&server, reqwest::Method::DELETE, &format!("/api/hosts/{id}"), None).0, StatusCode::NO_CONTENT);
     assert_eq!(send(&server, reqwest::Method::DELETE, &format!("/api/hosts/{id}"), None).0, StatusCode::NOT_FOUND);
@@ -79,9 +79,9 @@ fn imports_preview_then_store_the_good_lines_and_name_each_bad_one() {
     assert_eq!(names, ["localhost", "web1", "web3"]);
 
     let (status, body) = server.post("/api/hosts/import", &json!({ "format": "yaml", "text": "" }));
-    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("format")));
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("format")));
     let (status, body) = server.post("/api/hosts/import", &json!({ "format": "csv", "text": "host,address\n" }));
-    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("text")), "{body}");
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("text")), "{body}");
 }
 
 /// A host the file names twice (by name in any case, or by address) is flagged on its second line by the preview,

@@ -85,7 +85,7 @@ fn unknown_jobs_have_no_event_stream() {
 }
 
 #[test]
-fn a_job_names_its_backend_and_unavailable_ones_are_400() {
+fn a_job_names_its_backend_and_unavailable_ones_are_refused() {
     let server = Server::start();
     let (status, backends) = server.get("/api/backends");
     assert_eq!(status, StatusCode::OK, "{backends}");
@@ -97,11 +97,11 @@ fn a_job_names_its_backend_and_unavailable_ones_are_400() {
 
     let job = |backend: &str| json!({ "module": 1003, "hosts": ["localhost"], "backend": backend });
     let (status, body) = server.post("/api/jobs", &job("ssh"));
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert_eq!(body["field"], "backend");
     assert!(body["error"].as_str().unwrap().contains("not configured"), "{body}");
     let (status, body) = server.post("/api/jobs", &job("rpyc"));
-    assert_eq!((status, body["field"].as_str()), (StatusCode::BAD_REQUEST, Some("backend")), "{body}");
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("backend")), "{body}");
     assert!(body["error"].as_str().unwrap().contains("unknown backend"), "{body}");
 
     let (status, body) = server.post("/api/jobs", &job("local"));
@@ -142,7 +142,11 @@ fn hosts_carry_an_ssh_port_and_user() {
         (json!({ "name": "x5", "ip": "10.1.0.13", "user": "a b" }), "user"),
     ] {
         let (status, answer) = server.post("/api/hosts", &body);
-        assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body} → {answer}");
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{body} → {answer}"
+        );
     }
 
     let added = cli(&server, &["hosts", "add", "web9", "10.1.0.19", "--port", "2200", "--user", "ops"]);

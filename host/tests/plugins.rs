@@ -65,7 +65,7 @@ fn a_removed_module_is_gone_for_new_jobs() {
     fs::remove_file(server.plugins_dir().join("Mid_1004.so")).unwrap();
     server.wait_for_module("Mid_1004.so", Duration::from_secs(2), |e| e.is_none());
     let (status, body) = server.post("/api/jobs", &json!({ "module": 1004, "hosts": ["127.0.0.1"] }));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "module Mid_1004 does not exist; add it to the plugins directory");
     assert_jobs_still_succeed(&server);
 }

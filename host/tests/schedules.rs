@@ -1,7 +1,7 @@
 //! Schedules through the real server: a per-2-second schedule fires within a second of each slot, a server
 //! killed with SIGKILL and restarted never fires a slot twice and records the ones it missed (or catches the
 //! newest up), a disabled schedule never fires, a saved job whose module is gone records a failed fire and the
-//! scheduler goes on, overlapping runs are skipped or queued, and bad input is a 400 naming the field.
+//! scheduler goes on, overlapping runs are skipped or queued, and bad input is refused naming the field.
 
 mod common;
 
@@ -223,7 +223,7 @@ fn an_overlapping_fire_is_skipped_or_queued() {
 }
 
 #[test]
-fn bad_schedules_are_400_naming_the_field() {
+fn bad_schedules_are_refused_naming_the_field() {
     let server = server();
     let saved = template(&server, "tick", 0);
     let good = json!({ "name": "nightly", "template": saved, "cron": "0 3 * * *", "timezone": "Europe/Paris" });
@@ -232,19 +232,21 @@ fn bad_schedules_are_400_naming_the_field() {
         body[key] = value;
         body
     };
-    for (body, field) in [
-        (with("cron", json!("61 * * * *")), "cron"),
-        (with("cron", json!("* * *")), "cron"),
-        (with("cron", json!("")), "cron"),
-        (with("timezone", json!("Mars/Base")), "timezone"),
-        (with("template", json!(999_999)), "template"),
-        (with("name", json!("")), "name"),
-        (with("overlap", json!("sometimes")), "overlap"),
-        (with("catch_up_secs", json!(-1)), "catch_up_secs"),
-        (with("catch_up_secs", json!(10_000_000)), "catch_up_secs"),
+    // 400: not what the document describes (a type or an enum); 422: read, but not valid.
+    let (unreadable, invalid) = (StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY);
+    for (body, field, expected) in [
+        (with("cron", json!("61 * * * *")), "cron", invalid),
+        (with("cron", json!("* * *")), "cron", invalid),
+        (with("cron", json!("")), "cron", invalid),
+        (with("timezone", json!("Mars/Base")), "timezone", invalid),
+        (with("template", json!(999_999)), "template", invalid),
+        (with("name", json!("")), "name", invalid),
+        (with("overlap", json!("sometimes")), "overlap", unreadable),
+        (with("catch_up_secs", json!(-1)), "catch_up_secs", unreadable),
+        (with("catch_up_secs", json!(10_000_000)), "catch_up_secs", invalid),
     ] {
         let (status, answer) = server.post("/api/schedules", &body);
-        assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {answer}");
+        assert_eq!((status, answer["field"].as_str()), (expected, Some(field)), "{body}: {answer}");
     }
     let created = schedule(&server, good.clone());
     let next: Vec<i64> = created["next"].as_array().unwrap().iter().map(|n| n.as_i64().unwrap()).collect();
@@ -260,7 +262,7 @@ fn bad_schedules_are_400_naming_the_field() {
     let (status, _) = server.get("/api/schedules/999999/fires");
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, answer) = server.get(&format!("/api/schedules/{}/fires?limit=0", created["id"]));
-    assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("limit")));
+    assert_eq!((status, answer["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("limit")));
 }
 
 fn now_ms() -> i64 {

@@ -159,15 +159,15 @@ fn injection_attempts_are_refused_and_nothing_runs() {
     for (module, field, value) in attempts {
         let (status, body) =
             server.post("/api/jobs", &json!({ "module": module, "hosts": ["127.0.0.1"], "params": { *field: value } }));
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{module} {field}={value}: {body}");
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{module} {field}={value}: {body}");
         assert_eq!(body["field"], *field, "{body}");
     }
     let (status, jobs) = server.get("/api/jobs");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(jobs, json!([]), "no job was created");
-    // The module also rejects a host outside the inventory: a 400 that names it.
+    // The module also rejects a host outside the inventory: a 422 that names it.
     let (status, body) = server.post("/api/jobs", &json!({ "module": 1003, "hosts": ["127.0.0.1", "evil;id"] }));
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "unknown hosts (not in the inventory): evil;id");
 }
 

@@ -445,11 +445,11 @@ fn users_over_the_api_are_for_admins() {
         server.post("/api/users", &json!({ "name": "dave", "role": "viewer", "password": "another long one" }));
     assert_eq!((status, answer), (StatusCode::CONFLICT, json!({ "error": "a user named \"dave\" exists already" })));
     let (status, answer) = server.post("/api/users", &json!({ "name": "e ve", "role": "viewer" }));
-    assert_eq!((status, &answer["field"]), (StatusCode::BAD_REQUEST, &json!("name")), "{answer}");
+    assert_eq!((status, &answer["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("name")), "{answer}");
     let (status, answer) = server.post("/api/users", &json!({ "name": "eve", "role": "agent" }));
     assert_eq!((status, &answer["field"]), (StatusCode::BAD_REQUEST, &json!("role")), "{answer}");
     let (status, answer) = server.post("/api/users", &json!({ "name": "eve", "role": "viewer", "password": "short" }));
-    assert_eq!((status, &answer["field"]), (StatusCode::BAD_REQUEST, &json!("password")), "{answer}");
+    assert_eq!((status, &answer["field"]), (StatusCode::UNPROCESSABLE_ENTITY, &json!("password")), "{answer}");
 
     let (status, answer) = server.post("/api/users/dave/password", &json!({ "password": "dave's new password" }));
     assert_eq!(status, StatusCode::OK, "{answer}");

@@ -1,6 +1,7 @@
 //! Saved jobs through the real server: checked when saved, targets resolved at each run (hosts, categories,
 //! tags), the definition recorded on each job so that an edit never rewrites history, their own timeout, and a
-//! 400 naming the field for every bad input. Runs on the local backend with loopback hosts and `fx_roll` (9008).
+//! 422 (400 for a body that cannot be read) naming the field for every bad input. Runs on the local backend with
+//! loopback hosts and `fx_roll` (9008).
 
 mod common;
 
@@ -112,7 +113,7 @@ fn a_saved_job_runs_with_its_own_timeout() {
 }
 
 #[test]
-fn bad_saved_jobs_are_400_naming_the_field_and_runs_that_cannot_start_are_refused() {
+fn bad_saved_jobs_are_refused_naming_the_field_and_so_are_runs_that_cannot_start() {
     let server = server();
     let good = spec("good", json!({ "tags": ["prod"] }));
     let with = |key: &str, value: Value| {
@@ -124,7 +125,6 @@ fn bad_saved_jobs_are_400_naming_the_field_and_runs_that_cannot_start_are_refuse
         (with("name", json!("  ")), "name"),
         (with("targets", json!({})), "targets"),
         (with("targets", json!({ "tags": [""] })), "targets.tags"),
-        (with("targets", json!({ "groups": ["x"] })), "targets.groups"),
         (with("module", json!(4242)), "module"),
         (with("params", json!({ "seconds": -5 })), "seconds"),
         (with("params", json!({ "colour": "red" })), "colour"),
@@ -135,8 +135,16 @@ fn bad_saved_jobs_are_400_naming_the_field_and_runs_that_cannot_start_are_refuse
         (with("timeout_secs", json!(0)), "timeout_secs"),
     ] {
         let (status, answer) = server.post("/api/templates", &body);
-        assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some(field)), "{body}: {answer}");
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(field)),
+            "{body}: {answer}"
+        );
     }
+    // A field the document does not have: the body cannot be read at all.
+    let unknown = with("targets", json!({ "groups": ["x"] }));
+    let (status, answer) = server.post("/api/templates", &unknown);
+    assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("targets.groups")), "{answer}");
     let (_, listed) = server.get("/api/templates");
     assert_eq!(listed, json!([]), "nothing was saved");
 
@@ -147,13 +155,13 @@ fn bad_saved_jobs_are_400_naming_the_field_and_runs_that_cannot_start_are_refuse
     // At run time: a selector that matches nothing, and a module that is gone.
     let nobody = create(&server, &spec("nobody", json!({ "tags": ["retired"] })));
     let (status, answer) = server.post(&format!("/api/templates/{nobody}/run"), &json!({}));
-    assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("targets")), "{answer}");
+    assert_eq!((status, answer["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("targets")), "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("no host matches"), "{answer}");
     let roll = create(&server, &spec("roll", json!({ "hosts": ["web1"] })));
     std::fs::remove_file(server.plugins_dir().join("Mid_9008.so")).unwrap();
     server.wait_for_module("Mid_9008.so", Duration::from_secs(10), |m| m.is_none());
     let (status, answer) = server.post(&format!("/api/templates/{roll}/run"), &json!({}));
-    assert_eq!((status, answer["field"].as_str()), (StatusCode::BAD_REQUEST, Some("module")), "{answer}");
+    assert_eq!((status, answer["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("module")), "{answer}");
     let (status, _) = server.post("/api/templates/999999/run", &json!({}));
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, history) = server.get("/api/jobs");

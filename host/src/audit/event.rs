@@ -267,8 +267,12 @@ pub struct AgentEvent {
 /// Events an agent lost (its spool overflowed), reported so the loss is never silent.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct AgentGap {
+    #[schema(pattern = r"^[A-Za-z0-9-]{1,64}$")]
     pub stream: String,
+    /// The first sequence number lost; `to_seq` the last (not before `from_seq`).
+    #[schema(minimum = 1)]
     pub from_seq: i64,
+    #[schema(minimum = 1)]
     pub to_seq: i64,
     pub reason: String,
 }

@@ -66,6 +66,9 @@ pub enum IngestError {
     NotAnAgent,
     #[error("{0} events in one batch; at most {1}")]
     BatchTooLarge(usize, usize),
+    /// A gap whose range ends before it starts: each bound alone is what the document allows.
+    #[error("gaps: bad range {0}..{1}")]
+    GapRange(i64, i64),
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -291,8 +294,11 @@ impl AuditService {
         let mut gaps = Vec::new();
         for g in batch.gaps {
             let stream = event::check_stream(g.stream)?;
-            if g.from_seq < 1 || g.to_seq < g.from_seq {
+            if g.from_seq < 1 || g.to_seq < 1 {
                 return Err(Invalid { field: "gaps", reason: format!("bad range {}..{}", g.from_seq, g.to_seq) }.into());
+            }
+            if g.to_seq < g.from_seq {
+                return Err(IngestError::GapRange(g.from_seq, g.to_seq));
             }
             let reason: String = g.reason.chars().filter(|c| !c.is_control()).take(255).collect();
             tracing::warn!(host_id, stream = %stream, from_seq = g.from_seq, to_seq = g.to_seq, reason = %reason, "agent reports lost events");

@@ -5,7 +5,7 @@ use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
 use axum::{
     body::Bytes,
-    extract::{rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, RawQuery, Request, State},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequest, RawQuery, Request, State},
     http::{header, HeaderMap, Method, StatusCode},
     response::{
         sse::{Event, KeepAlive, Sse},
@@ -53,7 +53,7 @@ pub fn router() -> Routes {
 
 /// axum's `Json`, but a good body is parsed with plain `serde_json`: `Json` tracks the path of every value so that
 /// an error can name it (`events[3].seq: …`), which cost a third of parsing a batch. Only a body that fails is
-/// parsed again through `Json`, so rejections and their messages are exactly `Json`'s.
+/// read again the API's usual way, so its refusals and their messages are those of every other route.
 struct QuickJson<T>(T);
 
 impl<S, T> FromRequest<S> for QuickJson<T>
@@ -61,16 +61,21 @@ where
     S: Send + Sync,
     T: serde::de::DeserializeOwned,
 {
-    type Rejection = JsonRejection;
+    type Rejection = HttpError;
 
-    async fn from_request(request: Request, state: &S) -> Result<Self, JsonRejection> {
+    async fn from_request(request: Request, state: &S) -> Result<Self, HttpError> {
         if !is_json(request.headers()) {
-            return Json::<T>::from_request(request, state).await.map(|Json(value)| QuickJson(value));
+            return Ok(QuickJson(Json::<T>::from_request(request, state).await?.0));
         }
-        let body = Bytes::from_request(request, state).await?;
+        let body =
+            Bytes::from_request(request, state).await.map_err(|e| HttpError::unreadable(e.status(), e.body_text()))?;
         match serde_json::from_slice(&body) {
             Ok(value) => Ok(QuickJson(value)),
-            Err(_) => Json::<T>::from_bytes(&body).map(|Json(value)| QuickJson(value)),
+            // Syntax errors are `Json`'s; a well-formed body goes through the API's own reading (`7.0` is 7).
+            Err(_) => match Json::<serde_json::Value>::from_bytes(&body) {
+                Ok(Json(value)) => super::extract::read_json(value).map(QuickJson),
+                Err(rejection) => Err(rejection.into()),
+            },
         }
     }
 }
@@ -115,27 +120,21 @@ async fn legacy_pull(
 #[utoipa::path(post, path = "/api/audit/events", tag = "audit", request_body = AgentBatch, responses(
     (status = 200, body = AgentAck),
     (status = 400, description = "not a batch", body = ErrorBody),
+    (status = 422, description = "a gap's range ends before it starts", body = ErrorBody),
     (status = 413, description = "over 8 MiB: send half", body = ErrorBody),
     (status = 503, description = "not stored; send it again later", body = ErrorBody),
 ))]
 async fn agent_batch(
     State(state): State<AppState>,
     who: Authenticated,
-    batch: Result<QuickJson<AgentBatch>, JsonRejection>,
-) -> Result<Json<AgentAck>, Response> {
+    batch: Result<QuickJson<AgentBatch>, HttpError>,
+) -> Result<Json<AgentAck>, HttpError> {
     if who.0.role != Role::Agent {
-        return Err(HttpError::Forbidden("agent").into_response());
+        return Err(HttpError::Forbidden("agent"));
     }
-    let QuickJson(batch) = batch.map_err(|rejection| {
-        // A body over the limit must stay 413: it tells the agent to halve its batch (a 400 would leave it stuck).
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            (StatusCode::PAYLOAD_TOO_LARGE, Json(json!({ "error": rejection.body_text() }))).into_response()
-        } else {
-            HttpError::from(rejection).into_response()
-        }
-    })?;
-    let ack = state.audit.ingest_agent(who.0.host_id, batch).await.map_err(|e| HttpError::from(e).into_response())?;
-    Ok(Json(ack))
+    // A body over the limit stays 413 (`HttpError::TooLarge`): it tells the agent to halve its batch.
+    let QuickJson(batch) = batch?;
+    Ok(Json(state.audit.ingest_agent(who.0.host_id, batch).await?))
 }
 
 impl From<IngestError> for HttpError {
@@ -143,6 +142,7 @@ impl From<IngestError> for HttpError {
         match err {
             IngestError::Invalid(i) => HttpError::invalid(i.field, i.to_string()),
             IngestError::BatchTooLarge(..) => HttpError::invalid("events", err.to_string()),
+            IngestError::GapRange(..) => HttpError::unprocessable("gaps", err.to_string()),
             IngestError::NotAnAgent | IngestError::UnknownHost(_) | IngestError::PeerMismatch { .. } => {
                 HttpError::Forbidden("agent")
             }
@@ -186,6 +186,7 @@ struct Params {
     /// Rows before this id, newest first (paging back).
     before: Option<i64>,
     /// At most this many rows (1-1000, default 100; the CSV export up to 100 000).
+    #[param(minimum = 1, maximum = 100000)]
     limit: Option<i64>,
 }
 
@@ -214,7 +215,7 @@ fn time_bound(field: &str, value: &Option<String>) -> Result<Option<String>, Htt
             }
         });
     if !shaped {
-        return Err(HttpError::invalid(field, "must look like 2026-11-24 or 2026-11-24 18:30:00"));
+        return Err(HttpError::unprocessable(field, "must look like 2026-11-24 or 2026-11-24 18:30:00"));
     }
     Ok(Some(v.replace('T', " ")))
 }
@@ -242,7 +243,7 @@ async fn filter_of(state: &AppState, p: &Params) -> Result<Filter, HttpError> {
         match source.as_str() {
             "history" => sources.extend(["agent".to_owned(), "legacy".to_owned()]),
             "execve" | "agent" | "legacy" => sources.push(source),
-            _ => return Err(HttpError::invalid("source", "must be execve, history, agent or legacy")),
+            _ => return Err(HttpError::unprocessable("source", "must be execve, history, agent or legacy")),
         }
     }
     Ok(Filter {
@@ -263,7 +264,7 @@ fn resolved(
 ) -> Result<Vec<i64>, HttpError> {
     match found {
         Ok(ids) => Ok(ids),
-        Err(Ok(names)) => Err(HttpError::invalid(field, format!("{unknown} {}", names.join(", ")))),
+        Err(Ok(names)) => Err(HttpError::unprocessable(field, format!("{unknown} {}", names.join(", ")))),
         Err(Err(e)) => Err(e.into()),
     }
 }
@@ -272,7 +273,7 @@ async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, 
     let filter = filter_of(state, p).await?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=max).contains(&limit) {
-        return Err(HttpError::invalid("limit", format!("must be between 1 and {max}")));
+        return Err(HttpError::unprocessable("limit", format!("must be between 1 and {max}")));
     }
     Ok(AuditQuery {
         host_ids: filter.host_ids,
@@ -293,7 +294,7 @@ async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, 
 /// (as `before` or `after`), absent at the end.
 #[utoipa::path(get, path = "/api/audit/events", tag = "audit", params(Params), responses(
     (status = 200, body = AuditPage),
-    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+    (status = 422, description = "a filter is not valid; `field` names it", body = ErrorBody),
 ))]
 async fn list(
     State(state): State<AppState>,
@@ -312,7 +313,7 @@ async fn list(
 /// as UTC text (`2026-12-02 10:30:05 UTC`) and the matched alert rules' names `;`-separated.
 #[utoipa::path(get, path = "/api/audit/events.csv", tag = "audit", params(Params), responses(
     (status = 200, content_type = "text/csv", body = String),
-    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+    (status = 422, description = "a filter is not valid; `field` names it", body = ErrorBody),
 ))]
 async fn csv(
     State(state): State<AppState>,
@@ -372,7 +373,7 @@ fn csv_field(value: &str) -> String {
 #[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(Params), responses(
     (status = 200, content_type = "text/event-stream",
      description = "`event: audit` with an AuditView per row; `event: lagged` with the number of rows missed"),
-    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+    (status = 422, description = "a filter is not valid; `field` names it", body = ErrorBody),
 ))]
 async fn live(
     State(state): State<AppState>,
@@ -424,7 +425,7 @@ async fn rules(State(state): State<AppState>, who: Authenticated) -> Result<Json
 /// Adds an alert rule; it applies to events stored from now on.
 #[utoipa::path(post, path = "/api/audit/rules", tag = "audit", request_body = RuleRequest, responses(
     (status = 201, description = "`{\"id\"}`; a form gets 303"),
-    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
     (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
 async fn add_rule(
@@ -437,9 +438,9 @@ async fn add_rule(
     let body = body?;
     let name = body.value.name.clone();
     let id = state.audit.add_alert_rule(body.value.clone(), &admin.name).await.map_err(|err| match err {
-        RuleRefused::Invalid(RuleError::Name) => HttpError::invalid("name", err.to_string()),
-        RuleRefused::Invalid(RuleError::Pattern(_)) => HttpError::invalid("pattern", err.to_string()),
-        RuleRefused::UnknownHost(_) => HttpError::invalid("host", err.to_string()),
+        RuleRefused::Invalid(RuleError::Name) => HttpError::unprocessable("name", err.to_string()),
+        RuleRefused::Invalid(RuleError::Pattern(_)) => HttpError::unprocessable("pattern", err.to_string()),
+        RuleRefused::UnknownHost(_) => HttpError::unprocessable("host", err.to_string()),
         RuleRefused::Store(err) => err.into(),
     })?;
     tracing::info!(rule = %name, actor = %admin.name, "audit alert rule added");

@@ -50,7 +50,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Submitted<T> {
             let (value, return_to) = read_form(&bytes)?;
             return Ok(Submitted { value, form: Some(return_to) });
         }
-        let Json(value) = <Json<T> as FromRequest<S>>::from_request(request, state).await?;
+        let super::extract::JsonBody(value) = super::extract::JsonBody::<T>::from_request(request, state).await?;
         Ok(Submitted { value, form: None })
     }
 }

@@ -49,10 +49,19 @@ pub enum HttpError {
     TooManyAttempts(std::time::Duration),
     #[error("{0}")]
     NotFound(String),
+    /// The request breaks the API document: it cannot be read, or a value is outside what the document states.
     #[error("{reason}")]
     BadRequest { field: Option<String>, reason: String },
+    /// The request is what the document describes, but cannot be done as it stands: it names something that does
+    /// not exist (a module, host, saved job, channel), or its values do not hold together (a module's own
+    /// parameters, a cron expression, fields that go together).
+    #[error("{reason}")]
+    Unprocessable { field: Option<String>, reason: String },
     #[error("{0}")]
     Conflict(String),
+    /// A body over the route's limit (an agent halves its batch on it; a 400 would leave it stuck).
+    #[error("{0}")]
+    TooLarge(String),
     /// A known path asked with a method it does not take.
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -71,6 +80,18 @@ impl HttpError {
         HttpError::BadRequest { field: Some(field.to_owned()), reason: reason.into() }
     }
 
+    /// A body axum could not read, with the status it gave: 413 stays 413, the rest is the client's mistake.
+    pub fn unreadable(status: StatusCode, text: String) -> HttpError {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => HttpError::TooLarge(text),
+            _ => json_body_error(text),
+        }
+    }
+
+    pub fn unprocessable(field: &str, reason: impl Into<String>) -> HttpError {
+        HttpError::Unprocessable { field: Some(field.to_owned()), reason: reason.into() }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -81,7 +102,9 @@ impl HttpError {
             HttpError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
             HttpError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            HttpError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             HttpError::Conflict(_) => StatusCode::CONFLICT,
+            HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,7 +118,9 @@ impl IntoResponse for HttpError {
             tracing::error!(error = %cause, "request failed");
         }
         let body = match &self {
-            HttpError::BadRequest { field, reason } => ErrorBody { error: reason.clone(), field: field.clone() },
+            HttpError::BadRequest { field, reason } | HttpError::Unprocessable { field, reason } => {
+                ErrorBody { error: reason.clone(), field: field.clone() }
+            }
             other => ErrorBody { error: other.to_string(), field: None },
         };
         let mut response = (self.status(), Json(body)).into_response();
@@ -120,10 +145,10 @@ pub fn retry_after_secs(wait: &std::time::Duration) -> u64 {
 impl From<UserError> for HttpError {
     fn from(err: UserError) -> HttpError {
         match err {
-            UserError::InvalidName(_) => HttpError::invalid("name", err.to_string()),
+            UserError::InvalidName(_) => HttpError::unprocessable("name", err.to_string()),
             UserError::Password(PasswordError::Hashing(cause)) => HttpError::Internal(cause),
-            UserError::Password(_) => HttpError::invalid("password", err.to_string()),
-            UserError::InvalidRole(_) => HttpError::invalid("role", err.to_string()),
+            UserError::Password(_) => HttpError::unprocessable("password", err.to_string()),
+            UserError::InvalidRole(_) => HttpError::unprocessable("role", err.to_string()),
             UserError::NotFound(_) => HttpError::NotFound(err.to_string()),
             UserError::LastAdmin(_) => HttpError::Conflict(err.to_string()),
             UserError::Store(e) => e.into(),
@@ -171,14 +196,14 @@ impl From<StoreError> for HttpError {
 impl From<JobError> for HttpError {
     fn from(err: JobError) -> HttpError {
         match err {
-            JobError::InvalidParam(p) => HttpError::invalid(&p.field, p.to_string()),
-            JobError::UnknownHosts(_) => HttpError::invalid("hosts", err.to_string()),
-            JobError::NoHosts => HttpError::invalid("hosts", err.to_string()),
-            JobError::Backend(_) => HttpError::invalid("backend", err.to_string()),
+            JobError::InvalidParam(p) => HttpError::unprocessable(&p.field, p.to_string()),
+            JobError::UnknownHosts(_) => HttpError::unprocessable("hosts", err.to_string()),
+            JobError::NoHosts => HttpError::unprocessable("hosts", err.to_string()),
+            JobError::Backend(_) => HttpError::unprocessable("backend", err.to_string()),
             JobError::UnknownModule(_) | JobError::UnsupportedBackend { .. } => {
-                HttpError::invalid("module", err.to_string())
+                HttpError::unprocessable("module", err.to_string())
             }
-            JobError::Rollout(ref r) => HttpError::invalid(r.field, r.to_string()),
+            JobError::Rollout(ref r) => HttpError::unprocessable(r.field, r.to_string()),
             JobError::NotFound(_) => HttpError::NotFound(err.to_string()),
             JobError::NotFinished(_) | JobError::NothingToRerun(_) => HttpError::Conflict(err.to_string()),
             JobError::Store(e) => e.into(),
@@ -190,10 +215,10 @@ impl From<TemplateError> for HttpError {
     fn from(err: TemplateError) -> HttpError {
         match err {
             TemplateError::Invalid { field, reason } => {
-                HttpError::BadRequest { reason: format!("{field}: {reason}"), field: Some(field) }
+                HttpError::Unprocessable { reason: format!("{field}: {reason}"), field: Some(field) }
             }
             TemplateError::NotFound(_) => HttpError::NotFound(err.to_string()),
-            TemplateError::NoHostMatches => HttpError::invalid("targets", err.to_string()),
+            TemplateError::NoHostMatches => HttpError::unprocessable("targets", err.to_string()),
             TemplateError::Damaged(cause) => HttpError::Internal(cause),
             TemplateError::Job(e) => e.into(),
             TemplateError::Store(e) => e.into(),
@@ -205,7 +230,7 @@ impl From<ScheduleError> for HttpError {
     fn from(err: ScheduleError) -> HttpError {
         match err {
             ScheduleError::Invalid { field, ref reason } => {
-                HttpError::BadRequest { reason: format!("{field}: {reason}"), field: Some(field.to_owned()) }
+                HttpError::Unprocessable { reason: format!("{field}: {reason}"), field: Some(field.to_owned()) }
             }
             ScheduleError::NotFound(_) => HttpError::NotFound(err.to_string()),
             ScheduleError::Damaged(cause) => HttpError::Internal(cause),
@@ -219,7 +244,7 @@ impl From<crate::notify::NotifyError> for HttpError {
         use crate::notify::NotifyError;
         match err {
             NotifyError::Invalid { field, reason } => {
-                HttpError::BadRequest { reason: format!("{field}: {reason}"), field: Some(field) }
+                HttpError::Unprocessable { reason: format!("{field}: {reason}"), field: Some(field) }
             }
             NotifyError::NotFound(_) => HttpError::NotFound(err.to_string()),
             NotifyError::NotFailed(..) => HttpError::Conflict(err.to_string()),
@@ -231,15 +256,19 @@ impl From<crate::notify::NotifyError> for HttpError {
 
 impl From<FilterError> for HttpError {
     fn from(err: FilterError) -> HttpError {
-        HttpError::invalid(err.field, err.to_string())
+        HttpError::unprocessable(err.field, err.to_string())
     }
 }
 
 impl From<axum::extract::rejection::JsonRejection> for HttpError {
     fn from(rejection: axum::extract::rejection::JsonRejection) -> HttpError {
-        let text = rejection.body_text();
-        HttpError::BadRequest { field: json_error_field(&text), reason: text }
+        HttpError::unreadable(rejection.status(), rejection.body_text())
     }
+}
+
+/// A JSON body that could not be read, from axum's words for it.
+pub fn json_body_error(text: String) -> HttpError {
+    HttpError::BadRequest { field: json_error_field(&text), reason: text }
 }
 
 /// The field a JSON body error is about, for clients that show it beside the input: axum words a data error

@@ -1,5 +1,5 @@
-//! `Path` and `Query` as the API's handlers take them: axum's extractors, whose refusals are the API's JSON error
-//! body (`{"error", "field"}`, 400) instead of axum's plain text. A path id that does not fit an `i64`
+//! `Path`, `Query` and `JsonBody` as the API's handlers take them: axum's extractors, whose refusals are the API's
+//! JSON error body (`{"error", "field"}`, 400) instead of axum's plain text. A path id that does not fit an `i64`
 //! (`/api/hosts/9223372036854775808`) or a `limit=abc` is a client's mistake like any other, and a client reads
 //! it the same way.
 
@@ -7,13 +7,57 @@ use axum::{
     extract::{
         path::ErrorKind,
         rejection::{PathRejection, QueryRejection},
-        FromRequestParts, MatchedPath,
+        FromRequest, FromRequestParts, MatchedPath, Request,
     },
     http::request::Parts,
 };
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use super::HttpError;
+use super::{error::json_body_error, HttpError};
+
+/// A JSON body read into `T`. A whole number written with a zero fraction (`7.0`) is read as the integer it is:
+/// JSON has one kind of number and JSON Schema counts `7.0` as an integer, so a client built from our document may
+/// send it, where serde alone refuses it for an integer field.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, HttpError> {
+        let axum::Json(value) = axum::Json::<Value>::from_request(request, state).await?;
+        read_json(value).map(JsonBody)
+    }
+}
+
+/// `value` as a `T`; a refusal names the field (`items[0].n`) as axum's `Json` does.
+pub fn read_json<T: DeserializeOwned>(mut value: Value) -> Result<T, HttpError> {
+    whole_numbers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let detail = if path == "." { err.inner().to_string() } else { format!("{path}: {}", err.inner()) };
+        json_body_error(format!("Failed to deserialize the JSON body into the target type: {detail}"))
+    })
+}
+
+/// Turns every float without a fraction that an integer type can hold into that integer.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) else { return };
+            // The casts saturate; the range checks keep only the exact ones.
+            if f >= i64::MIN as f64 && f < i64::MAX as f64 {
+                *value = Value::from(f as i64);
+            } else if f >= 0.0 && f < u64::MAX as f64 {
+                *value = Value::from(f as u64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
 
 /// A path's parameters; refusals are [`HttpError`]s naming the parameter.
 #[derive(Debug)]
@@ -93,4 +137,43 @@ fn type_name(rust: &str) -> &str {
 /// A query parameter's name as our routes spell them.
 fn is_name(text: &str) -> bool {
     !text.is_empty() && text.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Form {
+        id: i64,
+        size: u64,
+        share: f64,
+        items: Vec<Item>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        n: u32,
+    }
+
+    #[test]
+    fn whole_floats_are_integers_and_fractions_are_not() {
+        let read: Form =
+            read_json(json!({"id": -7.0, "size": 1e19, "share": 2.0, "items": [{"n": 3.0}]})).expect("whole numbers");
+        assert_eq!(read, Form { id: -7, size: 10_000_000_000_000_000_000, share: 2.0, items: vec![Item { n: 3 }] });
+        let refused = read_json::<Form>(json!({"id": 1, "size": 1, "share": 1, "items": [{"n": 2.5}]}));
+        match refused {
+            Err(HttpError::BadRequest { field, .. }) => assert_eq!(field.as_deref(), Some("items[0].n")),
+            other => panic!("{other:?}"),
+        }
+        match read_json::<Form>(json!({"id": 1, "size": 1, "share": 1, "items": [], "extra": 0})) {
+            Err(HttpError::BadRequest { field, .. }) => assert_eq!(field.as_deref(), Some("extra")),
+            other => panic!("{other:?}"),
+        }
+    }
 }

@@ -3,18 +3,14 @@
 
 use std::net::IpAddr;
 
-use axum::{
-    extract::{rejection::JsonRejection, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
     error::ErrorBody,
-    extract::Path,
+    extract::{JsonBody, Path},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -45,16 +41,16 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 /// Adds a host; its categories are created with it when new.
 #[utoipa::path(post, path = "/api/hosts", tag = "inventory", request_body = HostForm, responses(
     (status = 201, body = HostRow),
-    (status = 400, description = "a field is not valid; `field` names it", body = ErrorBody),
+    (status = 422, description = "a field is not valid; `field` names it", body = ErrorBody),
     (status = 409, description = "a host with this name or address exists", body = ErrorBody),
 ))]
 async fn add(
     State(state): State<AppState>,
     who: Authenticated,
-    form: Result<Json<HostForm>, JsonRejection>,
+    form: Result<JsonBody<HostForm>, HttpError>,
 ) -> Result<(StatusCode, Json<HostRow>), HttpError> {
     who.require(Role::Admin)?;
-    let Json(form) = form?;
+    let JsonBody(form) = form?;
     let host = validate_host(form)?;
     let row = state.store.add_host(&host).await?;
     state.audit.inventory_changed();
@@ -66,7 +62,7 @@ async fn add(
 #[utoipa::path(put, path = "/api/hosts/{id}", tag = "inventory", request_body = HostForm,
     params(("id" = i64, Path, description = "host id")), responses(
     (status = 200, body = HostRow),
-    (status = 400, description = "a field is not valid; `field` names it", body = ErrorBody),
+    (status = 422, description = "a field is not valid; `field` names it", body = ErrorBody),
     (status = 404, description = "no such host", body = ErrorBody),
     (status = 409, description = "another host has this name or address", body = ErrorBody),
 ))]
@@ -74,10 +70,10 @@ async fn update(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-    form: Result<Json<HostForm>, JsonRejection>,
+    form: Result<JsonBody<HostForm>, HttpError>,
 ) -> Result<Json<HostRow>, HttpError> {
     who.require(Role::Admin)?;
-    let Json(form) = form?;
+    let JsonBody(form) = form?;
     let host = validate_host(form)?;
     let row =
         state.store.update_host(id, &host).await?.ok_or_else(|| HttpError::NotFound(format!("host {id} not found")))?;
@@ -145,19 +141,19 @@ struct ImportReport {
 /// with `preview`, only checks.
 #[utoipa::path(post, path = "/api/hosts/import", tag = "inventory", request_body = ImportRequest, responses(
     (status = 200, body = ImportReport, description = "one entry per line that names a host"),
-    (status = 400, description = "the file cannot be read at all (an unknown format, a bad CSV header)", body = ErrorBody),
+    (status = 422, description = "the file cannot be read at all (an unknown format, a bad CSV header)", body = ErrorBody),
 ))]
 async fn import(
     State(state): State<AppState>,
     who: Authenticated,
-    request: Result<Json<ImportRequest>, JsonRejection>,
+    request: Result<JsonBody<ImportRequest>, HttpError>,
 ) -> Result<Json<ImportReport>, HttpError> {
     who.require(Role::Admin)?;
-    let Json(request) = request?;
+    let JsonBody(request) = request?;
     let parsed = match request.format.as_str() {
-        "csv" => crate::inventory::parse_csv(&request.text).map_err(|e| HttpError::invalid("text", e))?,
+        "csv" => crate::inventory::parse_csv(&request.text).map_err(|e| HttpError::unprocessable("text", e))?,
         "ini" => crate::inventory::parse_ini(&request.text),
-        other => return Err(HttpError::invalid("format", format!("{other:?}: csv or ini"))),
+        other => return Err(HttpError::unprocessable("format", format!("{other:?}: csv or ini"))),
     };
     let mut lines = Vec::with_capacity(parsed.len());
     // The preview and the import refuse a host the file named already alike (before the store would).
@@ -185,7 +181,7 @@ async fn import(
             (Some(form.name.clone()), Some(form.ip.clone()), form.function.clone(), form.app.clone());
         line.tags = form.tags.clone();
         match validate_host(form) {
-            Err(HttpError::BadRequest { field, reason }) => {
+            Err(HttpError::Unprocessable { field, reason }) => {
                 line.error = Some(field.map_or(reason.clone(), |f| format!("{f}: {reason}")));
             }
             Err(other) => line.error = Some(other.to_string()),
@@ -217,31 +213,34 @@ pub fn validate_host(form: HostForm) -> Result<NewHost, HttpError> {
         && name.len() <= 255
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !name_ok {
-        return Err(HttpError::invalid("name", "must be 1-255 letters, digits, '-', '_' or '.'"));
+        return Err(HttpError::unprocessable("name", "must be 1-255 letters, digits, '-', '_' or '.'"));
     }
     let ip = parse_ip("ip", &form.ip)?;
     let wan_ip = form.wan_ip.as_deref().filter(|s| !s.is_empty()).map(|s| parse_ip("wan_ip", s)).transpose()?;
     let op = form.op.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     if op.as_ref().is_some_and(|s| s.len() > 64) {
-        return Err(HttpError::invalid("op", "must be at most 64 characters"));
+        return Err(HttpError::unprocessable("op", "must be at most 64 characters"));
     }
     let category = match (form.function, form.app) {
         (None, None) => None,
         (Some(f), Some(a)) if valid_category(&f) && valid_category(&a) => Some((f, a)),
         (Some(_), Some(_)) => {
-            return Err(HttpError::invalid("function", "categories must be 1-64 printable characters"))
+            return Err(HttpError::unprocessable("function", "categories must be 1-64 printable characters"))
         }
-        _ => return Err(HttpError::invalid("app", "function and app are given together or not at all")),
+        _ => return Err(HttpError::unprocessable("app", "function and app are given together or not at all")),
     };
     let port = match form.port {
         None => None,
         Some(p) => Some(
-            u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| HttpError::invalid("port", "must be 1-65535"))?,
+            u16::try_from(p)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| HttpError::unprocessable("port", "must be 1-65535"))?,
         ),
     };
     let user = form.user.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
     if user.as_deref().is_some_and(|u| !valid_user(u)) {
-        return Err(HttpError::invalid(
+        return Err(HttpError::unprocessable(
             "user",
             "must be a login name: 1-32 of a-z, 0-9, '_', '.', '-', not starting with '-' or '.'",
         ));
@@ -253,7 +252,7 @@ pub fn validate_host(form: HostForm) -> Result<NewHost, HttpError> {
             || tag.len() > 64
             || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
         {
-            return Err(HttpError::invalid(
+            return Err(HttpError::unprocessable(
                 "tags",
                 format!("{tag:?}: a tag is 1-64 of letters, digits, '.', '_' or '-'"),
             ));
@@ -263,7 +262,7 @@ pub fn validate_host(form: HostForm) -> Result<NewHost, HttpError> {
         }
     }
     if tags.len() > 32 {
-        return Err(HttpError::invalid("tags", "at most 32 tags"));
+        return Err(HttpError::unprocessable("tags", "at most 32 tags"));
     }
     Ok(NewHost { name: name.to_owned(), ip, wan_ip, op, category, port, user, tags })
 }
@@ -284,5 +283,5 @@ fn parse_ip(field: &str, text: &str) -> Result<String, HttpError> {
     text.trim()
         .parse::<IpAddr>()
         .map(|ip| ip.to_string())
-        .map_err(|_| HttpError::invalid(field, format!("{text:?} is not an IPv4 or IPv6 address")))
+        .map_err(|_| HttpError::unprocessable(field, format!("{text:?} is not an IPv4 or IPv6 address")))
 }

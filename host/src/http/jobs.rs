@@ -4,7 +4,7 @@
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
-    extract::{rejection::JsonRejection, State},
+    extract::State,
     http::StatusCode,
     response::sse::{Event, KeepAlive, Sse},
     Json,
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use super::{
     auth::Authenticated,
     error::ErrorBody,
-    extract::{Path, Query},
+    extract::{JsonBody, Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -95,15 +95,15 @@ async fn backends(State(state): State<AppState>, who: Authenticated) -> Result<J
 /// queues the job; nothing runs unless all of it holds.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobRequest, responses(
     (status = 202, description = "queued", body = Submitted),
-    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
 ))]
 async fn submit(
     State(state): State<AppState>,
     who: Authenticated,
-    request: Result<Json<JobRequest>, JsonRejection>,
+    request: Result<JsonBody<JobRequest>, HttpError>,
 ) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
-    let Json(request) = request?;
+    let JsonBody(request) = request?;
     let id = state.jobs.submit(request, &principal.name).await?;
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
@@ -112,7 +112,7 @@ async fn submit(
 /// last id received as `before`.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(HistoryFilter), responses(
     (status = 200, body = Vec<JobView>),
-    (status = 400, description = "a filter is not valid; `field` names it", body = ErrorBody),
+    (status = 422, description = "a filter is not valid; `field` names it", body = ErrorBody),
 ))]
 async fn list(
     State(state): State<AppState>,
@@ -166,7 +166,7 @@ async fn cancel(
     request_body = RerunRequest,
     responses(
         (status = 202, description = "the new job is queued", body = Submitted),
-        (status = 400, description = "not valid (e.g. a host is no longer in the inventory, or the module's \
+        (status = 422, description = "not valid (e.g. a host is no longer in the inventory, or the module's \
             schema now refuses a parameter); `field` names the part", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "the job has not finished, or every host was ok", body = ErrorBody),
@@ -175,10 +175,10 @@ async fn rerun(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-    request: Result<Json<RerunRequest>, JsonRejection>,
+    request: Result<JsonBody<RerunRequest>, HttpError>,
 ) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
-    let Json(request) = request?;
+    let JsonBody(request) = request?;
     let new = state.jobs.rerun(id, request.hosts, &principal.name).await?;
     tracing::info!(job_id = new, rerun_of = id, actor = %principal.name, "job re-run");
     Ok((StatusCode::ACCEPTED, Json(Submitted { id: new })))

@@ -4,18 +4,14 @@
 
 use std::time::Duration;
 
-use axum::{
-    extract::{rejection::JsonRejection, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
     error::ErrorBody,
-    extract::{Path, Query},
+    extract::{JsonBody, Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -56,15 +52,15 @@ async fn channels(State(state): State<AppState>, who: Authenticated) -> Result<J
 /// `X-OMServer-Signature: sha256=HMAC-SHA256(secret, X-OMServer-Timestamp + "." + body)`.
 #[utoipa::path(post, path = "/api/notify/channels", tag = "notify", request_body = ChannelSpec, responses(
     (status = 201, description = "created", body = ChannelCreated),
-    (status = 400, description = "not valid (url, addresses, smtp…); `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid (url, addresses, smtp…); `field` names the part", body = ErrorBody),
 ))]
 async fn create_channel(
     State(state): State<AppState>,
     who: Authenticated,
-    spec: Result<Json<ChannelSpec>, JsonRejection>,
+    spec: Result<JsonBody<ChannelSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<ChannelCreated>), HttpError> {
     let principal = who.require(Role::Admin)?;
-    let Json(spec) = spec?;
+    let JsonBody(spec) = spec?;
     Ok((StatusCode::CREATED, Json(state.notify.add_channel(spec, &principal.name).await?)))
 }
 
@@ -116,15 +112,15 @@ struct Created {
 /// exist).
 #[utoipa::path(post, path = "/api/notify/subscriptions", tag = "notify", request_body = SubscriptionSpec, responses(
     (status = 201, description = "subscribed", body = Created),
-    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
 ))]
 async fn create_subscription(
     State(state): State<AppState>,
     who: Authenticated,
-    spec: Result<Json<SubscriptionSpec>, JsonRejection>,
+    spec: Result<JsonBody<SubscriptionSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Admin)?;
-    let Json(spec) = spec?;
+    let JsonBody(spec) = spec?;
     let id = state.notify.add_subscription(spec, &principal.name).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
@@ -163,7 +159,7 @@ struct DeliveriesQuery {
 /// The delivery log, newest first.
 #[utoipa::path(get, path = "/api/notify/deliveries", tag = "notify", params(DeliveriesQuery), responses(
     (status = 200, body = Vec<DeliveryView>),
-    (status = 400, description = "a filter is not valid", body = ErrorBody),
+    (status = 422, description = "a filter is not valid", body = ErrorBody),
 ))]
 async fn deliveries(
     State(state): State<AppState>,
@@ -174,11 +170,11 @@ async fn deliveries(
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_DELIVERIES).contains(&limit) {
-        return Err(HttpError::invalid("limit", format!("must be between 1 and {MAX_DELIVERIES}")));
+        return Err(HttpError::unprocessable("limit", format!("must be between 1 and {MAX_DELIVERIES}")));
     }
     if let Some(status) = &query.status {
         if !["pending", "sent", "failed"].contains(&status.as_str()) {
-            return Err(HttpError::invalid("status", "one of pending, sent, failed"));
+            return Err(HttpError::unprocessable("status", "one of pending, sent, failed"));
         }
     }
     let filter = DeliveryQuery {

@@ -5,7 +5,7 @@
 //! whole attack surface, and everyone who uses the API or the console has at least the viewer role (agents do
 //! not need it).
 
-use std::sync::OnceLock;
+use std::{collections::BTreeMap, sync::OnceLock};
 
 use axum::{
     http::header,
@@ -13,8 +13,10 @@ use axum::{
 };
 use utoipa::{
     openapi::{
+        link::Link,
+        schema::AdditionalProperties,
         security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
-        Info, OpenApi,
+        Info, OpenApi, RefOr, Schema,
     },
     PartialSchema, ToSchema,
 };
@@ -75,5 +77,73 @@ pub(super) fn complete(mut document: OpenApi) -> OpenApi {
         ))),
     );
     components.schemas.insert(ErrorBody::name().into_owned(), ErrorBody::schema());
+    open_flattened(&mut document);
+    link_created(&mut document);
     document
+}
+
+/// A view that `#[serde(flatten)]`s a request's spec (`ScheduleView` of `ScheduleSpec`) is documented by utoipa as
+/// `allOf: [spec, view's own fields]`; the spec refuses unknown fields (`additionalProperties: false`), which
+/// would make every answer with the view's own fields invalid. In an `allOf`, such a spec is inlined without that
+/// refusal; the spec itself, where requests use it, keeps it.
+fn open_flattened(document: &mut OpenApi) {
+    let Some(components) = document.components.as_mut() else { return };
+    let closed: BTreeMap<String, Schema> = components
+        .schemas
+        .iter()
+        .filter_map(|(name, schema)| match schema {
+            RefOr::T(Schema::Object(object))
+                if matches!(object.additional_properties.as_deref(), Some(AdditionalProperties::FreeForm(false))) =>
+            {
+                let mut open = object.clone();
+                open.additional_properties = None;
+                Some((format!("#/components/schemas/{name}"), Schema::Object(open)))
+            }
+            _ => None,
+        })
+        .collect();
+    for schema in components.schemas.values_mut() {
+        let RefOr::T(Schema::AllOf(all)) = schema else { continue };
+        for item in all.items.iter_mut() {
+            if let RefOr::Ref(reference) = item {
+                if let Some(open) = closed.get(&reference.ref_location) {
+                    *item = RefOr::T(open.clone());
+                }
+            }
+        }
+    }
+}
+
+/// OpenAPI links from each `POST /api/<things>` to the operations on `/api/<things>/{id}…`, whose `id` is the
+/// `id` of the created thing's answer: a client (and schemathesis' stateful phase) can follow a resource from
+/// its creation to its reading, change and deletion.
+fn link_created(document: &mut OpenApi) {
+    let mut consumers: Vec<(String, String)> = Vec::new();
+    for (path, item) in &document.paths.paths {
+        let operations = [&item.get, &item.put, &item.post, &item.delete];
+        for operation in operations.into_iter().flatten() {
+            if let Some(id) = &operation.operation_id {
+                consumers.push((path.clone(), id.clone()));
+            }
+        }
+    }
+    for (path, item) in document.paths.paths.iter_mut() {
+        let Some(create) = item.post.as_mut() else { continue };
+        let prefix = format!("{path}/{{id}}");
+        let links: Vec<&(String, String)> =
+            consumers.iter().filter(|(p, _)| *p == prefix || p.starts_with(&format!("{prefix}/"))).collect();
+        if links.is_empty() {
+            continue;
+        }
+        for (status, response) in create.responses.responses.iter_mut() {
+            let RefOr::T(response) = response else { continue };
+            if !status.starts_with('2') {
+                continue;
+            }
+            for (_, operation_id) in &links {
+                let link = Link::builder().operation_id(operation_id.clone()).parameter("id", "$response.body#/id");
+                response.links.insert(operation_id.clone(), RefOr::T(link.build()));
+            }
+        }
+    }
 }

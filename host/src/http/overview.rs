@@ -67,7 +67,7 @@ pub struct SilentHost {
 
 /// What the home page draws: jobs per day, audit events per hour, silent hosts.
 #[utoipa::path(get, path = "/api/overview", tag = "overview", params(OverviewQuery),
-    responses((status = 200, body = Overview), (status = 400, body = super::error::ErrorBody)))]
+    responses((status = 200, body = Overview), (status = 422, body = super::error::ErrorBody)))]
 async fn overview(
     State(state): State<AppState>,
     who: Authenticated,
@@ -76,7 +76,7 @@ async fn overview(
     who.require(Role::Viewer)?;
     let silent_after_secs = query.silent_after_secs.unwrap_or(86_400);
     if !(60..=366 * 86_400).contains(&silent_after_secs) {
-        return Err(HttpError::invalid("silent_after_secs", "must be between 60 and 31622400"));
+        return Err(HttpError::unprocessable("silent_after_secs", "must be between 60 and 31622400"));
     }
     let now = now_ms();
     let today = now - now % DAY_MS;

@@ -1,18 +1,14 @@
 //! Schedules of saved jobs: `GET /api/schedules`, `POST /api/schedules`, `GET|PUT|DELETE /api/schedules/{id}` and
 //! `GET /api/schedules/{id}/fires`.
 
-use axum::{
-    extract::{rejection::JsonRejection, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, Json};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
     error::ErrorBody,
-    extract::{Path, Query},
+    extract::{JsonBody, Path, Query},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -63,16 +59,16 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 /// Schedules a saved job. Slots from now on fire; none before.
 #[utoipa::path(post, path = "/api/schedules", tag = "schedules", request_body = ScheduleSpec, responses(
     (status = 201, description = "scheduled", body = Created),
-    (status = 400, description = "not valid (cron, timezone, template…); `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid (cron, timezone, template…); `field` names the part", body = ErrorBody),
     (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
-    spec: Result<Json<ScheduleSpec>, JsonRejection>,
+    spec: Result<JsonBody<ScheduleSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
-    let Json(spec) = spec?;
+    let JsonBody(spec) = spec?;
     let view = state.schedules.create(spec, &principal.name).await?;
     Ok((StatusCode::CREATED, Json(Created { id: view.id, next: view.next })))
 }
@@ -96,7 +92,7 @@ async fn show(
     params(("id" = i64, Path, description = "schedule id")), request_body = ScheduleSpec,
     responses(
         (status = 200, body = ScheduleView),
-        (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+        (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
         (status = 404, description = "no such schedule", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
@@ -104,10 +100,10 @@ async fn update(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-    spec: Result<Json<ScheduleSpec>, JsonRejection>,
+    spec: Result<JsonBody<ScheduleSpec>, HttpError>,
 ) -> Result<Json<ScheduleView>, HttpError> {
     let principal = who.require(Role::Operator)?;
-    let Json(spec) = spec?;
+    let JsonBody(spec) = spec?;
     Ok(Json(state.schedules.update(id, spec, &principal.name).await?))
 }
 
@@ -131,7 +127,7 @@ async fn delete(
     params(("id" = i64, Path, description = "schedule id"), FiresQuery),
     responses(
         (status = 200, body = Vec<FireRow>),
-        (status = 400, description = "`limit` is not valid", body = ErrorBody),
+        (status = 422, description = "`limit` is not valid", body = ErrorBody),
         (status = 404, description = "no such schedule", body = ErrorBody),
 ))]
 async fn fires(
@@ -144,7 +140,7 @@ async fn fires(
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_FIRES).contains(&limit) {
-        return Err(HttpError::invalid("limit", format!("must be between 1 and {MAX_FIRES}")));
+        return Err(HttpError::unprocessable("limit", format!("must be between 1 and {MAX_FIRES}")));
     }
     Ok(Json(state.schedules.fires(id, limit).await?))
 }

@@ -1,18 +1,14 @@
 //! Saved jobs: `GET /api/templates`, `POST /api/templates`, `GET|PUT|DELETE /api/templates/{id}`,
 //! `GET /api/templates/{id}/hosts` (what the selector matches now) and `POST /api/templates/{id}/run`.
 
-use axum::{
-    extract::{rejection::JsonRejection, State},
-    http::StatusCode,
-    Json,
-};
+use axum::{extract::State, http::StatusCode, Json};
 use serde::Serialize;
 use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
     error::ErrorBody,
-    extract::Path,
+    extract::{JsonBody, Path},
     routes::{Access, Routes},
     AppState, HttpError,
 };
@@ -56,16 +52,16 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 /// and the rollout valid; the targets are resolved only when it runs.
 #[utoipa::path(post, path = "/api/templates", tag = "templates", request_body = TemplateSpec, responses(
     (status = 201, description = "saved", body = Created),
-    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
     (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
-    spec: Result<Json<TemplateSpec>, JsonRejection>,
+    spec: Result<JsonBody<TemplateSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
-    let Json(spec) = spec?;
+    let JsonBody(spec) = spec?;
     let id = state.templates.create(spec, &principal.name).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
@@ -89,7 +85,7 @@ async fn show(
     params(("id" = i64, Path, description = "saved job id")), request_body = TemplateSpec,
     responses(
         (status = 200, body = TemplateView),
-        (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+        (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
         (status = 404, description = "no such saved job", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
@@ -97,17 +93,22 @@ async fn update(
     State(state): State<AppState>,
     who: Authenticated,
     Path(id): Path<i64>,
-    spec: Result<Json<TemplateSpec>, JsonRejection>,
+    spec: Result<JsonBody<TemplateSpec>, HttpError>,
 ) -> Result<Json<TemplateView>, HttpError> {
     let principal = who.require(Role::Operator)?;
-    let Json(spec) = spec?;
+    let JsonBody(spec) = spec?;
     Ok(Json(state.templates.update(id, spec, &principal.name).await?))
 }
 
-/// Deletes a saved job; the jobs it ran stay in the history with their copy of its definition.
+/// Deletes a saved job; the jobs it ran stay in the history with their copy of its definition. One that schedules
+/// run is kept until they are deleted or moved to another.
 #[utoipa::path(delete, path = "/api/templates/{id}", tag = "templates",
     params(("id" = i64, Path, description = "saved job id")),
-    responses((status = 204, description = "deleted"), (status = 404, description = "no such saved job", body = ErrorBody)))]
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 404, description = "no such saved job", body = ErrorBody),
+        (status = 409, description = "schedules run it", body = ErrorBody),
+))]
 async fn delete(
     State(state): State<AppState>,
     who: Authenticated,
@@ -137,7 +138,7 @@ async fn hosts(
     params(("id" = i64, Path, description = "saved job id")),
     responses(
         (status = 202, description = "the job is queued", body = Created),
-        (status = 400, description = "it cannot run now (no host matches, a host is gone, the module's schema \
+        (status = 422, description = "it cannot run now (no host matches, a host is gone, the module's schema \
             refuses a parameter); `field` names the part", body = ErrorBody),
         (status = 404, description = "no such saved job", body = ErrorBody),
 ))]

@@ -19,7 +19,7 @@ use super::{
 use crate::{
     auth::{Credential, Role},
     store::{TokenListing, TokenScope},
-    users::user_role,
+    users::PersonRole,
 };
 
 pub fn router() -> Routes {
@@ -47,17 +47,21 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewToken {
+    /// 1 to 128 characters, no control characters, not only spaces (surrounding spaces are dropped).
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     name: String,
-    role: String,
-    /// The user it belongs to; the caller's own user when absent. Another user's needs the admin role.
+    role: PersonRole,
+    /// The user it belongs to; the caller's own user when absent or empty. Another user's needs the admin role.
+    #[schema(pattern = r"^\s*([A-Za-z0-9._-]{1,64}\s*)?$")]
     user: Option<String>,
 }
 
 /// Answers the token once (`201 {"id", "name", "role", "user", "token"}`, for forms too: it must be shown).
 #[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken, responses(
     (status = 201, description = "`{\"id\", \"name\", \"role\", \"user\", \"token\"}`: the token, shown once"),
-    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
     (status = 403, description = "above the caller's or the user's role", body = ErrorBody),
+    (status = 404, description = "no such user", body = ErrorBody),
 ))]
 async fn create(
     State(state): State<AppState>,
@@ -68,11 +72,9 @@ async fn create(
     let principal = who.require(Role::Viewer)?;
     let form = form?;
     let NewToken { name, role, user } = &form.value;
-    let name = name.trim();
-    if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
-        return Err(HttpError::invalid("name", "must be 1-128 printable characters"));
-    }
-    let role = user_role(role)?;
+    let name =
+        crate::labels::check(name, 128).ok_or_else(|| HttpError::unprocessable("name", crate::labels::rule(128)))?;
+    let role = Role::from(*role);
     // Never more rights than the one who asks.
     who.require(role)?;
     let owner = match user.as_deref().filter(|u| !u.trim().is_empty()) {
@@ -93,7 +95,7 @@ async fn create(
         },
     };
     if owner.as_ref().is_some_and(|u| u.disabled_at.is_some()) {
-        return Err(HttpError::invalid("user", "this user is disabled"));
+        return Err(HttpError::unprocessable("user", "this user is disabled"));
     }
     let (id, token) = state.tokens.create_owned(name, role, owner.as_ref()).await?;
     let user = owner.map(|u| u.name);

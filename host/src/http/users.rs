@@ -17,7 +17,7 @@ use super::{
 use crate::{
     auth::Role,
     store::UserRow,
-    users::{password, user_role},
+    users::{password, PersonRole},
 };
 
 /// Where forms go back to.
@@ -44,16 +44,20 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
+    /// Letters, digits, `.`, `_`, `-`; stored in lower case, surrounding spaces dropped.
+    #[schema(pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")]
     name: String,
-    role: String,
-    /// Absent or empty: one is generated and answered once.
+    role: PersonRole,
+    /// Absent or empty: one is generated and answered once. Otherwise 12 to 1024 characters, no control
+    /// characters.
+    #[schema(pattern = r"^([^\x00-\x1f\x7f-\x9f]{12,1024})?$")]
     password: Option<String>,
 }
 
 /// Adds a user (JSON or a form); without a password one is generated and answered once.
 #[utoipa::path(post, path = "/api/users", tag = "users", request_body = NewUser, responses(
     (status = 201, description = "`{\"user\": UserRow, \"password\": the generated one or null}`; a form gets 303"),
-    (status = 400, description = "not valid; `field` names the part", body = ErrorBody),
+    (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
     (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
 async fn add(
@@ -65,7 +69,7 @@ async fn add(
     let actor = who.require(Role::Admin)?;
     let form = form?;
     let NewUser { name, role, password } = &form.value;
-    let role = user_role(role)?;
+    let role = Role::from(*role);
     let (password, generated) = match password.as_deref().filter(|p| !p.is_empty()) {
         Some(given) => (given.to_owned(), false),
         None => (password::generate(), true),
@@ -78,7 +82,7 @@ async fn add(
 
 /// Ends the user's sessions at once; its tokens are refused from then on.
 #[utoipa::path(post, path = "/api/users/{name}/disable", tag = "users",
-    params(("name" = String, Path, description = "user name")), responses(
+    params(("name" = String, Path, description = "user name", pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")), responses(
     (status = 200, body = UserRow, description = "the user, now disabled; a form gets 303"),
     (status = 404, description = "no such user", body = ErrorBody),
     (status = 409, description = "the last enabled admin", body = ErrorBody),
@@ -94,7 +98,7 @@ async fn disable(
 
 /// Lets a disabled user log in again; its tokens work again too.
 #[utoipa::path(post, path = "/api/users/{name}/enable", tag = "users",
-    params(("name" = String, Path, description = "user name")), responses(
+    params(("name" = String, Path, description = "user name", pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")), responses(
     (status = 200, body = UserRow, description = "the user, enabled; a form gets 303"),
     (status = 404, description = "no such user", body = ErrorBody),
 ))]
@@ -129,15 +133,13 @@ async fn switch(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRole {
-    /// viewer, operator or admin.
-    role: String,
+    role: PersonRole,
 }
 
 /// Gives a user another role, from its next request on: its sessions and tokens are capped by it when used.
 #[utoipa::path(post, path = "/api/users/{name}/role", tag = "users", request_body = NewRole,
-    params(("name" = String, Path, description = "user name")), responses(
+    params(("name" = String, Path, description = "user name", pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")), responses(
     (status = 200, body = UserRow, description = "the user with its new role; a form gets 303"),
-    (status = 400, description = "not a role", body = ErrorBody),
     (status = 404, description = "no such user", body = ErrorBody),
     (status = 409, description = "the last enabled admin would be left without the role", body = ErrorBody),
 ))]
@@ -149,7 +151,7 @@ async fn set_role(
 ) -> Result<Response, HttpError> {
     let actor = who.require(Role::Admin)?;
     let form = form?;
-    state.users.set_role(&name, user_role(&form.value.role)?).await?;
+    state.users.set_role(&name, form.value.role.into()).await?;
     let user = state.users.get(&name).await?;
     tracing::info!(user = %user.name, role = %user.role, actor = %actor.name, "user's role changed");
     Ok(form.respond(StatusCode::OK, json!(user), PAGE))
@@ -158,14 +160,16 @@ async fn set_role(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPassword {
+    /// 12 to 1024 characters, no control characters.
+    #[schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{12,1024}$")]
     password: String,
 }
 
 /// Sets a new password; the user's sessions end (its tokens stay).
 #[utoipa::path(post, path = "/api/users/{name}/password", tag = "users", request_body = NewPassword,
-    params(("name" = String, Path, description = "user name")), responses(
+    params(("name" = String, Path, description = "user name", pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")), responses(
     (status = 200, body = UserRow, description = "the user; a form gets 303"),
-    (status = 400, description = "too short a password", body = ErrorBody),
+    (status = 422, description = "too short a password", body = ErrorBody),
     (status = 404, description = "no such user", body = ErrorBody),
 ))]
 async fn set_password(

@@ -57,6 +57,7 @@ pub enum SmtpTls {
 #[serde(deny_unknown_fields)]
 pub struct Smtp {
     pub host: String,
+    #[schema(maximum = 65535)]
     pub port: u16,
     #[serde(default)]
     pub tls: SmtpTls,

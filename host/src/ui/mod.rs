@@ -83,12 +83,13 @@ enum PageError {
     LogIn,
     /// Anything else is a page in the console's layout with the status code, never a JSON body: the user (when
     /// known) keeps the menu.
-    Shown { user: Option<PageUser>, err: HttpError },
+    /// Boxed: a page error travels in a `Result` through every page handler.
+    Shown { user: Option<PageUser>, err: Box<HttpError> },
 }
 
 impl PageError {
     fn shown(user: &PageUser, err: impl Into<HttpError>) -> PageError {
-        PageError::Shown { user: Some(user.clone()), err: err.into() }
+        PageError::Shown { user: Some(user.clone()), err: Box::new(err.into()) }
     }
 }
 
@@ -106,7 +107,7 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (user, err) = match self {
             PageError::LogIn => return Redirect::to("/login").into_response(),
-            PageError::Shown { user, err } => (user, err),
+            PageError::Shown { user, err } => (user, *err),
         };
         let status = err.status();
         let title = match status {
@@ -150,7 +151,7 @@ pub async fn not_found(
     // Without a session the page has no menu, and says nothing about what exists.
     let user = viewer((who, session)).ok();
     let err = HttpError::NotFound(format!("There is no page at {path}."));
-    PageError::Shown { user, err }.into_response()
+    PageError::Shown { user, err: Box::new(err) }.into_response()
 }
 
 /// The router's answer to a known path asked with a method it does not take: the JSON error under `/api/`, a page
@@ -167,7 +168,7 @@ pub async fn method_not_allowed(
         return err.into_response();
     }
     let user = viewer((who, session)).ok();
-    PageError::Shown { user, err }.into_response()
+    PageError::Shown { user, err: Box::new(err) }.into_response()
 }
 
 /// A page needs a logged-in viewer.
@@ -175,7 +176,7 @@ fn viewer((who, session): Caller) -> Result<PageUser, PageError> {
     let csrf = session.map(|Extension(s)| s.csrf_token).unwrap_or_default();
     match who {
         Ok(who) if who.0.role >= Role::Viewer => Ok(PageUser::of(&who.0, csrf)),
-        Ok(_) => Err(PageError::Shown { user: None, err: HttpError::Forbidden(Role::Viewer.as_str()) }),
+        Ok(_) => Err(PageError::Shown { user: None, err: Box::new(HttpError::Forbidden(Role::Viewer.as_str())) }),
         Err(_) => Err(PageError::LogIn),
     }
 }

@@ -81,6 +81,31 @@ pub enum LoginError {
     Store(#[from] StoreError),
 }
 
+/// The name of a user that should exist: one no user can have is simply not found (`/api/users/%C2%84` is a 404,
+/// like any other unknown name).
+fn existing(name: &str) -> Result<UserName, UserError> {
+    UserName::parse(name).map_err(|_| UserError::NotFound(name.to_owned()))
+}
+
+/// A role a person may have, as a request names it (agent is for audit agents' tokens only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PersonRole {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl From<PersonRole> for Role {
+    fn from(role: PersonRole) -> Role {
+        match role {
+            PersonRole::Viewer => Role::Viewer,
+            PersonRole::Operator => Role::Operator,
+            PersonRole::Admin => Role::Admin,
+        }
+    }
+}
+
 /// A role a person may have: viewer, operator or admin (agent is for audit agents' tokens only).
 pub fn user_role(text: &str) -> Result<Role, UserError> {
     match text.trim().parse::<Role>() {
@@ -160,13 +185,13 @@ impl Users {
 
     /// The user named `name` (in any spelling).
     pub async fn get(&self, name: &str) -> Result<UserRow, UserError> {
-        let parsed = UserName::parse(name)?;
+        let parsed = existing(name)?;
         self.store.user_by_name(&parsed).await?.ok_or_else(|| UserError::NotFound(parsed.to_string()))
     }
 
     /// Sets a new password and ends the user's sessions (whoever had the old one is logged out).
     pub async fn set_password(&self, name: &str, password: &str) -> Result<(), UserError> {
-        let name = UserName::parse(name)?;
+        let name = existing(name)?;
         password::check_new(password)?;
         let hash = self.passwords.hash(password).await?;
         if !self.store.set_user_password(&name, &hash).await? {
@@ -178,7 +203,7 @@ impl Users {
     /// Gives a user another role, from its next request on (sessions and tokens are capped by it when used).
     /// The last enabled admin keeps theirs.
     pub async fn set_role(&self, name: &str, role: Role) -> Result<(), UserError> {
-        let name = UserName::parse(name)?;
+        let name = existing(name)?;
         let role = user_role(role.as_str())?;
         if role != Role::Admin {
             self.keep_an_admin(&name).await?;
@@ -191,7 +216,7 @@ impl Users {
 
     /// Lets a disabled user log in again; its tokens work again too.
     pub async fn enable(&self, name: &str) -> Result<(), UserError> {
-        let name = UserName::parse(name)?;
+        let name = existing(name)?;
         if !self.store.enable_user(&name).await? {
             return Err(UserError::NotFound(name.to_string()));
         }
@@ -212,7 +237,7 @@ impl Users {
     /// Disables a user: its sessions end now and its tokens are refused from the next request on. The last
     /// enabled admin cannot be disabled.
     pub async fn disable(&self, name: &str) -> Result<(), UserError> {
-        let name = UserName::parse(name)?;
+        let name = existing(name)?;
         self.keep_an_admin(&name).await?;
         if !self.store.disable_user(&name).await? {
             return Err(UserError::NotFound(name.to_string()));
@@ -241,7 +266,7 @@ impl Users {
             Err(_) => None,
         };
         // A password no one can have set is refused without hashing a megabyte; its length says nothing of users.
-        let matched = password.len() <= password::MAX_LEN
+        let matched = password.chars().count() <= password::MAX_LEN
             && self.passwords.verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await?;
         let role = user.as_ref().and_then(|u| user_role(&u.role).ok());
         let user = match (matched, user, role) {

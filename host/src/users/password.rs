@@ -13,7 +13,8 @@ use tokio::sync::{OnceCell, Semaphore};
 /// rented GPU farm at these argon2 parameters, while staying typeable.
 pub const MIN_LEN: usize = 12;
 
-/// The longest password accepted, in bytes: more buys nothing, and it bounds what one login makes us hash.
+/// The longest password accepted, in characters (as the API's document counts them): more buys nothing, and it
+/// bounds what one login makes us hash (4 KiB at most).
 pub const MAX_LEN: usize = 1024;
 
 /// Why a password was not accepted or could not be processed.
@@ -21,7 +22,7 @@ pub const MAX_LEN: usize = 1024;
 pub enum PasswordError {
     #[error("a password has at least {MIN_LEN} characters")]
     TooShort,
-    #[error("a password has at most {MAX_LEN} bytes")]
+    #[error("a password has at most {MAX_LEN} characters")]
     TooLong,
     #[error("a password cannot contain control characters (such as a newline)")]
     ControlCharacter,
@@ -31,7 +32,7 @@ pub enum PasswordError {
 
 /// Checks a new password against the rules above.
 pub fn check_new(password: &str) -> Result<(), PasswordError> {
-    if password.len() > MAX_LEN {
+    if password.chars().count() > MAX_LEN {
         return Err(PasswordError::TooLong);
     }
     if password.chars().any(char::is_control) {

@@ -10,6 +10,9 @@ use serde::Deserialize;
 pub struct TestEnv {
     pub ssh: SshEnv,
     pub ansible: AnsibleEnv,
+    /// Absent from an env.json written before schemathesis joined the venv.
+    #[serde(default)]
+    pub schemathesis: SchemathesisEnv,
     pub salt: SaltEnv,
     pub func: FuncEnv,
     pub chromium: ChromiumEnv,
@@ -88,6 +91,12 @@ pub struct SshEnv {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AnsibleEnv {
+    pub executable: PathBuf,
+}
+
+/// schemathesis' `st`, in the venv; empty when the venv piece is not up.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SchemathesisEnv {
     pub executable: PathBuf,
 }
 

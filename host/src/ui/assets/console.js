@@ -40,7 +40,7 @@ export async function api(path, { method = 'GET', body } = {}) {
   }
   const data = await response.json().catch(() => ({}));
   if (!response.ok) {
-    // A 400 names the request field it is about (`{"error", "field"}`): forms show it beside that input.
+    // A 400 or 422 names the request field it is about (`{"error", "field"}`): forms show it beside that input.
     const err = new Error(data.error || `${response.status} ${response.statusText}`);
     err.status = response.status;
     err.field = data.field ?? null;
@@ -168,7 +168,7 @@ export function confirmInPlace(button, question, yes, action) {
 }
 
 /**
- * Shows a request's error beside the form field it names (`err.field`, from a 400), or else in `fallback`.
+ * Shows a request's error beside the form field it names (`err.field`, from a 400 or 422), or else in `fallback`.
  * `inputs` maps field names to input ids; each input's error goes into a `.field-error` after it (made on demand).
  * Call `clearFieldErrors(form)` after the next success: an old error must not linger.
  */

@@ -9,7 +9,7 @@ function say(err) {
   problem.textContent = err ? String(err.message || err) : '';
 }
 
-/** Shows a 400's message beside the input its field names; false when there is none. */
+/** Shows a 400's or 422's message beside the input its field names; false when there is none. */
 function showFieldError(form, field, message) {
   const slot = $(`err-${String(field).replaceAll('.', '-')}`);
   if (!slot || !form.contains(slot)) return false;

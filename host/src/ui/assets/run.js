@@ -41,7 +41,7 @@ function renderModule() {
   $('params').replaceChildren(...(m ? m.params.map(paramField) : []));
 }
 
-/** An error about one field of the request, shown beside its input like the server's 400s. */
+/** An error about one field of the request, shown beside its input like the server's 400s and 422s. */
 function fieldError(field, message) {
   const err = new Error(message);
   err.field = field;

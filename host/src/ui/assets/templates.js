@@ -1,6 +1,6 @@
 // /templates: saved jobs. Everyone logged in reads the list; operators create, edit and delete them and run them.
 // "Run now" first asks the server which hosts the targets match now (GET /api/templates/{id}/hosts) and shows them
-// for confirmation. `/templates?from=JOB_ID` fills the form from that job. A 400 names a field (`{"error",
+// for confirmation. `/templates?from=JOB_ID` fills the form from that job. A 400 or 422 names a field (`{"error",
 // "field"}`): its message is shown beside that input until the next save succeeds. Under each saved job, a row
 // shows its schedules (schedules.js).
 import { api, describeRollout, el, foldHosts, option, paramField, utc } from '/assets/console.js';
