@@ -71,6 +71,8 @@ fn schemathesis(server: &Server, document: &Path, role: &str, token: &str, keep_
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env("PYTHONPATH", &testenv_dir)
         .env("OMSERVER_ST_KEEP_TOKENS", keep_tokens)
+        // schemathesis keeps a cache (`.schemathesis/`) where it runs: in the server's directory, not the repository.
+        .current_dir(server.dir.path())
         .output()
         .expect("run schemathesis");
     let report = String::from_utf8_lossy(&output.stdout);
