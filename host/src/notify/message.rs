@@ -296,7 +296,7 @@ mod tests {
             "finished_at":9223372036854775807}"#;
         let message = compose(&serde_json::from_str(job).unwrap(), 1, "https://om.example");
         assert!(message.blocks[0].0.contains("(18446744073709551615)"), "{:?}", message.blocks);
-        assert!(plain(&message).contains("Duration: 9223372036854775.8 s"), "{}", plain(&message));
+        assert!(plain(&message).contains("Duration: 9223372036854776.0 s"), "{}", plain(&message));
         let message = compose(&alert("x"), i64::MIN, "https://om.example");
         assert_eq!(message.title, "Audit alert pipe-to-shell on web<1>");
     }
