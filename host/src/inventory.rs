@@ -219,7 +219,11 @@ pub fn parse_ini(text: &str) -> Vec<Parsed> {
     out
 }
 
-/// `web[01:03].example` → web01.example, web02.example, web03.example (at most 1 000 names per pattern).
+/// Most names one pattern may expand to.
+const MAX_NAMES: usize = 1000;
+
+/// `web[01:03].example` → web01.example, web02.example, web03.example (at most 1 000 names per pattern, all its
+/// ranges together: `[0:999][0:999][0:999]` would otherwise be a billion names from one short line).
 fn expand(pattern: &str) -> Result<Vec<String>, String> {
     let Some((head, rest)) = pattern.split_once('[') else { return Ok(vec![pattern.to_owned()]) };
     let (range, tail) = rest.split_once(']').ok_or_else(|| format!("{pattern}: a range is not closed"))?;
@@ -229,9 +233,14 @@ fn expand(pattern: &str) -> Result<Vec<String>, String> {
         _ => return Err(format!("{pattern}: [{range}] is not a numeric range of at most 1000")),
     };
     let width = if from.starts_with('0') { from.len() } else { 0 };
-    let mut names = Vec::new();
+    let tails = expand(tail)?;
+    let count = (b - a + 1) as usize;
+    if count.saturating_mul(tails.len()) > MAX_NAMES {
+        return Err(format!("{pattern}: names more than {MAX_NAMES} hosts"));
+    }
+    let mut names = Vec::with_capacity(count * tails.len());
     for n in a..=b {
-        for rest in expand(tail)? {
+        for rest in &tails {
             names.push(format!("{head}{n:0width$}{rest}"));
         }
     }
@@ -309,5 +318,17 @@ http_port=80
         );
         assert_eq!(expand("n[8:10]x").unwrap(), ["n8x", "n9x", "n10x"]);
         assert!(expand("n[1:5000]").is_err());
+    }
+
+    /// Found by the `inventory_ini` fuzz target: ranges multiplied, so one short line named a billion hosts (and
+    /// `expand` of the tail ran once per name of the head).
+    #[test]
+    fn ranges_together_name_at_most_1000_hosts() {
+        assert_eq!(expand("n[1:2]x[1:3]").unwrap(), ["n1x1", "n1x2", "n1x3", "n2x1", "n2x2", "n2x3"]);
+        assert_eq!(expand("n[0:9][0:99]").map(|n| n.len()), Ok(1000));
+        assert!(expand("n[0:999][0:999][0:999]").unwrap_err().ends_with("names more than 1000 hosts"));
+        let parsed = parse_ini("h[0:999][0:999][0:999][0:999] ansible_host=10.0.0.1\n");
+        assert_eq!(parsed.len(), 1);
+        assert!(parsed[0].host.is_err());
     }
 }

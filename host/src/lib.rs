@@ -41,3 +41,17 @@ pub mod templates;
 pub mod ui;
 pub mod users;
 pub mod worker;
+
+/// The parsers that the fuzz targets in `fuzz/` drive and that are private to their module, gathered here. Not an
+/// API: cargo fuzz links this library from outside, so it can reach only `pub` paths, and widening each module
+/// instead would have made whole backends public.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::backends::ansible::invocation::index_of as ansible_index_of;
+    pub use crate::backends::ansible::results::{parse as parse_ansible_line, to_result as ansible_result, Action};
+    pub use crate::backends::func::xmlrpc::{method_call, parse_response, xml_char_ok, Param, RpcError, Value};
+    pub use crate::backends::saltstack::events::{SseEvent, SseParser};
+    pub use crate::backends::ssh::known_hosts::{host_token, line_for, KnownHosts, Verdict};
+    pub use crate::http::body::{is_local_page, read_form, see_other};
+    pub use russh::keys::{parse_public_key_base64, PublicKey};
+}

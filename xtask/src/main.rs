@@ -27,6 +27,10 @@
 //!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
 //!   Installs Debian's `auditd` when missing, without starting its service.
 //!
+//! - `fuzz [TARGET] [SECONDS]`: each fuzz target in `fuzz/` (or one) for SECONDS (default 60) with cargo fuzz on
+//!   nightly, installing cargo-fuzz when missing; prints executions and coverage per target and fails on a crash
+//!   (see FUZZING.md). `test` runs every target for 15 s after the tests.
+//!
 //! No dependencies: it must build in seconds on a fresh clone.
 
 use std::{
@@ -63,10 +67,11 @@ fn main() -> ExitCode {
         "bench-notify" => bench_notify(&rest),
         "bench-home" => bench_home(&rest),
         "bench-exec" => bench_exec(&rest),
+        "fuzz" => fuzz(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec|fuzz [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -195,6 +200,8 @@ fn test(args: &[String]) -> Result {
     }
     tested?;
     stopped?;
+    // Every parser's fuzz target for a short while (FUZZING.md).
+    fuzz_targets(FUZZ_TARGETS, CI_FUZZ_SECONDS)?;
     println!("xtask test: done in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -405,4 +412,154 @@ fn ensure_databases() -> Result {
 
 fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_millis(500)).is_ok()
+}
+
+// ---- fuzzing (FUZZING.md) ----
+
+/// The fuzz targets, one per parser, as `fuzz/Cargo.toml` declares them.
+const FUZZ_TARGETS: &[&str] = &[
+    "legacy_query",
+    "agent_batch",
+    "known_hosts",
+    "xmlrpc",
+    "salt_events",
+    "ansible_lines",
+    "inventory_csv",
+    "inventory_ini",
+    "worker_frames",
+    "form_body",
+    "cron",
+    "kernel_records",
+    "notify_message",
+];
+
+/// Seconds per target in `cargo xtask test`: enough to replay the seeds and every fixed crash's input (kept in
+/// the seed corpus) and to explore a little, short enough that the thirteen fit in about four minutes.
+const CI_FUZZ_SECONDS: u64 = 15;
+
+/// `cargo xtask fuzz [TARGET] [SECONDS]`: each target (or one) for SECONDS (default 60), one after the other.
+fn fuzz(args: &[String]) -> Result {
+    let mut targets: Vec<&str> = FUZZ_TARGETS.to_vec();
+    let mut seconds = 60;
+    for arg in args {
+        if let Ok(n) = arg.parse() {
+            seconds = n;
+        } else if FUZZ_TARGETS.contains(&arg.as_str()) {
+            targets = vec![arg.as_str()];
+        } else {
+            return Err(format!("unknown fuzz target {arg:?} (known: {})", FUZZ_TARGETS.join(", ")));
+        }
+    }
+    fuzz_targets(&targets, seconds)
+}
+
+/// One target's run, from libFuzzer's final statistics.
+struct FuzzRun {
+    target: String,
+    execs: u64,
+    cov: u64,
+    ft: u64,
+    seconds: f64,
+    crashed: bool,
+}
+
+/// Builds the fuzz crate once (nightly, AddressSanitizer), then runs each target with a scratch corpus that starts
+/// from the committed seeds, so the seeds stay as committed. Fails if any target found a crash, a leak, a timeout
+/// or ran out of memory; its input is then in `fuzz/artifacts/TARGET/`.
+fn fuzz_targets(targets: &[&str], seconds: u64) -> Result {
+    ensure_cargo_fuzz()?;
+    let fuzz_dir = root().join("fuzz");
+    let started = Instant::now();
+    run(cargo_fuzz().args(["build"]).args(if targets.len() == 1 { targets } else { &[] }))?;
+    println!("xtask fuzz: built in {:.0}s", started.elapsed().as_secs_f64());
+    let mut runs = Vec::new();
+    for target in targets {
+        let scratch = fuzz_dir.join("target").join("corpus").join(target);
+        let logs = fuzz_dir.join("target").join("logs");
+        fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+        fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+        let log_path = logs.join(format!("{target}.log"));
+        let log = fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let seeds = fuzz_dir.join("corpus").join(target);
+        let begun = Instant::now();
+        // One worker: the machine is shared (and CI has two cores).
+        let status = cargo_fuzz()
+            .args(["run", target])
+            .arg(&scratch)
+            .arg(&seeds)
+            .args(["--", "-print_final_stats=1", "-rss_limit_mb=2048", "-malloc_limit_mb=2048", "-timeout=10"])
+            .arg("-max_len=8192")
+            .arg(format!("-max_total_time={seconds}"))
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .status()
+            .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
+        let text = fs::read_to_string(&log_path).unwrap_or_default();
+        let stat = |name: &str| -> u64 {
+            text.lines()
+                .filter_map(|l| l.strip_prefix(name)?.trim().strip_prefix(':')?.trim().parse().ok())
+                .next_back()
+                .unwrap_or(0)
+        };
+        // The last progress line (`#N DONE cov: C ft: F …`) has the coverage reached.
+        let progress = |key: &str| -> u64 {
+            text.lines()
+                .filter(|l| l.starts_with('#'))
+                .filter_map(|l| {
+                    let mut words = l.split_whitespace();
+                    words.find(|w| *w == key)?;
+                    words.next()?.parse().ok()
+                })
+                .next_back()
+                .unwrap_or(0)
+        };
+        let run = FuzzRun {
+            target: target.to_string(),
+            execs: stat("stat::number_of_executed_units"),
+            cov: progress("cov:"),
+            ft: progress("ft:"),
+            seconds: begun.elapsed().as_secs_f64(),
+            crashed: !status.success(),
+        };
+        if run.crashed {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            eprintln!("xtask fuzz: {target} FAILED (log: {})", log_path.display());
+        }
+        println!(
+            "xtask fuzz: {:<15} {:>12} execs  cov {:>6}  ft {:>7}  {:>5.0}s  {}",
+            run.target,
+            run.execs,
+            run.cov,
+            run.ft,
+            run.seconds,
+            if run.crashed { "CRASH" } else { "ok" }
+        );
+        runs.push(run);
+    }
+    let crashed: Vec<&str> = runs.iter().filter(|r| r.crashed).map(|r| r.target.as_str()).collect();
+    println!("xtask fuzz: {} target(s) in {:.0}s", runs.len(), started.elapsed().as_secs_f64());
+    if crashed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("fuzzing found a failure in {} (inputs in fuzz/artifacts/)", crashed.join(", ")))
+    }
+}
+
+/// `cargo +nightly fuzz …` in `fuzz/`'s parent (cargo fuzz finds the crate there).
+fn cargo_fuzz() -> Command {
+    let mut cmd = Command::new("cargo");
+    // The toolchain is chosen by rustup's `+nightly`; a CARGO inherited from `cargo xtask` would pin stable.
+    cmd.env_remove("CARGO").env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
+    cmd.current_dir(root()).args(["+nightly", "fuzz"]);
+    cmd
+}
+
+fn ensure_cargo_fuzz() -> Result {
+    let installed = Command::new("cargo").args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    if installed {
+        return Ok(());
+    }
+    println!("xtask fuzz: installing cargo-fuzz");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
 }

@@ -270,7 +270,32 @@ pub fn tty_path(name: &str) -> String {
 /// The arguments as one bash command line that runs the same argv when pasted: bare words where safe, single
 /// quotes for other text, `$'…'` with escapes for control characters, quotes and bytes that are not UTF-8.
 pub fn shell_line(args: &[Vec<u8>]) -> String {
-    args.iter().map(|a| shell_word(a)).collect::<Vec<_>>().join(" ")
+    let words = args.iter().enumerate().map(|(i, a)| if i == 0 { command_word(a) } else { shell_word(a) });
+    words.collect::<Vec<_>>().join(" ")
+}
+
+/// Bash's reserved words that are also plain words: first on a line they are syntax, not a command.
+const RESERVED: [&str; 17] = [
+    "case", "coproc", "do", "done", "elif", "else", "esac", "fi", "for", "function", "if", "in", "select", "then",
+    "time", "until", "while",
+];
+
+/// The first word: bare `NAME=value` (or `NAME+=value`) there is an assignment and `if`, `time`, … are syntax,
+/// so those are quoted (found by the `kernel_records` fuzz target: `_x=1 ''` ran `''` with `_x` set).
+fn command_word(arg: &[u8]) -> String {
+    let word = shell_word(arg);
+    let bare = word.as_bytes() == arg;
+    let assignment = word.split_once('=').is_some_and(|(name, _)| {
+        let name = name.strip_suffix('+').unwrap_or(name);
+        name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    if bare && (assignment || RESERVED.contains(&word.as_str())) {
+        // A bare word holds only safe ASCII, no quote.
+        format!("'{word}'")
+    } else {
+        word
+    }
 }
 
 fn shell_word(arg: &[u8]) -> String {
@@ -423,6 +448,17 @@ mod tests {
             b"back\\slash\x01".to_vec(),
         ]);
         assert_eq!(line, "ls 'a b' $'it\\'s' $'\\xff\\xfe' 'caf\u{e9}' '' $'back\\\\slash\\x01'");
+    }
+
+    /// Found by the `kernel_records` fuzz target: bash reads a bare first word `_x=1` as an assignment (and `if`,
+    /// `time` as syntax), so the pasted line ran something else.
+    #[test]
+    fn a_first_word_bash_would_not_run_is_quoted() {
+        assert_eq!(shell_line(&[b"_x=1".to_vec(), Vec::new()]), "'_x=1' ''");
+        assert_eq!(shell_line(&[b"a+=b".to_vec()]), "'a+=b'");
+        assert_eq!(shell_line(&[b"time".to_vec(), b"ls".to_vec()]), "'time' ls");
+        assert_eq!(shell_line(&[b"ls".to_vec(), b"A=b".to_vec(), b"if".to_vec()]), "ls A=b if", "only the first word");
+        assert_eq!(shell_line(&[b"a.b=c".to_vec()]), "a.b=c", "not a variable name");
     }
 
     #[test]

@@ -68,7 +68,7 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for Submitted<T
 }
 
 /// Reads a form into `T`, without the CSRF and return fields; returns the return page too.
-fn read_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Option<String>), HttpError> {
+pub fn read_form<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, Option<String>), HttpError> {
     let mut pairs: Vec<(String, String)> =
         serde_urlencoded::from_bytes(bytes).map_err(|e| HttpError::bad_request(format!("form body: {e}")))?;
     let return_to = pairs.iter().find(|(k, _)| k == RETURN_FIELD).map(|(_, v)| v.clone());

@@ -11,7 +11,8 @@
 
 mod audit;
 mod auth;
-mod body;
+// pub(crate): `read_form` is re-exported for the fuzz targets by `crate::fuzzing`.
+pub(crate) mod body;
 mod error;
 mod extract;
 mod headers;

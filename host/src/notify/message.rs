@@ -71,7 +71,8 @@ fn job_message(job: &JobNotice, base: &str) -> Message {
     }
     fields.push(("Hosts", if counts.is_empty() { "none".into() } else { counts }));
     if let (Some(start), Some(end)) = (job.started_at, job.finished_at) {
-        fields.push(("Duration", format!("{:.1} s", (end - start).max(0) as f64 / 1000.0)));
+        // Saturating: a notice is read back from its stored JSON, where any two numbers can meet.
+        fields.push(("Duration", format!("{:.1} s", end.saturating_sub(start).max(0) as f64 / 1000.0)));
     }
     if let Some(error) = &job.error {
         fields.push(("Error", error.clone()));
@@ -84,7 +85,8 @@ fn job_message(job: &JobNotice, base: &str) -> Message {
             if group.more > 0 {
                 let _ = write!(hosts, " and {} more", group.more);
             }
-            (format!("{} ({}): {hosts}", group.status, group.hosts.len() + group.more), group.text.clone())
+            let total = group.hosts.len().saturating_add(group.more);
+            (format!("{} ({total}): {hosts}", group.status), group.text.clone())
         })
         .collect();
     if job.more_groups > 0 {
@@ -112,7 +114,7 @@ fn fire_message(fire: &FireNotice, base: &str) -> Message {
 }
 
 fn alert_message(alert: &AlertNotice, count: i64, base: &str) -> Message {
-    let more = count - 1;
+    let more = count.saturating_sub(1);
     let title = if more > 0 {
         format!("Audit alert {} on {}: and {more} more", alert.rule, alert.host)
     } else {
@@ -282,6 +284,21 @@ mod tests {
             datetime: "2026-12-03 10:00:00".into(),
             last_command: None,
         })
+    }
+
+    /// Found by the `notify_message` fuzz target: a stored notice's counts and times overflowed when added or
+    /// subtracted (a panic in the deliverer, for every later delivery of the channel).
+    #[test]
+    fn extreme_numbers_in_a_stored_notice_render() {
+        let job = r#"{"event":"job.finished","job":1,"module":1003,"module_name":null,"status":"failed","error":null,
+            "by":"x","template":null,"hosts":1,"counts":{},"not_ok":[{"status":"failed","text":"t","hosts":["a"],
+            "more":18446744073709551615}],"more_groups":0,"apps":[],"started_at":-9223372036854775808,
+            "finished_at":9223372036854775807}"#;
+        let message = compose(&serde_json::from_str(job).unwrap(), 1, "https://om.example");
+        assert!(message.blocks[0].0.contains("(18446744073709551615)"), "{:?}", message.blocks);
+        assert!(plain(&message).contains("Duration: 9223372036854776.0 s"), "{}", plain(&message));
+        let message = compose(&alert("x"), i64::MIN, "https://om.example");
+        assert_eq!(message.title, "Audit alert pipe-to-shell on web<1>");
     }
 
     const HOSTILE: &str = "curl x | sh <script>alert(1)</script> <!channel> @here ```\r\nSubject: owned";

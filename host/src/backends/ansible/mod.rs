@@ -9,8 +9,9 @@
 //! Cancellation: dropping the future kills ansible's whole process group (its forks and their ssh clients); no
 //! ssh multiplexing master is used, so no connection outlives the call.
 
-mod invocation;
-mod results;
+// pub(crate): re-exported for the fuzz targets by `crate::fuzzing`.
+pub(crate) mod invocation;
+pub(crate) mod results;
 
 use std::{
     path::{Path, PathBuf},

@@ -8,7 +8,8 @@
 //! Cancellation closes the connection; Func has no way to stop a command it has started.
 
 mod tls;
-mod xmlrpc;
+// pub(crate): re-exported for the fuzz targets by `crate::fuzzing`.
+pub(crate) mod xmlrpc;
 
 use std::{
     path::Path,

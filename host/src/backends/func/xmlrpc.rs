@@ -81,8 +81,16 @@ fn escape_into(out: &mut String, text: &str) {
     }
 }
 
+/// Deepest element nesting an answer may have. roxmltree's parser recurses once per level (and so does
+/// `parse_value`): a few thousand levels, well within the response limit, overflowed the runtime thread's stack
+/// and aborted the whole server (found by the `xmlrpc` fuzz target). Func's answers nest a few levels.
+const MAX_DEPTH: usize = 128;
+
 /// The value of a `methodResponse`, or its fault.
 pub fn parse_response(body: &str) -> Result<Value, RpcError> {
+    if nests_deeper_than(body, MAX_DEPTH) {
+        return Err(RpcError::Malformed(format!("elements nest more than {MAX_DEPTH} deep")));
+    }
     let doc = roxmltree::Document::parse(body).map_err(|e| RpcError::Malformed(e.to_string()))?;
     let root = doc.root_element();
     if root.tag_name().name() != "methodResponse" {
@@ -115,6 +123,58 @@ pub fn parse_response(body: &str) -> Result<Value, RpcError> {
         }
         other => Err(RpcError::Malformed(format!("unexpected <{other}>"))),
     }
+}
+
+/// Whether the elements of `body` nest more than `max` deep, by a scan of its tags that skips comments, CDATA,
+/// processing instructions and quoted attribute values (a `>` or `/>` inside one ends no tag). A document that is
+/// not XML may be counted wrong, but only after the point where roxmltree refuses it, so never deeper than roxmltree
+/// would go.
+fn nests_deeper_than(body: &str, max: usize) -> bool {
+    let b = body.as_bytes();
+    let past = |from: usize, end: &[u8]| {
+        b.get(from..)
+            .and_then(|rest| rest.windows(end.len()).position(|w| w == end))
+            .map_or(b.len(), |p| from + p + end.len())
+    };
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(at) = b.get(i..).and_then(|rest| rest.iter().position(|&c| c == b'<')).map(|p| i + p) {
+        let rest = &b[at..];
+        i = if rest.starts_with(b"<!--") {
+            past(at + 4, b"-->")
+        } else if rest.starts_with(b"<![CDATA[") {
+            past(at + 9, b"]]>")
+        } else if rest.starts_with(b"<?") {
+            past(at + 2, b"?>")
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            at + 2
+        } else if rest.starts_with(b"<!") {
+            at + 2 // a DTD, which roxmltree refuses
+        } else {
+            // An opening tag, to its `>` outside quoted attribute values; `/>` closes it at once.
+            let mut j = at + 1;
+            let mut quote = None;
+            while let Some(&c) = b.get(j) {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => break,
+                    None => {}
+                }
+                j += 1;
+            }
+            if b.get(j.wrapping_sub(1)) != Some(&b'/') {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            j + 1
+        };
+    }
+    false
 }
 
 fn elements<'a, 'i>(node: roxmltree::Node<'a, 'i>) -> impl Iterator<Item = roxmltree::Node<'a, 'i>> {
@@ -196,5 +256,27 @@ mod tests {
                      </struct></value></fault></methodResponse>";
         assert_eq!(parse_response(fault), Err(RpcError::Fault { code: 1, message: "boom".into() }));
         assert!(parse_response("<!DOCTYPE x [<!ENTITY a \"b\">]><methodResponse/>").is_err(), "no DTDs");
+    }
+
+    /// Found by the `xmlrpc` fuzz target: nesting deep enough overflowed the stack in roxmltree's parser.
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let deep = |levels: usize, open: &str, close: &str| {
+            format!(
+                "<methodResponse><params><param>{}{}</param></params></methodResponse>",
+                open.repeat(levels),
+                close.repeat(levels)
+            )
+        };
+        let arrays = deep(100_000, "<value><array><data>", "</data></array></value>");
+        assert_eq!(parse_response(&arrays), Err(RpcError::Malformed("elements nest more than 128 deep".into())));
+        // Neither `/>` nor `>` in an attribute value, nor tags in comments and CDATA, hide a level.
+        let hidden = deep(100_000, "<value a='/>' b=\">\"><!-- </x> --><![CDATA[</y>]]>", "</value>");
+        assert!(parse_response(&hidden).is_err());
+        // Siblings are not nesting.
+        let wide = format!("<methodResponse><params><param><value><array><data>{}</data></array></value></param></params></methodResponse>", "<value><nil/></value>".repeat(1000));
+        assert_eq!(parse_response(&wide).map(|v| matches!(v, Value::Array(a) if a.len() == 1000)), Ok(true));
+        let nested = deep(30, "<value><array><data>", "</data></array></value>");
+        assert!(parse_response(&nested).is_ok(), "Func's own answers nest far less, but 30 arrays still read");
     }
 }

@@ -15,7 +15,8 @@
 //! itself enforces through `cmd.run_all`'s `timeout`).
 
 mod api;
-mod events;
+// pub(crate): re-exported for the fuzz targets by `crate::fuzzing`.
+pub(crate) mod events;
 mod job;
 
 use std::{collections::BTreeMap, path::Path, sync::Arc, time::Duration};

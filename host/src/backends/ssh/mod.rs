@@ -14,7 +14,8 @@
 
 mod connect;
 mod copy;
-mod known_hosts;
+// pub(crate): re-exported for the fuzz targets by `crate::fuzzing`.
+pub(crate) mod known_hosts;
 mod pool;
 mod quote;
 mod session;
