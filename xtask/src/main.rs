@@ -31,6 +31,9 @@
 //!   nightly, installing cargo-fuzz when missing; prints executions and coverage per target and fails on a crash
 //!   (see FUZZING.md). `test` runs every target for 15 s after the tests.
 //!
+//! - `contract [EXAMPLES] [SEED]`: schemathesis against the API as each kind of caller (`host/tests/contract.rs`),
+//!   with EXAMPLES per operation (the suite uses 10) and SEED (the suite's is fixed); brings up the venv piece.
+//!
 //! No dependencies: it must build in seconds on a fresh clone.
 
 use std::{
@@ -68,10 +71,11 @@ fn main() -> ExitCode {
         "bench-home" => bench_home(&rest),
         "bench-exec" => bench_exec(&rest),
         "fuzz" => fuzz(&rest),
+        "contract" => contract(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec|fuzz [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec|fuzz|contract [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -204,6 +208,22 @@ fn test(args: &[String]) -> Result {
     fuzz_targets(FUZZ_TARGETS, CI_FUZZ_SECONDS)?;
     println!("xtask test: done in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `cargo xtask contract [EXAMPLES] [SEED]`: the contract test, longer or with another seed.
+fn contract(args: &[String]) -> Result {
+    let mut test = cargo();
+    test.args(["test", "-p", "omserver", "--test", "contract", "--", "--nocapture"]);
+    if let Some(examples) = args.first() {
+        examples.parse::<u32>().map_err(|_| format!("EXAMPLES must be a number, not {examples:?}"))?;
+        test.env("OMSERVER_ST_EXAMPLES", examples);
+    }
+    if let Some(seed) = args.get(1) {
+        test.env("OMSERVER_ST_SEED", seed);
+    }
+    install_plugins(false, &target_dir().join("plugins"))?;
+    testenv(&["up".into(), "venv".into()])?;
+    run(&mut test)
 }
 
 /// `testenv/testenv.sh up|down|status [PIECE…]`, with its runtime directory in this target directory (where the
@@ -549,8 +569,16 @@ fn fuzz_targets(targets: &[&str], seconds: u64) -> Result {
 /// `cargo +nightly fuzz …` in `fuzz/`'s parent (cargo fuzz finds the crate there).
 fn cargo_fuzz() -> Command {
     let mut cmd = Command::new("cargo");
-    // The toolchain is chosen by rustup's `+nightly`; a CARGO inherited from `cargo xtask` would pin stable.
-    cmd.env_remove("CARGO").env_remove("RUSTC").env_remove("RUSTUP_TOOLCHAIN");
+    // The toolchain is chosen by rustup's `+nightly`; a CARGO inherited from `cargo xtask` would pin stable. The
+    // `CARGO_*` variables cargo sets for xtask itself (`CARGO_PKG_NAME`, `CARGO_PRIMARY_PACKAGE`…) are dropped
+    // too: a dependency that reads one at compile time would see it change and be rebuilt.
+    cmd.env_remove("CARGO").env_remove("RUSTC").env_remove("RUSTDOC").env_remove("RUSTUP_TOOLCHAIN");
+    for (name, _) in env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with("CARGO_") && name != "CARGO_HOME" {
+            cmd.env_remove(name);
+        }
+    }
     cmd.current_dir(root()).args(["+nightly", "fuzz"]);
     cmd
 }
