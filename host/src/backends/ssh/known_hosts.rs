@@ -103,8 +103,13 @@ impl KnownHosts {
         }
     }
 
+    /// Entries read (lines that are not comments, blank or unreadable).
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     pub fn check(&self, address: &str, port: u16, key: &PublicKey) -> Verdict {
