@@ -72,6 +72,8 @@ pub struct Smtp {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSpec {
+    /// 1 to 128 characters, no control characters, not only spaces (surrounding spaces are dropped).
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
     pub kind: ChannelKind,
     /// Webhook and slack: where to POST (http or https).
@@ -103,7 +105,7 @@ pub struct ChannelConfig {
 impl ChannelSpec {
     /// Checks the channel and splits it into what is shown and what is secret (the SMTP password).
     pub fn check(self) -> Result<(String, ChannelKind, ChannelConfig, Option<String>), NotifyError> {
-        check_name(&self.name)?;
+        let name = check_name(&self.name)?;
         let mut config = ChannelConfig { url: None, to: Vec::new(), from: None, smtp: None };
         let mut password = None;
         match self.kind {
@@ -151,15 +153,14 @@ impl ChannelSpec {
                 config.smtp = Some(smtp);
             }
         }
-        Ok((self.name, self.kind, config, password))
+        Ok((name, self.kind, config, password))
     }
 }
 
-fn check_name(name: &str) -> Result<(), NotifyError> {
-    if name.trim().is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-        return Err(invalid("name", format!("1-{MAX_NAME} characters, no control characters")));
-    }
-    Ok(())
+fn check_name(name: &str) -> Result<String, NotifyError> {
+    crate::labels::check(name, MAX_NAME)
+        .map(str::to_owned)
+        .ok_or_else(|| invalid("name", crate::labels::rule(MAX_NAME)))
 }
 
 /// An absolute http(s) URL with a host, no credentials in it (they would be logged by proxies and shown here).

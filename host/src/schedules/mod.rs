@@ -44,6 +44,8 @@ impl Overlap {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
+    /// 1 to 128 characters, no control characters, not only spaces (surrounding spaces are dropped).
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
     /// The saved job it runs, by id.
     pub template: i64,
@@ -167,10 +169,9 @@ impl Schedules {
     }
 
     async fn checked(&self, mut spec: ScheduleSpec) -> Result<ScheduleSpec, ScheduleError> {
-        spec.name = spec.name.trim().to_owned();
-        if spec.name.is_empty() || spec.name.chars().count() > MAX_NAME || spec.name.chars().any(char::is_control) {
-            return Err(invalid("name", format!("must be 1 to {MAX_NAME} characters, without control characters")));
-        }
+        spec.name = crate::labels::check(&spec.name, MAX_NAME)
+            .ok_or_else(|| invalid("name", crate::labels::rule(MAX_NAME)))?
+            .to_owned();
         let cron = cron::Cron::parse(&spec.cron, &spec.timezone).map_err(|e| match e {
             cron::CronError::Expression(reason) => invalid("cron", reason),
             cron::CronError::TimeZone(reason) => invalid("timezone", reason),

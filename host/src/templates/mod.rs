@@ -42,6 +42,8 @@ pub struct Selector {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
+    /// 1 to 128 characters, no control characters, not only spaces (surrounding spaces are dropped).
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$")]
     pub name: String,
     #[serde(default)]
     pub description: String,
@@ -196,10 +198,9 @@ impl Templates {
 
     /// Every part checked, names and selector entries trimmed, empty selector lists dropped.
     fn checked(&self, mut spec: TemplateSpec) -> Result<TemplateSpec, TemplateError> {
-        spec.name = spec.name.trim().to_owned();
-        if spec.name.is_empty() || spec.name.chars().count() > MAX_NAME || spec.name.chars().any(char::is_control) {
-            return Err(invalid("name", format!("must be 1 to {MAX_NAME} characters, without control characters")));
-        }
+        spec.name = crate::labels::check(&spec.name, MAX_NAME)
+            .ok_or_else(|| invalid("name", crate::labels::rule(MAX_NAME)))?
+            .to_owned();
         if spec.description.chars().count() > MAX_DESCRIPTION {
             return Err(invalid("description", format!("must be at most {MAX_DESCRIPTION} characters")));
         }
