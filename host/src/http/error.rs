@@ -49,7 +49,8 @@ pub enum HttpError {
     TooManyAttempts(std::time::Duration),
     #[error("{0}")]
     NotFound(String),
-    /// The request breaks the API document: it cannot be read, or a value is outside what the document states.
+    /// The request is not what the API document describes and cannot be read: malformed, a wrong type, an unknown
+    /// field or parameter, a value outside an enum.
     #[error("{reason}")]
     BadRequest { field: Option<String>, reason: String },
     /// The request is what the document describes, but cannot be done as it stands: it names something that does
