@@ -198,29 +198,24 @@ fn document(operation: &mut Operation, access: Access) {
             .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
             .build()
     };
-    // A path or query parameter that does not parse is refused before the handler runs (`extract.rs`).
-    if operation.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
-        operation
-            .responses
-            .responses
-            .entry("400".into())
-            .or_insert_with(|| error("a parameter is not valid; `field` names it").into());
-    }
-    // The two refusals of what a request carries (`error.rs`): 400 when it cannot be read as this document
-    // describes it, 422 when it is read but cannot be done as it stands. Agents' batches are refused only with 400.
-    let carries = operation.request_body.is_some() || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
-    if carries && matches!(access, Access::AtLeast(_) | Access::Page(_)) {
+    // The two refusals of what a request carries (`error.rs`, `extract.rs`): 400 when it cannot be read as this
+    // document describes it (a parameter that does not parse included), 422 when it is read but cannot be done as
+    // it stands. Agents' batches are refused only with 400.
+    let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    if has_parameters || operation.request_body.is_some() {
         let responses = &mut operation.responses.responses;
         responses
             .entry("400".into())
-            .or_insert_with(|| error("the request is not what this document describes").into());
-        responses.entry("422".into()).or_insert_with(|| {
-            error(
-                "the request is well formed but cannot be done as it stands: it names something that does not \
-                 exist, or its values do not hold together; `field` names the part",
-            )
-            .into()
-        });
+            .or_insert_with(|| error("the request is not what this document describes; `field` names the part").into());
+        if matches!(access, Access::AtLeast(_) | Access::Page(_)) {
+            responses.entry("422".into()).or_insert_with(|| {
+                error(
+                    "the request is well formed but cannot be done as it stands: it names something that does \
+                     not exist, or its values do not hold together; `field` names the part",
+                )
+                .into()
+            });
+        }
     }
     if !access.needs_credentials() {
         return;
