@@ -104,6 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout_secs: 10,
         max_parallel: 100,
+        ..SshConfig::default()
     };
     let state = tempfile::tempdir()?;
 

@@ -37,6 +37,7 @@ fn config(known_hosts: &Path, policy: HostKeyPolicy) -> SshConfig {
         host_key_policy: policy,
         connect_timeout_secs: 10,
         max_parallel: 100,
+        ..SshConfig::default()
     }
 }
 
@@ -590,6 +591,7 @@ async fn rsa_identity_and_other_host_key_types() {
         host_key_policy: HostKeyPolicy::Strict,
         connect_timeout_secs: 10,
         max_parallel: 10,
+        ..SshConfig::default()
     };
     let backend = SshBackend::new(config, LIMITS);
     assert!(backend.check().await.unwrap().contains("ssh-rsa"));

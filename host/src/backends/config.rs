@@ -41,6 +41,12 @@ pub struct SshConfig {
     pub connect_timeout_secs: u64,
     /// At most this many hosts are worked on at once.
     pub max_parallel: usize,
+    /// A keepalive request goes to a host whose connection has been silent this long; after 3 unanswered, the
+    /// connection counts as lost (OpenSSH's `ServerAliveInterval` with `ServerAliveCountMax 3`). This is how a cut
+    /// link or a frozen host is noticed while a command prints nothing. 0 turns keepalives off.
+    pub keepalive_secs: u64,
+    /// A pooled connection that carried no command this long is closed.
+    pub idle_secs: u64,
 }
 
 impl Default for SshConfig {
@@ -53,6 +59,8 @@ impl Default for SshConfig {
             host_key_policy: HostKeyPolicy::Strict,
             connect_timeout_secs: 10,
             max_parallel: 100,
+            keepalive_secs: 15,
+            idle_secs: 60,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod browser;
 pub mod console;
 pub mod database;
+pub mod netfault;
 pub mod notifying;
 pub mod receiver;
 pub mod scratch;
@@ -69,6 +70,9 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Other libraries to install into plugins.d before start: (file, name in plugins.d).
     pub libraries: Vec<(PathBuf, String)>,
+    /// The address to listen on (port 0); `None` for 127.0.0.1. The network-fault tests listen where their
+    /// namespaced hosts can reach the server.
+    pub listen_address: Option<String>,
 }
 
 impl Default for Options {
@@ -79,6 +83,7 @@ impl Default for Options {
             database_url: None,
             env: Vec::new(),
             libraries: Vec::new(),
+            listen_address: None,
         }
     }
 }
@@ -101,8 +106,9 @@ impl Server {
         }
         let database_url =
             options.database_url.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("omserver.db").display()));
+        let listen = options.listen_address.as_deref().unwrap_or("127.0.0.1");
         let config = format!(
-            "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
+            "listen = \"{listen}:0\"\ndatabase_url = \"{database_url}\"\nplugins_dir = \"{}\"\nstate_dir = \"{}\"\n\
              files_dir = \"{}\"\n{}\n",
             plugins.display(),
             dir.path().join("state").display(),
@@ -420,8 +426,11 @@ impl Server {
         self.kill();
         let config_path = self.dir.path().join("omserver.toml");
         let config = fs::read_to_string(&config_path).expect("read the server's configuration");
-        let pinned = format!("listen = \"127.0.0.1:{}\"", self.port());
-        fs::write(&config_path, config.replacen("listen = \"127.0.0.1:0\"", &pinned, 1)).expect("pin the port");
+        let authority = self.base.split_once("://").map_or(self.base.as_str(), |(_, rest)| rest);
+        let address = authority.rsplit_once(':').map_or("127.0.0.1", |(address, _)| address);
+        let pinned = format!("listen = \"{address}:{}\"", self.port());
+        let config = config.replacen(&format!("listen = \"{address}:0\""), &pinned, 1);
+        fs::write(&config_path, config).expect("pin the port");
         let log = self.dir.path().join("server.log");
         let runs = (1..).find(|n| !self.dir.path().join(format!("server.log.{n}")).exists()).unwrap_or(1);
         let _ = fs::rename(&log, self.dir.path().join(format!("server.log.{runs}")));

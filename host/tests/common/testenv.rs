@@ -9,6 +9,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 pub struct TestEnv {
     pub ssh: SshEnv,
+    /// Absent from an env.json written before the netns piece existed.
+    #[serde(default)]
+    pub netns: NetnsEnv,
     pub ansible: AnsibleEnv,
     /// Absent from an env.json written before schemathesis joined the venv.
     #[serde(default)]
@@ -87,6 +90,30 @@ pub struct SshEnv {
     pub known_hosts_hashed_file: PathBuf,
     /// A port nothing listens on.
     pub closed_port: u16,
+}
+
+/// Hosts behind a link the tests can break (testenv/netns.sh; faults through `common::netfault`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NetnsEnv {
+    pub hosts: Vec<NetnsHost>,
+    /// sshd's port on every host (the ssh piece's keys).
+    pub ssh_port: u16,
+    /// A port where each host accepts TCP and never sends a byte.
+    pub silent_port: u16,
+    /// `[address]:ssh_port key` for every host.
+    pub known_hosts_file: PathBuf,
+    /// The nftables table (family inet) in each namespace, with empty `input` and `output` chains.
+    pub nft_table: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetnsHost {
+    /// The network namespace, e.g. `omnet1`.
+    pub namespace: String,
+    /// The host's address, in its namespace.
+    pub address: String,
+    /// This side of its link: where the host reaches the server.
+    pub server_address: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

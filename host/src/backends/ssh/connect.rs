@@ -51,12 +51,13 @@ pub enum ConnectError {
     Protocol(String),
 }
 
-/// The russh client configuration shared by every connection.
-pub fn client_config() -> Arc<client::Config> {
+/// The russh client configuration shared by every connection, with keepalives every `keepalive` (none if zero).
+pub fn client_config(keepalive: Duration) -> Arc<client::Config> {
     Arc::new(client::Config {
-        // A peer that stops answering (cable pulled, host frozen) is noticed within ~45 s even while a command
-        // is silent; without this a dead pooled connection would hang its next command until the timeout.
-        keepalive_interval: Some(Duration::from_secs(15)),
+        // A peer that stops answering (cable pulled, host frozen) is noticed after ~4 keepalive intervals even
+        // while a command is silent; without this a dead pooled connection would hang its next command until the
+        // command timeout.
+        keepalive_interval: (!keepalive.is_zero()).then_some(keepalive),
         keepalive_max: 3,
         // Commands are small request/answer exchanges: Nagle's delay would only add latency.
         nodelay: true,
@@ -125,7 +126,7 @@ pub async fn presented_key(address: &str, port: u16, timeout: Duration) -> Resul
         let stream = tcp(address, port).await?;
         let capture = Capture { inner: verifier, seen: presented.clone() };
         // Capture rejects the key after recording it, so the handshake always ends in an error here.
-        let result = client::connect_stream(client_config(), stream, capture).await;
+        let result = client::connect_stream(client_config(Duration::ZERO), stream, capture).await;
         let seen = presented.lock().unwrap_or_else(|p| p.into_inner()).take();
         match (seen, result) {
             (Some(key), _) => Ok(key),

@@ -40,9 +40,6 @@ use super::{
     failed, millis, per_host, unreachable, Host, Limits, Report,
 };
 
-/// How long a pooled connection may carry no channel before it is closed.
-pub const DEFAULT_IDLE_EXPIRY: Duration = Duration::from_secs(60);
-
 pub struct SshBackend {
     config: SshConfig,
     limits: Limits,
@@ -62,13 +59,15 @@ type Identity = Result<Arc<PrivateKey>, String>;
 
 impl SshBackend {
     pub fn new(config: SshConfig, limits: Limits) -> SshBackend {
-        SshBackend::with_idle_expiry(config, limits, DEFAULT_IDLE_EXPIRY)
+        let idle = Duration::from_secs(config.idle_secs);
+        SshBackend::with_idle_expiry(config, limits, idle)
     }
 
-    /// As [`SshBackend::new`] with another idle expiry for pooled connections (tests, benchmarks).
+    /// As [`SshBackend::new`] with an idle expiry for pooled connections finer than `idle_secs` (tests).
     pub fn with_idle_expiry(config: SshConfig, limits: Limits, idle: Duration) -> SshBackend {
         let trust = Trust { known_hosts_file: config.known_hosts_file.clone(), policy: config.host_key_policy };
-        SshBackend { config, limits, trust, client: connect::client_config(), pool: Pool::new(idle) }
+        let client = connect::client_config(Duration::from_secs(config.keepalive_secs));
+        SshBackend { config, limits, trust, client, pool: Pool::new(idle) }
     }
 
     pub async fn run(&self, hosts: &[Host], argv: &[String], report: &Report) -> Vec<HostResult> {
