@@ -10,7 +10,7 @@
 # No netem here (the kernel lacks it): latency is a relay owned by the tests.
 
 NETNS_DIR="$TE/netns"
-NETNS_COUNT=4
+NETNS_COUNT=5
 NETNS_SSH_PORT=2222
 NETNS_SILENT_PORT=2223
 NETNS_TABLE=omfault

@@ -1,7 +1,8 @@
 //! Audit ingest under faults, with real processes only: the `omserver` binary, the `omaudit-agent` binary driven
 //! through its prompt form (as bash's PROMPT_COMMAND runs it) with its own detached background flushers, and the
 //! real MariaDB and PostgreSQL services. Each test breaks something in the middle of a run — the server is
-//! SIGKILLed, or the database server is restarted under it — and then checks that every event arrived exactly
+//! SIGKILLed, the database server is restarted under it, or the agents' link loses packets (the agents then run in
+//! a network namespace of the test environment's netns piece) — and then checks that every event arrived exactly
 //! once: the rows of each agent stream are exactly the sequence numbers 1..=N with the commands that were typed,
 //! no gap was reported, and `omserver audit verify` finds the hash chains intact.
 //!
@@ -35,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{cli, Options, Server};
+use common::{cli, netfault::Fault, Options, Server};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -85,6 +86,8 @@ struct Agent {
     token: String,
     /// The inventory address of its host.
     ip: String,
+    /// The network namespace it runs in (`ip netns exec`), if not this one.
+    netns: Option<String>,
 }
 
 /// The command typed at prompt `n` of agent `a`: quotes, a pipe, a glob and non-ASCII, so that a byte changed on
@@ -110,12 +113,21 @@ impl Agent {
             server: server.base.clone(),
             token: out.stdout.trim().to_owned(),
             ip,
+            netns: None,
         }
     }
 
     /// The agent with this agent's environment and nothing inherited from the test's.
     fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.binary);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` keeps the environment; the agent's background flusher inherits the namespace.
+            Some(namespace) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", namespace]).arg(&self.binary);
+                cmd
+            }
+            None => Command::new(&self.binary),
+        };
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("OMAUDIT_") {
                 cmd.env_remove(name);
@@ -785,6 +797,59 @@ fn every_legacy_ok_is_stored_exactly_once_across_sigkills() {
     eprintln!(
         "{total} legacy lines from {CLIENTS} keep-alive clients across 2 SIGKILLs: {first_try_ok} OK at the first \
          try, {failures} failed attempts resent, every line stored once; {:.1?}",
+        started.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// 5. Agents on a lossy link
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Agents on a host in a network namespace (the test environment's netns piece) whose link to the server drops
+/// 30 % of the packets both ways: requests, answers and acknowledgements are lost, deliveries time out and are
+/// sent again, and every event must still be stored exactly once.
+#[test]
+fn agents_on_a_link_losing_thirty_percent_of_packets_lose_nothing_and_duplicate_nothing() {
+    const AGENTS: usize = 3;
+    const PER_AGENT: usize = 1_000;
+    let _serial = serial();
+    let started = Instant::now();
+    let env = common::testenv::testenv();
+    let host =
+        env.netns.hosts.get(4).cloned().expect("the netns piece's fifth host: run `cargo xtask testenv up netns`");
+    let binary = agent_binary();
+    // The server listens on this side of the host's link: the agents reach it through the lossy veth.
+    let server = Server::start_with(Options {
+        seed: vec![],
+        listen_address: Some(host.server_address.clone()),
+        ..Options::default()
+    });
+    let agents: Vec<Arc<Agent>> = (0..AGENTS)
+        .map(|i| {
+            let mut agent = Agent::register(&server, &binary, 200 + i);
+            agent.netns = Some(host.namespace.clone());
+            Arc::new(agent)
+        })
+        .collect();
+    let loss = Fault::lose_both_ways(&env.netns, &host, 30);
+    let done = Arc::new(AtomicUsize::new(0));
+    let drivers = drive(&agents, PER_AGENT, &done);
+    let complaints: Vec<String> = drivers.into_iter().flat_map(|d| d.join().expect("driver thread")).collect();
+    assert!(complaints.is_empty(), "prompts complained:\n{}", complaints.join("\n"));
+    for agent in &agents {
+        agent.flush_until_empty(Duration::from_secs(240));
+    }
+    let dropped = loss.dropped();
+    drop(loss);
+    assert!(dropped > 0, "the loss dropped nothing");
+    let database_url = format!("sqlite://{}", server.dir.path().join("omserver.db").display());
+    let rows = assert_exactly_once(&server, &database_url, &agents, PER_AGENT, &[]);
+    assert_eq!(rows.len(), AGENTS * PER_AGENT);
+    let retried = agents.iter().filter(|a| a.log().contains("delivery failed")).count();
+    eprintln!(
+        "{} events from {AGENTS} agents over a link losing 30 % each way: {dropped} packets dropped, {retried} agents \
+         logged failed deliveries, all stored once and checked in {:.1?}",
+        AGENTS * PER_AGENT,
         started.elapsed()
     );
 }

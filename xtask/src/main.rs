@@ -27,6 +27,8 @@
 //!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
 //!   Installs Debian's `auditd` when missing, without starting its service.
 //!
+//! - `soak [MINUTES]`: jobs on every backend, agent ingest, console streams and module reloads together for MINUTES
+//!   (default 60), printing the server's RSS, descriptors, threads, database size and errors every minute.
 //! - `fuzz [TARGET] [SECONDS]`: each fuzz target in `fuzz/` (or one) for SECONDS (default 60) with cargo fuzz on
 //!   nightly, installing cargo-fuzz when missing; prints executions and coverage per target and fails on a crash
 //!   (see FUZZING.md). `test` runs every target for 15 s after the tests.
@@ -71,11 +73,12 @@ fn main() -> ExitCode {
         "bench-home" => bench_home(&rest),
         "bench-exec" => bench_exec(&rest),
         "fuzz" => fuzz(&rest),
+        "soak" => soak(&rest),
         "contract" => contract(&rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec|fuzz|contract [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec|fuzz|soak|contract [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -358,6 +361,30 @@ fn bench_schedules(args: &[String]) -> Result {
         [target_dir().join("release/omserver"), plugins.join("Mid_1003.so"), target_dir().join("testenv/env.json")];
     run(cargo()
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "schedule_bench", "--"])
+        .args(fixed.iter().map(|p| p.display().to_string()))
+        .args(args))
+}
+
+/// `soak [MINUTES]`: every backend, agents, streams and module reloads at once, the server's resources every
+/// minute (see host/examples/soak.rs). Starts the test environment and leaves it running.
+fn soak(args: &[String]) -> Result {
+    testenv(&["up".into()])?;
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    fixtures()?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omaudit-agent"]))?;
+    let release = target_dir().join("release");
+    let fixed = [
+        release.join("omserver"),
+        plugins.join("Mid_1003.so"),
+        target_dir().join("fixtures/fx_echo_v1.so"),
+        target_dir().join("fixtures/fx_echo_v2.so"),
+        release.join("omaudit-agent"),
+        target_dir().join("testenv/env.json"),
+    ];
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "soak", "--"])
         .args(fixed.iter().map(|p| p.display().to_string()))
         .args(args))
 }

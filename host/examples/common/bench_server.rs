@@ -111,6 +111,16 @@ impl BenchServer {
         Ok(BenchServer { child, base, token, admin_password, dir })
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's directory: its configuration, `omserver.db` (SQLite), `plugins.d/`, `server.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The server's configuration file, for CLI commands on the same database.
     pub fn config_path(&self) -> std::path::PathBuf {
         self.dir.path().join("omserver.toml")

@@ -33,6 +33,14 @@ impl Fault {
         fault
     }
 
+    /// Drops `percent` % of the packets both ways: requests, answers and acknowledgements alike.
+    pub fn lose_both_ways(env: &NetnsEnv, host: &NetnsHost, percent: u32) -> Fault {
+        let fault = Fault::lose(env, host, percent);
+        let rule = format!("numgen random mod 100 < {percent} counter drop");
+        fault.nft(&["add", "rule", "inet", &fault.table, "output", &rule]);
+        fault
+    }
+
     /// Drops everything to and from the host: a cable pulled, a switch port dead. Nothing is refused or reset;
     /// the other side hears nothing at all.
     pub fn cut(env: &NetnsEnv, host: &NetnsHost) -> Fault {
