@@ -920,6 +920,12 @@ fn subscribe(server: &Server, query: &str) -> mpsc::Receiver<SseEvent> {
 fn the_live_stream_sends_matching_events_as_they_are_committed() {
     let server = start();
     add_host(&server, "web2", "127.0.0.2");
+    // The stream has no time range, paging or limit: naming one is refused, not silently ignored.
+    for query in ["limit=5", "from=2014-06-07", "after=3"] {
+        let (status, body) = server
+            .send(server.client.get(format!("{}/api/audit/stream?{query}", server.base)).bearer_auth(&server.token));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+    }
     let filtered = subscribe(&server, "host=localhost&user=root");
     let everything = subscribe(&server, "");
     let datetime = "2014-06-07%2022:05:56";

@@ -7,7 +7,7 @@
 //! kind of caller, an agent first and the admin last (the admin's run deletes what it finds).
 //!
 //! `/api/audit/stream` never ends and is silent until an audit event is stored: `testenv/schemathesis.toml` has
-//! schemathesis read it for 2 s or up to its first event. The events themselves are tested in `jobs_live.rs`,
+//! schemathesis read it for half a second or up to its first event. The events themselves are tested in `jobs_live.rs`,
 //! `audit.rs` and the console tests.
 //!
 //! The seed is fixed so that a failure is reproducible and CI repeatable; `OMSERVER_ST_SEED` picks another and

@@ -190,6 +190,46 @@ struct Params {
     limit: Option<i64>,
 }
 
+/// The stream's filters: those of [`Params`] that choose rows. The stream has no time range, paging or limit (it
+/// sends what is stored from now on), so it does not take them: naming one is an unknown field, not ignored.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StreamParams {
+    /// Host names or IPs, comma-separated.
+    host: Option<String>,
+    /// The same as `host` (the original page's name).
+    ip: Option<String>,
+    /// App category names, comma-separated: every host in one of them (under any function category).
+    app: Option<String>,
+    /// User names, comma-separated.
+    user: Option<String>,
+    /// A substring of the command.
+    q: Option<String>,
+    /// Where events came from, comma-separated: `execve`, `history` (`agent` and `legacy`), `agent`, `legacy`.
+    source: Option<String>,
+    /// The kernel's audit session id.
+    session: Option<i64>,
+    /// The terminal, exactly (`/dev/pts/0`).
+    tty: Option<String>,
+}
+
+impl Params {
+    /// The part that chooses rows, as the stream takes it.
+    fn filters(&self) -> StreamParams {
+        StreamParams {
+            host: self.host.clone(),
+            ip: self.ip.clone(),
+            app: self.app.clone(),
+            user: self.user.clone(),
+            q: self.q.clone(),
+            source: self.source.clone(),
+            session: self.session,
+            tty: self.tty.clone(),
+        }
+    }
+}
+
 /// A page of audit events.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct AuditPage {
@@ -220,7 +260,7 @@ fn time_bound(field: &str, value: &Option<String>) -> Result<Option<String>, Htt
     Ok(Some(v.replace('T', " ")))
 }
 
-async fn filter_of(state: &AppState, p: &Params) -> Result<Filter, HttpError> {
+async fn filter_of(state: &AppState, p: &StreamParams) -> Result<Filter, HttpError> {
     let mut keys = list_of(&p.host);
     keys.extend(list_of(&p.ip));
     let named = if keys.is_empty() {
@@ -270,7 +310,7 @@ fn resolved(
 }
 
 async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, HttpError> {
-    let filter = filter_of(state, p).await?;
+    let filter = filter_of(state, &p.filters()).await?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=max).contains(&limit) {
         return Err(HttpError::unprocessable("limit", format!("must be between 1 and {max}")));
@@ -370,7 +410,7 @@ fn csv_field(value: &str) -> String {
 
 /// Server-sent events: each stored row that matches the filters, as `event: audit` with the row id as the event
 /// id, as soon as it is committed.
-#[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(Params), responses(
+#[utoipa::path(get, path = "/api/audit/stream", tag = "audit", params(StreamParams), responses(
     (status = 200, content_type = "text/event-stream",
      description = "`event: audit` with an AuditView per row; `event: lagged` with the number of rows missed"),
     (status = 422, description = "a filter is not valid; `field` names it", body = ErrorBody),
@@ -378,7 +418,7 @@ fn csv_field(value: &str) -> String {
 async fn live(
     State(state): State<AppState>,
     who: Authenticated,
-    query: Result<Query<Params>, HttpError>,
+    query: Result<Query<StreamParams>, HttpError>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     who.require(Role::Viewer)?;
     let Query(p) = query?;

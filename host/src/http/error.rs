@@ -189,6 +189,11 @@ impl From<StoreError> for HttpError {
                 tracing::warn!(error = %err, "database unavailable");
                 HttpError::Unavailable("the database is unavailable; try again later".into())
             }
+            // A write that waited out the busy timeout: nothing was done, and the same request will do.
+            busy if busy.is_busy() => {
+                tracing::warn!(error = %busy, "database busy");
+                HttpError::Unavailable("the database is busy; try again in a moment".into())
+            }
             other => HttpError::Internal(other.to_string()),
         }
     }

@@ -61,6 +61,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// SQLite could not get its lock within the busy timeout (another writer held it, e.g. through a disk that
+    /// stalled its commits): nothing was written, and the same request can succeed a moment later.
+    pub fn is_busy(&self) -> bool {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6); extended codes keep the primary code in their low byte.
+        let primary = |code: i32| matches!(code & 0xff, 5 | 6);
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(primary)
+            }
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(failure, _)) => primary(failure.extended_code),
+            _ => false,
+        }
+    }
+
     /// Maps a unique-constraint violation to `Conflict(message)`, any other error to `Database`.
     fn conflict_or(err: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
         match &err {
@@ -329,5 +343,27 @@ mod tests {
     async fn unknown_scheme_is_refused() {
         let err = Store::connect("oracle://x").await.expect_err("not a supported database");
         assert!(matches!(err, StoreError::UnsupportedUrl(_)), "{err}");
+    }
+
+    /// A write that finds another connection holding SQLite's write lock is "busy", through sqlx and through
+    /// rusqlite (the audit writer's own connection), and nothing else is.
+    #[tokio::test]
+    async fn a_write_blocked_by_another_writer_is_busy() {
+        use sqlx::Connection;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("busy.db");
+        let holder = rusqlite::Connection::open(&path).expect("open");
+        holder.execute_batch("CREATE TABLE t (x INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);").expect("lock");
+        let other = rusqlite::Connection::open(&path).expect("open");
+        other.busy_timeout(Duration::ZERO).expect("busy timeout");
+        let err = other.execute("INSERT INTO t VALUES (2)", []).expect_err("the lock is held");
+        assert!(StoreError::Sqlite(err).is_busy());
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::ZERO);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+        let err = sqlx::query("INSERT INTO t VALUES (3)").execute(&mut conn).await.expect_err("the lock is held");
+        assert!(StoreError::Database(err).is_busy());
+        let err = sqlx::query("INSERT INTO missing VALUES (3)").execute(&mut conn).await.expect_err("no table");
+        assert!(!StoreError::Database(err).is_busy());
+        assert!(!StoreError::Conflict("taken".into()).is_busy());
     }
 }
