@@ -37,20 +37,11 @@ Port $NETNS_SSH_PORT
 ListenAddress $(netns_host_address "$n")
 HostKey $SSH_DIR/host_ed25519
 PidFile $NETNS_DIR/sshd-$n.pid
-AuthorizedKeysFile $SSH_DIR/authorized_keys
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-UseDNS no
-StrictModes no
+$(ssh_host_policy)
 MaxStartups 64
 MaxSessions 64
+# A login through a lossy or slow link takes longer.
 LoginGraceTime 60
-PrintMotd no
-SetEnv SHLVL=1
-LogLevel INFO
 CONF
 }
 

@@ -56,6 +56,20 @@ Port $SSH_PORT
 $(for addr in $(ssh_group_addresses "$g"); do echo "ListenAddress $addr"; done)
 HostKey $SSH_DIR/host_ed25519
 PidFile $SSH_DIR/sshd-$g.pid
+$(ssh_host_policy)
+# Benchmarks open 50+ connections at once; tests open many sessions per pooled connection.
+MaxStartups 256
+MaxSessions 64
+MaxAuthTries 6
+LoginGraceTime 30
+Subsystem sftp /usr/lib/openssh/sftp-server
+CONF
+}
+
+# What makes an sshd of this environment a test host (also the netns piece's): root by the test key only, and a
+# clean session environment.
+ssh_host_policy() {
+    cat <<CONF
 AuthorizedKeysFile $SSH_DIR/authorized_keys
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
@@ -65,16 +79,10 @@ UsePAM no
 UseDNS no
 # The key files live under target/, whose permissions sshd need not judge.
 StrictModes no
-# Benchmarks open 50+ connections at once; tests open many sessions per pooled connection.
-MaxStartups 256
-MaxSessions 64
-MaxAuthTries 6
-LoginGraceTime 30
 PrintMotd no
 # Make each address a clean host: bash sources root's ~/.bashrc (here: pyenv init, its shims first on PATH) for
 # sshd's sessions only when SHLVL < 2 on entry. Sessions get sshd's standard PATH and /usr/bin/python3.
 SetEnv SHLVL=1
-Subsystem sftp /usr/lib/openssh/sftp-server
 LogLevel INFO
 CONF
 }

@@ -18,11 +18,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_server::BenchServer;
+use bench_server::{Api, BenchServer};
 
 use serde_json::{json, Value};
 
-type Error = Box<dyn std::error::Error>;
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const HOSTS: usize = 50;
 
@@ -45,35 +45,8 @@ fn summary(name: &str, mut ms: Vec<f64>) -> f64 {
     median
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
+/// What only this benchmark asks of the API.
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("{path}: {status} {value}").into());
-        }
-        Ok(value)
-    }
-
-    async fn get(&self, path: &str) -> Result<Value, Error> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
     /// Submits a job and waits for it; its server-side duration in ms.
     async fn job(&self, body: Value) -> Result<f64, Error> {
         let id = self.post("/api/jobs", body).await?["id"].as_i64().ok_or("no job id")?;
@@ -116,7 +89,7 @@ async fn main() -> Result<(), Error> {
         "[backends.ssh]\nuser = {}\nport = {}\nidentity_file = {}\nknown_hosts_file = {}\n",
         ssh["user"], ssh["port"], ssh["identity_file"], ssh["known_hosts_file"],
     );
-    let server = BenchServer::start(Path::new(&binary), Path::new(&library), &extra)?;
+    let server = BenchServer::start(Path::new(&binary), Path::new(&library), &extra).map_err(|e| e.to_string())?;
     let (base, token) = (server.base.clone(), server.token.clone());
     let api = Api { http: reqwest::Client::new(), base, token };
     bench(&api, &addresses, fires, rounds).await

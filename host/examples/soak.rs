@@ -35,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_server::BenchServer;
+use bench_server::{Api, BenchServer};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
@@ -121,35 +121,8 @@ fn read(pid: u32, database: &Path) -> Reading {
     Reading { rss_kib: field("VmRSS:"), fds, threads: field("Threads:"), db_kib: (size("") + size("-wal")) / 1024 }
 }
 
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
+/// What only the soak asks of the API.
 impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Error> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            return Err(format!("{path}: {status} {value}").into());
-        }
-        Ok(value)
-    }
-
-    async fn get(&self, path: &str) -> Result<Value, Error> {
-        self.call(reqwest::Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Result<Value, Error> {
-        self.call(reqwest::Method::POST, path, Some(body)).await
-    }
-
     /// Opens a server-sent event stream; each event's name is passed to `seen` until it returns false or the
     /// stream ends. Returns the number of events.
     async fn follow(&self, path: &str, limit: Duration, mut seen: impl FnMut(&str) -> bool) -> Result<u64, Error> {

@@ -134,6 +134,46 @@ impl Drop for BenchServer {
     }
 }
 
+/// The errors of [`Api`]: `Send`, for benchmarks that spawn tasks.
+pub type ApiError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The JSON API of a server, as one caller (a bearer token).
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    /// One call; a status other than 2xx is an error naming the path, the status and the body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let value: serde_json::Value = response.json().await.unwrap_or(serde_json::Value::Null);
+        if !status.is_success() {
+            return Err(format!("{path}: {status} {value}").into());
+        }
+        Ok(value)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<serde_json::Value, ApiError> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Result<serde_json::Value, ApiError> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
 /// The value at fraction `p` (0.5: the median) of `sorted`, by nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
