@@ -143,7 +143,12 @@ fn agent_event(u: &mut Unstructured<'_>, tame: bool) -> Result<Event> {
         ip: if tame { "10.0.0.7".into() } else { any(u, 20)? },
         time: if tame || u.arbitrary()? { common::datetime(u)? } else { any(u, 20)? },
         command: if tame {
-            format!("x{}", common::text(u, "ls -la|&;'\"\\é\t", 200)?.replace('\0', ""))
+            // At most 200 characters, but the limit is in bytes (a character takes up to 4): cut at a character.
+            let mut command = format!("x{}", common::text(u, "ls -la|&;'\"\\é\t", 200)?.replace('\0', ""));
+            while command.len() > LIMITS.max_command_bytes {
+                command.pop();
+            }
+            command
         } else {
             any(u, 600)?
         },
