@@ -46,7 +46,7 @@ const PROMPT_EVERY: Duration = Duration::from_millis(200);
 const RELOAD_EVERY: Duration = Duration::from_secs(30);
 const AUDIT_STREAM_REOPEN: Duration = Duration::from_secs(300);
 
-/// What one activity did: successes, failures, and the first few failures' words.
+/// What one activity did: successes and failures.
 #[derive(Default)]
 struct Tally {
     ok: AtomicU64,
