@@ -20,7 +20,8 @@
 //!
 //! Options: `--duration S` (wrk run, default 10), `--connections N` (64), `--threads N` (wrk threads, 2),
 //! `--batch-events N` (events per batch size, 300000), `--batch-clients N` (4), `--rate N` (events/s for the
-//! latency runs, 500), `--latency-secs S` (10), `--only legacy|batch|latency`.
+//! latency runs, 500), `--latency-secs S` (10), `--only legacy|batch|latency`, `--text-index-rounds N` (batch
+//! ingest N times without the command index, then N times with it, alternating: what indexing costs ingest).
 
 use std::{
     collections::HashMap,
@@ -53,6 +54,7 @@ struct Settings {
     rate: u64,
     latency_secs: u64,
     only: Option<String>,
+    text_index_rounds: u64,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             rate: 500,
             latency_secs: 10,
             only: None,
+            text_index_rounds: 0,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
@@ -81,6 +84,7 @@ impl Settings {
                 "--rate" => s.rate = number()?,
                 "--latency-secs" => s.latency_secs = number()?,
                 "--only" => s.only = Some(value.clone()),
+                "--text-index-rounds" => s.text_index_rounds = number()?,
                 _ => return Err(format!("unknown option {flag}").into()),
             }
         }
@@ -142,7 +146,27 @@ async fn main() -> Result<(), Error> {
     if settings.runs("legacy") {
         legacy(&settings, &target, dir.path()).await?;
     }
-    if settings.runs("batch") {
+    if settings.runs("batch") && settings.text_index_rounds > 0 {
+        // The index is kept by an insert trigger (migration 0014): without it, rows go in unindexed.
+        let mut db = sqlx::SqliteConnection::connect(&target.database_url).await?;
+        let trigger: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'server_history_text_insert'")
+                .fetch_one(&mut db)
+                .await?;
+        for round in 0..settings.text_index_rounds * 2 {
+            let indexed = round % 2 == 1;
+            if indexed {
+                sqlx::query(&trigger).execute(&mut db).await?;
+            } else if round > 0 {
+                sqlx::query("DROP TRIGGER server_history_text_insert").execute(&mut db).await?;
+            } else {
+                sqlx::query("DROP TRIGGER IF EXISTS server_history_text_insert").execute(&mut db).await?;
+            }
+            println!("\n# command index {}", if indexed { "ON (trigger into FTS5 trigram)" } else { "OFF" });
+            let (settings_batch, target_batch) = (settings_clone(&settings), target.clone());
+            on_client_thread(move || batches(settings_batch, target_batch)).await??;
+        }
+    } else if settings.runs("batch") {
         let (settings_batch, target_batch) = (settings_clone(&settings), target.clone());
         on_client_thread(move || batches(settings_batch, target_batch)).await??;
     }
@@ -413,7 +437,11 @@ fn batch_body(stream: &str, from_seq: usize, count: usize) -> Vec<u8> {
     body.into_bytes()
 }
 
+/// How many batch runs this process has made: each run's streams are new, so no event is a duplicate.
+static BATCH_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 async fn batches(settings: Settings, target: Arc<Target>) -> Result<(), Error> {
+    let run = BATCH_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let url = format!("http://{}/api/audit/events", target.addr);
     println!(
@@ -432,7 +460,7 @@ async fn batches(settings: Settings, target: Arc<Target>) -> Result<(), Error> {
         // Bodies built before the clock starts: the client only sends.
         let work: Vec<Vec<Vec<u8>>> = (0..settings.batch_clients)
             .map(|c| {
-                let stream = format!("bench-{size}-{c}");
+                let stream = format!("bench-{run}-{size}-{c}");
                 (0..per_client).map(|b| batch_body(&stream, 1 + b * size, size)).collect()
             })
             .collect();

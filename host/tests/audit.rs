@@ -736,26 +736,47 @@ fn queries_filter_by_host_user_text_and_time_and_page_with_next() {
     assert_eq!(q("user=carol"), ["grep 100% file_name"]);
     assert_eq!(q("user=carol,bob"), ["echo axb", "echo a_b", "grep 100% file_name"]);
     assert_eq!(q("user=root&host=localhost"), ["grep 1000 fileXname", "grep 100% file_name", "ls -l"]);
-    // Literal text: `%` and `_` are not wildcards, and case counts.
+    // Literal text, case ignored: `%` and `_` are not wildcards.
     assert_eq!(q("q=100%25"), ["grep 100% file_name"]);
     assert_eq!(q("q=a_b"), ["echo a_b"]);
     assert_eq!(q("q=e_n"), ["grep 100% file_name"]);
-    assert_eq!(q("q=GREP"), Vec::<String>::new());
+    assert_eq!(q("q=GREP%201"), ["grep 1000 fileXname", "grep 100% file_name"]);
+    assert_eq!(q("q=filexNAME"), ["grep 1000 fileXname"]);
     assert_eq!(q("q=%5C"), Vec::<String>::new());
-    // Time bounds are prefixes; `to` takes in the whole of its day.
+    // A term the index can serve answers without `scanned`; a shorter one says which ids it read.
+    assert_eq!(list(&server, &viewer, "q=grep")["scanned"], Value::Null);
+    let short = list(&server, &viewer, "q=_b");
+    assert_eq!(commands(&short), ["echo a_b"]);
     assert_eq!(
-        q("from=2026-11-24&to=2026-11-24"),
+        (&short["scanned"], &short["next"]),
+        (&json!({ "first_id": 1, "last_id": 6, "complete": true, "reason": "short_term" }), &Value::Null)
+    );
+    // The host's own time: prefixes, `host_to` takes in the whole of its day.
+    assert_eq!(
+        q("host_from=2026-11-24&host_to=2026-11-24"),
         ["uptime", "grep 1000 fileXname", "echo a_b", "grep 100% file_name"]
     );
-    assert_eq!(q("from=2026-11-24T12:00:00"), ["echo axb", "grep 1000 fileXname", "echo a_b"]);
-    assert_eq!(q("to=2026-11-24%2008:00"), ["uptime", "grep 100% file_name", "ls -l"]);
-    assert_eq!(q("to=2026-11-23"), ["ls -l"]);
-    assert_eq!(q("from=2026-11-25"), ["echo axb"]);
+    assert_eq!(q("host_from=2026-11-24T12:00:00"), ["echo axb", "grep 1000 fileXname", "echo a_b"]);
+    assert_eq!(q("host_to=2026-11-24%2008:00"), ["uptime", "grep 100% file_name", "ls -l"]);
+    assert_eq!(q("host_to=2026-11-23"), ["ls -l"]);
+    assert_eq!(q("host_from=2026-11-25"), ["echo axb"]);
     assert_eq!(
-        get_as(&server, &viewer, "/api/audit/events?from=yesterday"),
+        get_as(&server, &viewer, "/api/audit/events?host_from=yesterday"),
         (
             StatusCode::UNPROCESSABLE_ENTITY,
-            json!({ "error": "must look like 2026-11-24 or 2026-11-24 18:30:00", "field": "from" })
+            json!({ "error": "must look like 2026-11-24 or 2026-11-24 18:30:00", "field": "host_from" })
+        )
+    );
+    // The server's clock (UTC): every row was received today, none tomorrow.
+    let today = omserver::calendar::utc_text(omserver::store::now_ms())[..10].to_owned();
+    assert_eq!(q(&format!("from={today}&to={today}")), all);
+    assert_eq!(q("to=2020-01-01"), Vec::<String>::new());
+    assert_eq!(q("from=2999-01-01%2000:00"), Vec::<String>::new());
+    assert_eq!(
+        get_as(&server, &viewer, "/api/audit/events?from=2026-11-24%2025:00"),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": "must be a UTC time like 2026-11-24 or 2026-11-24 18:30", "field": "from" })
         )
     );
 
@@ -1095,7 +1116,7 @@ fn execs_are_stored_with_their_argument_vector_and_filtered_by_source_and_sessio
     let ran = list(
         &server,
         &server.token,
-        "source=execve&session=7&tty=/dev/pts/1&from=2026-11-24%2010:00:00&to=2026-11-24%2010:00:10&after=0",
+        "source=execve&session=7&tty=/dev/pts/1&host_from=2026-11-24%2010:00:00&host_to=2026-11-24%2010:00:10&after=0",
     );
     let argv0: Vec<&Value> = ran["events"].as_array().unwrap().iter().map(|e| &e["argv"][0]).collect();
     assert_eq!(argv0, [&json!("make"), &json!("sh"), &json!("./missing")]);
@@ -1497,7 +1518,7 @@ mod dialects {
         assert_eq!((ack.stored, ack.duplicates), (0, 1));
 
         // Everything, newest first.
-        let all = audit.query(&query(1000)).await.unwrap();
+        let all = audit.search(&query(1000)).await.unwrap().rows;
         assert_eq!(all.len(), 1000);
         assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
         let rows = store.query_audit(&query(2000)).await.unwrap();
@@ -1541,18 +1562,101 @@ mod dialects {
             &q(AuditQuery { host_ids: Some(vec![b]), ..user(&["alice", "carol"]) }).await,
             &expected(|b, e| b >= 2 && (e.user == "alice" || e.login.is_some())),
         );
-        for text in ["100%", "a_b", "_", "%", "x2", "ünïcødé", "\\", "'q'"] {
-            let got = q(AuditQuery { text: Some(text.into()), ..query(0) }).await;
-            let mut want = expected(|_, e| e.command.contains(text));
-            if unicode.history_command.contains(text) {
-                want.push(("x".into(), 1));
-                want.sort();
+        // Command search: the same answer as a plain scan of every row by the rule (a substring, case
+        // ignored), whether an index answers the term or a window is read; with other filters and paging too.
+        let scan = |text: &str, keep: &dyn Fn(&AuditRow) -> bool| {
+            let needle = text.to_lowercase();
+            let mut k: Vec<_> = rows
+                .iter()
+                .filter(|r| r.history_command.to_lowercase().contains(&needle) && keep(r))
+                .map(key_of)
+                .collect();
+            k.sort();
+            k
+        };
+        let terms = [
+            "cmd",
+            "GREP",
+            "log3_17",
+            "absent-term",
+            "100%",
+            "a_b",
+            "_",
+            "%",
+            "!",
+            "x2",
+            "ünïcødé",
+            "ÜNÏCØDÉ",
+            "Ü",
+            "✓",
+            "\\",
+            "'q'",
+            "\"d\"",
+            " 1",
+            "LOG1X",
+        ];
+        for text in terms {
+            let found = store.search_audit(&AuditQuery { text: Some(text.into()), ..query(2000) }).await.unwrap();
+            same(&format!("text {text:?}"), &keys(&found.rows), &scan(text, &|_| true));
+            // Which terms read a window: on SQLite those under three characters, on PostgreSQL at least those
+            // without a letter or digit (pg_trgm's words), on MariaDB all.
+            let windowed = match dialect {
+                Dialect::Sqlite => Some(text.chars().count() < 3),
+                Dialect::Postgres => (!text.chars().any(char::is_alphanumeric)).then_some(true),
+                Dialect::MySql => Some(true),
+            };
+            if let Some(windowed) = windowed {
+                assert_eq!(found.scanned.is_some(), windowed, "{text:?} on {dialect:?}: {:?}", found.scanned);
             }
-            same(&format!("text {text:?}"), &got, &want);
-            assert!(!got.is_empty(), "text {text:?} matched nothing");
+            if let Some(w) = found.scanned {
+                assert!(w.complete && w.first_id <= 1, "{text:?}: {w:?}");
+            }
+            let combined = AuditQuery { text: Some(text.into()), host_ids: Some(vec![a]), ..user(&["alice"]) };
+            same(
+                &format!("text {text:?}, alice on alpha"),
+                &q(combined).await,
+                &scan(text, &|r| r.host_id == a && r.history_user == "alice"),
+            );
         }
-        same("text \"GREP\" (case counts)", &q(AuditQuery { text: Some("GREP".into()), ..query(0) }).await, &[]);
-        let day = |from: &str, to: &str| AuditQuery { from: Some(from.into()), to: Some(to.into()), ..query(0) };
+        for text in ["cmd", "a_b", "GREP 1", "_", "X"] {
+            // Pages of 7 following `next`, back from the newest and forward from the oldest, with windows of 97
+            // rows for the terms no index answers: the same rows as one read, each window said.
+            for forward in [false, true] {
+                let mut paged = Vec::new();
+                let mut cursor = forward.then_some(0);
+                let mut windows = 0;
+                loop {
+                    let (after, before) = if forward { (cursor, None) } else { (None, cursor) };
+                    let page = AuditQuery { text: Some(text.into()), after, before, scan_rows: Some(97), ..query(7) };
+                    let found = store.search_audit(&page).await.unwrap();
+                    assert!(found.rows.len() <= 7);
+                    paged.extend(found.rows.iter().map(key_of));
+                    windows += usize::from(found.scanned.is_some());
+                    match found.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                paged.sort();
+                same(&format!("text {text:?} in pages (forward: {forward})"), &paged, &scan(text, &|_| true));
+                if text.chars().count() < 3 || dialect == Dialect::MySql {
+                    assert!(windows >= 1001 / 97, "{text:?}: {windows} windows");
+                }
+            }
+        }
+        let received =
+            |from: Option<i64>, to: Option<i64>| AuditQuery { received_from: from, received_to: to, ..query(0) };
+        let (first, last) =
+            (rows.iter().map(|r| r.received_at).min().unwrap(), rows.iter().map(|r| r.received_at).max().unwrap());
+        assert_eq!(q(received(Some(first), Some(last))).await.len(), 1001);
+        assert_eq!(q(received(Some(last + 1), None)).await.len(), 0);
+        let middle = rows[500].received_at;
+        assert_eq!(
+            q(received(None, Some(middle))).await.len(),
+            rows.iter().filter(|r| r.received_at <= middle).count()
+        );
+        let day =
+            |from: &str, to: &str| AuditQuery { host_from: Some(from.into()), host_to: Some(to.into()), ..query(0) };
         same("days 21-22", &q(day("2026-11-21", "2026-11-22")).await, &expected(|b, _| b == 1 || b == 2));
         same(
             "21st 01:00-02:30",
@@ -1561,7 +1665,7 @@ mod dialects {
         );
         same(
             "to the 20th",
-            &q(AuditQuery { to: Some("2026-11-20".into()), ..query(0) }).await,
+            &q(AuditQuery { host_to: Some("2026-11-20".into()), ..query(0) }).await,
             &expected(|b, _| b == 0),
         );
 
@@ -1599,6 +1703,19 @@ mod dialects {
         );
         assert_eq!(raw(dialect, url, &format!("DELETE FROM server_history WHERE id = {deleted}")).await, 1);
         assert_eq!(raw(dialect, url, &format!("DELETE FROM server_history WHERE id = {newest}")).await, 1);
+        // The index follows an edit and a deletion (SQLite's through triggers).
+        let found = |text: &str| {
+            let store = store.clone();
+            let text = text.to_owned();
+            async move {
+                let rows = store.query_audit(&AuditQuery { text: Some(text), ..query(2000) }).await.unwrap();
+                rows.iter().map(|r| r.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(found("TAMPERED").await, [edited]);
+        let command_of = |id: i64| rows.iter().find(|r| r.id == id).unwrap().history_command.clone();
+        assert!(!found(&command_of(edited)).await.contains(&edited), "the edited row's old command");
+        assert!(!found(&command_of(deleted)).await.contains(&deleted), "a deleted row");
         let report = audit.verify().await.unwrap();
         let finding = |host_id: i64, chain_seq: i64, problem: String| Finding { host_id, chain_seq, problem };
         let chains: Vec<(&str, u64, usize)> =

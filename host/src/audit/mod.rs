@@ -23,7 +23,9 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::store::{AlertRuleRow, AuditQuery, AuditRow, AuditSink, NewAlertRule, NewGap, Store, StoreError};
+use crate::store::{
+    AlertRuleRow, AuditFound, AuditQuery, AuditRow, AuditSink, NewAlertRule, NewGap, Store, StoreError,
+};
 pub use event::{AgentBatch, Invalid, Source};
 use event::{Incoming, Limits};
 pub use writer::Outcome;
@@ -44,11 +46,19 @@ pub struct AuditConfig {
     pub max_command_bytes: usize,
     /// Most events in one agent batch.
     pub max_batch_events: usize,
+    /// Rows a command search reads, at most, when no index can answer its term (see `store::audit_search`).
+    pub search_scan_rows: i64,
 }
 
 impl Default for AuditConfig {
     fn default() -> Self {
-        AuditConfig { legacy: true, legacy_check_peer: true, max_command_bytes: 64 * 1024, max_batch_events: 5000 }
+        AuditConfig {
+            legacy: true,
+            legacy_check_peer: true,
+            max_command_bytes: 64 * 1024,
+            max_batch_events: 5000,
+            search_scan_rows: crate::store::SCAN_WINDOW,
+        }
     }
 }
 
@@ -154,6 +164,7 @@ pub struct Filter {
     /// Host ids (resolved from names, IPs or app categories); `None`: any host, an empty list: none.
     pub host_ids: Option<Vec<i64>>,
     pub users: Vec<String>,
+    /// A substring of the command, case ignored: the rule of [`crate::store::Store::search_audit`].
     pub text: Option<String>,
     /// Stored `source` values; empty: any.
     pub sources: Vec<String>,
@@ -171,7 +182,7 @@ impl Filter {
                             l == u || l.strip_prefix(u.as_str()).is_some_and(|rest| rest.starts_with('('))
                         })
                 }))
-            && self.text.as_deref().is_none_or(|t| row.history_command.contains(t))
+            && self.text.as_deref().is_none_or(|t| row.history_command.to_lowercase().contains(&t.to_lowercase()))
             && (self.sources.is_empty() || self.sources.contains(&row.source))
             && self.session.is_none_or(|s| row.session == Some(s))
             && self.tty.as_deref().is_none_or(|t| row.tty.as_deref() == Some(t))
@@ -357,13 +368,20 @@ impl AuditService {
         Ok(hosts.iter().filter(|h| h.app.as_ref().is_some_and(|app| apps.contains(app))).map(|h| h.id).collect())
     }
 
-    pub async fn query(&self, filter: &AuditQuery) -> Result<Vec<AuditView>, StoreError> {
-        let rows = self.store.query_audit(filter).await?;
+    /// The rows that pass `filter`, where the listing goes on, and which window a command search read when no
+    /// index could answer it (at most `[audit] search_scan_rows`).
+    pub async fn search(&self, filter: &AuditQuery) -> Result<AuditFound, StoreError> {
+        let filter = AuditQuery { scan_rows: Some(self.config.search_scan_rows), ..filter.clone() };
+        self.store.search_audit(&filter).await
+    }
+
+    /// Rows as the API shows them.
+    pub async fn views(&self, rows: &[AuditRow]) -> Vec<AuditView> {
         let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             out.push(self.view(row).await);
         }
-        Ok(out)
+        out
     }
 
     /// The alert rules `row` matches, by name (no host lookup: for readers of every row).

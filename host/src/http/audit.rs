@@ -33,7 +33,8 @@ use crate::{
         RuleRequest,
     },
     auth::Role,
-    store::{AlertRuleRow, AuditQuery, StoreError},
+    calendar::End,
+    store::{AlertRuleRow, AuditQuery, ScanWindow, StoreError},
 };
 
 pub fn router() -> Routes {
@@ -155,7 +156,8 @@ impl From<IngestError> for HttpError {
 
 /// Filters for query, export and stream. `host` takes names or IPs, comma-separated (`ip` is the same, for the
 /// original page's parameter); `app` app category names and `user` user names likewise; `q` is a substring of
-/// the command. Given both, `host` and `app` narrow together: the named hosts that are in those categories.
+/// the command, case ignored. Given both, `host` and `app` narrow together: the named hosts that are in those
+/// categories.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -168,7 +170,9 @@ struct Params {
     app: Option<String>,
     /// User names, comma-separated.
     user: Option<String>,
-    /// A substring of the command.
+    /// A substring of the command, case ignored. A term an index can answer (on SQLite three characters or
+    /// more) is found by it; another reads a window of the newest events (`[audit] search_scan_rows`, 100 000)
+    /// and the answer's `scanned` says which.
     q: Option<String>,
     /// Where events came from, comma-separated: `execve` (execs the kernel audited), `history` (typed lines:
     /// `agent` and `legacy`), `agent`, `legacy`.
@@ -177,10 +181,14 @@ struct Params {
     session: Option<i64>,
     /// The terminal, exactly (`/dev/pts/0`).
     tty: Option<String>,
-    /// From this time on: a prefix of `YYYY-MM-DD HH:MM:SS`.
+    /// Received by the server from this time on (UTC): `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS`.
     from: Option<String>,
-    /// Up to this time: a prefix of `YYYY-MM-DD HH:MM:SS`.
+    /// Received by the server up to this time (UTC), the whole of the day or minute given.
     to: Option<String>,
+    /// By the host's own clock, from this time on: a prefix of `YYYY-MM-DD HH:MM:SS`.
+    host_from: Option<String>,
+    /// By the host's own clock, up to this time: a prefix of `YYYY-MM-DD HH:MM:SS`.
+    host_to: Option<String>,
     /// Rows after this id, oldest first (paging forward).
     after: Option<i64>,
     /// Rows before this id, newest first (paging back).
@@ -204,7 +212,7 @@ struct StreamParams {
     app: Option<String>,
     /// User names, comma-separated.
     user: Option<String>,
-    /// A substring of the command.
+    /// A substring of the command, case ignored.
     q: Option<String>,
     /// Where events came from, comma-separated: `execve`, `history` (`agent` and `legacy`), `agent`, `legacy`.
     source: Option<String>,
@@ -236,14 +244,26 @@ struct AuditPage {
     events: Vec<AuditView>,
     /// Continues the listing (as `before`, or `after` when paging forward); null at the end.
     next: Option<i64>,
+    /// When no index could answer `q`: the ids read. Rows outside them were not searched; `next` goes on from
+    /// where the read stopped. Null when an index answered, or without `q`.
+    scanned: Option<ScanWindow>,
 }
 
 fn list_of(text: &Option<String>) -> Vec<String> {
     text.as_deref().unwrap_or("").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
-/// A time bound: a prefix of "YYYY-MM-DD HH:MM:SS".
-fn time_bound(field: &str, value: &Option<String>) -> Result<Option<String>, HttpError> {
+/// A bound on the time received: a UTC date, minute or second, as Unix ms (its first or last millisecond).
+fn received_bound(field: &str, value: &Option<String>, end: End) -> Result<Option<i64>, HttpError> {
+    let Some(v) = value.as_deref().filter(|v| !v.is_empty()) else { return Ok(None) };
+    match crate::calendar::utc_ms(v, end) {
+        Some(ms) => Ok(Some(ms)),
+        None => Err(HttpError::unprocessable(field, "must be a UTC time like 2026-11-24 or 2026-11-24 18:30")),
+    }
+}
+
+/// A bound on the host's time: a prefix of "YYYY-MM-DD HH:MM:SS".
+fn host_time_bound(field: &str, value: &Option<String>) -> Result<Option<String>, HttpError> {
     let Some(v) = value.as_deref().filter(|v| !v.is_empty()) else { return Ok(None) };
     let template = b"0000-00-00 00:00:00";
     let shaped = v.len() <= 19
@@ -322,11 +342,14 @@ async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, 
         session: filter.session,
         tty: filter.tty,
         text: filter.text,
-        from: time_bound("from", &p.from)?,
-        to: time_bound("to", &p.to)?,
+        received_from: received_bound("from", &p.from, End::Start)?,
+        received_to: received_bound("to", &p.to, End::Finish)?,
+        host_from: host_time_bound("host_from", &p.host_from)?,
+        host_to: host_time_bound("host_to", &p.host_to)?,
         after: p.after,
         before: p.before,
         limit,
+        scan_rows: None,
     })
 }
 
@@ -344,15 +367,18 @@ async fn list(
     who.require(Role::Viewer)?;
     let Query(p) = query?;
     let q = query_of(&state, &p, 1000).await?;
-    let events = state.audit.query(&q).await?;
-    let next = (events.len() as i64 == q.limit).then(|| events.last().map(|e| e.id)).flatten();
-    Ok(Json(AuditPage { events, next }))
+    let found = state.audit.search(&q).await?;
+    let events = state.audit.views(&found.rows).await;
+    Ok(Json(AuditPage { events, next: found.next, scanned: found.scanned }))
 }
 
 /// The same rows as CSV (RFC 4180; cells a spreadsheet would run as a formula start with `'`), the time received
-/// as UTC text (`2026-12-02 10:30:05 UTC`) and the matched alert rules' names `;`-separated.
+/// as UTC text (`2026-12-02 10:30:05 UTC`) and the matched alert rules' names `;`-separated. When `q` was too
+/// short for the index, the `Audit-Scanned` header says which ids were read (`first_id-last_id`).
 #[utoipa::path(get, path = "/api/audit/events.csv", tag = "audit", params(Params), responses(
-    (status = 200, content_type = "text/csv", body = String),
+    (status = 200, content_type = "text/csv", body = String, headers(
+        ("Audit-Scanned" = String, description = "`FIRST-LAST`: the ids a short `q` read, when it read a window")
+    )),
     (status = 422, description = "a filter is not valid; `field` names it", body = ErrorBody),
 ))]
 async fn csv(
@@ -364,7 +390,8 @@ async fn csv(
     let Query(mut p) = query?;
     p.limit = Some(p.limit.unwrap_or(100_000));
     let q = query_of(&state, &p, 100_000).await?;
-    let events = state.audit.query(&q).await?;
+    let found = state.audit.search(&q).await?;
+    let events = state.audit.views(&found.rows).await;
     // `received_at` in the console's UTC text; `alerts`: the names of the rules the event matched, `;`-separated.
     let mut out =
         String::from("id,host,ip,history_id,user,login_user,tty,datetime,received_at,source,command,alerts\r\n");
@@ -386,14 +413,21 @@ async fn csv(
         out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");
     }
-    Ok((
+    let mut response = (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
             (header::CONTENT_DISPOSITION, "attachment; filename=\"audit.csv\""),
         ],
         out,
     )
-        .into_response())
+        .into_response();
+    if let Some(w) = found.scanned {
+        let range = format!("{}-{}", w.first_id, w.last_id);
+        if let Ok(value) = header::HeaderValue::from_str(&range) {
+            response.headers_mut().insert("audit-scanned", value);
+        }
+    }
+    Ok(response)
 }
 
 /// RFC 4180 quoting, plus a leading `'` on cells a spreadsheet would run as a formula (commands are

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::{fetch_bound, now_ms, on_pool, Bind, Dialect, Store, StoreError};
+use super::{now_ms, on_pool, Dialect, Store, StoreError};
 
 /// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert.
 #[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
@@ -62,15 +62,20 @@ pub struct AuditQuery {
     pub session: Option<i64>,
     /// The terminal, exactly.
     pub tty: Option<String>,
-    /// Substring of the command, matched literally.
+    /// A substring of the command, case ignored (see [`super::audit_search`]).
     pub text: Option<String>,
-    /// `history_datetime` bounds, inclusive, as "YYYY-MM-DD HH:MM:SS" prefixes.
-    pub from: Option<String>,
-    pub to: Option<String>,
+    /// `received_at` bounds (the server's clock), inclusive, Unix ms.
+    pub received_from: Option<i64>,
+    pub received_to: Option<i64>,
+    /// `history_datetime` bounds (the host's clock), inclusive, as "YYYY-MM-DD HH:MM:SS" prefixes.
+    pub host_from: Option<String>,
+    pub host_to: Option<String>,
     /// Rows with id greater than this, oldest first; otherwise newest first (below `before` when given).
     pub after: Option<i64>,
     pub before: Option<i64>,
     pub limit: i64,
+    /// Rows a command search reads, at most, when no index can answer its term; `None`: [`super::SCAN_WINDOW`].
+    pub scan_rows: Option<i64>,
 }
 
 pub(super) const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, \
@@ -287,74 +292,5 @@ impl Store {
         Ok(
             on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(&sql).bind(host_id).bind(after_seq).bind(limit).fetch_all(pool).await)?,
         )
-    }
-
-    pub async fn query_audit(&self, filter: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
-        let mut clauses: Vec<String> = Vec::new();
-        let mut binds: Vec<Bind> = Vec::new();
-        match filter.host_ids.as_deref() {
-            None => {}
-            Some([]) => clauses.push("1 = 0".to_owned()),
-            Some(ids) => {
-                clauses.push(format!("host_id IN ({})", vec!["?"; ids.len()].join(", ")));
-                binds.extend(ids.iter().map(|id| Bind::Int(*id)));
-            }
-        }
-        if !filter.users.is_empty() {
-            // A login user is stored as `name(uid)` when the agent sent the uid: match the name before it too.
-            let marks = vec!["?"; filter.users.len()].join(", ");
-            let prefixes = vec![format!("{} = 1", self.position("login_user")); filter.users.len()].join(" OR ");
-            clauses.push(format!("(history_user IN ({marks}) OR login_user IN ({marks}) OR {prefixes})"));
-            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
-            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
-            binds.extend(filter.users.iter().map(|u| Bind::Text(format!("{u}("))));
-        }
-        if !filter.sources.is_empty() {
-            clauses.push(format!("source IN ({})", vec!["?"; filter.sources.len()].join(", ")));
-            binds.extend(filter.sources.iter().map(|s| Bind::Text(s.clone())));
-        }
-        if let Some(session) = filter.session {
-            clauses.push("session = ?".to_owned());
-            binds.push(Bind::Int(session));
-        }
-        if let Some(tty) = &filter.tty {
-            clauses.push("tty = ?".to_owned());
-            binds.push(Bind::Text(tty.clone()));
-        }
-        if let Some(text) = &filter.text {
-            // Literally and case-sensitively, as the live stream's filter: no LIKE (its wildcards would need an
-            // escape character, and MySQL reads '\\' in a literal as an escape; SQLite's and MySQL's LIKE ignore
-            // case, PostgreSQL's does not).
-            clauses.push(format!("{} > 0", self.position("history_command")));
-            binds.push(Bind::Text(text.clone()));
-        }
-        if let Some(from) = &filter.from {
-            clauses.push("history_datetime >= ?".to_owned());
-            binds.push(Bind::Text(from.clone()));
-        }
-        if let Some(to) = &filter.to {
-            // A prefix bound ("2026-11-24") includes the whole of that day.
-            clauses.push("history_datetime <= ?".to_owned());
-            // Pad the prefix with the highest digits rather than a high code point: collations disagree on how
-            // code points sort, never on digits.
-            let pad = "9999-99-99 99:99:99".get(to.len()..).unwrap_or_default();
-            binds.push(Bind::Text(format!("{to}{pad}")));
-        }
-        let order = if let Some(after) = filter.after {
-            clauses.push("id > ?".to_owned());
-            binds.push(Bind::Int(after));
-            "ASC"
-        } else {
-            if let Some(before) = filter.before {
-                clauses.push("id < ?".to_owned());
-                binds.push(Bind::Int(before));
-            }
-            "DESC"
-        };
-        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
-        let query = format!("SELECT {COLUMNS} FROM server_history{filter_sql} ORDER BY id {order} LIMIT ?");
-        binds.push(Bind::Int(filter.limit));
-        let sql = self.sql(&query);
-        Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
     }
 }

@@ -3,7 +3,8 @@
 // Audited commands are attacker-controlled text: they only ever reach the page through textContent.
 // An exec (source "execve", from `omaudit-agent watch`) shows its program and directory under the command; a typed
 // line with an audit session gets a "What ran" button listing the execs of its session and terminal from its time
-// to 10 s after (GET /api/audit/events?source=execve&session=…&tty=…&from=…&to=…).
+// to 10 s after by the host's clock (GET /api/audit/events?source=execve&session=…&tty=…&host_from=…&host_to=…).
+// A command search under three characters reads a window of the newest events, not an index: the page says so.
 import { api, clearFieldErrors, el, showFieldError, utc } from '/assets/console.js';
 
 const body = document.querySelector('#events tbody');
@@ -52,7 +53,7 @@ async function whatRan(e, cell, button) {
   const shown = cell.querySelector('.ran');
   if (shown) { shown.remove(); button.textContent = 'What ran'; return; }
   const params = new URLSearchParams({ source: 'execve', host: e.host, session: String(e.session), tty: e.tty,
-    from: e.datetime, to: later(e.datetime, 10), after: '0', limit: '200' });
+    host_from: e.datetime, host_to: later(e.datetime, 10), after: '0', limit: '200' });
   const page = await api(`/api/audit/events?${params}`);
   const list = el('ul', undefined, { class: 'ran' });
   if (page.events.length === 0) list.append(el('li', 'No exec recorded for this session and terminal.'));
@@ -100,6 +101,14 @@ async function history(before) {
   for (const e of page.events) add(e, false);
   next = page.next ?? null;
   document.getElementById('older').hidden = next === null;
+  const scanned = document.getElementById('scanned');
+  const w = page.scanned;
+  const why = w?.reason === 'short_term' ? 'A term under three characters is not indexed'
+    : 'This database has no command index';
+  scanned.textContent = w
+    ? `${why}: searched events ${w.first_id}–${w.last_id}` +
+      (w.complete ? ' (to the end).' : '. "Show older" searches further back.')
+    : '';
 }
 
 function live() {

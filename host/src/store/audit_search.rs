@@ -1,0 +1,348 @@
+//! Finding audit rows: the filters of [`AuditQuery`] as SQL that an index answers.
+//!
+//! A command search (`text`) is a substring match that ignores case: a row matches when its command, in lower
+//! case, contains the term in lower case (Rust's `to_lowercase`, the same rule as the live stream's
+//! [`crate::audit::Filter`]). The database narrows the rows by an index and this module keeps those that match
+//! by that rule, so every dialect gives the same answer:
+//! - SQLite: the FTS5 table `server_history_text` (trigram tokenizer, case folded), a phrase query, for terms of
+//!   at least [`INDEXED_TERM_CHARS`] characters;
+//! - PostgreSQL: the pg_trgm GIN index through `ILIKE`, for terms pg_trgm can take a trigram from: it makes them
+//!   of words (letters and digits), so a term needs three in a row, or a word whose start or end the term shows
+//!   (`rm -rf` has both; `ab` and `; |` have neither);
+//! - any other term, and every term on MariaDB/MySQL (no trigram index there), reads a bounded window of the
+//!   newest rows ([`SCAN_WINDOW`]) and says so in [`AuditFound::scanned`], so the caller can go on from where
+//!   it stopped instead of waiting for a read of the whole table.
+//!
+//! Time filters are range scans: `received_from`/`received_to` on `received_at` (the server's clock),
+//! `host_from`/`host_to` on `history_datetime` (the host's own).
+
+use serde::Serialize;
+
+use super::{
+    audit::{AuditQuery, AuditRow, COLUMNS},
+    fetch_bound, on_pool, Bind, Dialect, Store, StoreError,
+};
+
+/// The shortest term an index can answer: trigrams.
+pub const INDEXED_TERM_CHARS: usize = 3;
+
+/// Rows read, at most, by a search no index can answer, unless [`AuditQuery::scan_rows`] says otherwise.
+pub const SCAN_WINDOW: i64 = 100_000;
+
+/// Rows, where the listing goes on, and, when the text search read a window instead of an index, which.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFound {
+    pub rows: Vec<AuditRow>,
+    /// Continues the listing (as `before`, or as `after` when paging forward): the last row of a full page, or
+    /// past a window read short of the limit; `None` at the end.
+    pub next: Option<i64>,
+    pub scanned: Option<ScanWindow>,
+}
+
+/// The ids a bounded scan read: `first_id..=last_id`, and whether that reached the end of the table in the
+/// direction of the listing (no row beyond it left unread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ScanWindow {
+    pub first_id: i64,
+    pub last_id: i64,
+    pub complete: bool,
+    /// Why no index could answer: `short_term` (under three characters; on PostgreSQL, no word pg_trgm can
+    /// take a trigram from) or `no_text_index` (MariaDB/MySQL).
+    pub reason: ScanReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanReason {
+    ShortTerm,
+    NoTextIndex,
+}
+
+/// How the text filter is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TextPlan {
+    Index,
+    Window(ScanReason),
+}
+
+impl TextPlan {
+    fn for_term(dialect: Dialect, term: &str) -> TextPlan {
+        match dialect {
+            Dialect::MySql => TextPlan::Window(ScanReason::NoTextIndex),
+            Dialect::Sqlite if term.chars().count() >= INDEXED_TERM_CHARS => TextPlan::Index,
+            Dialect::Postgres if has_word_trigram(term) => TextPlan::Index,
+            _ => TextPlan::Window(ScanReason::ShortTerm),
+        }
+    }
+}
+
+/// Whether pg_trgm can take a trigram from `%term%`: a word (letters and digits) of three characters, or one
+/// whose start or end is inside the term (it pads that end with spaces, `  r` from `-r`). Without one, the GIN
+/// index has nothing to look up and PostgreSQL reads the whole table.
+fn has_word_trigram(term: &str) -> bool {
+    let chars: Vec<char> = term.chars().collect();
+    let mut start = 0;
+    while start < chars.len() {
+        if !chars[start].is_alphanumeric() {
+            start += 1;
+            continue;
+        }
+        let end = chars[start..].iter().position(|c| !c.is_alphanumeric()).map_or(chars.len(), |n| start + n);
+        if end - start >= INDEXED_TERM_CHARS || start > 0 || end < chars.len() {
+            return true;
+        }
+        start = end;
+    }
+    false
+}
+
+/// A LIKE pattern (escape character `!`) that every row matching `term` by our rule also matches, wherever
+/// LIKE ignores the case of ASCII letters: a character outside ASCII becomes `_` (one character), since the
+/// databases disagree on the case of those.
+fn window_pattern(term: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in term.chars() {
+        match c {
+            '!' | '%' | '_' => {
+                pattern.push('!');
+                pattern.push(c);
+            }
+            c if c.is_ascii() => pattern.push(c),
+            _ => pattern.push('_'),
+        }
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// The `ILIKE` pattern for PostgreSQL's index: the term itself, wildcards escaped.
+fn exact_pattern(term: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in term.chars() {
+        if matches!(c, '!' | '%' | '_') {
+            pattern.push('!');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// An FTS5 phrase: the term in double quotes, its own doubled.
+fn fts_phrase(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
+
+/// Where a candidate query starts the next read: the listing's own cursors.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    after: Option<i64>,
+    before: Option<i64>,
+}
+
+impl Store {
+    /// The rows that pass every filter, newest first (oldest first after `after`), at most `limit`.
+    pub async fn query_audit(&self, filter: &AuditQuery) -> Result<Vec<AuditRow>, StoreError> {
+        Ok(self.search_audit(filter).await?.rows)
+    }
+
+    /// [`Store::query_audit`], saying which window a text search read when no index could answer it.
+    pub async fn search_audit(&self, filter: &AuditQuery) -> Result<AuditFound, StoreError> {
+        let plan = filter.text.as_deref().map(|term| TextPlan::for_term(self.dialect, term));
+        let scanned = match plan {
+            Some(TextPlan::Window(reason)) => Some(self.scan_window(filter, reason).await?),
+            _ => None,
+        };
+        let needle = filter.text.as_deref().map(str::to_lowercase);
+        let mut rows = Vec::new();
+        let mut cursor = Cursor { after: filter.after, before: filter.before };
+        // The database's candidates are checked by the rule here; when that drops some of a full page, the next
+        // candidates make up the difference.
+        loop {
+            let want = filter.limit - rows.len() as i64;
+            if want <= 0 {
+                break;
+            }
+            let candidates = self.audit_candidates(filter, plan, scanned, cursor, want).await?;
+            let full = candidates.len() as i64 == want;
+            let last = candidates.last().map(|r| r.id);
+            rows.extend(
+                candidates
+                    .into_iter()
+                    .filter(|r| needle.as_deref().is_none_or(|n| r.history_command.to_lowercase().contains(n))),
+            );
+            match (full, last) {
+                (true, Some(last)) if filter.after.is_some() => cursor.after = Some(last),
+                (true, Some(last)) => cursor.before = Some(last),
+                _ => break,
+            }
+        }
+        let full = rows.len() as i64 >= filter.limit;
+        let next = match scanned {
+            Some(w) if !full && !w.complete => Some(if filter.after.is_some() { w.last_id } else { w.first_id }),
+            _ => full.then(|| rows.last().map(|r| r.id)).flatten(),
+        };
+        Ok(AuditFound { rows, next, scanned })
+    }
+
+    /// The ids a bounded scan reads from the listing's position: the `scan_rows` ids below `before` (or the
+    /// newest), or above `after`.
+    async fn scan_window(&self, filter: &AuditQuery, reason: ScanReason) -> Result<ScanWindow, StoreError> {
+        let size = filter.scan_rows.unwrap_or(SCAN_WINDOW).max(1);
+        let newest: Option<i64> =
+            on_pool!(self, pool => sqlx::query_scalar("SELECT MAX(id) FROM server_history").fetch_one(pool).await)?;
+        let newest = newest.unwrap_or(0);
+        Ok(match filter.after {
+            Some(after) => {
+                let end = after.saturating_add(size);
+                let last_id = end.min(newest.max(after));
+                ScanWindow { first_id: after.saturating_add(1), last_id, complete: end >= newest, reason }
+            }
+            None => {
+                // Ids start at 1 on every dialect.
+                let last_id = filter.before.map_or(newest, |b| b.saturating_sub(1).min(newest));
+                let first_id = last_id.saturating_sub(size - 1).max(1);
+                ScanWindow { first_id, last_id, complete: first_id <= 1, reason }
+            }
+        })
+    }
+
+    /// Up to `want` rows that pass every filter but the text, which they pass by the database's looser rule.
+    async fn audit_candidates(
+        &self,
+        filter: &AuditQuery,
+        plan: Option<TextPlan>,
+        window: Option<ScanWindow>,
+        cursor: Cursor,
+        want: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        let mut clauses: Vec<String> = Vec::new();
+        let mut binds: Vec<Bind> = Vec::new();
+        // SQLite's index is a table of its own, joined by rowid; its rowid is then the one to order and bound by,
+        // so that FTS5 reads its matches newest first and stops at the limit.
+        let fts = plan == Some(TextPlan::Index) && self.dialect == Dialect::Sqlite;
+        let (from, id) = if fts {
+            (
+                "server_history_text JOIN server_history h ON h.id = server_history_text.rowid",
+                "server_history_text.rowid",
+            )
+        } else {
+            ("server_history h", "h.id")
+        };
+        if let (Some(term), Some(plan)) = (filter.text.as_deref(), plan) {
+            match plan {
+                TextPlan::Index if fts => {
+                    clauses.push("server_history_text MATCH ?".to_owned());
+                    binds.push(Bind::Text(fts_phrase(term)));
+                }
+                TextPlan::Index => {
+                    clauses.push("h.history_command ILIKE ? ESCAPE '!'".to_owned());
+                    binds.push(Bind::Text(exact_pattern(term)));
+                }
+                TextPlan::Window(_) => {
+                    let like = if self.dialect == Dialect::Postgres { "ILIKE" } else { "LIKE" };
+                    clauses.push(format!("h.history_command {like} ? ESCAPE '!'"));
+                    binds.push(Bind::Text(window_pattern(term)));
+                }
+            }
+        }
+        if let Some(w) = window {
+            clauses.push(format!("{id} >= ? AND {id} <= ?"));
+            binds.extend([Bind::Int(w.first_id), Bind::Int(w.last_id)]);
+        }
+        match filter.host_ids.as_deref() {
+            None => {}
+            Some([]) => clauses.push("1 = 0".to_owned()),
+            Some(ids) => {
+                clauses.push(format!("h.host_id IN ({})", vec!["?"; ids.len()].join(", ")));
+                binds.extend(ids.iter().map(|id| Bind::Int(*id)));
+            }
+        }
+        if !filter.users.is_empty() {
+            // A login user is stored as `name(uid)` when the agent sent the uid: match the name before it too.
+            let marks = vec!["?"; filter.users.len()].join(", ");
+            let prefixes = vec![format!("{} = 1", self.position("h.login_user")); filter.users.len()].join(" OR ");
+            clauses.push(format!("(h.history_user IN ({marks}) OR h.login_user IN ({marks}) OR {prefixes})"));
+            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
+            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
+            binds.extend(filter.users.iter().map(|u| Bind::Text(format!("{u}("))));
+        }
+        if !filter.sources.is_empty() {
+            clauses.push(format!("h.source IN ({})", vec!["?"; filter.sources.len()].join(", ")));
+            binds.extend(filter.sources.iter().map(|s| Bind::Text(s.clone())));
+        }
+        if let Some(session) = filter.session {
+            clauses.push("h.session = ?".to_owned());
+            binds.push(Bind::Int(session));
+        }
+        if let Some(tty) = &filter.tty {
+            clauses.push("h.tty = ?".to_owned());
+            binds.push(Bind::Text(tty.clone()));
+        }
+        if let Some(from) = filter.received_from {
+            clauses.push("h.received_at >= ?".to_owned());
+            binds.push(Bind::Int(from));
+        }
+        if let Some(to) = filter.received_to {
+            clauses.push("h.received_at <= ?".to_owned());
+            binds.push(Bind::Int(to));
+        }
+        if let Some(from) = &filter.host_from {
+            clauses.push("h.history_datetime >= ?".to_owned());
+            binds.push(Bind::Text(from.clone()));
+        }
+        if let Some(to) = &filter.host_to {
+            // A prefix bound ("2026-11-24") includes the whole of that day. Pad the prefix with the highest digits
+            // rather than a high code point: collations disagree on how code points sort, never on digits.
+            clauses.push("h.history_datetime <= ?".to_owned());
+            let pad = "9999-99-99 99:99:99".get(to.len()..).unwrap_or_default();
+            binds.push(Bind::Text(format!("{to}{pad}")));
+        }
+        let order = if let Some(after) = cursor.after {
+            clauses.push(format!("{id} > ?"));
+            binds.push(Bind::Int(after));
+            "ASC"
+        } else {
+            if let Some(before) = cursor.before {
+                clauses.push(format!("{id} < ?"));
+                binds.push(Bind::Int(before));
+            }
+            "DESC"
+        };
+        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let columns = COLUMNS.split(", ").map(|c| format!("h.{c}")).collect::<Vec<_>>().join(", ");
+        let query = format!("SELECT {columns} FROM {from}{filter_sql} ORDER BY {id} {order} LIMIT ?");
+        binds.push(Bind::Int(want));
+        let sql = self.sql(&query);
+        Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_escape_wildcards_and_loosen_what_databases_fold_differently() {
+        assert_eq!(window_pattern("100%"), "%100!%%");
+        assert_eq!(window_pattern("a_b!"), "%a!_b!!%");
+        assert_eq!(window_pattern("Ünï x"), "%_n_ x%");
+        assert_eq!(exact_pattern("Ünï_%"), "%Ünï!_!%%");
+        assert_eq!(fts_phrase("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn an_index_answers_the_terms_it_can() {
+        assert_eq!(TextPlan::for_term(Dialect::Sqlite, "abc"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Sqlite, "; |"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Sqlite, "ab"), TextPlan::Window(ScanReason::ShortTerm));
+        assert_eq!(TextPlan::for_term(Dialect::Sqlite, "ü✓"), TextPlan::Window(ScanReason::ShortTerm));
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "rm -rf /"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "-r"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "ab"), TextPlan::Window(ScanReason::ShortTerm));
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "; |"), TextPlan::Window(ScanReason::ShortTerm));
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "x /etc/passwd"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "ünï"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::MySql, "passwd"), TextPlan::Window(ScanReason::NoTextIndex));
+    }
+}

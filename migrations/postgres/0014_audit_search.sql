@@ -1,0 +1,10 @@
+-- Audit search by index (issue 17). Commands are found by substring through a pg_trgm GIN index (trigrams,
+-- case folded; `ILIKE '%…%'` uses it). pg_trgm ships with PostgreSQL (Debian: postgresql-contrib) and is a
+-- trusted extension: a database owner may create it. Time filters get range indexes: received_at (the server's
+-- clock) and history_datetime (the host's own time, any host). Building the GIN index reads every stored row
+-- once, at this upgrade (see migrations/README.md).
+
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE INDEX server_history_command_trgm_idx ON server_history USING gin (history_command gin_trgm_ops);
+CREATE INDEX server_history_received_idx ON server_history (received_at);
+CREATE INDEX server_history_time_idx ON server_history (history_datetime);
