@@ -273,7 +273,7 @@ fn the_original_agents_request_is_stored_once_and_answered_ok() {
                               "received_at": received, "command": "ls -l /tmp", "source": "legacy", "session": null,
                               "argv": null, "cwd": null, "exe": null, "exit_code": null, "pid": null, "ppid": null,
                               "euid": null, "auid": null, "alerts": [] }],
-                "next": null })
+                "next": null, "scanned": null })
     );
 
     // An idle prompt re-sends the same history line: OK again, still one row.
@@ -1557,6 +1557,7 @@ mod dialects {
         let user = |names: &[&str]| AuditQuery { users: names.iter().map(|n| n.to_string()).collect(), ..query(0) };
         same("user alice", &q(user(&["alice"])).await, &expected(|_, e| e.user == "alice"));
         same("login user carol", &q(user(&["carol"])).await, &expected(|_, e| e.login.is_some()));
+        same("user ALICE (case counts)", &q(user(&["ALICE", "Carol", "carol("])).await, &[]);
         same(
             "alice or carol on beta",
             &q(AuditQuery { host_ids: Some(vec![b]), ..user(&["alice", "carol"]) }).await,
@@ -1618,6 +1619,14 @@ mod dialects {
                 &scan(text, &|r| r.host_id == a && r.history_user == "alice"),
             );
         }
+        // A host with one row: its rows are read rather than every row the term matches.
+        let on_gamma = AuditQuery { text: Some("ÜNÏ".into()), host_ids: Some(vec![c]), ..query(10) };
+        assert_eq!(
+            store.query_audit(&on_gamma).await.unwrap().iter().map(key_of).collect::<Vec<_>>(),
+            [("x".into(), 1)]
+        );
+        let on_gamma = AuditQuery { text: Some("cmd".into()), ..on_gamma };
+        assert_eq!(store.query_audit(&on_gamma).await.unwrap().len(), 0);
         for text in ["cmd", "a_b", "GREP 1", "_", "X"] {
             // Pages of 7 following `next`, back from the newest and forward from the oldest, with windows of 97
             // rows for the terms no index answers: the same rows as one read, each window said.

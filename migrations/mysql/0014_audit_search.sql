@@ -5,3 +5,6 @@
 
 CREATE INDEX server_history_received_idx ON server_history (received_at);
 CREATE INDEX server_history_time_idx ON server_history (history_datetime);
+-- The user filter also matches the login user, stored as `name(uid)`: by value and by the range
+-- `name(`..`name)`.
+CREATE INDEX server_history_login_idx ON server_history (login_user);

@@ -8,3 +8,6 @@ CREATE EXTENSION IF NOT EXISTS pg_trgm;
 CREATE INDEX server_history_command_trgm_idx ON server_history USING gin (history_command gin_trgm_ops);
 CREATE INDEX server_history_received_idx ON server_history (received_at);
 CREATE INDEX server_history_time_idx ON server_history (history_datetime);
+-- The user filter also matches the login user, stored as `name(uid)`: by value and by the range
+-- `name(`..`name)` (in byte order, COLLATE "C", as the query compares it).
+CREATE INDEX server_history_login_idx ON server_history (login_user COLLATE "C");

@@ -175,13 +175,7 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, row: &AuditRow) -> bool {
         self.host_ids.as_ref().is_none_or(|ids| ids.contains(&row.host_id))
-            && (self.users.is_empty()
-                || self.users.iter().any(|u| {
-                    *u == row.history_user
-                        || row.login_user.as_deref().is_some_and(|l| {
-                            l == u || l.strip_prefix(u.as_str()).is_some_and(|rest| rest.starts_with('('))
-                        })
-                }))
+            && crate::store::user_matches(&self.users, &row.history_user, row.login_user.as_deref())
             && self.text.as_deref().is_none_or(|t| row.history_command.to_lowercase().contains(&t.to_lowercase()))
             && (self.sources.is_empty() || self.sources.contains(&row.source))
             && self.session.is_none_or(|s| row.session == Some(s))

@@ -61,9 +61,16 @@ pub enum ScanReason {
 /// How the text filter is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TextPlan {
+    /// By the command index.
     Index,
+    /// The other filters leave fewer than [`NARROW_ROWS`] rows: those are read (through their own indexes) and
+    /// their commands checked, rather than every row the term matches (a common word by a rare user).
+    Narrowed,
     Window(ScanReason),
 }
+
+/// Below this many rows left by the other filters, a text search reads those instead of the command index.
+const NARROW_ROWS: i64 = 10_000;
 
 impl TextPlan {
     fn for_term(dialect: Dialect, term: &str) -> TextPlan {
@@ -133,6 +140,17 @@ fn fts_phrase(term: &str) -> String {
     format!("\"{}\"", term.replace('"', "\"\""))
 }
 
+/// Whether a row is one of `users`: its user, or its login user, stored as `name(uid)` when the agent sent the
+/// uid and matched by the name before it too. Byte for byte, whatever the database's collation says.
+pub fn user_matches(users: &[String], history_user: &str, login_user: Option<&str>) -> bool {
+    users.is_empty()
+        || users.iter().any(|u| {
+            u == history_user
+                || login_user
+                    .is_some_and(|l| l == u || l.strip_prefix(u.as_str()).is_some_and(|rest| rest.starts_with('(')))
+        })
+}
+
 /// Where a candidate query starts the next read: the listing's own cursors.
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
@@ -148,7 +166,10 @@ impl Store {
 
     /// [`Store::query_audit`], saying which window a text search read when no index could answer it.
     pub async fn search_audit(&self, filter: &AuditQuery) -> Result<AuditFound, StoreError> {
-        let plan = filter.text.as_deref().map(|term| TextPlan::for_term(self.dialect, term));
+        let mut plan = filter.text.as_deref().map(|term| TextPlan::for_term(self.dialect, term));
+        if plan == Some(TextPlan::Index) && self.dialect == Dialect::Sqlite && self.narrowed_below(filter).await? {
+            plan = Some(TextPlan::Narrowed);
+        }
         let scanned = match plan {
             Some(TextPlan::Window(reason)) => Some(self.scan_window(filter, reason).await?),
             _ => None,
@@ -166,11 +187,10 @@ impl Store {
             let candidates = self.audit_candidates(filter, plan, scanned, cursor, want).await?;
             let full = candidates.len() as i64 == want;
             let last = candidates.last().map(|r| r.id);
-            rows.extend(
-                candidates
-                    .into_iter()
-                    .filter(|r| needle.as_deref().is_none_or(|n| r.history_command.to_lowercase().contains(n))),
-            );
+            rows.extend(candidates.into_iter().filter(|r| {
+                needle.as_deref().is_none_or(|n| r.history_command.to_lowercase().contains(n))
+                    && user_matches(&filter.users, &r.history_user, r.login_user.as_deref())
+            }));
             match (full, last) {
                 (true, Some(last)) if filter.after.is_some() => cursor.after = Some(last),
                 (true, Some(last)) => cursor.before = Some(last),
@@ -207,6 +227,31 @@ impl Store {
         })
     }
 
+    /// Whether filters with an index of their own (hosts, users, session, times) leave fewer than
+    /// [`NARROW_ROWS`] rows: counted through those indexes, and never past that many.
+    async fn narrowed_below(&self, filter: &AuditQuery) -> Result<bool, StoreError> {
+        let indexed = filter.host_ids.is_some()
+            || !filter.users.is_empty()
+            || filter.session.is_some()
+            || filter.received_from.is_some()
+            || filter.received_to.is_some()
+            || filter.host_from.is_some()
+            || filter.host_to.is_some();
+        if !indexed {
+            return Ok(false);
+        }
+        let (mut clauses, mut binds) = (Vec::new(), Vec::new());
+        self.row_clauses(filter, &mut clauses, &mut binds);
+        let query = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM server_history h WHERE {} LIMIT ?) AS probe",
+            clauses.join(" AND ")
+        );
+        binds.push(Bind::Int(NARROW_ROWS));
+        let sql = self.sql(&query);
+        let counted: Vec<(i64,)> = fetch_bound!(self, (i64,), &sql, &binds)?;
+        Ok(counted.first().is_some_and(|(n,)| *n < NARROW_ROWS))
+    }
+
     /// Up to `want` rows that pass every filter but the text, which they pass by the database's looser rule.
     async fn audit_candidates(
         &self,
@@ -239,7 +284,7 @@ impl Store {
                     clauses.push("h.history_command ILIKE ? ESCAPE '!'".to_owned());
                     binds.push(Bind::Text(exact_pattern(term)));
                 }
-                TextPlan::Window(_) => {
+                TextPlan::Narrowed | TextPlan::Window(_) => {
                     let like = if self.dialect == Dialect::Postgres { "ILIKE" } else { "LIKE" };
                     clauses.push(format!("h.history_command {like} ? ESCAPE '!'"));
                     binds.push(Bind::Text(window_pattern(term)));
@@ -250,6 +295,29 @@ impl Store {
             clauses.push(format!("{id} >= ? AND {id} <= ?"));
             binds.extend([Bind::Int(w.first_id), Bind::Int(w.last_id)]);
         }
+        self.row_clauses(filter, &mut clauses, &mut binds);
+        let order = if let Some(after) = cursor.after {
+            clauses.push(format!("{id} > ?"));
+            binds.push(Bind::Int(after));
+            "ASC"
+        } else {
+            if let Some(before) = cursor.before {
+                clauses.push(format!("{id} < ?"));
+                binds.push(Bind::Int(before));
+            }
+            "DESC"
+        };
+        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+        let columns = COLUMNS.split(", ").map(|c| format!("h.{c}")).collect::<Vec<_>>().join(", ");
+        let query = format!("SELECT {columns} FROM {from}{filter_sql} ORDER BY {id} {order} LIMIT ?");
+        binds.push(Bind::Int(want));
+        let sql = self.sql(&query);
+        Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
+    }
+
+    /// The filters on a row's own columns, each of which an index can answer: hosts, users, source, session,
+    /// terminal, times.
+    fn row_clauses(&self, filter: &AuditQuery, clauses: &mut Vec<String>, binds: &mut Vec<Bind>) {
         match filter.host_ids.as_deref() {
             None => {}
             Some([]) => clauses.push("1 = 0".to_owned()),
@@ -259,13 +327,18 @@ impl Store {
             }
         }
         if !filter.users.is_empty() {
-            // A login user is stored as `name(uid)` when the agent sent the uid: match the name before it too.
+            // A login user is stored as `name(uid)` when the agent sent the uid: the names before it are a range,
+            // `name(` up to `name)`, that an index reads (PostgreSQL's in byte order, `COLLATE "C"`: a language's
+            // collation may skip the brackets). MariaDB's collation ignores case: `user_matches` decides.
+            let login = if self.dialect == Dialect::Postgres { "h.login_user COLLATE \"C\"" } else { "h.login_user" };
             let marks = vec!["?"; filter.users.len()].join(", ");
-            let prefixes = vec![format!("{} = 1", self.position("h.login_user")); filter.users.len()].join(" OR ");
-            clauses.push(format!("(h.history_user IN ({marks}) OR h.login_user IN ({marks}) OR {prefixes})"));
+            let ranges = vec![format!("({login} >= ? AND {login} < ?)"); filter.users.len()].join(" OR ");
+            clauses.push(format!("(h.history_user IN ({marks}) OR {login} IN ({marks}) OR {ranges})"));
             binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
             binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
-            binds.extend(filter.users.iter().map(|u| Bind::Text(format!("{u}("))));
+            for u in &filter.users {
+                binds.extend([Bind::Text(format!("{u}(")), Bind::Text(format!("{u})"))]);
+            }
         }
         if !filter.sources.is_empty() {
             clauses.push(format!("h.source IN ({})", vec!["?"; filter.sources.len()].join(", ")));
@@ -298,23 +371,6 @@ impl Store {
             let pad = "9999-99-99 99:99:99".get(to.len()..).unwrap_or_default();
             binds.push(Bind::Text(format!("{to}{pad}")));
         }
-        let order = if let Some(after) = cursor.after {
-            clauses.push(format!("{id} > ?"));
-            binds.push(Bind::Int(after));
-            "ASC"
-        } else {
-            if let Some(before) = cursor.before {
-                clauses.push(format!("{id} < ?"));
-                binds.push(Bind::Int(before));
-            }
-            "DESC"
-        };
-        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
-        let columns = COLUMNS.split(", ").map(|c| format!("h.{c}")).collect::<Vec<_>>().join(", ");
-        let query = format!("SELECT {columns} FROM {from}{filter_sql} ORDER BY {id} {order} LIMIT ?");
-        binds.push(Bind::Int(want));
-        let sql = self.sql(&query);
-        Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
     }
 }
 

@@ -32,7 +32,7 @@ use sqlx::{
 
 pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
-pub use audit_search::{AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
+pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_FINISHED};
