@@ -35,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use bench_server::{Api, BenchServer};
+use bench_server::{run_cli, Api, BenchServer};
 use serde_json::{json, Value};
 use tokio::process::Command;
 
@@ -339,14 +339,6 @@ async fn reloads(api: Arc<Api>, tallies: Arc<Tallies>, plugins: PathBuf, version
             Err(e) => tallies.failed("reloads", e.to_string()),
         }
     }
-}
-
-async fn run_cli(binary: &Path, config: &Path, args: &[&str]) -> Result<String, Error> {
-    let out = Command::new(binary).arg("--config").arg(config).args(args).env("RUST_LOG", "warn").output().await?;
-    if !out.status.success() {
-        return Err(format!("omserver {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -1565,6 +1565,14 @@ mod dialects {
         );
         // Command search: the same answer as a plain scan of every row by the rule (a substring, case
         // ignored), whether an index answers the term or a window is read; with other filters and paging too.
+        // SQLite's index is kept by a thread of its own: wait until it has every row, so that it answers.
+        if dialect == Dialect::Sqlite {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while store.audit_text_lag().await.unwrap() != Some(0) {
+                assert!(std::time::Instant::now() < deadline, "the command index did not catch up in 10 s");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let scan = |text: &str, keep: &dyn Fn(&AuditRow) -> bool| {
             let needle = text.to_lowercase();
             let mut k: Vec<_> = rows
@@ -1958,6 +1966,11 @@ mod dialects {
         assert_eq!((again.stored, again.duplicates), (0, 1));
         let rows = store.query_audit(&AuditQuery { limit: 10, ..AuditQuery::default() }).await.unwrap();
         assert_eq!(rows.iter().map(|r| r.history_command.as_str()).collect::<Vec<_>>(), ["echo 1"]);
+        // No thread indexes an in-memory database: a search reads every row above the index's position.
+        assert_eq!(store.audit_text_lag().await.unwrap(), Some(1));
+        let search = |text: &str| AuditQuery { text: Some(text.into()), limit: 10, ..AuditQuery::default() };
+        assert_eq!(store.query_audit(&search("ECHO 1")).await.unwrap().len(), 1);
+        assert_eq!(store.query_audit(&search("echo 2")).await.unwrap().len(), 0);
         let report = audit.verify().await.unwrap();
         assert_eq!((report.rows, report.findings), (1, vec![]));
     }

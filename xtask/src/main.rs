@@ -26,6 +26,8 @@
 //! - `bench-exec [N] [ROUNDS]`: the cost of kernel exec auditing to the audited processes: N `/bin/true` execs
 //!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
 //!   Installs Debian's `auditd` when missing, without starting its service.
+//! - `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|both]`: audit search over a large history (p50/p95 per
+//!   query), and batch ingest with and without the command index (BENCHMARKS.md).
 //!
 //! - `soak [MINUTES]`: jobs on every backend, agent ingest, console streams and module reloads together for MINUTES
 //!   (default 60), printing the server's RSS, descriptors, threads, database size and errors every minute.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         "bench-schedules" => bench_schedules(&rest),
         "bench-notify" => bench_notify(&rest),
         "bench-home" => bench_home(&rest),
+        "bench-search" => bench_search(&rest),
         "bench-exec" => bench_exec(&rest),
         "fuzz" => fuzz(&rest),
         "soak" => soak(&rest),
@@ -78,7 +81,7 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-exec|fuzz|soak|contract [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-search|bench-exec|fuzz|soak|contract [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -276,6 +279,26 @@ fn bench_home(args: &[String]) -> Result {
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "home_bench", "--"])
         .args(fixed)
         .args(args))
+}
+
+/// `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|both]`: audit search over a large history and what the
+/// command index costs ingest (see host/examples/search_bench.rs).
+fn bench_search(args: &[String]) -> Result {
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "omserver",
+        "--bin",
+        "omserver",
+        "--example",
+        "search_bench",
+    ]))?;
+    let fixed = [target_dir().join("release/omserver"), plugins.join("Mid_1003.so")];
+    run(Command::new(target_dir().join("release/examples/search_bench")).args(fixed).args(args))
 }
 
 /// Builds the release `omserver` and module 1003 of `--base REV` and of this tree, then runs the example

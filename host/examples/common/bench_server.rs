@@ -174,6 +174,23 @@ impl Api {
     }
 }
 
+/// Runs `omserver --config CONFIG ARGS…` (a CLI command on a running server's database) and returns its
+/// standard output; an error carries its standard error.
+pub async fn run_cli(binary: &Path, config: &Path, args: &[&str]) -> Result<String, ApiError> {
+    let out = tokio::process::Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if !out.status.success() {
+        return Err(format!("omserver {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// The value at fraction `p` (0.5: the median) of `sorted`, by nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;

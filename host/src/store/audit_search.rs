@@ -63,9 +63,10 @@ pub enum ScanReason {
 enum TextPlan {
     /// By the command index.
     Index,
-    /// The other filters leave fewer than [`NARROW_ROWS`] rows: those are read (through their own indexes) and
-    /// their commands checked, rather than every row the term matches (a common word by a rare user).
-    Narrowed,
+    /// The rows the other filters give are read and their commands checked: when those leave fewer than
+    /// [`NARROW_ROWS`] rows (rather than every row a common word matches, for a rare user), and for the rows
+    /// SQLite's index has not reached yet.
+    Rows,
     Window(ScanReason),
 }
 
@@ -135,9 +136,23 @@ fn exact_pattern(term: &str) -> String {
     pattern
 }
 
-/// An FTS5 phrase: the term in double quotes, its own doubled.
-fn fts_phrase(term: &str) -> String {
-    format!("\"{}\"", term.replace('"', "\"\""))
+/// An FTS5 query for a row holding every trigram of `term` (the index keeps no positions, so not in order: the
+/// rule then decides), each trigram a quoted string, quotes doubled.
+fn fts_trigrams(term: &str) -> String {
+    let chars: Vec<char> = term.chars().collect();
+    let mut grams: Vec<String> = chars.windows(3).map(|w| w.iter().collect::<String>().replace('"', "\"\"")).collect();
+    grams.sort();
+    grams.dedup();
+    grams.iter().map(|g| format!("\"{g}\"")).collect::<Vec<_>>().join(" AND ")
+}
+
+/// Bounds on the ids a candidate query reads, besides the listing's cursor: a part of the table read one way.
+#[derive(Debug, Clone, Copy, Default)]
+struct Segment {
+    /// Ids above this.
+    above: Option<i64>,
+    /// Ids up to this.
+    upto: Option<i64>,
 }
 
 /// Whether a row is one of `users`: its user, or its login user, stored as `name(uid)` when the agent sent the
@@ -168,33 +183,50 @@ impl Store {
     pub async fn search_audit(&self, filter: &AuditQuery) -> Result<AuditFound, StoreError> {
         let mut plan = filter.text.as_deref().map(|term| TextPlan::for_term(self.dialect, term));
         if plan == Some(TextPlan::Index) && self.dialect == Dialect::Sqlite && self.narrowed_below(filter).await? {
-            plan = Some(TextPlan::Narrowed);
+            plan = Some(TextPlan::Rows);
         }
         let scanned = match plan {
             Some(TextPlan::Window(reason)) => Some(self.scan_window(filter, reason).await?),
             _ => None,
+        };
+        // SQLite's index covers the ids up to its position; the rows above it are read and checked. The parts
+        // are read in the listing's order.
+        let segments = match plan {
+            Some(TextPlan::Index) if self.dialect == Dialect::Sqlite => {
+                let position = self.text_index_position().await?;
+                let indexed = (plan, Segment { upto: Some(position), above: None });
+                let tail = (Some(TextPlan::Rows), Segment { above: Some(position), upto: None });
+                if filter.after.is_some() {
+                    vec![indexed, tail]
+                } else {
+                    vec![tail, indexed]
+                }
+            }
+            _ => vec![(plan, Segment::default())],
         };
         let needle = filter.text.as_deref().map(str::to_lowercase);
         let mut rows = Vec::new();
         let mut cursor = Cursor { after: filter.after, before: filter.before };
         // The database's candidates are checked by the rule here; when that drops some of a full page, the next
         // candidates make up the difference.
-        loop {
-            let want = filter.limit - rows.len() as i64;
-            if want <= 0 {
-                break;
-            }
-            let candidates = self.audit_candidates(filter, plan, scanned, cursor, want).await?;
-            let full = candidates.len() as i64 == want;
-            let last = candidates.last().map(|r| r.id);
-            rows.extend(candidates.into_iter().filter(|r| {
-                needle.as_deref().is_none_or(|n| r.history_command.to_lowercase().contains(n))
-                    && user_matches(&filter.users, &r.history_user, r.login_user.as_deref())
-            }));
-            match (full, last) {
-                (true, Some(last)) if filter.after.is_some() => cursor.after = Some(last),
-                (true, Some(last)) => cursor.before = Some(last),
-                _ => break,
+        for (plan, segment) in segments {
+            loop {
+                let want = filter.limit - rows.len() as i64;
+                if want <= 0 {
+                    break;
+                }
+                let candidates = self.audit_candidates(filter, plan, scanned, segment, cursor, want).await?;
+                let full = candidates.len() as i64 == want;
+                let last = candidates.last().map(|r| r.id);
+                rows.extend(candidates.into_iter().filter(|r| {
+                    needle.as_deref().is_none_or(|n| r.history_command.to_lowercase().contains(n))
+                        && user_matches(&filter.users, &r.history_user, r.login_user.as_deref())
+                }));
+                match (full, last) {
+                    (true, Some(last)) if filter.after.is_some() => cursor.after = Some(last),
+                    (true, Some(last)) => cursor.before = Some(last),
+                    _ => break,
+                }
             }
         }
         let full = rows.len() as i64 >= filter.limit;
@@ -203,6 +235,27 @@ impl Store {
             _ => full.then(|| rows.last().map(|r| r.id)).flatten(),
         };
         Ok(AuditFound { rows, next, scanned })
+    }
+
+    /// How many stored rows SQLite's command index has not taken yet (searches read those by scanning them);
+    /// `None` on the other databases, whose index is written with the rows.
+    pub async fn audit_text_lag(&self) -> Result<Option<i64>, StoreError> {
+        if self.dialect != Dialect::Sqlite {
+            return Ok(None);
+        }
+        let position = self.text_index_position().await?;
+        let lag: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM server_history WHERE id > ?").bind(position).fetch_one(pool).await
+        })?;
+        Ok(Some(lag))
+    }
+
+    /// The highest id SQLite's command index has taken ([`super::audit_text`]).
+    async fn text_index_position(&self) -> Result<i64, StoreError> {
+        let position: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT position FROM audit_text_position").fetch_one(pool).await
+        })?;
+        Ok(position)
     }
 
     /// The ids a bounded scan reads from the listing's position: the `scan_rows` ids below `before` (or the
@@ -258,6 +311,7 @@ impl Store {
         filter: &AuditQuery,
         plan: Option<TextPlan>,
         window: Option<ScanWindow>,
+        segment: Segment,
         cursor: Cursor,
         want: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
@@ -278,13 +332,13 @@ impl Store {
             match plan {
                 TextPlan::Index if fts => {
                     clauses.push("server_history_text MATCH ?".to_owned());
-                    binds.push(Bind::Text(fts_phrase(term)));
+                    binds.push(Bind::Text(fts_trigrams(term)));
                 }
                 TextPlan::Index => {
                     clauses.push("h.history_command ILIKE ? ESCAPE '!'".to_owned());
                     binds.push(Bind::Text(exact_pattern(term)));
                 }
-                TextPlan::Narrowed | TextPlan::Window(_) => {
+                TextPlan::Rows | TextPlan::Window(_) => {
                     let like = if self.dialect == Dialect::Postgres { "ILIKE" } else { "LIKE" };
                     clauses.push(format!("h.history_command {like} ? ESCAPE '!'"));
                     binds.push(Bind::Text(window_pattern(term)));
@@ -294,6 +348,14 @@ impl Store {
         if let Some(w) = window {
             clauses.push(format!("{id} >= ? AND {id} <= ?"));
             binds.extend([Bind::Int(w.first_id), Bind::Int(w.last_id)]);
+        }
+        if let Some(above) = segment.above {
+            clauses.push(format!("{id} > ?"));
+            binds.push(Bind::Int(above));
+        }
+        if let Some(upto) = segment.upto {
+            clauses.push(format!("{id} <= ?"));
+            binds.push(Bind::Int(upto));
         }
         self.row_clauses(filter, &mut clauses, &mut binds);
         let order = if let Some(after) = cursor.after {
@@ -384,7 +446,9 @@ mod tests {
         assert_eq!(window_pattern("a_b!"), "%a!_b!!%");
         assert_eq!(window_pattern("Ünï x"), "%_n_ x%");
         assert_eq!(exact_pattern("Ünï_%"), "%Ünï!_!%%");
-        assert_eq!(fts_phrase("say \"hi\""), "\"say \"\"hi\"\"\"");
+        let quoted = r#"" ""h" AND """hi" AND "ay " AND "hi""" AND "say" AND "y """"#;
+        assert_eq!(fts_trigrams("say \"hi\""), quoted);
+        assert_eq!(fts_trigrams("ÜnÜnÜn"), r#""nÜn" AND "ÜnÜ""#);
     }
 
     #[test]

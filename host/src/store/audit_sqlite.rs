@@ -33,16 +33,19 @@ pub struct SqliteAuditSink {
 }
 
 /// Makes the commits before it durable (`fdatasync` of the database's WAL file) and keeps the WAL short (nudges
-/// a checkpointer thread with a connection of its own), both off the writer's thread.
+/// a checkpointer thread with a connection of its own), both off the writer's thread; and tells the command
+/// index's thread ([`super::audit_text`]) that rows are waiting.
 pub struct WalSync {
     file: File,
     nudge: std::sync::mpsc::SyncSender<()>,
+    index: std::sync::mpsc::SyncSender<()>,
 }
 
 impl WalSync {
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()?;
         let _ = self.nudge.try_send(());
+        let _ = self.index.try_send(());
         Ok(())
     }
 }
@@ -71,7 +74,7 @@ fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>, St
 const CHECKPOINT_PAUSE: Duration = Duration::from_millis(20);
 
 /// A connection configured as the pool's are, but committing with `synchronous = NORMAL` (see the module doc).
-fn open(path: &Path) -> Result<Connection, StoreError> {
+pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
@@ -173,7 +176,7 @@ impl AuditSink for SqliteAuditSink {
             .write(true)
             .open(&self.wal)
             .map_err(|source| StoreError::Io { what: "the database's WAL file", source })?;
-        Ok(Some(WalSync { file, nudge: start_checkpointer(&self.path)? }))
+        Ok(Some(WalSync { file, nudge: start_checkpointer(&self.path)?, index: super::audit_text::start(&self.path)? }))
     }
 
     fn existing_seqs(&mut self, host_id: i64, stream: &str, from: i64, to: i64) -> Result<Vec<i64>, StoreError> {

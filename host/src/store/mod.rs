@@ -12,6 +12,7 @@ mod alerts;
 mod audit;
 mod audit_search;
 mod audit_sqlite;
+mod audit_text;
 mod inventory;
 mod jobs;
 mod notify;

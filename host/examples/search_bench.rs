@@ -1,0 +1,351 @@
+//! Benchmark: audit search over a large history, and what the command index costs ingest. Run with
+//! `cargo xtask bench-search [EVENTS] [ROUNDS] [sqlite|postgres|both]` (defaults 10 000 000 events, 50 rounds,
+//! both databases), which builds the release binary first; figures go to BENCHMARKS.md.
+//!
+//! For each database: a fresh one is migrated by `Store::connect`, then filled in SQL with EVENTS audit events
+//! over the last 30 days across 100 hosts: commands from a few families (paths, services, addresses, one-off
+//! release names), `root` mostly, `alice` one in ten (half of those as a login user `alice(1000)`), `mallory`
+//! one in 100 000. The command index is built after the fill (SQLite: FTS5 `rebuild`; PostgreSQL: the GIN index
+//! dropped before and created after), which is also what migration 0014 costs an existing database; the fill
+//! prints its steps' times. Then a release `omserver` serves it and, with the admin token:
+//!
+//! - **queries**: ROUNDS times each, one after the other, timed by the client on loopback: the newest page, a
+//!   common / rare / absent user, a common / rare / absent term, an address, a rare user with a common term, a
+//!   short term (a window), one day by the time received, and the CSV of a rare term;
+//! - **ingest**: `POST /api/audit/events` from 4 clients, batches of 1 000 events, with the command index and
+//!   without it (SQLite: its insert trigger dropped; PostgreSQL: the GIN index dropped), alternating, on the
+//!   filled database.
+//!
+//! Arguments: `BINARY LIBRARY_1003 [EVENTS] [ROUNDS] [sqlite|postgres|both]`.
+
+#[path = "common/bench_server.rs"]
+mod bench_server;
+
+use std::time::Instant;
+
+use bench_server::{percentile, run_cli, Api, BenchServer};
+use omserver::store::{now_ms, Store};
+use serde_json::json;
+use sqlx::{Connection, Executor};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const DAY_MS: i64 = 86_400_000;
+const HOSTS: i64 = 100;
+/// Where `TEST_POSTGRES_URL` is not set: the admin URL the test suite uses too.
+const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const POSTGRES_DB: &str = "omserver_bench_search";
+const INGEST_CLIENTS: usize = 4;
+const INGEST_BATCH: usize = 1000;
+const INGEST_BATCHES_PER_CLIENT: usize = 50;
+
+fn summary(name: &str, mut ms: Vec<f64>, rows: usize) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "  {name:<62} p50 {:>7.1} ms  p95 {:>7.1} ms  max {:>7.1} ms  ({rows} rows)",
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.95),
+        ms[ms.len() - 1]
+    );
+}
+
+/// The fill, as statements for one dialect, the command index dropped first and built last.
+fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
+    let series = |n: i64| {
+        if postgres {
+            format!("generate_series(1::bigint, {n}) AS n(i)")
+        } else {
+            format!(
+                "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) SELECT i FROM s) AS n"
+            )
+        }
+    };
+    let (start, step) = (now - 30 * DAY_MS, 30 * DAY_MS / events.max(1));
+    let text = |expr: &str| if postgres { format!("({expr})::text") } else { format!("({expr})") };
+    let command = format!(
+        "CASE i % 10 \
+         WHEN 5 THEN 'systemctl restart nginx' \
+         WHEN 6 THEN 'tail -n 100 /var/log/syslog | grep -i error' \
+         WHEN 7 THEN 'ssh deploy@10.' || {} || '.' || {} || '.7' \
+         WHEN 8 THEN 'cd /srv/release-' || {} \
+         WHEN 9 THEN 'vim /etc/nginx/sites-enabled/site' || {} \
+         ELSE 'ls -l /var/log/app-' || {} END",
+        text("i % 250"),
+        text("i / 250 % 250"),
+        text("i"),
+        text("i % 5000"),
+        text("i % 1000"),
+    );
+    let mut statements = Vec::new();
+    statements.push(format!(
+        "INSERT INTO server_list (server_name, server_lip, created_at) \
+         SELECT 'host' || {}, '10.0.' || {} || '.' || {}, 0 FROM {}",
+        text("i"),
+        text("i / 250"),
+        text("i % 250"),
+        series(HOSTS)
+    ));
+    statements.push(if postgres {
+        "DROP INDEX server_history_command_trgm_idx".into()
+    } else {
+        "DROP TRIGGER server_history_text_insert".into()
+    });
+    statements.push(format!(
+        "INSERT INTO server_history (host_id, history_ip, history_id, history_user, login_user, tty, \
+         history_datetime, received_at, history_command, source, chain_seq, row_hash) \
+         SELECT 1 + i % {HOSTS}, '10.0.0.1', i, \
+         CASE WHEN i % 100000 = 7 THEN 'mallory' WHEN i % 20 = 3 THEN 'alice' ELSE 'root' END, \
+         CASE WHEN i % 20 = 13 THEN 'alice(1000)' END, 'pts/1', '2026-12-01 10:00:00', \
+         {start} + i * {step}, {command}, 'agent', 1 + i / {HOSTS}, '{}' FROM {}",
+        "0".repeat(64),
+        series(events)
+    ));
+    if postgres {
+        statements.push(
+            "CREATE INDEX server_history_command_trgm_idx ON server_history USING gin (history_command gin_trgm_ops)"
+                .into(),
+        );
+        statements.push("VACUUM ANALYZE".into());
+    } else {
+        statements.push("INSERT INTO server_history_text (server_history_text) VALUES ('rebuild')".into());
+        statements.push(
+            "CREATE TRIGGER server_history_text_insert AFTER INSERT ON server_history BEGIN \
+             INSERT INTO server_history_text (rowid, history_command) VALUES (new.id, new.history_command); END"
+                .into(),
+        );
+        statements.push("ANALYZE".into());
+    }
+    statements
+}
+
+async fn fill<C: Connection>(conn: &mut C, statements: &[String]) -> Result<(), Error>
+where
+    for<'c> &'c mut C: Executor<'c>,
+{
+    for statement in statements {
+        let started = Instant::now();
+        conn.execute(statement.as_str()).await.map_err(|e| format!("{statement}: {e}"))?;
+        let head: String = statement.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+        println!("  fill: {head} … {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// A database: created empty, migrated, filled. Returns its URL and, for PostgreSQL, the admin URL to drop it.
+async fn prepare(kind: &str, dir: &std::path::Path, events: i64) -> Result<(String, Option<String>), Error> {
+    let statements = fill_statements(kind == "postgres", events, now_ms());
+    if kind == "sqlite" {
+        let url = format!("sqlite://{}", dir.join("search.db").display());
+        Store::connect(&url).await?.close().await;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw")).await?;
+        // Only the fill goes without a durable commit; the server opens the file with its own settings.
+        conn.execute("PRAGMA synchronous = OFF").await?;
+        fill(&mut conn, &statements).await?;
+        conn.close().await?;
+        let size = std::fs::metadata(dir.join("search.db"))?.len();
+        println!("  database file: {:.0} MB ({:.0} bytes per event)", size as f64 / 1e6, size as f64 / events as f64);
+        return Ok((url, None));
+    }
+    let admin = std::env::var("TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()).unwrap_or(POSTGRES_ADMIN.into());
+    let mut conn = sqlx::PgConnection::connect(&admin).await?;
+    conn.execute(format!("DROP DATABASE IF EXISTS {POSTGRES_DB}").as_str()).await?;
+    conn.execute(format!("CREATE DATABASE {POSTGRES_DB}").as_str()).await?;
+    conn.close().await?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{POSTGRES_DB}"),
+        None => return Err(format!("{admin}: no database in the URL").into()),
+    };
+    Store::connect(&url).await?.close().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await?;
+    fill(&mut conn, &statements).await?;
+    let sizes: (i64, i64) = sqlx::query_as(
+        "SELECT pg_total_relation_size('server_history'), pg_relation_size('server_history_command_trgm_idx')",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    println!(
+        "  server_history with its indexes: {:.0} MB ({:.0} bytes per event), of which the trigram index {:.0} MB",
+        sizes.0 as f64 / 1e6,
+        sizes.0 as f64 / events as f64,
+        sizes.1 as f64 / 1e6
+    );
+    conn.close().await?;
+    Ok((url, Some(admin)))
+}
+
+/// The searches, by name and query string.
+fn searches(events: i64, now: i64) -> Vec<(String, String)> {
+    let day = chrono::DateTime::from_timestamp_millis(now - 10 * DAY_MS)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    // A release name made once, near the middle of the history (i ≡ 8 mod 10).
+    let rare = format!("release-{}", events / 20 * 10 + 8);
+    // The address of the `ssh` line i = 4257 (i ≡ 7 mod 10: 10.{i % 250}.{i / 250 % 250}.7), which 1 in
+    // 62 500 lines share.
+    let address = "@10.7.17.7";
+    vec![
+        ("newest page".to_owned(), "/api/audit/events?limit=100".to_owned()),
+        ("user, common (alice)".to_owned(), "/api/audit/events?user=alice&limit=100".to_owned()),
+        ("user, rare (mallory)".to_owned(), "/api/audit/events?user=mallory&limit=100".to_owned()),
+        ("user, absent".to_owned(), "/api/audit/events?user=nobody&limit=100".to_owned()),
+        ("term, common (nginx)".to_owned(), "/api/audit/events?q=nginx&limit=100".to_owned()),
+        (format!("term, rare ({rare})"), format!("/api/audit/events?q={rare}&limit=100")),
+        ("term, absent (qwertyuiop)".to_owned(), "/api/audit/events?q=qwertyuiop&limit=100".to_owned()),
+        (format!("term, an address ({address})"), format!("/api/audit/events?q=%40{}&limit=100", &address[1..])),
+        ("term, upper case (NGINX/SITES)".to_owned(), "/api/audit/events?q=NGINX%2FSITES&limit=100".to_owned()),
+        (
+            "rare user with a common term (mallory, ssh deploy)".to_owned(),
+            "/api/audit/events?user=mallory&q=ssh%20deploy&limit=100".to_owned(),
+        ),
+        ("short term, a window (ls)".to_owned(), "/api/audit/events?q=ls&limit=100".to_owned()),
+        (format!("one day received ({day})"), format!("/api/audit/events?from={day}&to={day}&limit=100")),
+        (format!("CSV of a rare term ({rare})"), format!("/api/audit/events.csv?q={rare}")),
+    ]
+}
+
+/// Each search ROUNDS times (after one untimed pass); prints p50/p95/max and the rows of the last answer.
+async fn query_times(api: &Api, events: i64, rounds: usize) -> Result<(), Error> {
+    let all = searches(events, now_ms());
+    for (_, path) in &all {
+        fetch(api, path).await?;
+    }
+    for (name, path) in &all {
+        let mut ms = Vec::with_capacity(rounds);
+        let mut rows = 0;
+        for _ in 0..rounds {
+            let started = Instant::now();
+            rows = fetch(api, path).await?;
+            ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        summary(name, ms, rows);
+    }
+    Ok(())
+}
+
+/// One GET, read whole; the rows it answered (events, or CSV lines after the header).
+async fn fetch(api: &Api, path: &str) -> Result<usize, Error> {
+    let response = api.http.get(format!("{}{path}", api.base)).bearer_auth(&api.token).send().await?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        return Err(format!("{path}: {status} {body}").into());
+    }
+    Ok(if path.contains(".csv") {
+        body.lines().count().saturating_sub(1)
+    } else {
+        serde_json::from_str::<serde_json::Value>(&body)?["events"].as_array().map_or(0, Vec::len)
+    })
+}
+
+/// Batch ingest from 4 clients into a host of its own, `runs` times with the index and without, alternating.
+async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str, runs: usize) -> Result<(), Error> {
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: server.token.clone() };
+    api.post("/api/hosts", json!({ "name": "ingest", "ip": "127.0.0.9" })).await?;
+    let agent = run_cli(binary, &server.config_path(), &["hosts", "token", "ingest"]).await?.trim().to_owned();
+    let postgres = url.starts_with("postgres");
+    let (drop, create) = if postgres {
+        (
+            "DROP INDEX server_history_command_trgm_idx",
+            "CREATE INDEX server_history_command_trgm_idx ON server_history USING gin (history_command gin_trgm_ops)",
+        )
+    } else {
+        (
+            "DROP TRIGGER server_history_text_insert",
+            "CREATE TRIGGER server_history_text_insert AFTER INSERT ON server_history BEGIN \
+             INSERT INTO server_history_text (rowid, history_command) VALUES (new.id, new.history_command); END",
+        )
+    };
+    // PostgreSQL's index takes minutes to build over the filled table: once dropped, it stays dropped.
+    let states: Vec<bool> = if postgres { vec![true, false] } else { (0..runs * 2).map(|r| r % 2 == 0).collect() };
+    for (round, &indexed) in states.iter().enumerate() {
+        if round > 0 {
+            let statement = if indexed { create } else { drop };
+            if postgres {
+                sqlx::PgConnection::connect(url).await?.execute(statement).await?;
+            } else {
+                sqlx::SqliteConnection::connect(url).await?.execute(statement).await?;
+            }
+        }
+        let started = Instant::now();
+        let clients: Vec<_> = (0..INGEST_CLIENTS)
+            .map(|c| {
+                let (http, base, agent) = (api.http.clone(), api.base.clone(), agent.clone());
+                let bodies: Vec<String> = (0..INGEST_BATCHES_PER_CLIENT)
+                    .map(|b| batch_body(&format!("r{round}c{c}"), b * INGEST_BATCH))
+                    .collect();
+                tokio::spawn(async move {
+                    for body in bodies {
+                        let response = http
+                            .post(format!("{base}/api/audit/events"))
+                            .bearer_auth(&agent)
+                            .header("content-type", "application/json")
+                            .body(body)
+                            .send()
+                            .await?;
+                        if !response.status().is_success() {
+                            return Err::<(), Error>(format!("ingest: {}", response.status()).into());
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await??;
+        }
+        let events = INGEST_CLIENTS * INGEST_BATCHES_PER_CLIENT * INGEST_BATCH;
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "  ingest, command index {:<3}: {events} events in {seconds:.1} s, {:.0} events/s",
+            if indexed { "on" } else { "off" },
+            events as f64 / seconds
+        );
+    }
+    Ok(())
+}
+
+fn batch_body(stream: &str, from: usize) -> String {
+    let events: Vec<serde_json::Value> = (1..=INGEST_BATCH)
+        .map(|n| {
+            let seq = from + n;
+            json!({ "stream": stream, "seq": seq, "history_id": seq, "user": "root", "login_user": "alice", "uid": 0,
+                    "tty": "/dev/pts/3", "ip": "127.0.0.9", "time": "2026-12-04 12:00:00",
+                    "command": format!("tail -n 100 /var/log/syslog | grep -i error # {stream} {seq}") })
+        })
+        .collect();
+    json!({ "events": events }).to_string()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [binary, library] = [0, 1].map(|i| std::path::PathBuf::from(args.get(i).cloned().unwrap_or_default()));
+    let events: i64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50).max(1);
+    let kinds: Vec<&str> = match args.get(4).map(String::as_str) {
+        None | Some("both") => vec!["sqlite", "postgres"],
+        Some(kind @ ("sqlite" | "postgres")) => vec![kind],
+        Some(other) => return Err(format!("unknown database {other:?}: sqlite, postgres or both").into()),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    println!("audit search bench: {events} events, {HOSTS} hosts, {rounds} rounds");
+    for kind in kinds {
+        println!("{kind}:");
+        let dir = tempfile::tempdir()?;
+        let started = Instant::now();
+        let (url, admin) = prepare(kind, dir.path(), events).await?;
+        println!("  filled in {:.0} s", started.elapsed().as_secs_f64());
+        // The periodic chain verification would read every (made-up) row while we measure: off.
+        let server = BenchServer::start_on(&binary, &library, &url, "[notify]\nverify_every_secs = 0\n")
+            .map_err(|e| e.to_string())?;
+        let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: server.token.clone() };
+        query_times(&api, events, rounds).await?;
+        ingest_times(&server, &binary, &url, 2).await?;
+        drop(server);
+        if let Some(admin) = admin {
+            let mut conn = sqlx::PgConnection::connect(&admin).await?;
+            conn.execute(format!("DROP DATABASE IF EXISTS {POSTGRES_DB}").as_str()).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! The keeper of SQLite's command index (`server_history_text`, FTS5 trigram): the `audit-index` thread.
+//!
+//! Indexing a command costs several times what storing it does (about 7 µs a row against the writer's ~10 µs
+//! for everything else), so the audit writer does not do it: this thread indexes the rows above
+//! `audit_text_position` in id order, a few hundred per transaction, and moves the position. A search reads
+//! the rows above the position by scanning them ([`super::audit_search`]), so it always sees every stored row.
+//!
+//! It takes at most about a fifth of one core while rows are waiting (it sleeps four times as long as each batch
+//! took), so a burst of ingest keeps its speed and the index catches up afterwards; between bursts the writer
+//! nudges it after each durable commit. Each batch holds SQLite's write lock for a few milliseconds, which the
+//! writer waits out within its busy timeout.
+
+use std::{
+    path::Path,
+    sync::mpsc::{self, RecvTimeoutError, SyncSender},
+    time::{Duration, Instant},
+};
+
+use rusqlite::{params, Connection, TransactionBehavior};
+
+use super::StoreError;
+
+/// Rows indexed per transaction: a few milliseconds of the write lock.
+const BATCH: i64 = 500;
+/// Sleep after a full batch, as a multiple of the time it took: at most 1 / (1 + 4) of a core.
+const PAUSE_FACTOR: u32 = 4;
+/// How long it waits for a nudge before looking anyway.
+const IDLE_LOOK: Duration = Duration::from_secs(1);
+
+/// Starts the thread on the database at `path`; it runs until the returned sender is dropped. A nudge says that
+/// rows were committed.
+pub(super) fn start(path: &Path) -> Result<SyncSender<()>, StoreError> {
+    let mut conn = super::audit_sqlite::open(path)?;
+    let (nudge, nudged) = mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("audit-index".into())
+        .spawn(move || loop {
+            let started = Instant::now();
+            match index_batch(&mut conn) {
+                Ok(n) if n == BATCH as usize => {
+                    std::thread::sleep(started.elapsed() * PAUSE_FACTOR);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "audit command index: batch failed; searches scan those rows"),
+            }
+            match nudged.recv_timeout(IDLE_LOOK) {
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        })
+        .map_err(|source| StoreError::Io { what: "audit index thread", source })?;
+    Ok(nudge)
+}
+
+/// Indexes up to [`BATCH`] rows above the position, and moves it, in one transaction. Returns the rows indexed.
+fn index_batch(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let position: i64 = tx.query_row("SELECT position FROM audit_text_position", [], |r| r.get(0))?;
+    let last: Option<i64> = tx.query_row(
+        "SELECT MAX(id) FROM (SELECT id FROM server_history WHERE id > ?1 ORDER BY id LIMIT ?2)",
+        params![position, BATCH],
+        |r| r.get(0),
+    )?;
+    let Some(last) = last else { return Ok(0) };
+    let indexed = tx.execute(
+        "INSERT INTO server_history_text (rowid, history_command) \
+         SELECT id, history_command FROM server_history WHERE id > ?1 AND id <= ?2",
+        params![position, last],
+    )?;
+    tx.execute("UPDATE audit_text_position SET position = ?1", [last])?;
+    tx.commit()?;
+    Ok(indexed)
+}
