@@ -179,6 +179,8 @@ pub fn spawn(
         .name("audit-writer".into())
         .spawn(move || {
             let mut hosts: HashMap<i64, HostState> = HashMap::new();
+            // Read from the database by the first group (the pooled sink cannot block before this thread).
+            let mut latest: Option<i64> = None;
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
                 let mut events = batch[0].events.len();
@@ -192,7 +194,7 @@ pub fn spawn(
                     }
                 }
                 let started = std::time::Instant::now();
-                match write(sink.as_mut(), &key, &mut hosts, &mut batch) {
+                match write(sink.as_mut(), &key, &mut hosts, &mut latest, &mut batch) {
                     Ok((outcomes, rows)) => {
                         metrics::counter!("omserver_audit_events_stored_total").increment(rows.len() as u64);
                         metrics::histogram!("omserver_audit_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -221,11 +223,16 @@ fn write(
     sink: &mut dyn AuditSink,
     key: &chain::ChainKey,
     hosts: &mut HashMap<i64, HostState>,
+    latest: &mut Option<i64>,
     batch: &mut [Submission],
 ) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), StoreError> {
     // The events are moved into rows; the submissions keep only their reply channels and gaps.
     let incoming: Vec<Vec<Pending>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
     let duplicates = agent_duplicates(sink, &incoming)?;
+    let latest = match latest {
+        Some(latest) => latest,
+        None => latest.insert(sink.latest_received_at()?),
+    };
     // This batch's view of each host; becomes `hosts` only once committed.
     let mut working: HashMap<i64, HostState> = HashMap::new();
     let mut rows = Vec::new();
@@ -244,6 +251,10 @@ fn write(
                 these.push(Outcome::Duplicate);
                 continue;
             }
+            // `received_at` never goes down in id order (a request that waited behind a later one, a clock set
+            // back): a time range of received rows is then a range of ids (`store::audit_search`).
+            row.received_at = row.received_at.max(*latest);
+            *latest = row.received_at;
             row.chain_seq = state.head.0 + 1;
             row.row_hash = chain::seal(key, &row, &state.head.1, &dedup_key);
             state.head = (row.chain_seq, row.row_hash.clone());

@@ -105,6 +105,8 @@ pub trait AuditSink: Send {
     fn audit_head(&mut self, host_id: i64) -> Result<Option<(i64, String)>, StoreError>;
     /// A host's newest `limit` rows, newest first.
     fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
+    /// The latest `received_at` stored (0 for none): the writer never stamps a row earlier.
+    fn latest_received_at(&mut self) -> Result<i64, StoreError>;
     /// Writes one group in one transaction: the rows, the gaps, the new chain heads, the hourly counts. Returns the
     /// rows' ids in order.
     fn write_audit_batch(
@@ -132,6 +134,10 @@ impl AuditSink for PooledAuditSink {
 
     fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         self.runtime.block_on(self.store.recent_audit_rows(host_id, limit))
+    }
+
+    fn latest_received_at(&mut self) -> Result<i64, StoreError> {
+        self.runtime.block_on(self.store.latest_received_at())
     }
 
     fn write_audit_batch(
@@ -264,6 +270,12 @@ impl Store {
         let query = format!("SELECT {COLUMNS} FROM server_history WHERE host_id = ? ORDER BY chain_seq DESC LIMIT ?");
         let sql = self.sql(&query);
         Ok(on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(&sql).bind(host_id).bind(limit).fetch_all(pool).await)?)
+    }
+
+    /// The latest `received_at` stored, 0 for none (one step down the index on it).
+    pub async fn latest_received_at(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(received_at), 0) FROM server_history";
+        Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await)?)
     }
 
     /// The chain head of a host: (last chain_seq, last row hash).

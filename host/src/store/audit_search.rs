@@ -136,11 +136,17 @@ fn exact_pattern(term: &str) -> String {
     pattern
 }
 
-/// An FTS5 query for a row holding every trigram of `term` (the index keeps no positions, so not in order: the
-/// rule then decides), each trigram a quoted string, quotes doubled.
+/// An FTS5 query for a row holding the trigrams that tile `term` (from its start every third character, and its
+/// last three): the index keeps no positions, so they may be anywhere in the row, and the rule then decides.
+/// FTS5 reads each trigram's whole list of rows, so fewer of them is less to read; these still exclude almost
+/// every row that lacks the term. Each is a quoted string, quotes doubled.
 fn fts_trigrams(term: &str) -> String {
     let chars: Vec<char> = term.chars().collect();
-    let mut grams: Vec<String> = chars.windows(3).map(|w| w.iter().collect::<String>().replace('"', "\"\"")).collect();
+    let tiles = (0..chars.len().saturating_sub(2)).step_by(3).chain([chars.len().saturating_sub(3)]);
+    let mut grams: Vec<String> = tiles
+        .filter_map(|at| chars.get(at..at + 3))
+        .map(|w| w.iter().collect::<String>().replace('"', "\"\""))
+        .collect();
     grams.sort();
     grams.dedup();
     grams.iter().map(|g| format!("\"{g}\"")).collect::<Vec<_>>().join(" AND ")
@@ -166,6 +172,41 @@ pub fn user_matches(users: &[String], history_user: &str, login_user: Option<&st
         })
 }
 
+/// The ids of the rows of `users` users (SQLite): each name through the index on `history_user`, then through
+/// the one on `login_user`, by value and as the range of `name(uid)`. Its parameters: [`user_binds`].
+fn users_by_index(users: usize) -> String {
+    let marks = vec!["?"; users].join(", ");
+    let mut parts = vec![
+        format!("SELECT id FROM server_history INDEXED BY server_history_user_idx WHERE history_user IN ({marks})"),
+        format!("SELECT id FROM server_history INDEXED BY server_history_login_idx WHERE login_user IN ({marks})"),
+    ];
+    parts.extend((0..users).map(|_| {
+        "SELECT id FROM server_history INDEXED BY server_history_login_idx WHERE login_user >= ? AND login_user < ?"
+            .to_owned()
+    }));
+    parts.join(" UNION ALL ")
+}
+
+/// The parameters of the user filter, in both its forms: the names, the names again, then each name's range.
+fn user_binds(users: &[String]) -> Vec<Bind> {
+    let mut binds: Vec<Bind> = users.iter().map(|u| Bind::Text(u.clone())).collect();
+    binds.extend(users.iter().map(|u| Bind::Text(u.clone())));
+    for u in users {
+        binds.extend([Bind::Text(format!("{u}(")), Bind::Text(format!("{u})"))]);
+    }
+    binds
+}
+
+/// How the row filters are written for this search.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// The user filter as ids from its indexes ([`users_by_index`]): its users have few rows.
+    users_by_index: bool,
+    /// The ids of the first and last rows received in `received_from..=received_to`: the writer never stamps a
+    /// row earlier than the one before it, so those are the rows between, and the listing reads them by id.
+    received_ids: Option<(i64, i64)>,
+}
+
 /// Where a candidate query starts the next read: the listing's own cursors.
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
@@ -182,7 +223,24 @@ impl Store {
     /// [`Store::query_audit`], saying which window a text search read when no index could answer it.
     pub async fn search_audit(&self, filter: &AuditQuery) -> Result<AuditFound, StoreError> {
         let mut plan = filter.text.as_deref().map(|term| TextPlan::for_term(self.dialect, term));
-        if plan == Some(TextPlan::Index) && self.dialect == Dialect::Sqlite && self.narrowed_below(filter).await? {
+        let received_ids = if filter.received_from.is_some() || filter.received_to.is_some() {
+            match self.received_ids(filter.received_from, filter.received_to).await? {
+                Some(ids) => Some(ids),
+                None => return Ok(AuditFound::default()),
+            }
+        } else {
+            None
+        };
+        let shape = Shape {
+            users_by_index: self.dialect == Dialect::Sqlite
+                && !filter.users.is_empty()
+                && self.users_rows(filter).await? < NARROW_ROWS,
+            received_ids,
+        };
+        if plan == Some(TextPlan::Index)
+            && self.dialect == Dialect::Sqlite
+            && self.narrowed_below(filter, shape).await?
+        {
             plan = Some(TextPlan::Rows);
         }
         let scanned = match plan {
@@ -215,7 +273,7 @@ impl Store {
                 if want <= 0 {
                     break;
                 }
-                let candidates = self.audit_candidates(filter, plan, scanned, segment, cursor, want).await?;
+                let candidates = self.audit_candidates(filter, (plan, segment), scanned, shape, cursor, want).await?;
                 let full = candidates.len() as i64 == want;
                 let last = candidates.last().map(|r| r.id);
                 rows.extend(candidates.into_iter().filter(|r| {
@@ -280,9 +338,41 @@ impl Store {
         })
     }
 
+    /// The first and last ids received in `from..=to` (Unix ms), by two steps down the index on `received_at`;
+    /// `None` when no row was.
+    async fn received_ids(&self, from: Option<i64>, to: Option<i64>) -> Result<Option<(i64, i64)>, StoreError> {
+        let first = self.sql(
+            "SELECT MIN(id) FROM server_history WHERE received_at = \
+             (SELECT MIN(received_at) FROM server_history WHERE received_at >= ?)",
+        );
+        let last = self.sql(
+            "SELECT MAX(id) FROM server_history WHERE received_at = \
+             (SELECT MAX(received_at) FROM server_history WHERE received_at <= ?)",
+        );
+        let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+        let (first, last): (Option<i64>, Option<i64>) = on_pool!(self, pool => {
+            let first = sqlx::query_scalar(&first).bind(from).fetch_one(pool).await?;
+            let last = sqlx::query_scalar(&last).bind(to).fetch_one(pool).await?;
+            Ok::<_, sqlx::Error>((first, last))
+        })?;
+        Ok(match (first, last) {
+            (Some(first), Some(last)) if first <= last => Some((first, last)),
+            _ => None,
+        })
+    }
+
+    /// The rows of `filter`'s users, counted through the indexes up to [`NARROW_ROWS`] (SQLite).
+    async fn users_rows(&self, filter: &AuditQuery) -> Result<i64, StoreError> {
+        let query = format!("SELECT COUNT(*) FROM ({} LIMIT ?) AS probe", users_by_index(filter.users.len()));
+        let mut binds = user_binds(&filter.users);
+        binds.push(Bind::Int(NARROW_ROWS));
+        let counted: Vec<(i64,)> = fetch_bound!(self, (i64,), &query, &binds)?;
+        Ok(counted.first().map_or(0, |(n,)| *n))
+    }
+
     /// Whether filters with an index of their own (hosts, users, session, times) leave fewer than
     /// [`NARROW_ROWS`] rows: counted through those indexes, and never past that many.
-    async fn narrowed_below(&self, filter: &AuditQuery) -> Result<bool, StoreError> {
+    async fn narrowed_below(&self, filter: &AuditQuery, shape: Shape) -> Result<bool, StoreError> {
         let indexed = filter.host_ids.is_some()
             || !filter.users.is_empty()
             || filter.session.is_some()
@@ -294,7 +384,11 @@ impl Store {
             return Ok(false);
         }
         let (mut clauses, mut binds) = (Vec::new(), Vec::new());
-        self.row_clauses(filter, &mut clauses, &mut binds);
+        self.row_clauses(filter, shape, &mut clauses, &mut binds);
+        if let Some((first, last)) = shape.received_ids {
+            clauses.push("h.id >= ? AND h.id <= ?".to_owned());
+            binds.extend([Bind::Int(first), Bind::Int(last)]);
+        }
         let query = format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM server_history h WHERE {} LIMIT ?) AS probe",
             clauses.join(" AND ")
@@ -309,9 +403,9 @@ impl Store {
     async fn audit_candidates(
         &self,
         filter: &AuditQuery,
-        plan: Option<TextPlan>,
+        (plan, segment): (Option<TextPlan>, Segment),
         window: Option<ScanWindow>,
-        segment: Segment,
+        shape: Shape,
         cursor: Cursor,
         want: i64,
     ) -> Result<Vec<AuditRow>, StoreError> {
@@ -349,6 +443,10 @@ impl Store {
             clauses.push(format!("{id} >= ? AND {id} <= ?"));
             binds.extend([Bind::Int(w.first_id), Bind::Int(w.last_id)]);
         }
+        if let Some((first, last)) = shape.received_ids {
+            clauses.push(format!("{id} >= ? AND {id} <= ?"));
+            binds.extend([Bind::Int(first), Bind::Int(last)]);
+        }
         if let Some(above) = segment.above {
             clauses.push(format!("{id} > ?"));
             binds.push(Bind::Int(above));
@@ -357,7 +455,7 @@ impl Store {
             clauses.push(format!("{id} <= ?"));
             binds.push(Bind::Int(upto));
         }
-        self.row_clauses(filter, &mut clauses, &mut binds);
+        self.row_clauses(filter, shape, &mut clauses, &mut binds);
         let order = if let Some(after) = cursor.after {
             clauses.push(format!("{id} > ?"));
             binds.push(Bind::Int(after));
@@ -379,7 +477,7 @@ impl Store {
 
     /// The filters on a row's own columns, each of which an index can answer: hosts, users, source, session,
     /// terminal, times.
-    fn row_clauses(&self, filter: &AuditQuery, clauses: &mut Vec<String>, binds: &mut Vec<Bind>) {
+    fn row_clauses(&self, filter: &AuditQuery, shape: Shape, clauses: &mut Vec<String>, binds: &mut Vec<Bind>) {
         match filter.host_ids.as_deref() {
             None => {}
             Some([]) => clauses.push("1 = 0".to_owned()),
@@ -395,12 +493,14 @@ impl Store {
             let login = if self.dialect == Dialect::Postgres { "h.login_user COLLATE \"C\"" } else { "h.login_user" };
             let marks = vec!["?"; filter.users.len()].join(", ");
             let ranges = vec![format!("({login} >= ? AND {login} < ?)"); filter.users.len()].join(" OR ");
-            clauses.push(format!("(h.history_user IN ({marks}) OR {login} IN ({marks}) OR {ranges})"));
-            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
-            binds.extend(filter.users.iter().map(|u| Bind::Text(u.clone())));
-            for u in &filter.users {
-                binds.extend([Bind::Text(format!("{u}(")), Bind::Text(format!("{u})"))]);
+            if shape.users_by_index {
+                // SQLite's planner reads a rare user's rows by id, newest first, through the whole table: its
+                // statistics cannot tell a rare name from a common one. These subqueries name their indexes.
+                clauses.push(format!("h.id IN ({})", users_by_index(filter.users.len())));
+            } else {
+                clauses.push(format!("(h.history_user IN ({marks}) OR {login} IN ({marks}) OR {ranges})"));
             }
+            binds.extend(user_binds(&filter.users));
         }
         if !filter.sources.is_empty() {
             clauses.push(format!("h.source IN ({})", vec!["?"; filter.sources.len()].join(", ")));
@@ -446,9 +546,12 @@ mod tests {
         assert_eq!(window_pattern("a_b!"), "%a!_b!!%");
         assert_eq!(window_pattern("Ünï x"), "%_n_ x%");
         assert_eq!(exact_pattern("Ünï_%"), "%Ünï!_!%%");
-        let quoted = r#"" ""h" AND """hi" AND "ay " AND "hi""" AND "say" AND "y """"#;
+        // "say", " "h" and the last three, "hi"".
+        let quoted = r#"" ""h" AND "hi""" AND "say""#;
         assert_eq!(fts_trigrams("say \"hi\""), quoted);
         assert_eq!(fts_trigrams("ÜnÜnÜn"), r#""nÜn" AND "ÜnÜ""#);
+        assert_eq!(fts_trigrams("abcd"), r#""abc" AND "bcd""#);
+        assert_eq!(fts_trigrams("abc"), r#""abc""#);
     }
 
     #[test]

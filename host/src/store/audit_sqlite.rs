@@ -193,6 +193,10 @@ impl AuditSink for SqliteAuditSink {
         Ok(rows.next().transpose()?)
     }
 
+    fn latest_received_at(&mut self) -> Result<i64, StoreError> {
+        Ok(self.conn.query_row("SELECT COALESCE(MAX(received_at), 0) FROM server_history", [], |r| r.get(0))?)
+    }
+
     fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM server_history WHERE host_id = ? ORDER BY chain_seq DESC LIMIT ?");
         let mut q = self.conn.prepare_cached(&sql)?;
