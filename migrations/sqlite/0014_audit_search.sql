@@ -1,7 +1,8 @@
 -- Audit search by index (issue 17). Commands are found by substring through an FTS5 table with the trigram
--- tokenizer (case folded): an external-content table over server_history, so it stores only the index, and
--- `detail = none` (no positions: a search asks for every trigram of its term, and the server checks each row
--- it gets back). Rows are indexed off the audit writer's path, by the `audit-index` thread, in id order;
+-- tokenizer (case folded): an external-content table over server_history, so it stores only the index, with
+-- positions, so that a term is found as a phrase of its trigrams, in order (without them, a term made of common
+-- trigrams, such as an address, matched every row holding them anywhere). Rows are indexed off the audit
+-- writer's path, by the `audit-index` thread, in id order;
 -- `audit_text_position` holds the highest id indexed, and a search reads the rows above it by scanning them.
 -- The triggers keep the index true when an indexed row is changed or deleted (retention, or tampering that
 -- `audit verify` reports). Building the index reads every stored row once, at this upgrade
@@ -11,8 +12,7 @@ CREATE VIRTUAL TABLE server_history_text USING fts5(
     history_command,
     content = 'server_history',
     content_rowid = 'id',
-    tokenize = 'trigram',
-    detail = none
+    tokenize = 'trigram'
 );
 INSERT INTO server_history_text (server_history_text) VALUES ('rebuild');
 

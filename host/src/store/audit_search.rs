@@ -136,20 +136,10 @@ fn exact_pattern(term: &str) -> String {
     pattern
 }
 
-/// An FTS5 query for a row holding the trigrams that tile `term` (from its start every third character, and its
-/// last three): the index keeps no positions, so they may be anywhere in the row, and the rule then decides.
-/// FTS5 reads each trigram's whole list of rows, so fewer of them is less to read; these still exclude almost
-/// every row that lacks the term. Each is a quoted string, quotes doubled.
-fn fts_trigrams(term: &str) -> String {
-    let chars: Vec<char> = term.chars().collect();
-    let tiles = (0..chars.len().saturating_sub(2)).step_by(3).chain([chars.len().saturating_sub(3)]);
-    let mut grams: Vec<String> = tiles
-        .filter_map(|at| chars.get(at..at + 3))
-        .map(|w| w.iter().collect::<String>().replace('"', "\"\""))
-        .collect();
-    grams.sort();
-    grams.dedup();
-    grams.iter().map(|g| format!("\"{g}\"")).collect::<Vec<_>>().join(" AND ")
+/// An FTS5 phrase: the term in double quotes, its own doubled. The trigram tokenizer makes it the term's trigrams
+/// in order, which only a row holding the term (case folded) has.
+fn fts_phrase(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
 }
 
 /// Bounds on the ids a candidate query reads, besides the listing's cursor: a part of the table read one way.
@@ -202,6 +192,9 @@ fn user_binds(users: &[String]) -> Vec<Bind> {
 struct Shape {
     /// The user filter as ids from its indexes ([`users_by_index`]): its users have few rows.
     users_by_index: bool,
+    /// The host filter kept off the host index (SQLite): its hosts have many rows, and reading all of them to
+    /// sort by id costs more than reading the newest rows until enough are theirs.
+    hosts_by_scan: bool,
     /// The ids of the first and last rows received in `received_from..=received_to`: the writer never stamps a
     /// row earlier than the one before it, so those are the rows between, and the listing reads them by id.
     received_ids: Option<(i64, i64)>,
@@ -236,6 +229,9 @@ impl Store {
                 && !filter.users.is_empty()
                 && self.users_rows(filter).await? < NARROW_ROWS,
             received_ids,
+            hosts_by_scan: self.dialect == Dialect::Sqlite
+                && filter.host_ids.as_ref().is_some_and(|ids| !ids.is_empty())
+                && self.hosts_rows(filter).await? >= NARROW_ROWS,
         };
         if plan == Some(TextPlan::Index)
             && self.dialect == Dialect::Sqlite
@@ -361,6 +357,19 @@ impl Store {
         })
     }
 
+    /// The rows of `filter`'s hosts, counted through the host index up to [`NARROW_ROWS`] (SQLite).
+    async fn hosts_rows(&self, filter: &AuditQuery) -> Result<i64, StoreError> {
+        let ids = filter.host_ids.as_deref().unwrap_or_default();
+        let query = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM server_history WHERE host_id IN ({}) LIMIT ?) AS probe",
+            vec!["?"; ids.len()].join(", ")
+        );
+        let mut binds: Vec<Bind> = ids.iter().map(|id| Bind::Int(*id)).collect();
+        binds.push(Bind::Int(NARROW_ROWS));
+        let counted: Vec<(i64,)> = fetch_bound!(self, (i64,), &query, &binds)?;
+        Ok(counted.first().map_or(0, |(n,)| *n))
+    }
+
     /// The rows of `filter`'s users, counted through the indexes up to [`NARROW_ROWS`] (SQLite).
     async fn users_rows(&self, filter: &AuditQuery) -> Result<i64, StoreError> {
         let query = format!("SELECT COUNT(*) FROM ({} LIMIT ?) AS probe", users_by_index(filter.users.len()));
@@ -426,7 +435,7 @@ impl Store {
             match plan {
                 TextPlan::Index if fts => {
                     clauses.push("server_history_text MATCH ?".to_owned());
-                    binds.push(Bind::Text(fts_trigrams(term)));
+                    binds.push(Bind::Text(fts_phrase(term)));
                 }
                 TextPlan::Index => {
                     clauses.push("h.history_command ILIKE ? ESCAPE '!'".to_owned());
@@ -482,7 +491,9 @@ impl Store {
             None => {}
             Some([]) => clauses.push("1 = 0".to_owned()),
             Some(ids) => {
-                clauses.push(format!("h.host_id IN ({})", vec!["?"; ids.len()].join(", ")));
+                // A unary `+` keeps SQLite off the column's indexes.
+                let column = if shape.hosts_by_scan { "+h.host_id" } else { "h.host_id" };
+                clauses.push(format!("{column} IN ({})", vec!["?"; ids.len()].join(", ")));
                 binds.extend(ids.iter().map(|id| Bind::Int(*id)));
             }
         }
@@ -546,12 +557,7 @@ mod tests {
         assert_eq!(window_pattern("a_b!"), "%a!_b!!%");
         assert_eq!(window_pattern("Ünï x"), "%_n_ x%");
         assert_eq!(exact_pattern("Ünï_%"), "%Ünï!_!%%");
-        // "say", " "h" and the last three, "hi"".
-        let quoted = r#"" ""h" AND "hi""" AND "say""#;
-        assert_eq!(fts_trigrams("say \"hi\""), quoted);
-        assert_eq!(fts_trigrams("ÜnÜnÜn"), r#""nÜn" AND "ÜnÜ""#);
-        assert_eq!(fts_trigrams("abcd"), r#""abc" AND "bcd""#);
-        assert_eq!(fts_trigrams("abc"), r#""abc""#);
+        assert_eq!(fts_phrase("say \"hi\""), r#""say ""hi""""#);
     }
 
     #[test]
