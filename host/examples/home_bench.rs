@@ -21,17 +21,15 @@ mod bench_server;
 
 use std::time::Instant;
 
-use bench_server::{percentile, BenchServer};
-use omserver::store::{now_ms, Store};
+use bench_server::{drop_postgres, fill, fresh_postgres, fresh_sqlite, percentile, BenchServer};
+use omserver::store::now_ms;
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor};
+use sqlx::Connection;
 
 type Error = Box<dyn std::error::Error>;
 
 const DAY_MS: i64 = 86_400_000;
 const HOSTS: i64 = 100;
-/// Where `TEST_POSTGRES_URL` is not set: the admin URL the test suite uses too.
-const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const POSTGRES_DB: &str = "omserver_bench_home";
 
 fn summary(name: &str, mut ms: Vec<f64>) {
@@ -97,42 +95,16 @@ fn fill_statements(postgres: bool, jobs: i64, events: i64, now: i64) -> Vec<Stri
     ]
 }
 
-async fn fill<C: Connection>(conn: &mut C, statements: &[String]) -> Result<(), Error>
-where
-    for<'c> &'c mut C: Executor<'c>,
-{
-    for statement in statements {
-        let started = Instant::now();
-        conn.execute(statement.as_str()).await.map_err(|e| format!("{statement}: {e}"))?;
-        let head: String = statement.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
-        println!("  fill: {head} … {:.1} s", started.elapsed().as_secs_f64());
-    }
-    Ok(())
-}
-
 /// A database: created empty, migrated, filled. Returns its URL and, for PostgreSQL, the admin URL to drop it.
 async fn prepare(kind: &str, dir: &std::path::Path, jobs: i64, events: i64) -> Result<(String, Option<String>), Error> {
     let statements = fill_statements(kind == "postgres", jobs, events, now_ms());
     if kind == "sqlite" {
-        let url = format!("sqlite://{}", dir.join("home.db").display());
-        Store::connect(&url).await?.close().await;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw")).await?;
-        // Only the fill goes without a durable commit; the server opens the file with its own settings.
-        conn.execute("PRAGMA synchronous = OFF").await?;
+        let (url, mut conn) = fresh_sqlite(&dir.join("home.db")).await?;
         fill(&mut conn, &statements).await?;
         conn.close().await?;
         return Ok((url, None));
     }
-    let admin = std::env::var("TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()).unwrap_or(POSTGRES_ADMIN.into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await?;
-    conn.execute(format!("DROP DATABASE IF EXISTS {POSTGRES_DB}").as_str()).await?;
-    conn.execute(format!("CREATE DATABASE {POSTGRES_DB}").as_str()).await?;
-    conn.close().await?;
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{POSTGRES_DB}"),
-        None => return Err(format!("{admin}: no database in the URL").into()),
-    };
-    Store::connect(&url).await?.close().await;
+    let (url, admin) = fresh_postgres(POSTGRES_DB).await?;
     let mut conn = sqlx::PgConnection::connect(&url).await?;
     fill(&mut conn, &statements).await?;
     conn.close().await?;
@@ -269,8 +241,7 @@ async fn main() -> Result<(), Error> {
         browser_times(&server.base, &server.admin_password, &webdriver, &chromium, rounds).await?;
         drop(server);
         if let Some(admin) = admin {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            conn.execute(format!("DROP DATABASE IF EXISTS {POSTGRES_DB}").as_str()).await?;
+            drop_postgres(&admin, POSTGRES_DB).await?;
         }
     }
     Ok(())

@@ -25,8 +25,8 @@ mod bench_server;
 
 use std::time::Instant;
 
-use bench_server::{percentile, run_cli, Api, BenchServer};
-use omserver::store::{now_ms, Store};
+use bench_server::{drop_postgres, fill, fresh_postgres, fresh_sqlite, percentile, run_cli, Api, BenchServer};
+use omserver::store::now_ms;
 use serde_json::json;
 use sqlx::{Connection, Executor};
 
@@ -34,8 +34,6 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const DAY_MS: i64 = 86_400_000;
 const HOSTS: i64 = 100;
-/// Where `TEST_POSTGRES_URL` is not set: the admin URL the test suite uses too.
-const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const POSTGRES_DB: &str = "omserver_bench_search";
 const INGEST_CLIENTS: usize = 4;
 const INGEST_BATCH: usize = 1000;
@@ -116,44 +114,18 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
     statements
 }
 
-async fn fill<C: Connection>(conn: &mut C, statements: &[String]) -> Result<(), Error>
-where
-    for<'c> &'c mut C: Executor<'c>,
-{
-    for statement in statements {
-        let started = Instant::now();
-        conn.execute(statement.as_str()).await.map_err(|e| format!("{statement}: {e}"))?;
-        let head: String = statement.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-        println!("  fill: {head} … {:.1} s", started.elapsed().as_secs_f64());
-    }
-    Ok(())
-}
-
 /// A database: created empty, migrated, filled. Returns its URL and, for PostgreSQL, the admin URL to drop it.
 async fn prepare(kind: &str, dir: &std::path::Path, events: i64) -> Result<(String, Option<String>), Error> {
     let statements = fill_statements(kind == "postgres", events, now_ms());
     if kind == "sqlite" {
-        let url = format!("sqlite://{}", dir.join("search.db").display());
-        Store::connect(&url).await?.close().await;
-        let mut conn = sqlx::SqliteConnection::connect(&format!("{url}?mode=rw")).await?;
-        // Only the fill goes without a durable commit; the server opens the file with its own settings.
-        conn.execute("PRAGMA synchronous = OFF").await?;
+        let (url, mut conn) = fresh_sqlite(&dir.join("search.db")).await?;
         fill(&mut conn, &statements).await?;
         conn.close().await?;
         let size = std::fs::metadata(dir.join("search.db"))?.len();
         println!("  database file: {:.0} MB ({:.0} bytes per event)", size as f64 / 1e6, size as f64 / events as f64);
         return Ok((url, None));
     }
-    let admin = std::env::var("TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()).unwrap_or(POSTGRES_ADMIN.into());
-    let mut conn = sqlx::PgConnection::connect(&admin).await?;
-    conn.execute(format!("DROP DATABASE IF EXISTS {POSTGRES_DB}").as_str()).await?;
-    conn.execute(format!("CREATE DATABASE {POSTGRES_DB}").as_str()).await?;
-    conn.close().await?;
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{POSTGRES_DB}"),
-        None => return Err(format!("{admin}: no database in the URL").into()),
-    };
-    Store::connect(&url).await?.close().await;
+    let (url, admin) = fresh_postgres(POSTGRES_DB).await?;
     let mut conn = sqlx::PgConnection::connect(&url).await?;
     fill(&mut conn, &statements).await?;
     let sizes: (i64, i64) = sqlx::query_as(
@@ -361,8 +333,7 @@ async fn main() -> Result<(), Error> {
         ingest_times(&server, &binary, &url, 2).await?;
         drop(server);
         if let Some(admin) = admin {
-            let mut conn = sqlx::PgConnection::connect(&admin).await?;
-            conn.execute(format!("DROP DATABASE IF EXISTS {POSTGRES_DB}").as_str()).await?;
+            drop_postgres(&admin, POSTGRES_DB).await?;
         }
     }
     Ok(())

@@ -191,6 +191,61 @@ pub async fn run_cli(binary: &Path, config: &Path, args: &[&str]) -> Result<Stri
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Where `TEST_POSTGRES_URL` is not set: the admin URL the test suite uses too.
+const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Runs a benchmark's fill, statement by statement, printing how long each took.
+pub async fn fill<C: sqlx::Connection>(conn: &mut C, statements: &[String]) -> Result<(), String>
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    for statement in statements {
+        let started = Instant::now();
+        sqlx::Executor::execute(&mut *conn, statement.as_str()).await.map_err(|e| format!("{statement}: {e}"))?;
+        let head: String = statement.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+        println!("  fill: {head} … {:.1} s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// A new SQLite file at `path`, migrated, and a connection to fill it that commits without waiting for the disk
+/// (the server opens the file with its own settings). Returns its URL and that connection.
+pub async fn fresh_sqlite(path: &Path) -> Result<(String, sqlx::SqliteConnection), String> {
+    let url = format!("sqlite://{}", path.display());
+    omserver::store::Store::connect(&url).await.map_err(|e| format!("{url}: {e}"))?.close().await;
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!("{url}?mode=rw"))
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    sqlx::Executor::execute(&mut conn, "PRAGMA synchronous = OFF").await.map_err(|e| e.to_string())?;
+    Ok((url, conn))
+}
+
+/// A new PostgreSQL database `name` (dropped first if it exists), migrated, on the server of `TEST_POSTGRES_URL`
+/// (or the local default). Returns its URL and the admin URL, to drop it with [`drop_postgres`].
+pub async fn fresh_postgres(name: &str) -> Result<(String, String), String> {
+    let admin = std::env::var("TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()).unwrap_or(POSTGRES_ADMIN.into());
+    drop_postgres(&admin, name).await?;
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.map_err(|e| format!("{admin}: {e}"))?;
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.map_err(|e| e.to_string())?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => return Err(format!("{admin}: no database in the URL")),
+    };
+    omserver::store::Store::connect(&url).await.map_err(|e| format!("{url}: {e}"))?.close().await;
+    Ok((url, admin))
+}
+
+/// Drops the PostgreSQL database `name`, if it exists, through the admin URL.
+pub async fn drop_postgres(admin: &str, name: &str) -> Result<(), String> {
+    let mut conn =
+        <sqlx::PgConnection as sqlx::Connection>::connect(admin).await.map_err(|e| format!("{admin}: {e}"))?;
+    sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The value at fraction `p` (0.5: the median) of `sorted`, by nearest rank.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
