@@ -137,6 +137,19 @@ fn the_audit_page_shows_what_a_typed_line_ran() {
     browser.wait_for_text("#events tbody", "other-session", Duration::from_secs(5));
     assert!(!browser.text("#events tbody").contains("./deploy.sh"), "typed lines are filtered out");
     browser.screenshot("execs-only");
+
+    // A command search, case ignored; one too short for the index says which events it read.
+    browser.eval(
+        "document.getElementById('f-source').value = ''; document.getElementById('f-q').value = 'DEPLOY'; return null",
+    );
+    browser.click("#apply");
+    browser.wait_for_text("#events tbody", "./deploy.sh", Duration::from_secs(5));
+    assert!(!browser.text("#events tbody").contains("other-session"), "only the matching line");
+    assert_eq!(browser.text("#scanned"), "");
+    browser.eval("document.getElementById('f-q').value = 'sh'; return null");
+    browser.click("#apply");
+    browser.wait_for_text("#scanned", "A term under three characters is not indexed", Duration::from_secs(5));
+    assert!(browser.text("#scanned").contains("searched events 1–4 (to the end)"), "{}", browser.text("#scanned"));
 }
 
 #[test]
