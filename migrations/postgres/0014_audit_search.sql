@@ -6,8 +6,9 @@
 
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 -- Inserts add to the index's pending list (fastupdate), which autovacuum merges into the index in the
--- background, rather than each insert updating the index's trees: 32 MB of pending entries instead of the
--- default 4 MB keeps that merge off the audit writer's inserts. Searches read the pending list as well.
+-- background, rather than each insert updating the index's trees; 32 MB of pending entries instead of the
+-- default 4 MB means fewer inserts pay for a merge. Searches read the pending list as well. Batch ingest still
+-- runs at less than half its speed without the index (BENCHMARKS.md, "Audit search").
 CREATE INDEX server_history_command_trgm_idx ON server_history USING gin (history_command gin_trgm_ops)
     WITH (fastupdate = on, gin_pending_list_limit = 32768);
 CREATE INDEX server_history_received_idx ON server_history (received_at);
