@@ -282,6 +282,11 @@ impl App {
                 shutdown.clone(),
             )),
         ];
+        // Retention: its own task; ingest never waits on it.
+        let retention = (self.config.audit.retain_days > 0).then(|| {
+            let retention = Arc::new(self.audit.retention(self.config.audit_archive_dir()));
+            tokio::spawn(crate::audit::retention::run(retention, self.config.audit.retain_days, shutdown.clone()))
+        });
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
             if health.ok {
@@ -330,6 +335,9 @@ impl App {
         }
         let _ = watcher.await;
         let _ = sweeper.await;
+        if let Some(retention) = retention {
+            let _ = retention.await;
+        }
         self.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -55,6 +55,17 @@ pub fn utc_text(ms: i64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", seconds / 3600, seconds / 60 % 60, seconds % 60)
 }
 
+/// `2026-12-02`: the UTC day of an instant.
+pub fn utc_day(ms: i64) -> String {
+    let (year, month, day) = civil_from_days(ms.div_euclid(MS_PER_DAY));
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The first millisecond of the UTC day of an instant.
+pub fn day_start(ms: i64) -> i64 {
+    ms - ms.rem_euclid(MS_PER_DAY)
+}
+
 /// Exactly `digits` ASCII digits.
 fn number(text: &str, digits: usize) -> Option<i64> {
     (text.len() == digits && text.bytes().all(|b| b.is_ascii_digit())).then(|| text.parse().ok()).flatten()
@@ -108,6 +119,9 @@ mod tests {
         assert_eq!(utc_text(1_796_207_405_123), "2026-12-02 10:30:05 UTC");
         assert_eq!(utc_text(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_text(-1), "1969-12-31 23:59:59 UTC");
+        assert_eq!(utc_day(1_796_207_405_123), "2026-12-02");
+        assert_eq!(utc_day(-1), "1969-12-31");
+        assert_eq!(day_start(1_796_207_405_123), utc_ms("2026-12-02", End::Start).unwrap_or_default());
     }
 
     #[test]

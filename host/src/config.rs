@@ -231,6 +231,11 @@ impl Config {
         }
     }
 
+    /// Where audit retention writes its archive files (`[audit] archive_dir`, else under `state_dir`).
+    pub fn audit_archive_dir(&self) -> PathBuf {
+        self.audit.archive_dir.clone().unwrap_or_else(|| self.state_dir.join("audit-archive"))
+    }
+
     /// The site settings for one module, as key/value pairs.
     pub fn module_settings(&self, module_id: u32) -> Vec<(String, String)> {
         self.modules

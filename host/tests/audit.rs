@@ -1361,28 +1361,9 @@ mod dialects {
     use serde_json::{json, Value};
     use sqlx::Connection;
 
-    use super::common::scratch::on_each_dialect;
+    use super::common::scratch::{execute as raw, on_each_dialect};
 
     const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-
-    /// Runs `sql` (no parameters) on a plain connection, outside the store; returns the rows changed.
-    async fn raw(dialect: Dialect, url: &str, sql: &str) -> u64 {
-        let done = match dialect {
-            Dialect::Sqlite => {
-                let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
-            }
-            Dialect::MySql => {
-                let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
-                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
-            }
-            Dialect::Postgres => {
-                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-                sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
-            }
-        };
-        done.unwrap_or_else(|e| panic!("{sql}: {e}"))
-    }
 
     /// Batch `b`'s event `s` (1..=250): what it carries, so that expectations are computed, not guessed.
     struct Spec {

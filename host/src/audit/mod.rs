@@ -9,8 +9,10 @@
 //! **Architecture invariant:** audit and jobs stand side by side; neither calls the other.
 
 pub mod alerts;
+pub mod archive;
 pub mod chain;
 pub mod event;
+pub mod retention;
 mod writer;
 
 use std::{
@@ -48,6 +50,11 @@ pub struct AuditConfig {
     pub max_batch_events: usize,
     /// Rows a command search reads, at most, when no index can answer its term (see `store::audit_search`).
     pub search_scan_rows: i64,
+    /// Days of audit rows the database keeps; older rows are moved into archive files (`audit/retention.rs`).
+    /// 0: keep everything.
+    pub retain_days: u32,
+    /// Where archive files go; `<state_dir>/audit-archive` when unset.
+    pub archive_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -58,6 +65,8 @@ impl Default for AuditConfig {
             max_command_bytes: 64 * 1024,
             max_batch_events: 5000,
             search_scan_rows: crate::store::SCAN_WINDOW,
+            retain_days: 0,
+            archive_dir: None,
         }
     }
 }
@@ -460,6 +469,11 @@ impl AuditService {
 
     pub async fn verify(&self) -> Result<chain::Report, StoreError> {
         chain::verify(&self.store, &self.key).await
+    }
+
+    /// Retention over this service's store and chain key, archiving into `dir`.
+    pub fn retention(&self, dir: std::path::PathBuf) -> retention::Retention {
+        retention::Retention::new(self.store.clone(), &self.key, dir)
     }
 
     async fn host_by_ip(&self, ip: &str) -> Result<Option<(i64, String)>, StoreError> {

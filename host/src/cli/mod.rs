@@ -1,5 +1,6 @@
 //! The `omserver` command line. This is the binary's edge, so errors are `anyhow` here and nowhere else.
 
+mod audit;
 mod notify;
 mod running;
 mod saved;
@@ -92,7 +93,7 @@ enum Command {
     User(UserCommand),
     /// Audit trail tools.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit::AuditCommand),
     /// A module worker, started by the server itself (never by hand): loads one library and runs its jobs over
     /// the socket on standard input.
     #[command(hide = true)]
@@ -104,13 +105,6 @@ enum BackendsCommand {
     /// Check every configured backend (key files, known hosts, the tool's binary, salt-api login, certificates)
     /// and say exactly what is wrong. Exit code 0 only if all are healthy.
     Check,
-}
-
-#[derive(Debug, Subcommand)]
-enum AuditCommand {
-    /// Walk every host's hash chain and report rows deleted, inserted or edited in the database.
-    /// Exit code 0 only when the trail is intact.
-    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,7 +235,7 @@ impl Cli {
             Command::Schedule(cmd) => saved::schedule(config, cmd).await,
             Command::Notify(cmd) => notify::notify(config, cmd).await,
             Command::Backends(BackendsCommand::Check) => backends_check(config).await,
-            Command::Audit(AuditCommand::Verify) => audit_verify(config).await,
+            Command::Audit(cmd) => audit::audit(config, cmd).await,
             Command::Worker(args) => Ok(crate::worker::child::main(&args)),
             Command::Token(cmd) => token(config, cmd).await,
             Command::User(cmd) => user(config, cmd).await,
@@ -376,7 +370,7 @@ async fn backends_check(config: Config) -> anyhow::Result<ExitCode> {
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+pub(super) fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
     auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
         .with_context(|| format!("secret key in {}", config.state_dir.display()))
 }
@@ -550,16 +544,4 @@ impl Drop for EchoOff {
 /// Users without the rest of the server.
 fn users(config: &Config, store: &Store) -> anyhow::Result<Users> {
     Ok(Users::new(store.clone(), &secret_key(config)?, config.sessions()))
-}
-
-async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
-    let store = Store::connect(&config.database_url).await?;
-    let key = secret_key(&config)?;
-    let report = crate::audit::chain::verify(&store, &auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE)).await?;
-    let name = |id: i64| report.chains.iter().find(|c| c.host_id == id).map_or("", |c| c.host.as_str());
-    for f in &report.findings {
-        println!("host {} (#{}) at chain position {}: {}", name(f.host_id), f.host_id, f.chain_seq, f.problem);
-    }
-    println!("{} rows on {} hosts checked, {} problems", report.rows, report.hosts, report.findings.len());
-    Ok(if report.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

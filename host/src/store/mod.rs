@@ -10,6 +10,7 @@
 
 mod alerts;
 mod audit;
+mod audit_archive;
 mod audit_search;
 mod audit_sqlite;
 mod audit_text;
@@ -33,6 +34,7 @@ use sqlx::{
 
 pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
+pub use audit_archive::ArchivedUpTo;
 pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
 pub use audit_sqlite::WalSync;
 pub use inventory::{host_key, HostRow, NewHost};

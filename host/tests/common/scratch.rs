@@ -142,3 +142,23 @@ where
     }
     assert!(failures.is_empty(), "failed on {} of 3 dialects:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// Runs `sql` (no parameters) on a plain connection, outside the store, as an intruder with database access
+/// would; returns the rows changed.
+pub async fn execute(dialect: Dialect, url: &str, sql: &str) -> u64 {
+    let done = match dialect {
+        Dialect::Sqlite => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
+        }
+        Dialect::MySql => {
+            let mut c = sqlx::MySqlConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
+        }
+        Dialect::Postgres => {
+            let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.map(|r| r.rows_affected())
+        }
+    };
+    done.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
