@@ -102,7 +102,7 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 15;
+const MIGRATIONS: i64 = 16;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
@@ -138,10 +138,14 @@ const TABLES: [&str; 27] = [
     "users",
 ];
 
-/// [`TABLES`], and on SQLite the command index of migration 0014: an FTS5 table, the tables FTS5 keeps its
-/// index in, and how far the index thread has come.
+/// [`TABLES`], and the command index with how far its keeper has come: on SQLite (migration 0014) an FTS5 table
+/// and the tables FTS5 keeps its index in, on PostgreSQL (0016) a table of words.
 fn expected_tables(dialect: Dialect) -> Vec<&'static str> {
     let mut tables = TABLES.to_vec();
+    if dialect == Dialect::Postgres {
+        tables.extend(["audit_text_position", "server_history_text"]);
+        tables.sort();
+    }
     if dialect == Dialect::Sqlite {
         tables.extend([
             "audit_text_position",

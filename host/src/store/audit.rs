@@ -121,6 +121,8 @@ pub trait AuditSink: Send {
 pub struct PooledAuditSink {
     store: Store,
     runtime: tokio::runtime::Handle,
+    /// PostgreSQL's command index keeper, nudged after each commit.
+    index: Option<super::audit_text::PgIndexer>,
 }
 
 impl AuditSink for PooledAuditSink {
@@ -146,7 +148,11 @@ impl AuditSink for PooledAuditSink {
         gaps: &[NewGap],
         heads: &[(i64, i64, String)],
     ) -> Result<Vec<i64>, StoreError> {
-        self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads))
+        let ids = self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads))?;
+        if let Some(index) = &self.index {
+            index.nudge();
+        }
+        Ok(ids)
     }
 }
 
@@ -157,7 +163,14 @@ impl Store {
     pub fn audit_sink(&self) -> Result<Box<dyn AuditSink>, StoreError> {
         Ok(match &self.sqlite_file {
             Some(path) => Box::new(super::audit_sqlite::SqliteAuditSink::open(path)?),
-            None => Box::new(PooledAuditSink { store: self.clone(), runtime: tokio::runtime::Handle::current() }),
+            None => Box::new(PooledAuditSink {
+                store: self.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                index: match &self.pool {
+                    super::Pool::Postgres(pool) => Some(super::audit_text::PgIndexer::start(pool.clone())),
+                    _ => None,
+                },
+            }),
         })
     }
 

@@ -58,22 +58,35 @@ impl Store {
     }
 
     /// Puts archived rows back (with their ids, positions and MACs, as they were) and moves the host's archive line
-    /// below them, in one transaction: `line` is the new line (`last_seq` 0: nothing archived any more). On SQLite
-    /// the rows the command index had covered are indexed again.
+    /// below them, in one transaction: `line` is the new line (`last_seq` 0: nothing archived any more). The
+    /// rows the command index had covered are indexed again.
     pub async fn restore_archived(&self, rows: &[AuditRow], line: &ArchivedUpTo) -> Result<(), StoreError> {
         let upsert = self.archive_line_sql();
         let forget = self.sql("DELETE FROM audit_archived WHERE host_id = ?");
         let marks = vec![ROW_MARKS.replacen('(', "(?, ", 1); rows.len()].join(", ");
         let insert =
             self.sql(&format!("INSERT INTO server_history (id, {INSERT_COLUMNS}) VALUES {marks}")).into_owned();
-        let reindex = "INSERT INTO server_history_text (rowid, history_command) SELECT id, history_command \
-                       FROM server_history WHERE host_id = ?1 AND chain_seq > ?2 AND chain_seq <= ?3 \
+        // The command index covers the ids up to its position, and these are below it: index them here.
+        let covered = "FROM server_history WHERE host_id = ? AND chain_seq > ? AND chain_seq <= ? \
                        AND id <= (SELECT position FROM audit_text_position)";
+        let reindex = match self.dialect {
+            Dialect::Sqlite => Some(format!(
+                "INSERT INTO server_history_text (rowid, history_command) SELECT id, history_command {covered}"
+            )),
+            Dialect::Postgres => Some(
+                self.sql(&format!(
+                    "INSERT INTO server_history_text (id, words) SELECT id, {} {covered}",
+                    super::audit_text::PG_WORDS
+                ))
+                .into_owned(),
+            ),
+            Dialect::MySql => None,
+        };
         let (first, last) = match (rows.first(), rows.last()) {
             (Some(first), Some(last)) => (first.chain_seq, last.chain_seq),
             _ => return Ok(()),
         };
-        let (dialect, begin) = (self.dialect, self.begin_write());
+        let begin = self.begin_write();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(begin).await?;
             let mut q = sqlx::query(&insert);
@@ -86,7 +99,7 @@ impl Store {
                     .bind(r.pid).bind(r.ppid).bind(r.euid).bind(r.auid);
             }
             q.execute(&mut *tx).await?;
-            if dialect == Dialect::Sqlite {
+            if let Some(reindex) = &reindex {
                 sqlx::query(reindex).bind(line.host_id).bind(first - 1).bind(last).execute(&mut *tx).await?;
             }
             if line.last_seq == 0 {

@@ -6,9 +6,9 @@
 //! by that rule, so every dialect gives the same answer:
 //! - SQLite: the FTS5 table `server_history_text` (trigram tokenizer, case folded), a phrase query, for terms of
 //!   at least [`INDEXED_TERM_CHARS`] characters;
-//! - PostgreSQL: the pg_trgm GIN index through `ILIKE`, for terms pg_trgm can take a trigram from: it makes them
-//!   of words (letters and digits), so a term needs three in a row, or a word whose start or end the term shows
-//!   (`rm -rf` has both; `ab` and `; |` have neither);
+//! - PostgreSQL: the pg_trgm GIN index over `server_history_text.words` (the command with each run of ASCII
+//!   punctuation and spaces made one `q`: [`super::audit_text::PG_WORDS`]) through `ILIKE`, for terms that map
+//!   to three ASCII letters or digits in a row (`rm -rf` is `rmqrf`; `ab` and `; |` are too short);
 //! - any other term, and every term on MariaDB/MySQL (no trigram index there), reads a bounded window of the
 //!   newest rows ([`SCAN_WINDOW`]) and says so in [`AuditFound::scanned`], so the caller can go on from where
 //!   it stopped instead of waiting for a read of the whole table.
@@ -78,30 +78,37 @@ impl TextPlan {
         match dialect {
             Dialect::MySql => TextPlan::Window(ScanReason::NoTextIndex),
             Dialect::Sqlite if term.chars().count() >= INDEXED_TERM_CHARS => TextPlan::Index,
-            Dialect::Postgres if has_word_trigram(term) => TextPlan::Index,
+            Dialect::Postgres if has_ascii_trigram(&words(term)) => TextPlan::Index,
             _ => TextPlan::Window(ScanReason::ShortTerm),
         }
     }
 }
 
-/// Whether pg_trgm can take a trigram from `%term%`: a word (letters and digits) of three characters, or one
-/// whose start or end is inside the term (it pads that end with spaces, `  r` from `-r`). Without one, the GIN
-/// index has nothing to look up and PostgreSQL reads the whole table.
-fn has_word_trigram(term: &str) -> bool {
-    let chars: Vec<char> = term.chars().collect();
-    let mut start = 0;
-    while start < chars.len() {
-        if !chars[start].is_alphanumeric() {
-            start += 1;
-            continue;
+/// A term as PostgreSQL's index holds commands ([`super::audit_text::PG_WORDS`]): each run of ASCII characters
+/// other than letters and digits made one `q`. A substring of a command maps to a substring of its words, so the
+/// index finds every row that matches; the rule then drops the others. No LIKE wildcard survives the mapping.
+fn words(term: &str) -> String {
+    let mut out = String::with_capacity(term.len());
+    let mut in_run = false;
+    for c in term.chars() {
+        if c.is_ascii() && !c.is_ascii_alphanumeric() {
+            if !in_run {
+                out.push('q');
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
         }
-        let end = chars[start..].iter().position(|c| !c.is_alphanumeric()).map_or(chars.len(), |n| start + n);
-        if end - start >= INDEXED_TERM_CHARS || start > 0 || end < chars.len() {
-            return true;
-        }
-        start = end;
     }
-    false
+    out
+}
+
+/// Whether pg_trgm can take a trigram from `%words%`: three ASCII letters or digits in a row. (Other letters may
+/// count too, depending on the database's locale; without a trigram the GIN index has nothing to look up and
+/// PostgreSQL reads all of it, so only what counts everywhere is trusted.)
+fn has_ascii_trigram(words: &str) -> bool {
+    words.chars().collect::<Vec<_>>().windows(INDEXED_TERM_CHARS).any(|w| w.iter().all(char::is_ascii_alphanumeric))
 }
 
 /// A LIKE pattern (escape character `!`) that every row matching `term` by our rule also matches, wherever
@@ -118,19 +125,6 @@ fn window_pattern(term: &str) -> String {
             c if c.is_ascii() => pattern.push(c),
             _ => pattern.push('_'),
         }
-    }
-    pattern.push('%');
-    pattern
-}
-
-/// The `ILIKE` pattern for PostgreSQL's index: the term itself, wildcards escaped.
-fn exact_pattern(term: &str) -> String {
-    let mut pattern = String::from("%");
-    for c in term.chars() {
-        if matches!(c, '!' | '%' | '_') {
-            pattern.push('!');
-        }
-        pattern.push(c);
     }
     pattern.push('%');
     pattern
@@ -243,10 +237,10 @@ impl Store {
             Some(TextPlan::Window(reason)) => Some(self.scan_window(filter, reason).await?),
             _ => None,
         };
-        // SQLite's index covers the ids up to its position; the rows above it are read and checked. The parts
-        // are read in the listing's order.
+        // The index covers the ids up to its position; the rows above it are read and checked. The parts are read
+        // in the listing's order.
         let segments = match plan {
-            Some(TextPlan::Index) if self.dialect == Dialect::Sqlite => {
+            Some(TextPlan::Index) => {
                 let position = self.text_index_position().await?;
                 let indexed = (plan, Segment { upto: Some(position), above: None });
                 let tail = (Some(TextPlan::Rows), Segment { above: Some(position), upto: None });
@@ -291,20 +285,19 @@ impl Store {
         Ok(AuditFound { rows, next, scanned })
     }
 
-    /// How many stored rows SQLite's command index has not taken yet (searches read those by scanning them);
-    /// `None` on the other databases, whose index is written with the rows.
+    /// How many stored rows the command index has not taken yet (searches read those by scanning them); `None`
+    /// on MariaDB/MySQL, which has none.
     pub async fn audit_text_lag(&self) -> Result<Option<i64>, StoreError> {
-        if self.dialect != Dialect::Sqlite {
+        if self.dialect == Dialect::MySql {
             return Ok(None);
         }
         let position = self.text_index_position().await?;
-        let lag: i64 = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM server_history WHERE id > ?").bind(position).fetch_one(pool).await
-        })?;
+        let sql = self.sql("SELECT COUNT(*) FROM server_history WHERE id > ?");
+        let lag: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql).bind(position).fetch_one(pool).await)?;
         Ok(Some(lag))
     }
 
-    /// The highest id SQLite's command index has taken ([`super::audit_text`]).
+    /// The highest id the command index has taken ([`super::audit_text`]).
     async fn text_index_position(&self) -> Result<i64, StoreError> {
         let position: i64 = on_pool!(self, pool => {
             sqlx::query_scalar("SELECT position FROM audit_text_position").fetch_one(pool).await
@@ -421,16 +414,17 @@ impl Store {
     ) -> Result<Vec<AuditRow>, StoreError> {
         let mut clauses: Vec<String> = Vec::new();
         let mut binds: Vec<Bind> = Vec::new();
-        // SQLite's index is a table of its own, joined by rowid; its rowid is then the one to order and bound by,
-        // so that FTS5 reads its matches newest first and stops at the limit.
-        let fts = plan == Some(TextPlan::Index) && self.dialect == Dialect::Sqlite;
-        let (from, id) = if fts {
-            (
+        // The index is a table of its own, joined by id; its id is then the one to order and bound by, so that
+        // FTS5 reads its matches newest first and stops at the limit.
+        let indexed = plan == Some(TextPlan::Index);
+        let fts = indexed && self.dialect == Dialect::Sqlite;
+        let (from, id) = match (indexed, self.dialect) {
+            (true, Dialect::Sqlite) => (
                 "server_history_text JOIN server_history h ON h.id = server_history_text.rowid",
                 "server_history_text.rowid",
-            )
-        } else {
-            ("server_history h", "h.id")
+            ),
+            (true, _) => ("server_history_text t JOIN server_history h ON h.id = t.id", "t.id"),
+            _ => ("server_history h", "h.id"),
         };
         if let (Some(term), Some(plan)) = (filter.text.as_deref(), plan) {
             match plan {
@@ -439,8 +433,8 @@ impl Store {
                     binds.push(Bind::Text(fts_phrase(term)));
                 }
                 TextPlan::Index => {
-                    clauses.push("h.history_command ILIKE ? ESCAPE '!'".to_owned());
-                    binds.push(Bind::Text(exact_pattern(term)));
+                    clauses.push("t.words ILIKE ?".to_owned());
+                    binds.push(Bind::Text(format!("%{}%", words(term))));
                 }
                 TextPlan::Rows | TextPlan::Window(_) => {
                     let like = if self.dialect == Dialect::Postgres { "ILIKE" } else { "LIKE" };
@@ -557,7 +551,9 @@ mod tests {
         assert_eq!(window_pattern("100%"), "%100!%%");
         assert_eq!(window_pattern("a_b!"), "%a!_b!!%");
         assert_eq!(window_pattern("Ünï x"), "%_n_ x%");
-        assert_eq!(exact_pattern("Ünï_%"), "%Ünï!_!%%");
+        assert_eq!(words("ssh deploy@10.1.7.17"), "sshqdeployq10q1q7q17");
+        assert_eq!(words(" a  -- B_%"), "qaqBq");
+        assert_eq!(words("Ünï/x"), "Ünïqx");
         assert_eq!(fts_phrase("say \"hi\""), r#""say ""hi""""#);
     }
 
@@ -568,11 +564,15 @@ mod tests {
         assert_eq!(TextPlan::for_term(Dialect::Sqlite, "ab"), TextPlan::Window(ScanReason::ShortTerm));
         assert_eq!(TextPlan::for_term(Dialect::Sqlite, "ü✓"), TextPlan::Window(ScanReason::ShortTerm));
         assert_eq!(TextPlan::for_term(Dialect::Postgres, "rm -rf /"), TextPlan::Index);
-        assert_eq!(TextPlan::for_term(Dialect::Postgres, "-r"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "-rf"), TextPlan::Index);
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "-r"), TextPlan::Window(ScanReason::ShortTerm));
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "10.1.7.17"), TextPlan::Index);
         assert_eq!(TextPlan::for_term(Dialect::Postgres, "ab"), TextPlan::Window(ScanReason::ShortTerm));
         assert_eq!(TextPlan::for_term(Dialect::Postgres, "; |"), TextPlan::Window(ScanReason::ShortTerm));
         assert_eq!(TextPlan::for_term(Dialect::Postgres, "x /etc/passwd"), TextPlan::Index);
-        assert_eq!(TextPlan::for_term(Dialect::Postgres, "ünï"), TextPlan::Index);
+        // Whether ü and ï are letters to pg_trgm depends on the database's locale.
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "ünï"), TextPlan::Window(ScanReason::ShortTerm));
+        assert_eq!(TextPlan::for_term(Dialect::Postgres, "ünïcode"), TextPlan::Index);
         assert_eq!(TextPlan::for_term(Dialect::MySql, "passwd"), TextPlan::Window(ScanReason::NoTextIndex));
     }
 }

@@ -1,4 +1,6 @@
-//! The keeper of SQLite's command index (`server_history_text`, FTS5 trigram): the `audit-index` thread.
+//! The keepers of the command index, just behind the audit writer: on SQLite the `audit-index` thread
+//! (`server_history_text`, FTS5 trigram), on PostgreSQL a task on the runtime (`server_history_text`, the
+//! command's words under a pg_trgm GIN index; migration 0016).
 //!
 //! Indexing a command costs several times what storing it does (about 7 µs a row against the writer's ~10 µs
 //! for everything else), so the audit writer does not do it: this thread indexes the rows above
@@ -17,8 +19,15 @@ use std::{
 };
 
 use rusqlite::{params, Connection, TransactionBehavior};
+use tokio::{sync::Notify, task::AbortHandle};
 
 use super::StoreError;
+
+/// PostgreSQL: what is indexed of a command (`history_command` in SQL), as migration 0016 fills and its trigger
+/// updates it: every run of ASCII characters other than letters and digits becomes one `q`, so that pg_trgm,
+/// which makes trigrams of words only, sees an address or a path as one word.
+pub(super) const PG_WORDS: &str =
+    r"regexp_replace(history_command, '[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+', 'q', 'g')";
 
 /// Rows indexed per transaction: a few milliseconds of the write lock.
 const BATCH: i64 = 500;
@@ -70,5 +79,69 @@ fn index_batch(conn: &mut Connection) -> rusqlite::Result<usize> {
     )?;
     tx.execute("UPDATE audit_text_position SET position = ?1", [last])?;
     tx.commit()?;
+    Ok(indexed)
+}
+
+/// PostgreSQL's keeper: a task indexing the rows above the position, [`BATCH`] per transaction, resting as the
+/// thread does; nudged by the audit writer after each commit. Stopped when dropped.
+pub(super) struct PgIndexer {
+    nudge: std::sync::Arc<Notify>,
+    task: AbortHandle,
+}
+
+impl PgIndexer {
+    /// Starts the task on the current runtime.
+    pub(super) fn start(pool: sqlx::PgPool) -> PgIndexer {
+        let nudge = std::sync::Arc::new(Notify::new());
+        let nudged = nudge.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let started = Instant::now();
+                match index_pg_batch(&pool).await {
+                    Ok(n) if n == BATCH as u64 => {
+                        tokio::time::sleep(started.elapsed() * PAUSE_FACTOR).await;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(error = %err, "audit command index: batch failed; searches scan those rows")
+                    }
+                }
+                let _ = tokio::time::timeout(IDLE_LOOK, nudged.notified()).await;
+            }
+        });
+        PgIndexer { nudge, task: task.abort_handle() }
+    }
+
+    /// Rows were committed.
+    pub(super) fn nudge(&self) {
+        self.nudge.notify_one();
+    }
+}
+
+impl Drop for PgIndexer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn index_pg_batch(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let position: i64 =
+        sqlx::query_scalar("SELECT position FROM audit_text_position FOR UPDATE").fetch_one(&mut *tx).await?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(id) FROM (SELECT id FROM server_history WHERE id > $1 ORDER BY id LIMIT $2) s")
+            .bind(position)
+            .bind(BATCH)
+            .fetch_one(&mut *tx)
+            .await?;
+    let Some(last) = last else { return Ok(0) };
+    let insert = format!(
+        "INSERT INTO server_history_text (id, words) SELECT id, {PG_WORDS} FROM server_history \
+         WHERE id > $1 AND id <= $2 ON CONFLICT (id) DO NOTHING"
+    );
+    let indexed = sqlx::query(&insert).bind(position).bind(last).execute(&mut *tx).await?.rows_affected();
+    sqlx::query("UPDATE audit_text_position SET position = $1").bind(last).execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(indexed)
 }
