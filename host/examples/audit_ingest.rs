@@ -20,8 +20,8 @@
 //!
 //! Options: `--duration S` (wrk run, default 10), `--connections N` (64), `--threads N` (wrk threads, 2),
 //! `--batch-events N` (events per batch size, 300000), `--batch-clients N` (4), `--rate N` (events/s for the
-//! latency runs, 500), `--latency-secs S` (10), `--only legacy|batch|latency`, `--text-index-rounds N` (batch
-//! ingest N times without the command index, then N times with it, alternating: what indexing costs ingest).
+//! latency runs, 500), `--latency-secs S` (10), `--only legacy|batch|latency`. What the command index costs ingest is
+//! `cargo xtask bench-search`'s to measure.
 
 use std::{
     collections::HashMap,
@@ -54,7 +54,6 @@ struct Settings {
     rate: u64,
     latency_secs: u64,
     only: Option<String>,
-    text_index_rounds: u64,
 }
 
 impl Settings {
@@ -68,7 +67,6 @@ impl Settings {
             rate: 500,
             latency_secs: 10,
             only: None,
-            text_index_rounds: 0,
         };
         let args: Vec<String> = std::env::args().skip(1).collect();
         let mut it = args.iter();
@@ -84,7 +82,6 @@ impl Settings {
                 "--rate" => s.rate = number()?,
                 "--latency-secs" => s.latency_secs = number()?,
                 "--only" => s.only = Some(value.clone()),
-                "--text-index-rounds" => s.text_index_rounds = number()?,
                 _ => return Err(format!("unknown option {flag}").into()),
             }
         }
@@ -146,27 +143,7 @@ async fn main() -> Result<(), Error> {
     if settings.runs("legacy") {
         legacy(&settings, &target, dir.path()).await?;
     }
-    if settings.runs("batch") && settings.text_index_rounds > 0 {
-        // The index is kept by an insert trigger (migration 0014): without it, rows go in unindexed.
-        let mut db = sqlx::SqliteConnection::connect(&target.database_url).await?;
-        let trigger: String =
-            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'server_history_text_insert'")
-                .fetch_one(&mut db)
-                .await?;
-        for round in 0..settings.text_index_rounds * 2 {
-            let indexed = round % 2 == 1;
-            if indexed {
-                sqlx::query(&trigger).execute(&mut db).await?;
-            } else if round > 0 {
-                sqlx::query("DROP TRIGGER server_history_text_insert").execute(&mut db).await?;
-            } else {
-                sqlx::query("DROP TRIGGER IF EXISTS server_history_text_insert").execute(&mut db).await?;
-            }
-            println!("\n# command index {}", if indexed { "ON (trigger into FTS5 trigram)" } else { "OFF" });
-            let (settings_batch, target_batch) = (settings_clone(&settings), target.clone());
-            on_client_thread(move || batches(settings_batch, target_batch)).await??;
-        }
-    } else if settings.runs("batch") {
+    if settings.runs("batch") {
         let (settings_batch, target_batch) = (settings_clone(&settings), target.clone());
         on_client_thread(move || batches(settings_batch, target_batch)).await??;
     }

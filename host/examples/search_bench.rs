@@ -15,7 +15,10 @@
 //! - **ingest**: `POST /api/audit/events` from 4 clients, batches of 1 000 events, with the command index and
 //!   without it, on the filled database. Both databases index off the writer's path: "without" moves the
 //!   index's position past every id, so its keeper finds nothing to do, and "with" puts it back at the newest
-//!   row first, so it indexes exactly what the run stores, alternating.
+//!   row first, so it indexes exactly what the run stores, alternating;
+//! - **archive**: `omserver audit archive --before` the second day, which moves the oldest day (a thirtieth of
+//!   the events) into archive files, while the 4 clients go on ingesting: the pass's rows per second, the
+//!   archive's bytes per event, and ingest meanwhile.
 //!
 //! Arguments: `BINARY LIBRARY_1003 [EVENTS] [ROUNDS] [sqlite|postgres|both]`.
 
@@ -122,8 +125,8 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
 }
 
 /// A database: created empty, migrated, filled. Returns its URL and, for PostgreSQL, the admin URL to drop it.
-async fn prepare(kind: &str, dir: &std::path::Path, events: i64) -> Result<(String, Option<String>), Error> {
-    let statements = fill_statements(kind == "postgres", events, now_ms());
+async fn prepare(kind: &str, dir: &std::path::Path, events: i64, now: i64) -> Result<(String, Option<String>), Error> {
+    let statements = fill_statements(kind == "postgres", events, now);
     if kind == "sqlite" {
         let (url, mut conn) = fresh_sqlite(&dir.join("search.db")).await?;
         fill(&mut conn, &statements).await?;
@@ -302,6 +305,70 @@ async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str,
     Ok(())
 }
 
+/// Retention on the filled database: the oldest day moved into the archive by `omserver audit archive`, while
+/// 4 clients ingest as in [`ingest_times`]; the pass's rate, the archive's bytes per event, and ingest meanwhile.
+async fn archive_times(server: &BenchServer, binary: &std::path::Path, oldest: i64) -> Result<(), Error> {
+    let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: server.token.clone() };
+    let agent = run_cli(binary, &server.config_path(), &["hosts", "token", "ingest"]).await?.trim().to_owned();
+    let before = omserver::calendar::utc_text(oldest + DAY_MS);
+    let before = before.trim_end_matches(" UTC").to_owned();
+    let (binary_path, config) = (binary.to_owned(), server.config_path());
+    let started = Instant::now();
+    let pass =
+        tokio::spawn(async move { run_cli(&binary_path, &config, &["audit", "archive", "--before", &before]).await });
+    let (mut events, mut round) = (0, 0);
+    while !pass.is_finished() {
+        let clients: Vec<_> = (0..INGEST_CLIENTS)
+            .map(|c| {
+                let (http, base, agent) = (api.http.clone(), api.base.clone(), agent.clone());
+                let body = batch_body(&format!("archive{round}c{c}"), 0);
+                tokio::spawn(async move {
+                    let response = http
+                        .post(format!("{base}/api/audit/events"))
+                        .bearer_auth(&agent)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await?;
+                    if !response.status().is_success() {
+                        return Err::<(), Error>(format!("ingest: {}", response.status()).into());
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for client in clients {
+            client.await??;
+        }
+        events += INGEST_CLIENTS * INGEST_BATCH;
+        round += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let said = pass.await??;
+    // "N rows of H hosts received before T moved into F files in DIR"
+    let words: Vec<&str> = said.split_whitespace().collect();
+    let rows: f64 = words.first().and_then(|w| w.parse().ok()).ok_or_else(|| format!("audit archive said {said:?}"))?;
+    let dir = said.rsplit_once(" in ").map(|(_, d)| d.trim()).ok_or_else(|| format!("audit archive said {said:?}"))?;
+    let bytes = directory_bytes(std::path::Path::new(dir))?;
+    println!(
+        "  archive of the oldest day: {rows:.0} rows in {seconds:.1} s ({:.0} rows/s), {:.0} bytes per event in gzip files; \
+         ingest meanwhile {:.0} events/s",
+        rows / seconds,
+        bytes as f64 / rows.max(1.0),
+        events as f64 / seconds
+    );
+    Ok(())
+}
+
+fn directory_bytes(dir: &std::path::Path) -> Result<u64, Error> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        total += if entry.file_type()?.is_dir() { directory_bytes(&entry.path())? } else { entry.metadata()?.len() };
+    }
+    Ok(total)
+}
+
 fn batch_body(stream: &str, from: usize) -> String {
     let events: Vec<serde_json::Value> = (1..=INGEST_BATCH)
         .map(|n| {
@@ -331,7 +398,8 @@ async fn main() -> Result<(), Error> {
         println!("{kind}:");
         let dir = tempfile::tempdir()?;
         let started = Instant::now();
-        let (url, admin) = prepare(kind, dir.path(), events).await?;
+        let now = now_ms();
+        let (url, admin) = prepare(kind, dir.path(), events, now).await?;
         println!("  filled in {:.0} s", started.elapsed().as_secs_f64());
         // The periodic chain verification would read every (made-up) row while we measure: off.
         let server = BenchServer::start_on(&binary, &library, &url, "[notify]\nverify_every_secs = 0\n")
@@ -339,6 +407,7 @@ async fn main() -> Result<(), Error> {
         let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: server.token.clone() };
         query_times(&api, events, rounds).await?;
         ingest_times(&server, &binary, &url, 2).await?;
+        archive_times(&server, &binary, now - 30 * DAY_MS).await?;
         drop(server);
         if let Some(admin) = admin {
             drop_postgres(&admin, POSTGRES_DB).await?;

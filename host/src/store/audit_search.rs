@@ -46,8 +46,8 @@ pub struct ScanWindow {
     pub first_id: i64,
     pub last_id: i64,
     pub complete: bool,
-    /// Why no index could answer: `short_term` (under three characters; on PostgreSQL, no word pg_trgm can
-    /// take a trigram from) or `no_text_index` (MariaDB/MySQL).
+    /// Why no index could answer: `short_term` (under three characters; on PostgreSQL, no three ASCII letters
+    /// or digits in a row once punctuation is folded) or `no_text_index` (MariaDB/MySQL).
     pub reason: ScanReason,
 }
 
