@@ -100,6 +100,12 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
         "0".repeat(64),
         series(events)
     ));
+    // Each host's chain head, as the audit writer keeps it (retention walks the hosts that have one).
+    statements.push(format!(
+        "INSERT INTO audit_chain (host_id, last_seq, last_hash) \
+         SELECT host_id, MAX(chain_seq), '{}' FROM server_history GROUP BY host_id",
+        "0".repeat(64)
+    ));
     if postgres {
         // As migration 0016 builds it over existing rows (its words: each run of ASCII punctuation one `q`).
         statements.push(

@@ -17,7 +17,7 @@
 //! renamed into place before any of its rows leave the database.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fs::{self, File},
     io::{self, BufRead, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
@@ -602,8 +602,8 @@ pub fn search(dir: &Path, search: &Search, mut found: impl FnMut(&str, AuditRow)
     Ok(matched)
 }
 
-/// Each host's last archived (position, MAC) by the archive's file names and end lines: what a run interrupted
-/// after writing a file but before its rows left the database finds.
+/// A host's newest archive file (by its name): where a pass interrupted after writing a file, but before all its
+/// rows left the database, is picked up.
 pub fn last_file(dir: &Path, host_id: i64) -> Result<Option<FileName>, ArchiveError> {
     Ok(files(&host_dir(dir, host_id))?.pop())
 }
@@ -619,15 +619,4 @@ pub fn positions(path: &Path) -> Result<(Header, Vec<(i64, String)>), ArchiveErr
         return Err(reader.format("cut short (no end line)"));
     }
     Ok((reader.header, found))
-}
-
-/// Host names by id, for messages; from the archive's newest file of each host.
-pub fn names(dir: &Path) -> Result<HashMap<i64, String>, ArchiveError> {
-    let mut names = HashMap::new();
-    for (host_id, host_dir) in hosts(dir)? {
-        if let Some(file) = files(&host_dir)?.pop() {
-            names.insert(host_id, FileReader::open(&file.path)?.header.host);
-        }
-    }
-    Ok(names)
 }

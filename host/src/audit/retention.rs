@@ -7,7 +7,7 @@
 //! host's archive line (with its MAC). A crash at any point loses nothing: a file not yet renamed is rewritten;
 //! rows already in a renamed file but still in the database are deleted by the next pass, which starts by
 //! finishing that file. Each batch holds the write lock for milliseconds, files are compressed off the runtime's
-//! threads, and the pass rests four times as long as each step took, so ingest keeps its speed (measured in
+//! threads, and the pass rests four times as long as each read and delete took, so ingest keeps its speed (measured in
 //! `tests/audit_archive.rs`).
 //!
 //! Only one process moves rows at a time: a pass or a restore holds an exclusive lock on `<archive>/.lock`.
@@ -33,10 +33,12 @@ use crate::store::{now_ms, ArchivedUpTo, AuditRow, Store, StoreError};
 const DELETE_BATCH: usize = 500;
 /// Rows put back per transaction (24 parameters each, under every dialect's limit).
 const RESTORE_BATCH: usize = 500;
-/// Rows read from the database at a time while writing a file.
+/// Rows read from the database at a time while writing a file: first [`FIRST_PAGE`], doubling up to [`PAGE`].
 const PAGE: i64 = 5000;
-/// After each page written and each batch deleted, the pass rests this many times as long as it took: at most a
-/// fifth of a core and of the database's time, so that ingest keeps its speed.
+const FIRST_PAGE: i64 = 500;
+/// After each page read and each batch deleted, the pass rests this many times as long as it took: at most a
+/// fifth of the database's time, so that ingest keeps its speed. (Writing files is not counted: it waits on the
+/// disk, on a blocking thread.)
 const REST_FACTOR: u32 = 4;
 /// How often the server runs a pass, and how long after it starts the first one comes.
 const EVERY: Duration = Duration::from_secs(3600);
@@ -126,17 +128,29 @@ impl Retention {
             if file.last_seq > seq {
                 let (_, positions) = archive::positions(&file.path)?;
                 let rest: Vec<(i64, String)> = positions.into_iter().filter(|(s, _)| *s > seq).collect();
-                moved.rows += self.delete_up_to(host_id, &rest).await?;
-                if let Some((s, h)) = rest.last() {
+                let count = rest.len();
+                let cuts: Vec<(i64, String)> = rest
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(n, _)| (n + 1) % DELETE_BATCH == 0 || n + 1 == count)
+                    .map(|(_, cut)| cut)
+                    .collect();
+                moved.rows += self.delete_up_to(host_id, &cuts).await?;
+                if let Some((s, h)) = cuts.last() {
                     (seq, hash) = (*s, h.clone());
                 }
             }
         }
         let mut open: Option<OpenFile> = None;
+        // Most hosts have a day or so to move: start small, so that the first read does not fetch thousands of
+        // rows to keep; grow while pages are wholly before the cutoff.
+        let mut size = FIRST_PAGE;
         loop {
             let started = Instant::now();
-            let page = self.store.audit_chain_rows(host_id, seq, PAGE).await?;
-            let full = page.len() as i64 == PAGE;
+            let page = self.store.audit_chain_rows(host_id, seq, size).await?;
+            let full = page.len() as i64 == size;
+            size = (size * 2).min(PAGE);
+            tokio::time::sleep(started.elapsed() * REST_FACTOR).await;
             // Compressing and writing is blocking work: off the runtime's threads, a page at a time.
             let (dir, key, host, prev) = (self.dir.clone(), self.key.clone(), host.to_owned(), hash.clone());
             let written =
@@ -144,7 +158,6 @@ impl Retention {
                     .await
                     .map_err(|e| RetentionError::Refused(format!("archive writer: {e}")))??;
             open = written.open;
-            tokio::time::sleep(started.elapsed() * REST_FACTOR).await;
             for cuts in written.finished {
                 moved.files += 1;
                 moved.rows += self.delete_up_to(host_id, &cuts).await?;
