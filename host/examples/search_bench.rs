@@ -254,32 +254,10 @@ async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str,
             }
         }
         let started = Instant::now();
-        let clients: Vec<_> = (0..INGEST_CLIENTS)
-            .map(|c| {
-                let (http, base, agent) = (api.http.clone(), api.base.clone(), agent.clone());
-                let bodies: Vec<String> = (0..INGEST_BATCHES_PER_CLIENT)
-                    .map(|b| batch_body(&format!("r{round}c{c}"), b * INGEST_BATCH))
-                    .collect();
-                tokio::spawn(async move {
-                    for body in bodies {
-                        let response = http
-                            .post(format!("{base}/api/audit/events"))
-                            .bearer_auth(&agent)
-                            .header("content-type", "application/json")
-                            .body(body)
-                            .send()
-                            .await?;
-                        if !response.status().is_success() {
-                            return Err::<(), Error>(format!("ingest: {}", response.status()).into());
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for client in clients {
-            client.await??;
-        }
+        ingest_burst(&api, &agent, |c| {
+            (0..INGEST_BATCHES_PER_CLIENT).map(|b| batch_body(&format!("r{round}c{c}"), b * INGEST_BATCH)).collect()
+        })
+        .await?;
         let events = INGEST_CLIENTS * INGEST_BATCHES_PER_CLIENT * INGEST_BATCH;
         let seconds = started.elapsed().as_secs_f64();
         println!(
@@ -324,28 +302,7 @@ async fn archive_times(server: &BenchServer, binary: &std::path::Path, oldest: i
         tokio::spawn(async move { run_cli(&binary_path, &config, &["audit", "archive", "--before", &before]).await });
     let (mut events, mut round) = (0, 0);
     while !pass.is_finished() {
-        let clients: Vec<_> = (0..INGEST_CLIENTS)
-            .map(|c| {
-                let (http, base, agent) = (api.http.clone(), api.base.clone(), agent.clone());
-                let body = batch_body(&format!("archive{round}c{c}"), 0);
-                tokio::spawn(async move {
-                    let response = http
-                        .post(format!("{base}/api/audit/events"))
-                        .bearer_auth(&agent)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    if !response.status().is_success() {
-                        return Err::<(), Error>(format!("ingest: {}", response.status()).into());
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for client in clients {
-            client.await??;
-        }
+        ingest_burst(&api, &agent, |c| vec![batch_body(&format!("archive{round}c{c}"), 0)]).await?;
         events += INGEST_CLIENTS * INGEST_BATCH;
         round += 1;
     }
@@ -373,6 +330,34 @@ fn directory_bytes(dir: &std::path::Path) -> Result<u64, Error> {
         total += if entry.file_type()?.is_dir() { directory_bytes(&entry.path())? } else { entry.metadata()?.len() };
     }
     Ok(total)
+}
+
+/// [`INGEST_CLIENTS`] clients at once, each posting its bodies (`bodies(client)`) one after the other.
+async fn ingest_burst(api: &Api, agent: &str, bodies: impl Fn(usize) -> Vec<String>) -> Result<(), Error> {
+    let clients: Vec<_> = (0..INGEST_CLIENTS)
+        .map(|c| {
+            let (http, base, agent, bodies) = (api.http.clone(), api.base.clone(), agent.to_owned(), bodies(c));
+            tokio::spawn(async move {
+                for body in bodies {
+                    let response = http
+                        .post(format!("{base}/api/audit/events"))
+                        .bearer_auth(&agent)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await?;
+                    if !response.status().is_success() {
+                        return Err::<(), Error>(format!("ingest: {}", response.status()).into());
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await??;
+    }
+    Ok(())
 }
 
 fn batch_body(stream: &str, from: usize) -> String {

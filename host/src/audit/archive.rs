@@ -6,7 +6,7 @@
 //!
 //! 1. a header: `{"omserver_audit_archive":1,"host_id":…,"host":"web1","day":"2026-09-04","first_seq":…,
 //!    "prev_hash":"…"}`; `prev_hash` is the MAC of the row before the first (the previous file's last, or 64 zeros);
-//! 2. one line per row, oldest first, with every stored column ([`RowLine`]: `id`, `host_id`, `history_ip`,
+//! 2. one line per row, oldest first, with every stored column ([`AuditRow`]: `id`, `host_id`, `history_ip`,
 //!    `history_command`, `received_at`, `chain_seq`, `row_hash`, …), as `zcat FILE | jq` shows them;
 //! 3. an end: `{"end":{"rows":…,"last_seq":…,"last_hash":"…","mac":"…"}}`, `mac` being the chain key's MAC of
 //!    the header's fields and the end's, so that a file cut short or renamed is caught even when it is the last.
@@ -71,99 +71,6 @@ pub struct End {
 #[derive(Serialize, Deserialize)]
 struct EndLine {
     end: End,
-}
-
-/// One archived row: every column of `server_history`, named as in the database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RowLine {
-    pub id: i64,
-    pub host_id: i64,
-    pub history_ip: String,
-    pub history_id: i64,
-    pub history_user: String,
-    pub login_user: Option<String>,
-    pub tty: Option<String>,
-    pub history_datetime: String,
-    pub received_at: i64,
-    pub history_command: String,
-    pub source: String,
-    pub stream: Option<String>,
-    pub seq: Option<i64>,
-    pub chain_seq: i64,
-    pub row_hash: String,
-    pub session: Option<i64>,
-    pub argv: Option<String>,
-    pub cwd: Option<String>,
-    pub exe: Option<String>,
-    pub exit_code: Option<i64>,
-    pub pid: Option<i64>,
-    pub ppid: Option<i64>,
-    pub euid: Option<i64>,
-    pub auid: Option<i64>,
-}
-
-impl From<&AuditRow> for RowLine {
-    fn from(r: &AuditRow) -> RowLine {
-        let r = r.clone();
-        RowLine {
-            id: r.id,
-            host_id: r.host_id,
-            history_ip: r.history_ip,
-            history_id: r.history_id,
-            history_user: r.history_user,
-            login_user: r.login_user,
-            tty: r.tty,
-            history_datetime: r.history_datetime,
-            received_at: r.received_at,
-            history_command: r.history_command,
-            source: r.source,
-            stream: r.stream,
-            seq: r.seq,
-            chain_seq: r.chain_seq,
-            row_hash: r.row_hash,
-            session: r.session,
-            argv: r.argv,
-            cwd: r.cwd,
-            exe: r.exe,
-            exit_code: r.exit_code,
-            pid: r.pid,
-            ppid: r.ppid,
-            euid: r.euid,
-            auid: r.auid,
-        }
-    }
-}
-
-impl From<RowLine> for AuditRow {
-    fn from(r: RowLine) -> AuditRow {
-        AuditRow {
-            id: r.id,
-            host_id: r.host_id,
-            history_ip: r.history_ip,
-            history_id: r.history_id,
-            history_user: r.history_user,
-            login_user: r.login_user,
-            tty: r.tty,
-            history_datetime: r.history_datetime,
-            received_at: r.received_at,
-            history_command: r.history_command,
-            source: r.source,
-            stream: r.stream,
-            seq: r.seq,
-            chain_seq: r.chain_seq,
-            row_hash: r.row_hash,
-            session: r.session,
-            argv: r.argv,
-            cwd: r.cwd,
-            exe: r.exe,
-            exit_code: r.exit_code,
-            pid: r.pid,
-            ppid: r.ppid,
-            euid: r.euid,
-            auid: r.auid,
-        }
-    }
 }
 
 /// The MAC that closes a file: its header and its end.
@@ -311,7 +218,7 @@ impl FileWriter {
     }
 
     pub fn push(&mut self, row: &AuditRow) -> Result<(), ArchiveError> {
-        let text = serde_json::to_string(&RowLine::from(row)).map_err(|e| self.format_error(e))?;
+        let text = serde_json::to_string(row).map_err(|e| self.format_error(e))?;
         self.line(&text)?;
         self.rows += 1;
         self.last = Some((row.chain_seq, row.row_hash.clone()));
@@ -398,8 +305,8 @@ impl FileReader {
             }
             return Ok(None);
         }
-        let row: RowLine = serde_json::from_str(&text).map_err(|e| self.format(format!("bad row: {e}")))?;
-        Ok(Some(row.into()))
+        let row: AuditRow = serde_json::from_str(&text).map_err(|e| self.format(format!("bad row: {e}")))?;
+        Ok(Some(row))
     }
 }
 

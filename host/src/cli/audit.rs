@@ -140,9 +140,7 @@ pub(super) async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<E
             let mut printed = 0;
             archive::search(&dir, &search, |host, row| {
                 let written = if json {
-                    serde_json::to_string(&archive::RowLine::from(&row))
-                        .map_err(std::io::Error::other)
-                        .and_then(|line| writeln!(out, "{line}"))
+                    serde_json::to_string(&row).map_err(std::io::Error::other).and_then(|line| writeln!(out, "{line}"))
                 } else {
                     writeln!(
                         out,

@@ -1,12 +1,15 @@
 //! Audit rows (`server_history`), chain heads and gaps. The hash chain itself is computed by `crate::audit`;
 //! this module only reads and writes rows, in the batches the audit writer hands it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{now_ms, on_pool, Dialect, Store, StoreError};
 
-/// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert.
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+/// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert. Its
+/// JSON, every column by name, is a row line of the audit archive (`crate::audit::archive`): a column added here
+/// changes that format.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
 pub struct AuditRow {
     pub id: i64,
     pub host_id: i64,
@@ -22,7 +25,7 @@ pub struct AuditRow {
     pub stream: Option<String>,
     pub seq: Option<i64>,
     pub chain_seq: i64,
-    #[serde(skip)]
+    /// The row's chain MAC.
     pub row_hash: String,
     /// The kernel's audit session id (history lines from omaudit-agent and execs).
     pub session: Option<i64>,
