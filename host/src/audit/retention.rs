@@ -55,6 +55,9 @@ pub enum RetentionError {
     Locked(PathBuf),
     #[error("{0}")]
     Refused(String),
+    /// The blocking task writing a file panicked or was cancelled.
+    #[error("archive writer: {0}")]
+    Writer(#[from] tokio::task::JoinError),
 }
 
 /// What a pass or a restore moved.
@@ -155,8 +158,7 @@ impl Retention {
             let (dir, key, host, prev) = (self.dir.clone(), self.key.clone(), host.to_owned(), hash.clone());
             let written =
                 tokio::task::spawn_blocking(move || write_page(&dir, &key, host_id, &host, prev, open, page, cutoff))
-                    .await
-                    .map_err(|e| RetentionError::Refused(format!("archive writer: {e}")))??;
+                    .await??;
             open = written.open;
             for cuts in written.finished {
                 moved.files += 1;
@@ -171,9 +173,7 @@ impl Retention {
         }
         if let Some(open) = open {
             let key = self.key.clone();
-            let cuts = tokio::task::spawn_blocking(move || open.finish(&key))
-                .await
-                .map_err(|e| RetentionError::Refused(format!("archive writer: {e}")))??;
+            let cuts = tokio::task::spawn_blocking(move || open.finish(&key)).await??;
             if let Some(cuts) = cuts {
                 moved.files += 1;
                 moved.rows += self.delete_up_to(host_id, &cuts).await?;
