@@ -370,7 +370,7 @@ async fn backends_check(config: Config) -> anyhow::Result<ExitCode> {
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-pub(super) fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
+fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
     auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
         .with_context(|| format!("secret key in {}", config.state_dir.display()))
 }
