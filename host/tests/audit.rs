@@ -1356,12 +1356,12 @@ mod dialects {
 
     use omserver::{
         audit::{chain::Finding, AgentBatch, AuditConfig, AuditService},
-        store::{AuditQuery, AuditRow, Dialect, NewHost, Store},
+        store::{AuditQuery, AuditRow, Dialect, Store},
     };
     use serde_json::{json, Value};
     use sqlx::Connection;
 
-    use super::common::scratch::{execute as raw, on_each_dialect};
+    use super::common::scratch::{execute as raw, on_each_dialect, plain_host};
 
     const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -1444,16 +1444,7 @@ mod dialects {
     async fn check(dialect: Dialect, url: &str) {
         let store =
             tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(url)).await.expect("connect in time").unwrap();
-        let host = |name: &str, ip: &str| NewHost {
-            name: name.into(),
-            ip: ip.into(),
-            wan_ip: None,
-            op: None,
-            category: None,
-            port: None,
-            user: None,
-            tags: vec![],
-        };
+        let host = plain_host;
         let a = store.add_host(&host("alpha", "10.1.0.1")).await.unwrap().id;
         let b = store.add_host(&host("beta", "10.1.0.2")).await.unwrap().id;
         let c = store.add_host(&host("gamma", "2001:db8::7")).await.unwrap().id;
@@ -1866,16 +1857,7 @@ mod dialects {
     async fn a_large_group_gets_each_row_its_own_id_in_order() {
         on_each_dialect(|dialect, url| async move {
             let store = Store::connect(&url).await.unwrap();
-            let host = NewHost {
-                name: "big".into(),
-                ip: "10.7.0.1".into(),
-                wan_ip: None,
-                op: None,
-                category: None,
-                port: None,
-                user: None,
-                tags: vec![],
-            };
+            let host = plain_host("big", "10.7.0.1");
             let host_id = store.add_host(&host).await.unwrap().id;
             // 293 rows: the SQLite sink's multi-row statements of 256, 32 and 4 rows and single rows, all used.
             let rows: Vec<AuditRow> = (1..=293)
@@ -1933,16 +1915,7 @@ mod dialects {
     #[tokio::test]
     async fn an_in_memory_database_is_audited_through_the_pool() {
         let store = Store::connect("sqlite::memory:").await.unwrap();
-        let host = NewHost {
-            name: "mem".into(),
-            ip: "10.8.0.1".into(),
-            wan_ip: None,
-            op: None,
-            category: None,
-            port: None,
-            user: None,
-            tags: vec![],
-        };
+        let host = plain_host("mem", "10.8.0.1");
         let host_id = store.add_host(&host).await.unwrap().id;
         let audit =
             AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), b"k".to_vec())

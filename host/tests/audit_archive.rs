@@ -27,7 +27,7 @@ use omserver::{
         retention::{Retention, RetentionError},
         AgentBatch, AuditConfig, AuditService, Filter,
     },
-    store::{AuditQuery, AuditRow, Dialect, NewHost, Store},
+    store::{AuditQuery, AuditRow, Dialect, Store},
 };
 use serde_json::{json, Value};
 
@@ -100,16 +100,7 @@ fn files_of(dir: &Path, host: i64) -> Vec<PathBuf> {
 
 async fn check(dialect: Dialect, url: &str) {
     let store = Store::connect(url).await.unwrap();
-    let host = |name: &str, ip: &str| NewHost {
-        name: name.into(),
-        ip: ip.into(),
-        wan_ip: None,
-        op: None,
-        category: None,
-        port: None,
-        user: None,
-        tags: vec![],
-    };
+    let host = common::scratch::plain_host;
     let a = store.add_host(&host("alpha", "10.2.0.1")).await.unwrap().id;
     let b = store.add_host(&host("beta", "10.2.0.2")).await.unwrap().id;
     let c = store.add_host(&host("gamma", "10.2.0.3")).await.unwrap().id;

@@ -170,16 +170,7 @@ fn alias_url(db: &Db) -> String {
 }
 
 fn host(name: &str, ip: &str) -> NewHost {
-    NewHost {
-        name: name.to_owned(),
-        ip: ip.to_owned(),
-        wan_ip: None,
-        op: None,
-        category: None,
-        port: None,
-        user: None,
-        tags: vec![],
-    }
+    common::scratch::plain_host(name, ip)
 }
 
 fn in_category(name: &str, ip: &str, function: &str, app: &str) -> NewHost {

@@ -32,16 +32,7 @@ fn audit_row(host_id: i64, chain_seq: i64, received_at: i64) -> AuditRow {
 }
 
 fn new_host(name: &str, ip: &str) -> NewHost {
-    NewHost {
-        name: name.into(),
-        ip: ip.into(),
-        wan_ip: None,
-        op: None,
-        category: None,
-        port: None,
-        user: None,
-        tags: vec![],
-    }
+    common::scratch::plain_host(name, ip)
 }
 
 fn job(created_by: &str) -> NewJob<'_> {

@@ -128,37 +128,29 @@ fn file_name(path: &Path) -> Option<FileName> {
     })
 }
 
+/// The entries of `dir`; none when it does not exist (an archive nothing was moved into yet).
+fn entries(dir: &Path) -> Result<Vec<fs::DirEntry>, ArchiveError> {
+    match fs::read_dir(dir) {
+        Ok(entries) => entries.collect::<Result<_, _>>().map_err(io_at(dir)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ArchiveError::Io { path: dir.to_owned(), source: e }),
+    }
+}
+
 /// The archive's hosts: host id → directory, from the `host-<id>` directories present.
 pub fn hosts(dir: &Path) -> Result<BTreeMap<i64, PathBuf>, ArchiveError> {
-    let mut found = BTreeMap::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(ArchiveError::Io { path: dir.to_owned(), source: e }),
-    };
-    for entry in entries {
-        let entry = entry.map_err(io_at(dir))?;
-        let name = entry.file_name();
-        if let Some(id) = name.to_str().and_then(|n| n.strip_prefix("host-")).and_then(|n| n.parse().ok()) {
-            found.insert(id, entry.path());
-        }
-    }
-    Ok(found)
+    Ok(entries(dir)?
+        .into_iter()
+        .filter_map(|entry| {
+            let id = entry.file_name().to_str()?.strip_prefix("host-")?.parse().ok()?;
+            Some((id, entry.path()))
+        })
+        .collect())
 }
 
 /// A host's archive files in chain order.
 pub fn files(host_dir: &Path) -> Result<Vec<FileName>, ArchiveError> {
-    let mut found = Vec::new();
-    let entries = match fs::read_dir(host_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(ArchiveError::Io { path: host_dir.to_owned(), source: e }),
-    };
-    for entry in entries {
-        if let Some(name) = file_name(&entry.map_err(io_at(host_dir))?.path()) {
-            found.push(name);
-        }
-    }
+    let mut found: Vec<FileName> = entries(host_dir)?.into_iter().filter_map(|e| file_name(&e.path())).collect();
     found.sort_by_key(|f| (f.first_seq, f.last_seq));
     Ok(found)
 }

@@ -176,13 +176,14 @@ pub async fn verify(store: &Store, key: &[u8]) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let names: std::collections::HashMap<i64, String> =
         store.list_hosts().await?.into_iter().map(|host| (host.id, host.name)).collect();
-    let archived = store.archived_up_to().await?;
+    let archived: std::collections::HashMap<i64, _> =
+        store.archived_up_to().await?.into_iter().map(|line| (line.host_id, line)).collect();
     for host_id in store.audited_hosts().await? {
         report.hosts += 1;
         let (rows_before, findings_before) = (report.rows, report.findings.len());
         let mut expected_seq = 1;
         let mut prev = GENESIS.to_owned();
-        if let Some(line) = archived.iter().find(|l| l.host_id == host_id) {
+        if let Some(line) = archived.get(&host_id) {
             if !super::archive::line_is_genuine(key, line) {
                 report.findings.push(Finding {
                     host_id,

@@ -89,6 +89,37 @@ pub(super) const INSERT_COLUMNS: &str = "host_id, history_ip, history_id, histor
                                          chain_seq, row_hash, session, argv, cwd, exe, exit_code, pid, ppid, euid, auid";
 /// One row's placeholders in `INSERT_COLUMNS` order.
 pub(super) const ROW_MARKS: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Binds one row's values to `$query` in [`INSERT_COLUMNS`] order (a macro: each driver's query type differs).
+macro_rules! bind_audit_row {
+    ($query:expr, $r:expr) => {
+        $query
+            .bind($r.host_id)
+            .bind(&$r.history_ip)
+            .bind($r.history_id)
+            .bind(&$r.history_user)
+            .bind(&$r.login_user)
+            .bind(&$r.tty)
+            .bind(&$r.history_datetime)
+            .bind($r.received_at)
+            .bind(&$r.history_command)
+            .bind(&$r.source)
+            .bind(&$r.stream)
+            .bind($r.seq)
+            .bind($r.chain_seq)
+            .bind(&$r.row_hash)
+            .bind($r.session)
+            .bind(&$r.argv)
+            .bind(&$r.cwd)
+            .bind(&$r.exe)
+            .bind($r.exit_code)
+            .bind($r.pid)
+            .bind($r.ppid)
+            .bind($r.euid)
+            .bind($r.auid)
+    };
+}
+pub(super) use bind_audit_row;
+
 /// Rows per multi-row INSERT: 23 parameters each, well under every dialect's parameter limit.
 const INSERT_CHUNK: usize = 500;
 
@@ -215,30 +246,7 @@ impl Store {
                 let sql = self.sql(&sql);
                 let mut q = sqlx::query_scalar::<_, i64>(&sql);
                 for r in chunk {
-                    q = q
-                        .bind(r.host_id)
-                        .bind(&r.history_ip)
-                        .bind(r.history_id)
-                        .bind(&r.history_user)
-                        .bind(&r.login_user)
-                        .bind(&r.tty)
-                        .bind(&r.history_datetime)
-                        .bind(r.received_at)
-                        .bind(&r.history_command)
-                        .bind(&r.source)
-                        .bind(&r.stream)
-                        .bind(r.seq)
-                        .bind(r.chain_seq)
-                        .bind(&r.row_hash)
-                        .bind(r.session)
-                        .bind(&r.argv)
-                        .bind(&r.cwd)
-                        .bind(&r.exe)
-                        .bind(r.exit_code)
-                        .bind(r.pid)
-                        .bind(r.ppid)
-                        .bind(r.euid)
-                        .bind(r.auid);
+                    q = bind_audit_row!(q, r);
                 }
                 if dialect == Dialect::MySql {
                     // MySQL has no RETURNING. The audit writer is the only writer of this table, so one

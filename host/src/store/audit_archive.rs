@@ -3,7 +3,7 @@
 //! and rows back in (restored from one). The files themselves are `crate::audit::archive`'s.
 
 use super::{
-    audit::{COLUMNS, INSERT_COLUMNS, ROW_MARKS},
+    audit::{bind_audit_row, COLUMNS, INSERT_COLUMNS, ROW_MARKS},
     on_pool, AuditRow, Dialect, Store, StoreError,
 };
 
@@ -91,12 +91,7 @@ impl Store {
             let mut tx = pool.begin_with(begin).await?;
             let mut q = sqlx::query(&insert);
             for r in rows {
-                q = q
-                    .bind(r.id).bind(r.host_id).bind(&r.history_ip).bind(r.history_id).bind(&r.history_user)
-                    .bind(&r.login_user).bind(&r.tty).bind(&r.history_datetime).bind(r.received_at)
-                    .bind(&r.history_command).bind(&r.source).bind(&r.stream).bind(r.seq).bind(r.chain_seq)
-                    .bind(&r.row_hash).bind(r.session).bind(&r.argv).bind(&r.cwd).bind(&r.exe).bind(r.exit_code)
-                    .bind(r.pid).bind(r.ppid).bind(r.euid).bind(r.auid);
+                q = bind_audit_row!(q.bind(r.id), r);
             }
             q.execute(&mut *tx).await?;
             if let Some(reindex) = &reindex {

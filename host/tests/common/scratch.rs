@@ -162,3 +162,17 @@ pub async fn execute(dialect: Dialect, url: &str, sql: &str) -> u64 {
     };
     done.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
+
+/// A host with a name and an address and nothing else, for tests that talk to a store directly.
+pub fn plain_host(name: &str, ip: &str) -> omserver::store::NewHost {
+    omserver::store::NewHost {
+        name: name.into(),
+        ip: ip.into(),
+        wan_ip: None,
+        op: None,
+        category: None,
+        port: None,
+        user: None,
+        tags: vec![],
+    }
+}
