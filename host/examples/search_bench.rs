@@ -1,6 +1,7 @@
 //! Benchmark: audit search over a large history, and what the command index costs ingest. Run with
-//! `cargo xtask bench-search [EVENTS] [ROUNDS] [sqlite|postgres|both]` (defaults 10 000 000 events, 50 rounds,
-//! both databases), which builds the release binary first; figures go to BENCHMARKS.md.
+//! `cargo xtask bench-search [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]` (defaults 10 000 000
+//! events, 50 rounds, both SQLite and PostgreSQL), which builds the release binary first; figures go to
+//! BENCHMARKS.md. MariaDB, on its own, has no command index: its figures are its size and what a window costs.
 //!
 //! For each database: a fresh one is migrated by `Store::connect`, then filled in SQL with EVENTS audit events
 //! over the last 30 days across 100 hosts: commands from a few families (paths, services, addresses, one-off
@@ -20,14 +21,19 @@
 //!   the events) into archive files, while the 4 clients go on ingesting: the pass's rows per second, the
 //!   archive's bytes per event, and ingest meanwhile.
 //!
-//! Arguments: `BINARY LIBRARY_1003 [EVENTS] [ROUNDS] [sqlite|postgres|both]`.
+//! Arguments: `BINARY LIBRARY_1003 [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`. With `keep`, the
+//! databases are filled once into `$TMPDIR/omserver-bench-search/search-EVENTS.db` and `omserver_bench_search_EVENTS`,
+//! kept, and reused by the next run with `keep`, which measures the queries only (ingest and the archive would
+//! change the data): for working on a query plan without a fill each time.
 
 #[path = "common/bench_server.rs"]
 mod bench_server;
 
 use std::time::Instant;
 
-use bench_server::{drop_postgres, fill, fresh_postgres, fresh_sqlite, percentile, run_cli, Api, BenchServer};
+use bench_server::{
+    drop_postgres, fill, fresh_postgres, fresh_sqlite, percentile, postgres_admin, run_cli, Api, BenchServer,
+};
 use omserver::store::now_ms;
 use serde_json::json;
 use sqlx::{Connection, Executor};
@@ -36,10 +42,13 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const DAY_MS: i64 = 86_400_000;
 const HOSTS: i64 = 100;
-const POSTGRES_DB: &str = "omserver_bench_search";
+/// The database's name on the PostgreSQL or MariaDB server.
+const SERVER_DB: &str = "omserver_bench_search";
 const INGEST_CLIENTS: usize = 4;
 const INGEST_BATCH: usize = 1000;
 const INGEST_BATCHES_PER_CLIENT: usize = 50;
+/// Runs with the index and without, alternating: a run is about two seconds, so one pair alone is noise.
+const INGEST_PAIRS: usize = 4;
 
 fn summary(name: &str, mut ms: Vec<f64>, rows: usize) {
     ms.sort_by(f64::total_cmp);
@@ -51,40 +60,46 @@ fn summary(name: &str, mut ms: Vec<f64>, rows: usize) {
     );
 }
 
-/// The fill, as statements for one dialect, the command index dropped first and built last.
-fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
-    let series = |n: i64| {
-        if postgres {
-            format!("generate_series(1::bigint, {n}) AS n(i)")
-        } else {
-            format!(
-                "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) SELECT i FROM s) AS n"
-            )
-        }
+/// The fill, as statements for one kind of database, the command index dropped first and built last.
+fn fill_statements(kind: &str, events: i64, now: i64) -> Vec<String> {
+    let (postgres, mariadb) = (kind == "postgres", kind == "mariadb");
+    let series = |n: i64| match kind {
+        "postgres" => format!("generate_series(1::bigint, {n}) AS n(i)"),
+        // MariaDB's sequence engine.
+        "mariadb" => format!("(SELECT seq AS i FROM seq_1_to_{n}) AS n"),
+        _ => format!(
+            "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) SELECT i FROM s) AS n"
+        ),
     };
     let (start, step) = (now - 30 * DAY_MS, 30 * DAY_MS / events.max(1));
-    let text = |expr: &str| if postgres { format!("({expr})::text") } else { format!("({expr})") };
+    // Strings joined, numbers among them as text: `||` (MariaDB's is OR: CONCAT there).
+    let join = |parts: &[&str]| {
+        if mariadb {
+            return format!("CONCAT({})", parts.join(", "));
+        }
+        let text = |p: &&str| if postgres && !p.starts_with('\'') { format!("({p})::text") } else { format!("({p})") };
+        parts.iter().map(text).collect::<Vec<_>>().join(" || ")
+    };
+    // Integer division (MariaDB's `/` gives a decimal).
+    let quotient = if mariadb { "DIV" } else { "/" };
     let command = format!(
         "CASE i % 10 \
          WHEN 5 THEN 'systemctl restart nginx' \
          WHEN 6 THEN 'tail -n 100 /var/log/syslog | grep -i error' \
-         WHEN 7 THEN 'ssh deploy@10.' || {} || '.' || {} || '.7' \
-         WHEN 8 THEN 'cd /srv/release-' || {} \
-         WHEN 9 THEN 'vim /etc/nginx/sites-enabled/site' || {} \
-         ELSE 'ls -l /var/log/app-' || {} END",
-        text("i % 250"),
-        text("i / 250 % 250"),
-        text("i"),
-        text("i % 5000"),
-        text("i % 1000"),
+         WHEN 7 THEN {} \
+         WHEN 8 THEN {} \
+         WHEN 9 THEN {} \
+         ELSE {} END",
+        join(&["'ssh deploy@10.'", "i % 250", "'.'", &format!("i {quotient} 250 % 250"), "'.7'"]),
+        join(&["'cd /srv/release-'", "i"]),
+        join(&["'vim /etc/nginx/sites-enabled/site'", "i % 5000"]),
+        join(&["'ls -l /var/log/app-'", "i % 1000"]),
     );
     let mut statements = Vec::new();
     statements.push(format!(
-        "INSERT INTO server_list (server_name, server_lip, created_at) \
-         SELECT 'host' || {}, '10.0.' || {} || '.' || {}, 0 FROM {}",
-        text("i"),
-        text("i / 250"),
-        text("i % 250"),
+        "INSERT INTO server_list (server_name, server_lip, created_at) SELECT {}, {}, 0 FROM {}",
+        join(&["'host'", "i"]),
+        join(&["'10.0.'", &format!("i {quotient} 250"), "'.'", "i % 250"]),
         series(HOSTS)
     ));
     if postgres {
@@ -96,7 +111,7 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
          SELECT 1 + i % {HOSTS}, '10.0.0.1', i, \
          CASE WHEN i % 100000 = 7 THEN 'mallory' WHEN i % 20 = 3 THEN 'alice' ELSE 'root' END, \
          CASE WHEN i % 20 = 13 THEN 'alice(1000)' END, 'pts/1', '2026-12-01 10:00:00', \
-         {start} + i * {step}, {command}, 'agent', 1 + i / {HOSTS}, '{}' FROM {}",
+         {start} + i * {step}, {command}, 'agent', 1 + i {quotient} {HOSTS}, '{}' FROM {}",
         "0".repeat(64),
         series(events)
     ));
@@ -106,6 +121,10 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
          SELECT host_id, MAX(chain_seq), '{}' FROM server_history GROUP BY host_id",
         "0".repeat(64)
     ));
+    // Where the alert feed has read up to, as a server that saw these rows arrive would have left it (from 0,
+    // it would read every row while the queries are timed).
+    statements
+        .push("UPDATE notify_cursors SET position = (SELECT MAX(id) FROM server_history) WHERE name = 'audit'".into());
     if postgres {
         // As migration 0016 builds it over existing rows (its words: each run of ASCII punctuation one `q`).
         statements.push(
@@ -121,6 +140,9 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
         );
         statements.push("UPDATE audit_text_position SET position = (SELECT MAX(id) FROM server_history)".into());
         statements.push("VACUUM ANALYZE".into());
+    } else if mariadb {
+        // No command index on MariaDB: a search there reads a window.
+        statements.push("ANALYZE TABLE server_history".into());
     } else {
         // As migration 0014 builds it over existing rows.
         statements.push("INSERT INTO server_history_text (server_history_text) VALUES ('rebuild')".into());
@@ -130,18 +152,44 @@ fn fill_statements(postgres: bool, events: i64, now: i64) -> Vec<String> {
     statements
 }
 
-/// A database: created empty, migrated, filled. Returns its URL and, for PostgreSQL, the admin URL to drop it.
-async fn prepare(kind: &str, dir: &std::path::Path, events: i64, now: i64) -> Result<(String, Option<String>), Error> {
-    let statements = fill_statements(kind == "postgres", events, now);
+/// Where a database lives: SQLite's file, the database's name on the PostgreSQL or MariaDB server.
+struct Place {
+    sqlite: std::path::PathBuf,
+    server: String,
+}
+
+/// A database: created empty, migrated, filled. Returns its URL and, on a server, the admin URL to drop it.
+async fn prepare(kind: &str, place: &Place, events: i64, now: i64) -> Result<(String, Option<String>), Error> {
+    let statements = fill_statements(kind, events, now);
     if kind == "sqlite" {
-        let (url, mut conn) = fresh_sqlite(&dir.join("search.db")).await?;
+        let (url, mut conn) = fresh_sqlite(&place.sqlite).await?;
         fill(&mut conn, &statements).await?;
         conn.close().await?;
-        let size = std::fs::metadata(dir.join("search.db"))?.len();
+        let size = std::fs::metadata(&place.sqlite)?.len();
         println!("  database file: {:.0} MB ({:.0} bytes per event)", size as f64 / 1e6, size as f64 / events as f64);
         return Ok((url, None));
     }
-    let (url, admin) = fresh_postgres(POSTGRES_DB).await?;
+    if kind == "mariadb" {
+        let (url, admin) = fresh_mariadb(&place.server).await?;
+        let mut conn = sqlx::MySqlConnection::connect(&url).await?;
+        fill(&mut conn, &statements).await?;
+        // InnoDB's own figures, from its pages (the table and its secondary indexes).
+        let size: (i64, i64) = sqlx::query_as(
+            "SELECT CAST(data_length AS SIGNED), CAST(index_length AS SIGNED) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = 'server_history'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        println!(
+            "  server_history: {:.0} MB ({:.0} bytes per event), of which its secondary indexes {:.0} MB",
+            (size.0 + size.1) as f64 / 1e6,
+            (size.0 + size.1) as f64 / events as f64,
+            size.1 as f64 / 1e6
+        );
+        conn.close().await?;
+        return Ok((url, Some(admin)));
+    }
+    let (url, admin) = fresh_postgres(&place.server).await?;
     let mut conn = sqlx::PgConnection::connect(&url).await?;
     fill(&mut conn, &statements).await?;
     let sizes: (i64, i64) = sqlx::query_as(
@@ -158,6 +206,29 @@ async fn prepare(kind: &str, dir: &std::path::Path, events: i64, now: i64) -> Re
     );
     conn.close().await?;
     Ok((url, Some(admin)))
+}
+
+/// The admin URL of the MariaDB/MySQL server: `TEST_MYSQL_URL`, or the local default.
+fn mariadb_admin() -> String {
+    std::env::var("TEST_MYSQL_URL").ok().filter(|v| !v.is_empty()).unwrap_or("mysql://root@127.0.0.1:3306/test".into())
+}
+
+/// A new MariaDB database `name` (dropped first if it exists), migrated. Returns its URL and the admin URL.
+async fn fresh_mariadb(name: &str) -> Result<(String, String), Error> {
+    let admin = mariadb_admin();
+    drop_mariadb(&admin, name).await?;
+    sqlx::MySqlConnection::connect(&admin).await?.execute(format!("CREATE DATABASE {name}").as_str()).await?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => return Err(format!("{admin}: no database in the URL").into()),
+    };
+    omserver::store::Store::connect(&url).await?.close().await;
+    Ok((url, admin))
+}
+
+async fn drop_mariadb(admin: &str, name: &str) -> Result<(), Error> {
+    sqlx::MySqlConnection::connect(admin).await?.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
+    Ok(())
 }
 
 /// The searches, by name and query string.
@@ -239,14 +310,21 @@ async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str,
         "UPDATE audit_text_position SET position = 4000000000000000000",
         "UPDATE audit_text_position SET position = (SELECT MAX(id) FROM server_history)",
     );
-    // The first run warms the caches (the server's and the database file's) and is not counted.
-    let mut states = vec![true];
-    states.extend((0..runs * 2).map(|r| r % 2 == 0));
-    for (round, &indexed) in states.iter().enumerate() {
+    // The first run warms the caches (the server's and the database file's) and is not counted. MariaDB has no
+    // command index to switch (`None`).
+    let mut states = vec![Some(true)];
+    states.extend((0..runs * 2).map(|r| Some(r % 2 == 0)));
+    if url.starts_with("mysql") {
+        states.fill(None);
+    }
+    // Events per second of the counted runs, with the index and without.
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for (round, &state) in states.iter().enumerate() {
         // Each run with the index starts with the position at the newest row (what earlier runs left unindexed
         // is not this run's work); "off" moves it past every id, so the keeper finds nothing to do.
+        let indexed = state == Some(true);
         let statement = if indexed { create } else { drop };
-        if round > 0 && (indexed || states[round - 1]) {
+        if state.is_some() && round > 0 && (indexed || states[round - 1] == Some(true)) {
             if postgres {
                 sqlx::PgConnection::connect(url).await?.execute(statement).await?;
             } else {
@@ -261,11 +339,18 @@ async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str,
         let events = INGEST_CLIENTS * INGEST_BATCHES_PER_CLIENT * INGEST_BATCH;
         let seconds = started.elapsed().as_secs_f64();
         println!(
-            "  ingest, command index {:<3}: {events} events in {seconds:.1} s, {:.0} events/s{}",
-            if indexed { "on" } else { "off" },
+            "  ingest, {}: {events} events in {seconds:.1} s, {:.0} events/s{}",
+            match state {
+                Some(true) => "command index on ",
+                Some(false) => "command index off",
+                None => "no command index",
+            },
             events as f64 / seconds,
             if round == 0 { " (warm-up, not counted)" } else { "" }
         );
+        if round > 0 {
+            if indexed { &mut on } else { &mut off }.push(events as f64 / seconds);
+        }
         if indexed {
             // How long the index's keeper takes to reach the newest row once the burst is over.
             let waiting = "SELECT COUNT(*) FROM server_history WHERE id > (SELECT position FROM audit_text_position)";
@@ -285,6 +370,15 @@ async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str,
                 caught.elapsed().as_secs_f64()
             );
         }
+    }
+    if !on.is_empty() && !off.is_empty() {
+        on.sort_by(f64::total_cmp);
+        off.sort_by(f64::total_cmp);
+        let (on, off) = (percentile(&on, 0.5), percentile(&off, 0.5));
+        println!(
+            "  ingest, median of {runs} runs each: index on {on:.0} events/s, off {off:.0}: on is {:.0} % of off",
+            on / off * 100.0
+        );
     }
     Ok(())
 }
@@ -380,29 +474,91 @@ async fn main() -> Result<(), Error> {
     let rounds: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50).max(1);
     let kinds: Vec<&str> = match args.get(4).map(String::as_str) {
         None | Some("both") => vec!["sqlite", "postgres"],
-        Some(kind @ ("sqlite" | "postgres")) => vec![kind],
-        Some(other) => return Err(format!("unknown database {other:?}: sqlite, postgres or both").into()),
+        Some(kind @ ("sqlite" | "postgres" | "mariadb")) => vec![kind],
+        Some(other) => return Err(format!("unknown database {other:?}: sqlite, postgres, mariadb or both").into()),
+    };
+    let keep = match args.get(5).map(String::as_str) {
+        None => false,
+        Some("keep") => true,
+        Some(other) => return Err(format!("unknown option {other:?}: keep or nothing").into()),
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     println!("audit search bench: {events} events, {HOSTS} hosts, {rounds} rounds");
     for kind in kinds {
         println!("{kind}:");
         let dir = tempfile::tempdir()?;
+        let kept = std::env::temp_dir().join("omserver-bench-search");
+        let place = if keep {
+            std::fs::create_dir_all(&kept)?;
+            Place { sqlite: kept.join(format!("search-{events}.db")), server: format!("{SERVER_DB}_{events}") }
+        } else {
+            Place { sqlite: dir.path().join("search.db"), server: SERVER_DB.to_owned() }
+        };
         let started = Instant::now();
         let now = now_ms();
-        let (url, admin) = prepare(kind, dir.path(), events, now).await?;
+        let kept = kept_url(kind, &place, keep).await?;
+        let (url, admin) = match &kept {
+            Some(url) => {
+                println!("  reusing the database filled before: {url}");
+                (url.clone(), None)
+            }
+            None => prepare(kind, &place, events, now).await?,
+        };
         println!("  filled in {:.0} s", started.elapsed().as_secs_f64());
         // The periodic chain verification would read every (made-up) row while we measure: off.
-        let server = BenchServer::start_on(&binary, &library, &url, "[notify]\nverify_every_secs = 0\n")
+        let mut server = BenchServer::start_on(&binary, &library, &url, "[notify]\nverify_every_secs = 0\n")
             .map_err(|e| e.to_string())?;
+        if kept.is_some() {
+            // Only a first start prints an admin token.
+            server.token = run_cli(&binary, &server.config_path(), &["token", "create", "bench-search"]).await?;
+            server.token = server.token.trim().to_owned();
+        }
         let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: server.token.clone() };
         query_times(&api, events, rounds).await?;
-        ingest_times(&server, &binary, &url, 2).await?;
+        if keep {
+            // Ingest and the archive change the data; a kept database stays as filled, for the next run's queries.
+            println!("  kept {url} (the queries only; remove it to fill anew)");
+            continue;
+        }
+        ingest_times(&server, &binary, &url, INGEST_PAIRS).await?;
         archive_times(&server, &binary, now - 30 * DAY_MS).await?;
         drop(server);
-        if let Some(admin) = admin {
-            drop_postgres(&admin, POSTGRES_DB).await?;
+        match admin {
+            Some(admin) if kind == "mariadb" => drop_mariadb(&admin, &place.server).await?,
+            Some(admin) => drop_postgres(&admin, &place.server).await?,
+            None => {}
         }
     }
     Ok(())
+}
+
+/// With `keep`, the URL of the database a run before filled at `place`, if there is one.
+async fn kept_url(kind: &str, place: &Place, keep: bool) -> Result<Option<String>, Error> {
+    if !keep {
+        return Ok(None);
+    }
+    if kind == "sqlite" {
+        return Ok(place.sqlite.exists().then(|| format!("sqlite://{}", place.sqlite.display())));
+    }
+    let (admin, found) = if kind == "mariadb" {
+        let admin = mariadb_admin();
+        let mut conn = sqlx::MySqlConnection::connect(&admin).await?;
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM information_schema.schemata WHERE schema_name = ?")
+            .bind(&place.server)
+            .fetch_optional(&mut conn)
+            .await?;
+        (admin, found)
+    } else {
+        let admin = postgres_admin();
+        let mut conn = sqlx::PgConnection::connect(&admin).await?;
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(&place.server)
+            .fetch_optional(&mut conn)
+            .await?;
+        (admin, found)
+    };
+    Ok(match (found, admin.rsplit_once('/')) {
+        (Some(_), Some((base, _))) => Some(format!("{base}/{}", place.server)),
+        _ => None,
+    })
 }

@@ -26,8 +26,9 @@
 //! - `bench-exec [N] [ROUNDS]`: the cost of kernel exec auditing to the audited processes: N `/bin/true` execs
 //!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
 //!   Installs Debian's `auditd` when missing, without starting its service.
-//! - `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|both]`: audit search over a large history (p50/p95 per
-//!   query), and batch ingest with and without the command index (BENCHMARKS.md).
+//! - `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`: audit search over a large history
+//!   (p50/p95 per query), batch ingest with and without the command index, and an archive pass (BENCHMARKS.md).
+//!   `keep` fills once, keeps the database and reuses it for the queries alone.
 //!
 //! - `soak [MINUTES]`: jobs on every backend, agent ingest, console streams and module reloads together for MINUTES
 //!   (default 60), printing the server's RSS, descriptors, threads, database size and errors every minute.
@@ -281,8 +282,8 @@ fn bench_home(args: &[String]) -> Result {
         .args(args))
 }
 
-/// `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|both]`: audit search over a large history and what the
-/// command index costs ingest (see host/examples/search_bench.rs).
+/// `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`: audit search over a large history and
+/// what the command index costs ingest (see host/examples/search_bench.rs).
 fn bench_search(args: &[String]) -> Result {
     let plugins = target_dir().join("plugins-release");
     install_plugins(true, &plugins)?;

@@ -223,7 +223,7 @@ pub async fn fresh_sqlite(path: &Path) -> Result<(String, sqlx::SqliteConnection
 /// A new PostgreSQL database `name` (dropped first if it exists), migrated, on the server of `TEST_POSTGRES_URL`
 /// (or the local default). Returns its URL and the admin URL, to drop it with [`drop_postgres`].
 pub async fn fresh_postgres(name: &str) -> Result<(String, String), String> {
-    let admin = std::env::var("TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()).unwrap_or(POSTGRES_ADMIN.into());
+    let admin = postgres_admin();
     drop_postgres(&admin, name).await?;
     let mut conn =
         <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.map_err(|e| format!("{admin}: {e}"))?;
@@ -234,6 +234,11 @@ pub async fn fresh_postgres(name: &str) -> Result<(String, String), String> {
     };
     omserver::store::Store::connect(&url).await.map_err(|e| format!("{url}: {e}"))?.close().await;
     Ok((url, admin))
+}
+
+/// The admin URL of the PostgreSQL server: `TEST_POSTGRES_URL`, or the local default.
+pub fn postgres_admin() -> String {
+    std::env::var("TEST_POSTGRES_URL").ok().filter(|v| !v.is_empty()).unwrap_or(POSTGRES_ADMIN.into())
 }
 
 /// Drops the PostgreSQL database `name`, if it exists, through the admin URL.

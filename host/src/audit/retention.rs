@@ -7,8 +7,8 @@
 //! host's archive line (with its MAC). A crash at any point loses nothing: a file not yet renamed is rewritten;
 //! rows already in a renamed file but still in the database are deleted by the next pass, which starts by
 //! finishing that file. Each batch holds the write lock for milliseconds, files are compressed off the runtime's
-//! threads, and the pass rests four times as long as each read and delete took, so ingest keeps its speed (measured in
-//! `tests/audit_archive.rs`).
+//! threads, and the pass rests nine times as long as each read and delete took, so ingest keeps its speed
+//! (measured in `tests/audit_archive.rs`).
 //!
 //! Only one process moves rows at a time: a pass or a restore holds an exclusive lock on `<archive>/.lock`.
 
@@ -37,9 +37,10 @@ const RESTORE_BATCH: usize = 500;
 const PAGE: i64 = 5000;
 const FIRST_PAGE: i64 = 500;
 /// After each page read and each batch deleted, the pass rests this many times as long as it took: at most a
-/// fifth of the database's time, so that ingest keeps its speed. (Writing files is not counted: it waits on the
-/// disk, on a blocking thread.)
-const REST_FACTOR: u32 = 4;
+/// tenth of the database's time, so that ingest keeps its speed. (Writing files is not counted: it waits on the
+/// disk, on a blocking thread.) With four, ingest on SQLite ran at 77 % of its speed while a day of 10 million
+/// rows moved (BENCHMARKS.md, "Audit archive").
+const REST_FACTOR: u32 = 9;
 /// How often the server runs a pass, and how long after it starts the first one comes.
 const EVERY: Duration = Duration::from_secs(3600);
 const FIRST_AFTER: Duration = Duration::from_secs(60);
@@ -335,16 +336,36 @@ fn write_page(
     Ok(written)
 }
 
+/// When the server's passes come: the first `first_after` its start, then one every `every`.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub first_after: Duration,
+    pub every: Duration,
+}
+
+/// The server's schedule: a pass every hour, the first a minute after start.
+pub const HOURLY: Schedule = Schedule { first_after: FIRST_AFTER, every: EVERY };
+
 /// Runs a pass every hour (the first a minute after start) while the server serves, keeping `days` days.
 pub async fn run(retention: Arc<Retention>, days: u32, shutdown: CancellationToken) {
-    let mut wait = FIRST_AFTER;
+    run_on(retention, HOURLY, move || Retention::cutoff(days, now_ms()), shutdown).await;
+}
+
+/// Runs a pass on `schedule`, each moving the rows received before `cutoff()` (Unix ms), until `shutdown`.
+pub async fn run_on(
+    retention: Arc<Retention>,
+    schedule: Schedule,
+    cutoff: impl Fn() -> i64,
+    shutdown: CancellationToken,
+) {
+    let mut wait = schedule.first_after;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        wait = EVERY;
-        let cutoff = Retention::cutoff(days, now_ms());
+        wait = schedule.every;
+        let cutoff = cutoff();
         let started = Instant::now();
         let pass = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -357,7 +378,7 @@ pub async fn run(retention: Arc<Retention>, days: u32, shutdown: CancellationTok
                 "audit retention pass"
             ),
             Ok(_) => tracing::debug!("audit retention pass: nothing to move"),
-            Err(err) => tracing::error!(error = %err, "audit retention pass failed; it is tried again in an hour"),
+            Err(err) => tracing::error!(error = %err, "audit retention pass failed; the next pass tries again"),
         }
     }
 }

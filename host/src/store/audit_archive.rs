@@ -43,7 +43,17 @@ impl Store {
     /// Deletes a host's rows at positions `line.last_seq` and below (they are in an archive file) and moves its
     /// archive line there, in one transaction. Returns the rows deleted.
     pub async fn delete_archived(&self, line: &ArchivedUpTo) -> Result<u64, StoreError> {
-        let delete = self.sql("DELETE FROM server_history WHERE host_id = ? AND chain_seq <= ?");
+        // SQLite gives a new row the table's largest id plus one (no AUTOINCREMENT: migration 0003), so the
+        // table's newest row stays, archived or not, or the next rows would take ids the archive, the command
+        // index's position and the alert feed's cursor already passed. A later pass deletes it (it is then no
+        // longer the newest); `audit verify` starts after the archive line, and a restore replaces it.
+        let delete = self.sql(match self.dialect {
+            Dialect::Sqlite => {
+                "DELETE FROM server_history WHERE host_id = ? AND chain_seq <= ? \
+                 AND id < (SELECT MAX(id) FROM server_history)"
+            }
+            _ => "DELETE FROM server_history WHERE host_id = ? AND chain_seq <= ?",
+        });
         let upsert = self.archive_line_sql();
         let begin = self.begin_write();
         Ok(on_pool!(self, pool => async {
@@ -63,6 +73,8 @@ impl Store {
     pub async fn restore_archived(&self, rows: &[AuditRow], line: &ArchivedUpTo) -> Result<(), StoreError> {
         let upsert = self.archive_line_sql();
         let forget = self.sql("DELETE FROM audit_archived WHERE host_id = ?");
+        // An archived row still here (the newest row SQLite keeps, see `delete_archived`) gives way to its copy.
+        let present = self.sql("DELETE FROM server_history WHERE host_id = ? AND chain_seq >= ? AND chain_seq <= ?");
         let marks = vec![ROW_MARKS.replacen('(', "(?, ", 1); rows.len()].join(", ");
         let insert =
             self.sql(&format!("INSERT INTO server_history (id, {INSERT_COLUMNS}) VALUES {marks}")).into_owned();
@@ -89,6 +101,7 @@ impl Store {
         let begin = self.begin_write();
         on_pool!(self, pool => async {
             let mut tx = pool.begin_with(begin).await?;
+            sqlx::query(&present).bind(line.host_id).bind(first).bind(last).execute(&mut *tx).await?;
             let mut q = sqlx::query(&insert);
             for r in rows {
                 q = bind_audit_row!(q.bind(r.id), r);
