@@ -1,0 +1,121 @@
+//! Audit searches whose plan depends on how many rows a filter leaves (more or fewer than 10 000: a common user
+//! is read newest first past the user indexes, a rare one through them; a common host past the host index), alone,
+//! with a command term, with a time received and paged, give on each dialect what a plain scan of every row gives.
+//!
+//! Needs the MariaDB and PostgreSQL servers running (see `common/scratch.rs`).
+
+mod common;
+
+use common::scratch::{on_each_dialect, plain_host};
+use omserver::{
+    audit::{AgentBatch, AuditConfig, AuditService},
+    store::{AuditQuery, AuditRow, Dialect, Store},
+};
+use serde_json::{json, Value};
+
+const KEY: &[u8] = b"test chain key";
+/// Rows of the busy host: past the 10 000 that change a plan, for its user `alice` too.
+const BUSY_ROWS: i64 = 12_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// 500 events of `stream` from `from`: `alice` mostly (as a login user `alice(1000)` one in ten), `root` one in
+/// twelve, `mallory` one in 600; every 50th command holds the word the searches look for.
+fn batch(stream: &str, from: i64) -> AgentBatch {
+    let events: Vec<Value> = (from..from + 500)
+        .map(|s| {
+            let (user, login) = match s {
+                s if s % 600 == 0 => ("mallory", ""),
+                s if s % 12 == 0 => ("root", ""),
+                s if s % 10 == 0 => ("deploy", "alice"),
+                _ => ("alice", ""),
+            };
+            let command = if s % 50 == 0 { format!("cat /srv/Needle-{s}.conf") } else { format!("ls {stream} {s}") };
+            json!({ "stream": stream, "seq": s, "history_id": s, "user": user, "login_user": login, "uid": 1000,
+                    "time": "2026-11-20 10:00:00", "command": command })
+        })
+        .collect();
+    serde_json::from_value(json!({ "events": events })).unwrap()
+}
+
+/// Which rows a case wants, by the rule.
+type Wanted = Box<dyn Fn(&AuditRow) -> bool>;
+
+fn is_user(r: &AuditRow, user: &str) -> bool {
+    r.history_user == user
+        || r.login_user
+            .as_deref()
+            .is_some_and(|l| l == user || l.strip_prefix(user).is_some_and(|t| t.starts_with('(')))
+}
+
+async fn check(dialect: Dialect, url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let busy = store.add_host(&plain_host("busy", "10.3.0.1")).await.unwrap().id;
+    let quiet = store.add_host(&plain_host("quiet", "10.3.0.2")).await.unwrap().id;
+    let audit =
+        AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec()).unwrap();
+    let mut middle = 0;
+    for n in 0..BUSY_ROWS / 500 {
+        if n == BUSY_ROWS / 1000 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            middle = now_ms();
+        }
+        let ack = audit.ingest_agent(Some(busy), batch("b", 1 + n * 500)).await.unwrap();
+        assert_eq!(ack.stored, 500, "{dialect:?}: {ack:?}");
+    }
+    audit.ingest_agent(Some(quiet), batch("q", 1)).await.unwrap();
+    let all = store.query_audit(&AuditQuery { limit: 1_000_000, ..AuditQuery::default() }).await.unwrap();
+    assert_eq!(all.len() as i64, BUSY_ROWS + 500, "{dialect:?}");
+    assert!(all.iter().filter(|r| is_user(r, "alice")).count() > 10_000, "alice is common");
+
+    let user = |name: &str| AuditQuery { users: vec![name.to_owned()], limit: 100, ..AuditQuery::default() };
+    let needle = |q: AuditQuery| AuditQuery { text: Some("needle".into()), ..q };
+    let has_needle = |r: &AuditRow| r.history_command.contains("Needle");
+    let cases: Vec<(&str, AuditQuery, Wanted)> = vec![
+        ("common user", user("alice"), Box::new(|r| is_user(r, "alice"))),
+        ("rare user", user("mallory"), Box::new(|r| is_user(r, "mallory"))),
+        ("common user, term", needle(user("alice")), Box::new(move |r| is_user(r, "alice") && has_needle(r))),
+        ("rare user, term", needle(user("mallory")), Box::new(move |r| is_user(r, "mallory") && has_needle(r))),
+        (
+            "common host",
+            AuditQuery { host_ids: Some(vec![busy]), limit: 100, ..AuditQuery::default() },
+            Box::new(move |r| r.host_id == busy),
+        ),
+        (
+            "rare host, term",
+            needle(AuditQuery { host_ids: Some(vec![quiet]), limit: 100, ..AuditQuery::default() }),
+            Box::new(move |r| r.host_id == quiet && has_needle(r)),
+        ),
+        (
+            "common user, older half received",
+            AuditQuery { received_to: Some(middle), ..user("alice") },
+            Box::new(move |r| is_user(r, "alice") && r.received_at <= middle),
+        ),
+        (
+            "term, newer half received",
+            needle(AuditQuery { received_from: Some(middle), limit: 100, ..AuditQuery::default() }),
+            Box::new(move |r| r.received_at >= middle && has_needle(r)),
+        ),
+    ];
+    for (name, query, wanted) in cases {
+        let expected: Vec<i64> = all.iter().filter(|r| wanted(r)).map(|r| r.id).take(100).collect();
+        assert!(!expected.is_empty(), "{name}: the data has such rows");
+        let found: Vec<i64> = store.query_audit(&query).await.unwrap().iter().map(|r| r.id).collect();
+        assert_eq!(found, expected, "{dialect:?}: {name}");
+        // The next page, from the last row of this one.
+        if let Some(&last) = found.last() {
+            let expected: Vec<i64> = all.iter().filter(|r| wanted(r) && r.id < last).map(|r| r.id).take(100).collect();
+            let next = AuditQuery { before: Some(last), ..query };
+            let found: Vec<i64> = store.query_audit(&next).await.unwrap().iter().map(|r| r.id).collect();
+            assert_eq!(found, expected, "{dialect:?}: {name}, next page");
+        }
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_answer_as_a_scan_whichever_plan_their_filters_choose() {
+    on_each_dialect(check).await;
+}
