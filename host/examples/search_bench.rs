@@ -19,7 +19,7 @@
 //!   row first, so it indexes exactly what the run stores, alternating;
 //! - **archive**: `omserver audit archive --before` the second day, which moves the oldest day (a thirtieth of
 //!   the events) into archive files, while the 4 clients go on ingesting: the pass's rows per second, the
-//!   archive's bytes per event, and ingest meanwhile.
+//!   archive's bytes per event, and ingest meanwhile against the same ingest without a pass just before.
 //!
 //! Arguments: `BINARY LIBRARY_1003 [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`. With `keep`, the
 //! databases are filled once into `$TMPDIR/omserver-bench-search/search-EVENTS.db` and `omserver_bench_search_EVENTS`,
@@ -384,22 +384,23 @@ async fn ingest_times(server: &BenchServer, binary: &std::path::Path, url: &str,
 }
 
 /// Retention on the filled database: the oldest day moved into the archive by `omserver audit archive`, while
-/// 4 clients ingest as in [`ingest_times`]; the pass's rate, the archive's bytes per event, and ingest meanwhile.
+/// 4 clients ingest in rounds ([`ingest_rounds`]); the pass's rate, the archive's bytes per event, and ingest
+/// meanwhile against the same rounds for 20 s before the pass.
 async fn archive_times(server: &BenchServer, binary: &std::path::Path, oldest: i64) -> Result<(), Error> {
     let api = Api { http: reqwest::Client::new(), base: server.base.clone(), token: server.token.clone() };
     let agent = run_cli(binary, &server.config_path(), &["hosts", "token", "ingest"]).await?.trim().to_owned();
     let before = omserver::calendar::utc_text(oldest + DAY_MS);
     let before = before.trim_end_matches(" UTC").to_owned();
     let (binary_path, config) = (binary.to_owned(), server.config_path());
+    // Ingest goes in rounds (a batch from each client, then the next round) so that it stops with the pass; the
+    // same rounds for 20 s without a pass first are what it is compared with.
+    let alone = Instant::now();
+    let events = ingest_rounds(&api, &agent, "alone", || alone.elapsed().as_secs() >= 20).await?;
+    let alone = events as f64 / alone.elapsed().as_secs_f64();
     let started = Instant::now();
     let pass =
         tokio::spawn(async move { run_cli(&binary_path, &config, &["audit", "archive", "--before", &before]).await });
-    let (mut events, mut round) = (0, 0);
-    while !pass.is_finished() {
-        ingest_burst(&api, &agent, |c| vec![batch_body(&format!("archive{round}c{c}"), 0)]).await?;
-        events += INGEST_CLIENTS * INGEST_BATCH;
-        round += 1;
-    }
+    let events = ingest_rounds(&api, &agent, "archive", || pass.is_finished()).await?;
     let seconds = started.elapsed().as_secs_f64();
     let said = pass.await??;
     // "N rows of H hosts received before T moved into F files in DIR"
@@ -407,12 +408,13 @@ async fn archive_times(server: &BenchServer, binary: &std::path::Path, oldest: i
     let rows: f64 = words.first().and_then(|w| w.parse().ok()).ok_or_else(|| format!("audit archive said {said:?}"))?;
     let dir = said.rsplit_once(" in ").map(|(_, d)| d.trim()).ok_or_else(|| format!("audit archive said {said:?}"))?;
     let bytes = directory_bytes(std::path::Path::new(dir))?;
+    let meanwhile = events as f64 / seconds;
     println!(
         "  archive of the oldest day: {rows:.0} rows in {seconds:.1} s ({:.0} rows/s), {:.0} bytes per event in gzip files; \
-         ingest meanwhile {:.0} events/s",
+         ingest meanwhile {meanwhile:.0} events/s, {:.0} % of the same ingest alone ({alone:.0} events/s)",
         rows / seconds,
         bytes as f64 / rows.max(1.0),
-        events as f64 / seconds
+        meanwhile / alone * 100.0
     );
     Ok(())
 }
@@ -424,6 +426,17 @@ fn directory_bytes(dir: &std::path::Path) -> Result<u64, Error> {
         total += if entry.file_type()?.is_dir() { directory_bytes(&entry.path())? } else { entry.metadata()?.len() };
     }
     Ok(total)
+}
+
+/// Rounds of one batch from each client until `done()`; the events sent. `tag` keeps the streams apart.
+async fn ingest_rounds(api: &Api, agent: &str, tag: &str, done: impl Fn() -> bool) -> Result<usize, Error> {
+    let (mut events, mut round) = (0, 0);
+    while !done() {
+        ingest_burst(api, agent, |c| vec![batch_body(&format!("{tag}{round}c{c}"), 0)]).await?;
+        events += INGEST_CLIENTS * INGEST_BATCH;
+        round += 1;
+    }
+    Ok(events)
 }
 
 /// [`INGEST_CLIENTS`] clients at once, each posting its bodies (`bodies(client)`) one after the other.
