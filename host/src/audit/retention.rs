@@ -29,8 +29,11 @@ use super::{
 };
 use crate::store::{now_ms, ArchivedUpTo, AuditRow, Store, StoreError};
 
-/// Rows deleted per transaction: a few milliseconds of the write lock (each also leaves SQLite's command index).
-const DELETE_BATCH: usize = 500;
+/// Rows deleted per transaction (each also leaves SQLite's command index). Fewer, longer transactions cost ingest
+/// less than many short ones: each commit flushes the WAL, and the writer waiting for the lock retries in steps. At
+/// a million events, ingest on SQLite during a pass ran at 65 % of its speed with 100, 74 % with 500, 95 % with
+/// 2 000 (BENCHMARKS.md, "Audit search").
+const DELETE_BATCH: usize = 2000;
 /// Rows put back per transaction (24 parameters each, under every dialect's limit).
 const RESTORE_BATCH: usize = 500;
 /// Rows read from the database at a time while writing a file: first [`FIRST_PAGE`], doubling up to [`PAGE`].
