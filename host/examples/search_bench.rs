@@ -32,7 +32,8 @@ mod bench_server;
 use std::time::Instant;
 
 use bench_server::{
-    drop_postgres, fill, fresh_postgres, fresh_sqlite, percentile, postgres_admin, run_cli, Api, BenchServer,
+    drop_mariadb, drop_postgres, fill, fresh_mariadb, fresh_postgres, fresh_sqlite, mariadb_admin, percentile,
+    postgres_admin, run_cli, Api, BenchServer,
 };
 use omserver::store::now_ms;
 use serde_json::json;
@@ -206,29 +207,6 @@ async fn prepare(kind: &str, place: &Place, events: i64, now: i64) -> Result<(St
     );
     conn.close().await?;
     Ok((url, Some(admin)))
-}
-
-/// The admin URL of the MariaDB/MySQL server: `TEST_MYSQL_URL`, or the local default.
-fn mariadb_admin() -> String {
-    std::env::var("TEST_MYSQL_URL").ok().filter(|v| !v.is_empty()).unwrap_or("mysql://root@127.0.0.1:3306/test".into())
-}
-
-/// A new MariaDB database `name` (dropped first if it exists), migrated. Returns its URL and the admin URL.
-async fn fresh_mariadb(name: &str) -> Result<(String, String), Error> {
-    let admin = mariadb_admin();
-    drop_mariadb(&admin, name).await?;
-    sqlx::MySqlConnection::connect(&admin).await?.execute(format!("CREATE DATABASE {name}").as_str()).await?;
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => return Err(format!("{admin}: no database in the URL").into()),
-    };
-    omserver::store::Store::connect(&url).await?.close().await;
-    Ok((url, admin))
-}
-
-async fn drop_mariadb(admin: &str, name: &str) -> Result<(), Error> {
-    sqlx::MySqlConnection::connect(admin).await?.execute(format!("DROP DATABASE IF EXISTS {name}").as_str()).await?;
-    Ok(())
 }
 
 /// The searches, by name and query string.

@@ -193,6 +193,7 @@ pub async fn run_cli(binary: &Path, config: &Path, args: &[&str]) -> Result<Stri
 
 /// Where `TEST_POSTGRES_URL` is not set: the admin URL the test suite uses too.
 const POSTGRES_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const MARIADB_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
 
 /// Runs a benchmark's fill, statement by statement, printing how long each took.
 pub async fn fill<C: sqlx::Connection>(conn: &mut C, statements: &[String]) -> Result<(), String>
@@ -245,6 +246,37 @@ pub fn postgres_admin() -> String {
 pub async fn drop_postgres(admin: &str, name: &str) -> Result<(), String> {
     let mut conn =
         <sqlx::PgConnection as sqlx::Connection>::connect(admin).await.map_err(|e| format!("{admin}: {e}"))?;
+    sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name}").as_str())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// The admin URL of the MariaDB/MySQL server: `TEST_MYSQL_URL`, or the local default.
+pub fn mariadb_admin() -> String {
+    std::env::var("TEST_MYSQL_URL").ok().filter(|v| !v.is_empty()).unwrap_or(MARIADB_ADMIN.into())
+}
+
+/// A new MariaDB/MySQL database `name` (dropped first if it exists), migrated, on the server of `TEST_MYSQL_URL`
+/// (or the local default). Returns its URL and the admin URL, to drop it with [`drop_mariadb`].
+pub async fn fresh_mariadb(name: &str) -> Result<(String, String), String> {
+    let admin = mariadb_admin();
+    drop_mariadb(&admin, name).await?;
+    let mut conn =
+        <sqlx::MySqlConnection as sqlx::Connection>::connect(&admin).await.map_err(|e| format!("{admin}: {e}"))?;
+    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.map_err(|e| e.to_string())?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => return Err(format!("{admin}: no database in the URL")),
+    };
+    omserver::store::Store::connect(&url).await.map_err(|e| format!("{url}: {e}"))?.close().await;
+    Ok((url, admin))
+}
+
+/// Drops the MariaDB/MySQL database `name`, if it exists, through the admin URL.
+pub async fn drop_mariadb(admin: &str, name: &str) -> Result<(), String> {
+    let mut conn =
+        <sqlx::MySqlConnection as sqlx::Connection>::connect(admin).await.map_err(|e| format!("{admin}: {e}"))?;
     sqlx::Executor::execute(&mut conn, format!("DROP DATABASE IF EXISTS {name}").as_str())
         .await
         .map_err(|e| e.to_string())?;

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::{
     audit::{AuditQuery, AuditRow, COLUMNS},
+    audit_text::{fts_phrase, has_ascii_trigram, words},
     fetch_bound, on_pool, Bind, Dialect, Store, StoreError,
 };
 
@@ -84,33 +85,6 @@ impl TextPlan {
     }
 }
 
-/// A term as PostgreSQL's index holds commands ([`super::audit_text::PG_WORDS`]): each run of ASCII characters
-/// other than letters and digits made one `q`. A substring of a command maps to a substring of its words, so the
-/// index finds every row that matches; the rule then drops the others. No LIKE wildcard survives the mapping.
-fn words(term: &str) -> String {
-    let mut out = String::with_capacity(term.len());
-    let mut in_run = false;
-    for c in term.chars() {
-        if c.is_ascii() && !c.is_ascii_alphanumeric() {
-            if !in_run {
-                out.push('q');
-            }
-            in_run = true;
-        } else {
-            out.push(c);
-            in_run = false;
-        }
-    }
-    out
-}
-
-/// Whether pg_trgm can take a trigram from `%words%`: three ASCII letters or digits in a row. (Other letters may
-/// count too, depending on the database's locale; without a trigram the GIN index has nothing to look up and
-/// PostgreSQL reads all of it, so only what counts everywhere is trusted.)
-fn has_ascii_trigram(words: &str) -> bool {
-    words.chars().collect::<Vec<_>>().windows(INDEXED_TERM_CHARS).any(|w| w.iter().all(char::is_ascii_alphanumeric))
-}
-
 /// A LIKE pattern (escape character `!`) that every row matching `term` by our rule also matches, wherever
 /// LIKE ignores the case of ASCII letters: a character outside ASCII becomes `_` (one character), since the
 /// databases disagree on the case of those.
@@ -128,12 +102,6 @@ fn window_pattern(term: &str) -> String {
     }
     pattern.push('%');
     pattern
-}
-
-/// An FTS5 phrase: the term in double quotes, its own doubled. The trigram tokenizer makes it the term's trigrams
-/// in order, which only a row holding the term (case folded) has.
-fn fts_phrase(term: &str) -> String {
-    format!("\"{}\"", term.replace('"', "\"\""))
 }
 
 /// Bounds on the ids a candidate query reads, besides the listing's cursor: a part of the table read one way.
@@ -580,10 +548,6 @@ mod tests {
         assert_eq!(window_pattern("100%"), "%100!%%");
         assert_eq!(window_pattern("a_b!"), "%a!_b!!%");
         assert_eq!(window_pattern("Ünï x"), "%_n_ x%");
-        assert_eq!(words("ssh deploy@10.1.7.17"), "sshqdeployq10q1q7q17");
-        assert_eq!(words(" a  -- B_%"), "qaqBq");
-        assert_eq!(words("Ünï/x"), "Ünïqx");
-        assert_eq!(fts_phrase("say \"hi\""), r#""say ""hi""""#);
     }
 
     #[test]

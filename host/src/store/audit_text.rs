@@ -1,4 +1,5 @@
-//! The keepers of the command index, just behind the audit writer: on SQLite the `audit-index` thread
+//! The command index: how a search term is put to it ([`words`], [`fts_phrase`]), and its keepers, just behind
+//! the audit writer: on SQLite the `audit-index` thread
 //! (`server_history_text`, FTS5 trigram), on PostgreSQL a task on the runtime (`server_history_text`, the
 //! command's words under a pg_trgm GIN index; migration 0016).
 //!
@@ -28,6 +29,43 @@ use super::StoreError;
 /// which makes trigrams of words only, sees an address or a path as one word.
 pub(super) const PG_WORDS: &str =
     r"regexp_replace(history_command, '[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+', 'q', 'g')";
+
+/// A term as PostgreSQL's index holds commands ([`PG_WORDS`]): each run of ASCII characters
+/// other than letters and digits made one `q`. A substring of a command maps to a substring of its words, so the
+/// index finds every row that matches; the rule then drops the others. No LIKE wildcard survives the mapping.
+pub(super) fn words(term: &str) -> String {
+    let mut out = String::with_capacity(term.len());
+    let mut in_run = false;
+    for c in term.chars() {
+        if c.is_ascii() && !c.is_ascii_alphanumeric() {
+            if !in_run {
+                out.push('q');
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// Whether pg_trgm can take a trigram from `%words%`: three ASCII letters or digits in a row. (Other letters may
+/// count too, depending on the database's locale; without a trigram the GIN index has nothing to look up and
+/// PostgreSQL reads all of it, so only what counts everywhere is trusted.)
+pub(super) fn has_ascii_trigram(words: &str) -> bool {
+    words
+        .chars()
+        .collect::<Vec<_>>()
+        .windows(super::INDEXED_TERM_CHARS)
+        .any(|w| w.iter().all(char::is_ascii_alphanumeric))
+}
+
+/// An FTS5 phrase: the term in double quotes, its own doubled. The trigram tokenizer makes it the term's trigrams
+/// in order, which only a row holding the term (case folded) has.
+pub(super) fn fts_phrase(term: &str) -> String {
+    format!("\"{}\"", term.replace('"', "\"\""))
+}
 
 /// Rows indexed per transaction: a few milliseconds of the write lock.
 const BATCH: i64 = 500;
@@ -144,4 +182,17 @@ async fn index_pg_batch(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
     sqlx::query("UPDATE audit_text_position SET position = $1").bind(last).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(indexed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_take_the_form_the_index_holds() {
+        assert_eq!(words("ssh deploy@10.1.7.17"), "sshqdeployq10q1q7q17");
+        assert_eq!(words(" a  -- B_%"), "qaqBq");
+        assert_eq!(words("Ünï/x"), "Ünïqx");
+        assert_eq!(fts_phrase("say \"hi\""), r#""say ""hi""""#);
+    }
 }
