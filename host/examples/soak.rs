@@ -97,6 +97,10 @@ impl Tallies {
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     rss_kib: u64,
+    /// RSS's parts: the heap and stacks, mapped files (the binary, libraries), shared memory (SQLite's -shm).
+    anon_kib: u64,
+    file_kib: u64,
+    shmem_kib: u64,
     fds: u64,
     threads: u64,
     db_kib: u64,
@@ -118,7 +122,15 @@ fn read(pid: u32, database: &Path) -> Reading {
         path.push(suffix);
         fs::metadata(PathBuf::from(path)).map(|m| m.len()).unwrap_or(0)
     };
-    Reading { rss_kib: field("VmRSS:"), fds, threads: field("Threads:"), db_kib: (size("") + size("-wal")) / 1024 }
+    Reading {
+        rss_kib: field("VmRSS:"),
+        anon_kib: field("RssAnon:"),
+        file_kib: field("RssFile:"),
+        shmem_kib: field("RssShmem:"),
+        fds,
+        threads: field("Threads:"),
+        db_kib: (size("") + size("-wal")) / 1024,
+    }
 }
 
 /// What only the soak asks of the API.
@@ -298,13 +310,26 @@ async fn prompts(agent: Arc<Agent>, index: usize, tallies: Arc<Tallies>, until: 
     n
 }
 
-/// Swaps module 9000 between its two versions every [`RELOAD_EVERY`] and runs the new one once.
-async fn reloads(api: Arc<Api>, tallies: Arc<Tallies>, plugins: PathBuf, versions: [PathBuf; 2], until: Instant) {
-    let mut turn = 0usize;
-    while Instant::now() + RELOAD_EVERY < until {
-        tokio::time::sleep(RELOAD_EVERY).await;
+/// Swaps module 9000 between its two versions every [`RELOAD_EVERY`], half-way between the minute readings (at
+/// 15 s and 45 s past each minute of the run), and runs the new one once. The reading then shows the server between
+/// swaps, and the highest of the minute what a swap costs; a swap that drifted onto the reading would mix the two.
+async fn reloads(
+    api: Arc<Api>,
+    tallies: Arc<Tallies>,
+    plugins: PathBuf,
+    versions: [PathBuf; 2],
+    started: Instant,
+    until: Instant,
+) {
+    let mut turn = 0u32;
+    loop {
+        let at = started + RELOAD_EVERY / 2 + RELOAD_EVERY * turn;
+        if at + RELOAD_EVERY > until {
+            break;
+        }
+        tokio::time::sleep_until(at.into()).await;
         turn += 1;
-        let (file, version) = (&versions[turn % 2], if turn.is_multiple_of(2) { "1.0.0" } else { "2.0.0" });
+        let (file, version) = (&versions[(turn % 2) as usize], if turn.is_multiple_of(2) { "1.0.0" } else { "2.0.0" });
         let outcome: Result<(), Error> = async {
             let tmp = plugins.join(".Mid_9000.so.tmp");
             fs::copy(file, &tmp)?;
@@ -396,18 +421,31 @@ async fn main() -> Result<(), Error> {
         tasks.spawn(jobs(api.clone(), tallies.clone(), backend, hosts, until));
     }
     tasks.spawn(audit_stream(api.clone(), tallies.clone(), until));
-    tasks.spawn(reloads(api.clone(), tallies.clone(), plugins.clone(), [echo_v1, echo_v2], until));
+    tasks.spawn(reloads(api.clone(), tallies.clone(), plugins.clone(), [echo_v1, echo_v2], started, until));
     let typing: Vec<_> =
         agents.iter().enumerate().map(|(i, a)| tokio::spawn(prompts(a.clone(), i, tallies.clone(), until))).collect();
 
-    println!("minute  rss_MiB  fds  threads  db_MiB  activity ok/failed");
+    println!("minute  rss_MiB (anon file shmem; highest in the minute)  fds  threads  db_MiB  activity ok/failed");
     let mut readings = Vec::new();
+    let mib = |kib: u64| kib as f64 / 1024.0;
     for minute in 1..=minutes {
-        tokio::time::sleep_until((started + Duration::from_secs(minute * 60)).into()).await;
+        // RSS every second too: a minute's reading alone cannot tell a spike from a step.
+        let (mut highest, mut second) = (0, Instant::now());
+        let at = started + Duration::from_secs(minute * 60);
+        while second + Duration::from_secs(1) < at {
+            second += Duration::from_secs(1);
+            tokio::time::sleep_until(second.into()).await;
+            highest = highest.max(read(pid, &database).rss_kib);
+        }
+        tokio::time::sleep_until(at.into()).await;
         let r = read(pid, &database);
         println!(
-            "{minute:>6}  {:>7.1}  {:>3}  {:>7}  {:>6.1}  {}",
-            r.rss_kib as f64 / 1024.0,
+            "{minute:>6}  {:>7.1} ({:.1} {:.1} {:.1}; {:.1})  {:>3}  {:>7}  {:>6.1}  {}",
+            mib(r.rss_kib),
+            mib(r.anon_kib),
+            mib(r.file_kib),
+            mib(r.shmem_kib),
+            mib(highest.max(r.rss_kib)),
             r.fds,
             r.threads,
             r.db_kib as f64 / 1024.0,

@@ -240,7 +240,9 @@ impl Registry {
             Ok(Err(reason)) => return reject(reason),
             Err(err) => return reject(RejectReason::Read(std::io::Error::other(err))),
         };
-        let meta = match self.workers.probe(&bytes, &sha256).await {
+        // Shared from here on: probes, workers and jobs all use this one copy.
+        let bytes: Arc<[u8]> = bytes.into();
+        let meta = match self.workers.probe(bytes.clone(), &sha256).await {
             Ok(meta) => meta,
             Err(fault) => return reject(RejectReason::Probe(fault.while_loading())),
         };
@@ -248,7 +250,7 @@ impl Registry {
             self.workers.retire(&sha256);
             return reject(reason);
         }
-        FileState::Loaded(Arc::new(LoadedModule { meta, file: file.to_owned(), sha256, bytes: bytes.into() }))
+        FileState::Loaded(Arc::new(LoadedModule { meta, file: file.to_owned(), sha256, bytes }))
     }
 }
 

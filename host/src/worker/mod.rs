@@ -17,7 +17,12 @@ pub mod child;
 pub mod process;
 pub mod protocol;
 
-use std::{collections::HashMap, path::PathBuf, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use omserver_plugin_api::{HostResult, InitRequest, Metadata};
 use tokio_util::sync::CancellationToken;
@@ -160,7 +165,7 @@ impl Workers {
 
     /// Loads `library` in a fresh worker and returns its metadata (unvalidated: the caller checks it). A worker
     /// that loaded the library well stays as the first warm worker for it.
-    pub async fn probe(&self, library: &[u8], sha256: &str) -> Result<Metadata, Fault> {
+    pub async fn probe(&self, library: Arc<[u8]>, sha256: &str) -> Result<Metadata, Fault> {
         let deadline = self.config.probe_timeout;
         let mut worker = WorkerProcess::spawn(&self.config, sha256, deadline).await?;
         match worker.load(library, deadline).await {
@@ -235,7 +240,7 @@ impl Workers {
         }
         let deadline = self.config.probe_timeout;
         let mut worker = WorkerProcess::spawn(&self.config, &module.sha256, deadline).await?;
-        match worker.load(&module.bytes, deadline).await {
+        match worker.load(module.bytes.clone(), deadline).await {
             Ok(metadata) if metadata.id == module.meta.id => Ok(worker),
             Ok(metadata) => {
                 worker.kill().await;
