@@ -237,6 +237,7 @@ impl App {
             notify: self.notify.clone(),
             tokens: self.tokens.clone(),
             users: self.users.clone(),
+            access: Arc::new(crate::access::Access::new(self.store.clone(), self.registry.clone())),
             secure_cookies: self.config.secure_cookies,
             audit: self.audit.clone(),
             metrics: metrics_handle(),

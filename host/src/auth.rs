@@ -7,7 +7,10 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::store::{now_ms, Store, StoreError, UserRow};
+use crate::{
+    access::{self, Scope},
+    store::{now_ms, Store, StoreError, UserRow},
+};
 
 /// What a token may do. Each role includes the ones below it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -67,6 +70,8 @@ pub struct Principal {
     pub user_id: Option<i64>,
     /// How the caller proved who it is.
     pub credential: Credential,
+    /// Which hosts and modules its role applies to: its user's grants, capped by `role` ([`crate::access`]).
+    pub scope: Scope,
 }
 
 /// A bearer token or a console session.
@@ -173,7 +178,8 @@ impl Tokens {
             return Ok(None);
         };
         let mut name = row.name.clone();
-        if row.user_id.is_some() {
+        let mut scope = Scope::All;
+        if let Some(user_id) = row.user_id {
             // A user's token: the LEFT JOIN found the user (the foreign key guarantees it exists).
             if row.user_disabled_at.is_some() {
                 return Ok(None);
@@ -184,6 +190,7 @@ impl Tokens {
             };
             role = role.min(user_role);
             name = row.user_name.clone().unwrap_or(name);
+            scope = access::scope_of(&self.store, user_id, role).await?;
         }
         let now = now_ms();
         if row.last_used_at.is_none_or(|t| now - t >= TOUCH_INTERVAL_MS) {
@@ -202,6 +209,7 @@ impl Tokens {
             host_id: row.host_id,
             user_id: row.user_id,
             credential: Credential::Token { id: row.id, name: row.name },
+            scope,
         }))
     }
 

@@ -252,6 +252,45 @@ fn markup_from_modules_hosts_and_audited_commands_shows_as_text_and_runs_nothing
 }
 
 #[test]
+fn a_user_limited_by_grants_is_offered_and_shown_only_its_hosts() {
+    let server = server();
+    for (name, ip, function, app) in
+        [("web1", "127.0.0.2", "Linux.Web", "nginx"), ("db1", "127.0.0.4", "Linux.DB", "mysql")]
+    {
+        let (status, row) =
+            server.post("/api/hosts", &json!({ "name": name, "ip": ip, "function": function, "app": app }));
+        assert_eq!(status, StatusCode::CREATED, "{row}");
+    }
+    let password = "db operator's long password";
+    let (status, body) =
+        server.post("/api/users", &json!({ "name": "dbop", "role": "operator", "password": password }));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, everything) = server.get("/api/users/dbop/grants");
+    let (status, body) = server.post("/api/users/dbop/grants", &json!({ "functions": ["Linux.DB"] }));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let path = format!("{}/api/users/dbop/grants/{}", server.base, everything[0]["id"]);
+    assert_eq!(server.send(server.client.delete(path).bearer_auth(&server.token)).0, StatusCode::NO_CONTENT);
+    let web_job = server.submit(1003, &["web1"], json!({}));
+    server.wait_job(web_job, Duration::from_secs(30));
+
+    let browser = Browser::start("grants");
+    browser.log_in(&server.base, "dbop", password);
+    browser.goto(&format!("{}/run", server.base));
+    browser.find("#host-list input[value='db1']");
+    let offered = browser.eval("return [...document.querySelectorAll('#host-list input')].map((b) => b.value)");
+    assert_eq!(offered, json!(["db1"]), "the run page offers only the hosts its grants cover");
+    browser.screenshot("run");
+    browser.goto(&format!("{}/inventory", server.base));
+    browser.wait_for_text("#tree", "db1", Duration::from_secs(5));
+    assert!(!browser.text("#tree").contains("web1"), "{}", browser.text("#tree"));
+    browser.goto(&format!("{}/jobs", server.base));
+    assert!(!browser.text("main").contains("web1"), "{}", browser.text("main"));
+    browser.goto(&format!("{}/jobs/{web_job}", server.base));
+    browser.wait_for_text("main", "not found", Duration::from_secs(5));
+    browser.screenshot("web-job");
+}
+
+#[test]
 fn the_run_page_picks_hosts_by_category_tag_and_text() {
     let server = server();
     for (name, ip, function, app, tags) in [

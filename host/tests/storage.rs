@@ -102,13 +102,13 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 16;
+const MIGRATIONS: i64 = 17;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 27] = [
+const TABLES: [&str; 28] = [
     "_sqlx_migrations",
     "api_tokens",
     "audit_alert_rules",
@@ -135,6 +135,7 @@ const TABLES: [&str; 27] = [
     "server_history",
     "server_list",
     "sessions",
+    "user_grants",
     "users",
 ];
 
@@ -967,4 +968,31 @@ async fn a_token_stored_before_users_existed_still_authenticates() {
         }
     })
     .await;
+}
+
+/// Users of a version before grants keep reaching everything: the upgrade gives each a grant on everything at its
+/// own role. Migrations up to 0016, a user written as that version wrote it, then the server's start applies 0017.
+#[tokio::test]
+async fn the_grants_upgrade_gives_every_existing_user_its_role_on_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations/sqlite");
+    let mut before = sqlx::migrate::Migrator::new(path).await.unwrap();
+    before.migrations = before.migrations.iter().filter(|m| m.version < 17).cloned().collect::<Vec<_>>().into();
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    before.run(&mut conn).await.unwrap();
+    sqlx::query("INSERT INTO users (name, password_hash, role, created_at) VALUES ('old', 'x', 'operator', 1)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+
+    let store = Store::connect(&url).await.unwrap();
+    let user = store.user_by_name(&omserver::store::UserName::parse("old").unwrap()).await.unwrap().unwrap();
+    let grants = store.grants_of(user.id).await.unwrap();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!((grants[0].role.as_deref(), grants[0].spec.as_str()), (None, "{}"));
+    assert!(grants[0].created_at > 1_700_000_000_000, "a time in ms: {}", grants[0].created_at);
+    let scope = omserver::access::scope_of(&store, user.id, omserver::auth::Role::Operator).await.unwrap();
+    assert!(scope.is_all(), "its role on everything, as before");
 }

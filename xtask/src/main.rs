@@ -26,6 +26,8 @@
 //! - `bench-exec [N] [ROUNDS]`: the cost of kernel exec auditing to the audited processes: N `/bin/true` execs
 //!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
 //!   Installs Debian's `auditd` when missing, without starting its service.
+//! - `bench-grants [HOSTS] [EVENTS] [ROUNDS]`: job submission and audit queries as an unscoped admin and as an
+//!   operator holding 20 grants, alternating, through the release server's API (BENCHMARKS.md).
 //! - `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`: audit search over a large history
 //!   (p50/p95 per query), batch ingest with and without the command index, and an archive pass (BENCHMARKS.md).
 //!   `keep` fills once, keeps the database and reuses it for the queries alone.
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         "bench-notify" => bench_notify(&rest),
         "bench-home" => bench_home(&rest),
         "bench-search" => bench_search(&rest),
+        "bench-grants" => bench_grants(&rest),
         "bench-exec" => bench_exec(&rest),
         "fuzz" => fuzz(&rest),
         "soak" => soak(&rest),
@@ -82,7 +85,8 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-search|bench-exec|fuzz|soak|contract [ARGS…]"
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-search|bench-grants|bench-exec|fuzz|soak|\
+                 contract [ARGS…]"
             );
             return ExitCode::from(2);
         }
@@ -278,6 +282,18 @@ fn bench_home(args: &[String]) -> Result {
     fixed.extend(["http://127.0.0.1:9515".to_owned(), "/usr/bin/chromium".to_owned()]);
     run(cargo()
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "home_bench", "--"])
+        .args(fixed)
+        .args(args))
+}
+
+/// `bench-grants [HOSTS] [EVENTS] [ROUNDS]`: what grants cost a caller (see host/examples/grants_bench.rs).
+fn bench_grants(args: &[String]) -> Result {
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    let fixed = [target_dir().join("release/omserver"), plugins.join("Mid_1003.so")];
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "grants_bench", "--"])
         .args(fixed)
         .args(args))
 }

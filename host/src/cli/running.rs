@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use crate::{
+    access::Scope,
     app::App,
     jobs::{Amount, JobEvent, JobRequest, RerunHosts},
     store::ResultRow,
@@ -20,16 +21,16 @@ pub(super) enum Launch {
 pub(super) async fn run(app: App, launch: Launch) -> anyhow::Result<ExitCode> {
     let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
     let id = match launch {
-        Launch::New(request) => app.jobs.submit(request, &actor).await?,
+        Launch::New(request) => app.jobs.submit(request, &actor, &Scope::All).await?,
         Launch::Rerun(origin, which) => {
-            let id = app.jobs.rerun(origin, which, &actor).await?;
+            let id = app.jobs.rerun(origin, which, &actor, &Scope::All).await?;
             eprintln!("job {id} re-runs job {origin}");
             id
         }
-        Launch::Template(template) => app.templates.run(template, &actor).await?,
+        Launch::Template(template) => app.templates.run(template, &actor, &Scope::All).await?,
     };
     // Each host as it finishes; the final view says how the job ended.
-    let mut events = app.jobs.events(id).await?;
+    let mut events = app.jobs.events(id, &Scope::All).await?;
     let mut end = None;
     while let Some(event) = events.next().await {
         match event {

@@ -9,6 +9,7 @@ use clap::Subcommand;
 
 use super::running::{run, Launch};
 use crate::{
+    access::Scope,
     app::App,
     calendar::utc_text,
     config::Config,
@@ -97,7 +98,7 @@ pub async fn template(config: Config, cmd: TemplateCommand) -> anyhow::Result<Ex
     let templates = app.templates.clone();
     match cmd {
         TemplateCommand::List => {
-            for t in templates.list().await? {
+            for t in templates.list(&Scope::All).await? {
                 let s = &t.spec.targets;
                 let targets: Vec<String> =
                     [("", &s.hosts), ("function:", &s.functions), ("app:", &s.apps), ("tag:", &s.tags)]
@@ -108,13 +109,15 @@ pub async fn template(config: Config, cmd: TemplateCommand) -> anyhow::Result<Ex
             }
         }
         TemplateCommand::Show { id } => println!("{}", serde_json::to_string_pretty(&templates.get(id).await?.spec)?),
-        TemplateCommand::Create { file } => println!("{}", templates.create(read_spec(&file)?, &actor()).await?),
+        TemplateCommand::Create { file } => {
+            println!("{}", templates.create(read_spec(&file)?, &actor(), &Scope::All).await?)
+        }
         TemplateCommand::Edit { id, file } => {
-            templates.update(id, read_spec(&file)?, &actor()).await?;
+            templates.update(id, read_spec(&file)?, &actor(), &Scope::All).await?;
             println!("saved job {id} changed");
         }
         TemplateCommand::Delete { id } => {
-            templates.delete(id, &actor()).await?;
+            templates.delete(id, &actor(), &Scope::All).await?;
             println!("saved job {id} deleted");
         }
         TemplateCommand::Run { id } => return run(app, Launch::Template(id)).await,

@@ -28,6 +28,7 @@ use super::{
     AppState, HttpError,
 };
 use crate::{
+    access::Scope,
     audit::{
         alerts::RuleError, chain::Report, AgentAck, AgentBatch, AuditView, Filter, IngestError, RuleRefused,
         RuleRequest,
@@ -280,7 +281,8 @@ fn host_time_bound(field: &str, value: &Option<String>) -> Result<Option<String>
     Ok(Some(v.replace('T', " ")))
 }
 
-async fn filter_of(state: &AppState, p: &StreamParams) -> Result<Filter, HttpError> {
+/// The filters a request names, narrowed to the hosts the caller's grants let it see.
+async fn filter_of(state: &AppState, p: &StreamParams, scope: &Scope) -> Result<Filter, HttpError> {
     let mut keys = list_of(&p.host);
     keys.extend(list_of(&p.ip));
     let named = if keys.is_empty() {
@@ -294,10 +296,17 @@ async fn filter_of(state: &AppState, p: &StreamParams) -> Result<Filter, HttpErr
     } else {
         Some(resolved("app", "no host is in app category", state.audit.hosts_in_apps(&apps).await)?)
     };
-    let host_ids = match (named, in_apps) {
+    let mut host_ids: Option<Vec<i64>> = match (named, in_apps) {
         (Some(named), Some(in_apps)) => Some(named.into_iter().filter(|id| in_apps.contains(id)).collect()),
         (named, in_apps) => named.or(in_apps),
     };
+    if let Some(visible) = scope.visible_ids(&state.store.list_hosts().await?) {
+        // A host the caller does not see has no events for it: named, it matches nothing.
+        host_ids = Some(match host_ids {
+            Some(ids) => ids.into_iter().filter(|id| visible.contains(id)).collect(),
+            None => visible.into_iter().collect(),
+        });
+    }
     let mut sources = Vec::new();
     for source in list_of(&p.source) {
         match source.as_str() {
@@ -329,8 +338,8 @@ fn resolved(
     }
 }
 
-async fn query_of(state: &AppState, p: &Params, max: i64) -> Result<AuditQuery, HttpError> {
-    let filter = filter_of(state, &p.filters()).await?;
+async fn query_of(state: &AppState, p: &Params, max: i64, scope: &Scope) -> Result<AuditQuery, HttpError> {
+    let filter = filter_of(state, &p.filters(), scope).await?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=max).contains(&limit) {
         return Err(HttpError::unprocessable("limit", format!("must be between 1 and {max}")));
@@ -366,7 +375,7 @@ async fn list(
 ) -> Result<Json<AuditPage>, HttpError> {
     who.require(Role::Viewer)?;
     let Query(p) = query?;
-    let q = query_of(&state, &p, 1000).await?;
+    let q = query_of(&state, &p, 1000, &who.0.scope).await?;
     let found = state.audit.search(&q).await?;
     let events = state.audit.views(&found.rows).await;
     Ok(Json(AuditPage { events, next: found.next, scanned: found.scanned }))
@@ -389,7 +398,7 @@ async fn csv(
     who.require(Role::Viewer)?;
     let Query(mut p) = query?;
     p.limit = Some(p.limit.unwrap_or(100_000));
-    let q = query_of(&state, &p, 100_000).await?;
+    let q = query_of(&state, &p, 100_000, &who.0.scope).await?;
     let found = state.audit.search(&q).await?;
     let events = state.audit.views(&found.rows).await;
     // `received_at` in the console's UTC text; `alerts`: the names of the rules the event matched, `;`-separated.
@@ -456,7 +465,7 @@ async fn live(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     who.require(Role::Viewer)?;
     let Query(p) = query?;
-    let filter = filter_of(&state, &p).await?;
+    let filter = filter_of(&state, &p, &who.0.scope).await?;
     let rx = state.audit.subscribe();
     let audit = state.audit.clone();
     let events = stream::unfold((rx, filter, audit), |(mut rx, filter, audit)| async move {

@@ -9,6 +9,7 @@ use axum::{
 use serde::Serialize;
 
 use crate::{
+    access::AccessError,
     auth::TokenError,
     jobs::{FilterError, JobError},
     schedules::ScheduleError,
@@ -33,6 +34,9 @@ pub enum HttpError {
     Unauthorized,
     #[error("this needs the {0} role")]
     Forbidden(&'static str),
+    /// The caller's role would do, but its grants do not reach what the request names (`field`: which part).
+    #[error("{reason}")]
+    OutsideGrants { field: &'static str, reason: String },
     /// A cookie-authenticated request that changes state without its session's CSRF token.
     #[error("missing or invalid CSRF token")]
     Csrf,
@@ -96,9 +100,11 @@ impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
-            HttpError::Forbidden(_) | HttpError::Csrf | HttpError::CrossOrigin | HttpError::Refused(_) => {
-                StatusCode::FORBIDDEN
-            }
+            HttpError::Forbidden(_)
+            | HttpError::OutsideGrants { .. }
+            | HttpError::Csrf
+            | HttpError::CrossOrigin
+            | HttpError::Refused(_) => StatusCode::FORBIDDEN,
             HttpError::InvalidLogin => StatusCode::UNAUTHORIZED,
             HttpError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -121,6 +127,9 @@ impl IntoResponse for HttpError {
         let body = match &self {
             HttpError::BadRequest { field, reason } | HttpError::Unprocessable { field, reason } => {
                 ErrorBody { error: reason.clone(), field: field.clone() }
+            }
+            HttpError::OutsideGrants { field, reason } => {
+                ErrorBody { error: reason.clone(), field: Some((*field).to_owned()) }
             }
             other => ErrorBody { error: other.to_string(), field: None },
         };
@@ -204,6 +213,7 @@ impl From<JobError> for HttpError {
         match err {
             JobError::InvalidParam(p) => HttpError::unprocessable(&p.field, p.to_string()),
             JobError::UnknownHosts(_) => HttpError::unprocessable("hosts", err.to_string()),
+            JobError::OutsideGrants(_) => HttpError::OutsideGrants { field: "hosts", reason: err.to_string() },
             JobError::NoHosts => HttpError::unprocessable("hosts", err.to_string()),
             JobError::Backend(_) => HttpError::unprocessable("backend", err.to_string()),
             JobError::UnknownModule(_) | JobError::UnsupportedBackend { .. } => {
@@ -213,6 +223,16 @@ impl From<JobError> for HttpError {
             JobError::NotFound(_) => HttpError::NotFound(err.to_string()),
             JobError::NotFinished(_) | JobError::NothingToRerun(_) => HttpError::Conflict(err.to_string()),
             JobError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AccessError> for HttpError {
+    fn from(err: AccessError) -> HttpError {
+        match err {
+            AccessError::Invalid { field, .. } => HttpError::invalid(field, err.to_string()),
+            AccessError::UnknownUser(_) | AccessError::NotFound(_) => HttpError::NotFound(err.to_string()),
+            AccessError::Store(e) => e.into(),
         }
     }
 }

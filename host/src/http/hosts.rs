@@ -31,11 +31,13 @@ pub fn router() -> Routes {
         .api(admin, routes!(import))
 }
 
-/// The inventory, by name.
+/// The inventory, by name: for a scoped caller, the hosts its grants cover.
 #[utoipa::path(get, path = "/api/hosts", tag = "inventory", responses((status = 200, body = Vec<HostRow>)))]
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<HostRow>>, HttpError> {
     who.require(Role::Viewer)?;
-    Ok(Json(state.store.list_hosts().await?))
+    let mut hosts = state.store.list_hosts().await?;
+    hosts.retain(|h| who.0.scope.sees(h));
+    Ok(Json(hosts))
 }
 
 /// Adds a host; its categories are created with it when new.

@@ -71,7 +71,7 @@ async fn events(
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, HttpError> {
     who.require(Role::Viewer)?;
-    let cursor = state.jobs.events(id).await?;
+    let cursor = state.jobs.events(id, &who.0.scope).await?;
     let events = stream::unfold(cursor, |mut cursor| async move {
         let event = match cursor.next().await? {
             JobEvent::Host(row) => Event::default().event("host").json_data(row),
@@ -95,6 +95,7 @@ async fn backends(State(state): State<AppState>, who: Authenticated) -> Result<J
 /// queues the job; nothing runs unless all of it holds.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobRequest, responses(
     (status = 202, description = "queued", body = Submitted),
+    (status = 403, description = "the caller's grants do not cover a host; `field` is `hosts`", body = ErrorBody),
     (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
 ))]
 async fn submit(
@@ -104,7 +105,7 @@ async fn submit(
 ) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(request) = request?;
-    let id = state.jobs.submit(request, &principal.name).await?;
+    let id = state.jobs.submit(request, &principal.name, &principal.scope).await?;
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
@@ -121,7 +122,7 @@ async fn list(
 ) -> Result<Json<Vec<JobView>>, HttpError> {
     who.require(Role::Viewer)?;
     let Query(filter) = filter?;
-    Ok(Json(state.jobs.history(&filter.query()?).await?))
+    Ok(Json(state.jobs.history(&filter.query()?, &who.0.scope).await?))
 }
 
 /// One job with its results so far.
@@ -133,13 +134,14 @@ async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<JobView>, HttpError> {
     who.require(Role::Viewer)?;
-    Ok(Json(state.jobs.view(id).await?))
+    Ok(Json(state.jobs.view_in(id, &who.0.scope).await?))
 }
 
 /// Asks a queued or running job to stop.
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "job id")),
     responses(
         (status = 200, body = Cancelling),
+        (status = 403, description = "the caller's grants do not cover a host of the job", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "the job has finished", body = ErrorBody),
 ))]
@@ -149,7 +151,7 @@ async fn cancel(
     Path(id): Path<i64>,
 ) -> Result<Json<Cancelling>, HttpError> {
     who.require(Role::Operator)?;
-    if state.jobs.cancel(id) {
+    if state.jobs.cancel_in(id, &who.0.scope).await? {
         tracing::info!(job_id = id, actor = %who.0.name, "job cancel requested");
         Ok(Json(Cancelling { id, cancelling: true }))
     } else {
@@ -166,6 +168,7 @@ async fn cancel(
     request_body = RerunRequest,
     responses(
         (status = 202, description = "the new job is queued", body = Submitted),
+        (status = 403, description = "the caller's grants do not cover a host", body = ErrorBody),
         (status = 422, description = "not valid (e.g. a host is no longer in the inventory, or the module's \
             schema now refuses a parameter); `field` names the part", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
@@ -179,7 +182,7 @@ async fn rerun(
 ) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(request) = request?;
-    let new = state.jobs.rerun(id, request.hosts, &principal.name).await?;
+    let new = state.jobs.rerun(id, request.hosts, &principal.name, &principal.scope).await?;
     tracing::info!(job_id = new, rerun_of = id, actor = %principal.name, "job re-run");
     Ok((StatusCode::ACCEPTED, Json(Submitted { id: new })))
 }

@@ -15,6 +15,7 @@ mod auth;
 pub(crate) mod body;
 mod error;
 mod extract;
+mod grants;
 mod headers;
 mod health;
 mod hosts;
@@ -84,6 +85,7 @@ pub struct Services {
     pub audit: Arc<AuditService>,
     pub tokens: Tokens,
     pub users: Arc<Users>,
+    pub access: Arc<crate::access::Access>,
     /// Whether the session cookie is marked `Secure` (and origins must be `https`).
     pub secure_cookies: bool,
     pub metrics: PrometheusHandle,
@@ -107,6 +109,7 @@ fn table() -> Routes {
         .merge(audit::router())
         .merge(session::router())
         .merge(users::router())
+        .merge(grants::router())
         .merge(tokens::router())
         .merge(crate::ui::router())
         .merge(openapi::router())

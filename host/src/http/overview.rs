@@ -42,6 +42,9 @@ pub struct Overview {
     /// Hosts whose newest audit event is older than `silent_after_secs`: an agent removed or broken.
     pub silent_hosts: Vec<SilentHost>,
     pub silent_after_secs: i64,
+    /// Whether `jobs_per_day` and `audit_per_hour` are given: they count the whole fleet, so a caller limited by
+    /// grants gets neither (its silent hosts are only its own).
+    pub fleet_counts: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -80,9 +83,17 @@ async fn overview(
     }
     let now = now_ms();
     let today = now - now % DAY_MS;
-    let jobs_per_day = state.store.jobs_per_day(today - 13 * DAY_MS).await?;
-    let audit_per_hour = state.store.audit_per_hour(now - now % HOUR_MS - 23 * HOUR_MS).await?;
-    let names: HashMap<i64, String> = state.store.list_hosts().await?.into_iter().map(|h| (h.id, h.name)).collect();
+    let fleet_counts = who.0.scope.is_all();
+    let (jobs_per_day, audit_per_hour) = if fleet_counts {
+        (
+            state.store.jobs_per_day(today - 13 * DAY_MS).await?,
+            state.store.audit_per_hour(now - now % HOUR_MS - 23 * HOUR_MS).await?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let names: HashMap<i64, String> =
+        state.store.list_hosts().await?.into_iter().filter(|h| who.0.scope.sees(h)).map(|h| (h.id, h.name)).collect();
     let cutoff = now - silent_after_secs * 1000;
     let mut silent_hosts: Vec<SilentHost> = state
         .store
@@ -100,5 +111,6 @@ async fn overview(
         audit_per_hour: audit_per_hour.into_iter().map(|(hour, events)| HourCount { hour, events }).collect(),
         silent_hosts,
         silent_after_secs,
+        fleet_counts,
     }))
 }

@@ -45,13 +45,14 @@ struct Matched {
 #[utoipa::path(get, path = "/api/templates", tag = "templates", responses((status = 200, body = Vec<TemplateView>)))]
 async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<Vec<TemplateView>>, HttpError> {
     who.require(Role::Viewer)?;
-    Ok(Json(state.templates.list().await?))
+    Ok(Json(state.templates.list(&who.0.scope).await?))
 }
 
 /// Saves a job definition. The module must be loaded, the parameters pass its schema, the backend be available
 /// and the rollout valid; the targets are resolved only when it runs.
 #[utoipa::path(post, path = "/api/templates", tag = "templates", request_body = TemplateSpec, responses(
     (status = 201, description = "saved", body = Created),
+    (status = 403, description = "the caller's grants do not cover a host its targets match", body = ErrorBody),
     (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
     (status = 409, description = "the name is taken", body = ErrorBody),
 ))]
@@ -62,7 +63,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(spec) = spec?;
-    let id = state.templates.create(spec, &principal.name).await?;
+    let id = state.templates.create(spec, &principal.name, &principal.scope).await?;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -76,7 +77,7 @@ async fn show(
     Path(id): Path<i64>,
 ) -> Result<Json<TemplateView>, HttpError> {
     who.require(Role::Viewer)?;
-    Ok(Json(state.templates.get(id).await?))
+    Ok(Json(state.templates.get_in(id, &who.0.scope).await?))
 }
 
 /// Replaces a saved job's whole definition, checked as on creation. Jobs it already ran keep the definition
@@ -85,6 +86,7 @@ async fn show(
     params(("id" = i64, Path, description = "saved job id")), request_body = TemplateSpec,
     responses(
         (status = 200, body = TemplateView),
+        (status = 403, description = "the caller's grants do not cover a host its targets match", body = ErrorBody),
         (status = 422, description = "not valid; `field` names the part", body = ErrorBody),
         (status = 404, description = "no such saved job", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody),
@@ -97,7 +99,7 @@ async fn update(
 ) -> Result<Json<TemplateView>, HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(spec) = spec?;
-    Ok(Json(state.templates.update(id, spec, &principal.name).await?))
+    Ok(Json(state.templates.update(id, spec, &principal.name, &principal.scope).await?))
 }
 
 /// Deletes a saved job; the jobs it ran stay in the history with their copy of its definition. One that schedules
@@ -106,6 +108,7 @@ async fn update(
     params(("id" = i64, Path, description = "saved job id")),
     responses(
         (status = 204, description = "deleted"),
+        (status = 403, description = "the caller's grants do not cover a host its targets match", body = ErrorBody),
         (status = 404, description = "no such saved job", body = ErrorBody),
         (status = 409, description = "schedules run it", body = ErrorBody),
 ))]
@@ -115,7 +118,7 @@ async fn delete(
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
     let principal = who.require(Role::Operator)?;
-    state.templates.delete(id, &principal.name).await?;
+    state.templates.delete(id, &principal.name, &principal.scope).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -129,7 +132,7 @@ async fn hosts(
     Path(id): Path<i64>,
 ) -> Result<Json<Matched>, HttpError> {
     who.require(Role::Viewer)?;
-    let template = state.templates.get(id).await?;
+    let template = state.templates.get_in(id, &who.0.scope).await?;
     Ok(Json(Matched { hosts: state.templates.resolve(&template.spec.targets).await? }))
 }
 
@@ -138,6 +141,7 @@ async fn hosts(
     params(("id" = i64, Path, description = "saved job id")),
     responses(
         (status = 202, description = "the job is queued", body = Created),
+        (status = 403, description = "the caller's grants do not cover a host its targets match", body = ErrorBody),
         (status = 422, description = "it cannot run now (no host matches, a host is gone, the module's schema \
             refuses a parameter); `field` names the part", body = ErrorBody),
         (status = 404, description = "no such saved job", body = ErrorBody),
@@ -148,6 +152,8 @@ async fn run(
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
-    let job = state.templates.run(id, &principal.name).await?;
+    // One the caller cannot see is not found, as anywhere else (a schedule's fire says which hosts instead).
+    state.templates.get_in(id, &principal.scope).await?;
+    let job = state.templates.run(id, &principal.name, &principal.scope).await?;
     Ok((StatusCode::ACCEPTED, Json(Created { id: job })))
 }

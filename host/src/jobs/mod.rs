@@ -30,6 +30,7 @@ pub use rollout::{Amount, Rollout, RolloutError};
 use run::Prepared;
 
 use crate::{
+    access::Scope,
     backends::{Backend, BackendError, Backends, Entry, Host, Progress, Settled},
     plugins::{LoadedModule, Registry},
     store::{host_key, BatchRow, HostRow, JobQuery, JobRow, NewJob, ResultRow, Store, StoreError},
@@ -79,6 +80,9 @@ pub enum JobError {
     NoHosts,
     #[error("unknown hosts (not in the inventory): {}", .0.join(", "))]
     UnknownHosts(Vec<String>),
+    /// Hosts the caller's grants do not let it run this on ([`crate::access`]).
+    #[error("your grants do not cover running this on: {}", .0.join(", "))]
+    OutsideGrants(Vec<String>),
     #[error(transparent)]
     Rollout(#[from] RolloutError),
     #[error("job {0} not found")]
@@ -191,9 +195,9 @@ impl JobService {
         &self.backends
     }
 
-    /// Validates and records a job, starts it, and returns its id at once.
-    pub async fn submit(self: &Arc<Self>, request: JobRequest, actor: &str) -> Result<i64, JobError> {
-        Ok(self.start(request, actor, JobOrigin::default()).await?.0)
+    /// Validates and records a job, starts it, and returns its id at once. Every host must be within `scope`.
+    pub async fn submit(self: &Arc<Self>, request: JobRequest, actor: &str, scope: &Scope) -> Result<i64, JobError> {
+        Ok(self.start(request, actor, scope, JobOrigin::default()).await?.0)
     }
 
     /// Like [`submit`](Self::submit), for a job that comes from a saved job (or names another origin).
@@ -201,14 +205,15 @@ impl JobService {
         self: &Arc<Self>,
         request: JobRequest,
         actor: &str,
+        scope: &Scope,
         origin: JobOrigin,
     ) -> Result<i64, JobError> {
-        Ok(self.start(request, actor, origin).await?.0)
+        Ok(self.start(request, actor, scope, origin).await?.0)
     }
 
-    /// Like [`submit`](Self::submit), then waits until the job has finished.
+    /// Like [`submit`](Self::submit), unscoped (the command line), then waits until the job has finished.
     pub async fn submit_and_wait(self: &Arc<Self>, request: JobRequest, actor: &str) -> Result<i64, JobError> {
-        let (id, running) = self.start(request, actor, JobOrigin::default()).await?;
+        let (id, running) = self.start(request, actor, &Scope::All, JobOrigin::default()).await?;
         let _ = running.await;
         Ok(id)
     }
@@ -216,11 +221,17 @@ impl JobService {
     /// Runs a finished job again, with the same module id, parameters, backend and rollout, on all its hosts or
     /// on those that were not ok. The module version loaded now runs, and the parameters are checked against its
     /// schema again.
-    pub async fn rerun(self: &Arc<Self>, id: i64, which: RerunHosts, actor: &str) -> Result<i64, JobError> {
+    pub async fn rerun(
+        self: &Arc<Self>,
+        id: i64,
+        which: RerunHosts,
+        actor: &str,
+        scope: &Scope,
+    ) -> Result<i64, JobError> {
+        let origin = self.view_in(id, scope).await?;
         if self.lock_live().contains_key(&id) {
             return Err(JobError::NotFinished(id));
         }
-        let origin = self.view(id).await?;
         let hosts: Vec<String> = match which {
             RerunHosts::All => origin.hosts.clone(),
             RerunHosts::NotOk => {
@@ -241,19 +252,29 @@ impl JobService {
             backend: Some(origin.backend),
             rollout: origin.rollout,
         };
-        Ok(self.start(request, actor, JobOrigin { rerun_of: Some(id), ..JobOrigin::default() }).await?.0)
+        let origin = JobOrigin { rerun_of: Some(id), ..JobOrigin::default() };
+        Ok(self.start(request, actor, scope, origin).await?.0)
     }
 
     async fn start(
         self: &Arc<Self>,
         request: JobRequest,
         actor: &str,
+        scope: &Scope,
         origin: JobOrigin,
     ) -> Result<(i64, tokio::task::JoinHandle<()>), JobError> {
         let Checked { module, backend, params } =
             self.checked(request.module, &request.params, request.backend.as_deref())?;
         let backend_name = backend.name();
         let hosts = self.resolve_targets(&request.hosts).await?;
+        if !scope.is_all() {
+            let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
+            let template = origin.template.as_ref().map(|(id, _)| *id);
+            let outside = scope.outside(&self.store.list_hosts().await?, &names, module.meta.id, template);
+            if !outside.is_empty() {
+                return Err(JobError::OutsideGrants(outside));
+            }
+        }
         let plan = match &request.rollout {
             Some(rollout) => rollout.plan(hosts.len())?,
             None => rollout::Plan::all_at_once(hosts.len()),
@@ -337,6 +358,34 @@ impl JobService {
         }
     }
 
+    /// Cancels job `id` for a caller within `scope`: it must see the job (else `NotFound`) and be able to run
+    /// it on every host (else `OutsideGrants`). False when the job has finished.
+    pub async fn cancel_in(&self, id: i64, scope: &Scope) -> Result<bool, JobError> {
+        if !scope.is_all() {
+            let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
+            let hosts: Vec<String> = serde_json::from_str(&job.hosts).unwrap_or_default();
+            let inventory = self.store.list_hosts().await?;
+            if !scope.sees_all(&inventory, &hosts) {
+                return Err(JobError::NotFound(id));
+            }
+            let module = u32::try_from(job.module_id).unwrap_or(u32::MAX);
+            let outside = scope.outside(&inventory, &hosts, module, job.template_id);
+            if !outside.is_empty() {
+                return Err(JobError::OutsideGrants(outside));
+            }
+        }
+        Ok(self.cancel(id))
+    }
+
+    /// Job `id` as a caller within `scope` sees it: a job on a host it does not see does not exist for it.
+    pub async fn view_in(&self, id: i64, scope: &Scope) -> Result<JobView, JobError> {
+        let view = self.view(id).await?;
+        if !scope.is_all() && !scope.sees_all(&self.store.list_hosts().await?, &view.hosts) {
+            return Err(JobError::NotFound(id));
+        }
+        Ok(view)
+    }
+
     pub async fn view(&self, id: i64) -> Result<JobView, JobError> {
         let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
         let mut results = self.store.job_results(id).await?;
@@ -360,8 +409,15 @@ impl JobService {
     }
 
     /// The job's events: every host result reported so far, then each new one as it arrives, then `End` with the
-    /// final view. A finished job gives its stored results, then `End`.
-    pub async fn events(self: &Arc<Self>, id: i64) -> Result<EventCursor, JobError> {
+    /// final view. A finished job gives its stored results, then `End`. A job `scope` does not see is not found.
+    pub async fn events(self: &Arc<Self>, id: i64, scope: &Scope) -> Result<EventCursor, JobError> {
+        if !scope.is_all() {
+            let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
+            let hosts: Vec<String> = serde_json::from_str(&job.hosts).unwrap_or_default();
+            if !scope.sees_all(&self.store.list_hosts().await?, &hosts) {
+                return Err(JobError::NotFound(id));
+            }
+        }
         let live = self.lock_live().get(&id).map(|job| job.progress.clone());
         let mut cursor = EventCursor { id, service: self.clone(), queue: VecDeque::new(), live: None, ended: false };
         match live {
@@ -371,9 +427,33 @@ impl JobService {
         Ok(cursor)
     }
 
-    /// The jobs a history query selects, newest first, without their results.
-    pub async fn history(&self, query: &JobQuery) -> Result<Vec<JobView>, JobError> {
-        Ok(self.store.query_jobs(query).await?.into_iter().map(|job| view_of(job, Vec::new())).collect())
+    /// The jobs a history query selects, newest first, without their results; for a scoped caller, only jobs
+    /// whose every host it sees (read page after page until the page is full or the history ends).
+    pub async fn history(&self, query: &JobQuery, scope: &Scope) -> Result<Vec<JobView>, JobError> {
+        if scope.is_all() {
+            return Ok(self.store.query_jobs(query).await?.into_iter().map(|job| view_of(job, Vec::new())).collect());
+        }
+        let inventory = self.store.list_hosts().await?;
+        // Whole pages: a caller who sees few of the jobs would otherwise cost a query per hundred.
+        let mut page = JobQuery { limit: history::MAX_LIMIT, ..query.clone() };
+        let mut seen = Vec::new();
+        loop {
+            let rows = self.store.query_jobs(&page).await?;
+            let full = rows.len() as i64 == page.limit;
+            page.before = rows.last().map(|job| job.id);
+            for job in rows {
+                let view = view_of(job, Vec::new());
+                if scope.sees_all(&inventory, &view.hosts) {
+                    seen.push(view);
+                    if seen.len() as i64 == query.limit {
+                        return Ok(seen);
+                    }
+                }
+            }
+            if !full {
+                return Ok(seen);
+            }
+        }
     }
 
     /// Cancels every live job and waits (up to `wait`) for them to record their outcome.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{cron::Cron, cron_of, Overlap};
 use crate::{
+    access,
     store::{now_ms, ScheduleRow, Store, StoreError},
     templates::Templates,
 };
@@ -223,7 +224,9 @@ impl Fire {
             waited?;
         }
         let actor = format!("schedule:{}", self.row.name);
-        match self.templates.run(self.row.template_id, &actor).await {
+        // A schedule runs with the rights of whoever last saved it: a scoped user's grants as they are now.
+        let scope = access::scope_of_name(&self.store, &self.row.updated_by).await?;
+        match self.templates.run(self.row.template_id, &actor, &scope).await {
             Ok(job) => {
                 tracing::info!(schedule_id = id, slot, job_id = job, lag_ms = now_ms() - slot, "schedule fired");
                 metrics::counter!("omserver_schedule_fires_total", "outcome" => "fired").increment(1);

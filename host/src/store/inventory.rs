@@ -30,6 +30,18 @@ pub struct HostRow {
     pub tags: Vec<String>,
 }
 
+impl HostRow {
+    /// Whether the host is in any of `functions`, in any of `apps`, or has any of `tags` (tags compare without
+    /// case): how a saved job's targets and a grant select hosts.
+    pub fn matches(&self, functions: &[String], apps: &[String], tags: &[String]) -> bool {
+        let in_category =
+            |have: &Option<String>, wanted: &[String]| have.as_ref().is_some_and(|c| wanted.iter().any(|w| w == c));
+        self.tags.iter().any(|t| tags.iter().any(|w| w.eq_ignore_ascii_case(t)))
+            || in_category(&self.function, functions)
+            || in_category(&self.app, apps)
+    }
+}
+
 /// A host to add. `function` and `app` go together: both or neither.
 #[derive(Debug, Clone)]
 pub struct NewHost {

@@ -14,6 +14,7 @@ mod audit_archive;
 mod audit_search;
 mod audit_sqlite;
 mod audit_text;
+mod grants;
 mod inventory;
 mod jobs;
 mod notify;
@@ -37,6 +38,7 @@ pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_archive::ArchivedUpTo;
 pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
 pub use audit_sqlite::WalSync;
+pub use grants::GrantRow;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_FINISHED};
 pub use notify::{

@@ -80,6 +80,9 @@ impl Store {
             now_ms()
         )
         .map_err(|e| StoreError::conflict_or(e, || format!("a user named {:?} exists already", name.as_str())))?;
+        // Its role on every host, as every user had before grants: an admin narrows it by replacing this grant.
+        // Were this insert to fail, the user would exist with no grant, so reach nothing: the safe side.
+        self.insert_grant(id, None, super::grants::EVERYTHING, "created with the user").await?;
         let query = format!("{SELECT_USERS} WHERE id = ?");
         let sql = self.sql(&query);
         Ok(on_pool!(self, pool => sqlx::query_as::<_, UserRow>(&sql).bind(id).fetch_one(pool).await)?)

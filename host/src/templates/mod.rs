@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    access::Scope,
     jobs::{JobError, JobOrigin, JobRequest, JobService, Rollout},
     store::{host_key, HostRow, NewTemplate, Store, StoreError, TemplateRow},
 };
@@ -106,17 +107,52 @@ impl Templates {
         Templates { store, jobs }
     }
 
-    pub async fn list(&self) -> Result<Vec<TemplateView>, TemplateError> {
-        self.store.list_templates().await?.into_iter().map(view_of).collect()
+    /// The saved jobs `scope` sees: those whose targets match only hosts it sees.
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<TemplateView>, TemplateError> {
+        let all = self.store.list_templates().await?.into_iter().map(view_of).collect::<Result<Vec<_>, _>>()?;
+        if scope.is_all() {
+            return Ok(all);
+        }
+        let inventory = self.store.list_hosts().await?;
+        Ok(all.into_iter().filter(|t| scope.sees_all(&inventory, &matched(&inventory, &t.spec.targets))).collect())
     }
 
     pub async fn get(&self, id: i64) -> Result<TemplateView, TemplateError> {
         view_of(self.store.template(id).await?.ok_or(TemplateError::NotFound(id))?)
     }
 
+    /// Saved job `id` as `scope` sees it: one whose targets match a host it does not see is not found.
+    pub async fn get_in(&self, id: i64, scope: &Scope) -> Result<TemplateView, TemplateError> {
+        let template = self.get(id).await?;
+        if !scope.is_all() {
+            let inventory = self.store.list_hosts().await?;
+            if !scope.sees_all(&inventory, &matched(&inventory, &template.spec.targets)) {
+                return Err(TemplateError::NotFound(id));
+            }
+        }
+        Ok(template)
+    }
+
+    /// Whether `scope` may run `spec` (saved as `id`, when it is) on every host its targets match now: what a
+    /// scoped operator must have to save, change, delete or schedule it.
+    pub async fn check_scope(&self, spec: &TemplateSpec, id: Option<i64>, scope: &Scope) -> Result<(), TemplateError> {
+        if scope.is_all() {
+            return Ok(());
+        }
+        let inventory = self.store.list_hosts().await?;
+        let names = matched(&inventory, &spec.targets);
+        let outside = scope.outside(&inventory, &names, spec.module, id);
+        if outside.is_empty() {
+            Ok(())
+        } else {
+            Err(TemplateError::Job(JobError::OutsideGrants(outside)))
+        }
+    }
+
     /// Checks and saves a new template; its id.
-    pub async fn create(&self, spec: TemplateSpec, actor: &str) -> Result<i64, TemplateError> {
+    pub async fn create(&self, spec: TemplateSpec, actor: &str, scope: &Scope) -> Result<i64, TemplateError> {
         let spec = self.checked(spec)?;
+        self.check_scope(&spec, None, scope).await?;
         let stored = Stored::of(&spec);
         let id = self.store.add_template(&stored.row(&spec, actor)).await?;
         tracing::info!(template_id = id, name = %spec.name, module = spec.module, actor, "saved job created");
@@ -124,8 +160,17 @@ impl Templates {
     }
 
     /// Checks and replaces a template's whole definition.
-    pub async fn update(&self, id: i64, spec: TemplateSpec, actor: &str) -> Result<TemplateView, TemplateError> {
+    pub async fn update(
+        &self,
+        id: i64,
+        spec: TemplateSpec,
+        actor: &str,
+        scope: &Scope,
+    ) -> Result<TemplateView, TemplateError> {
         let spec = self.checked(spec)?;
+        // Both the definition it replaces and the new one must be the caller's to run.
+        self.check_scope(&self.get_in(id, scope).await?.spec, Some(id), scope).await?;
+        self.check_scope(&spec, Some(id), scope).await?;
         let stored = Stored::of(&spec);
         if !self.store.update_template(id, &stored.row(&spec, actor)).await? {
             return Err(TemplateError::NotFound(id));
@@ -134,7 +179,8 @@ impl Templates {
         self.get(id).await
     }
 
-    pub async fn delete(&self, id: i64, actor: &str) -> Result<(), TemplateError> {
+    pub async fn delete(&self, id: i64, actor: &str, scope: &Scope) -> Result<(), TemplateError> {
+        self.check_scope(&self.get_in(id, scope).await?.spec, Some(id), scope).await?;
         if !self.store.delete_template(id).await? {
             return Err(TemplateError::NotFound(id));
         }
@@ -147,16 +193,8 @@ impl Templates {
     pub async fn resolve(&self, targets: &Selector) -> Result<Vec<String>, TemplateError> {
         let mut names: Vec<String> = targets.hosts.clone();
         let inventory = self.store.list_hosts().await?;
-        let mut matched: Vec<&HostRow> = inventory
-            .iter()
-            .filter(|h| {
-                let tagged = h.tags.iter().any(|t| targets.tags.iter().any(|w| w.eq_ignore_ascii_case(t)));
-                let in_category = |have: &Option<String>, wanted: &[String]| {
-                    have.as_ref().is_some_and(|c| wanted.iter().any(|w| w == c))
-                };
-                tagged || in_category(&h.function, &targets.functions) || in_category(&h.app, &targets.apps)
-            })
-            .collect();
+        let mut matched: Vec<&HostRow> =
+            inventory.iter().filter(|h| h.matches(&targets.functions, &targets.apps, &targets.tags)).collect();
         matched.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         for host in matched {
             // A named entry may be the host's name (any case) or its address.
@@ -170,8 +208,9 @@ impl Templates {
     }
 
     /// Starts a run: the selector resolved now, the parameters checked against the module loaded now. The job
-    /// records the template and the definition it ran with. `actor` is who (or which schedule) runs it.
-    pub async fn run(&self, id: i64, actor: &str) -> Result<i64, TemplateError> {
+    /// records the template and the definition it ran with. `actor` is who (or which schedule) runs it, within
+    /// `scope`.
+    pub async fn run(&self, id: i64, actor: &str, scope: &Scope) -> Result<i64, TemplateError> {
         let template = self.get(id).await?;
         let hosts = self.resolve(&template.spec.targets).await?;
         if hosts.is_empty() {
@@ -191,7 +230,7 @@ impl Templates {
             template: Some((id, definition)),
             timeout: spec.timeout_secs.map(Duration::from_secs),
         };
-        let job = self.jobs.submit_from(request, actor, origin).await?;
+        let job = self.jobs.submit_from(request, actor, scope, origin).await?;
         tracing::info!(template_id = id, job_id = job, actor, "saved job run");
         Ok(job)
     }
@@ -235,6 +274,21 @@ impl Templates {
         self.jobs.check(spec.module, &spec.params, spec.backend.as_deref())?;
         Ok(spec)
     }
+}
+
+/// The inventory names `targets` selects: named hosts (by name or address) and those in its categories or tags.
+fn matched(inventory: &[HostRow], targets: &Selector) -> Vec<String> {
+    inventory
+        .iter()
+        .filter(|h| {
+            let named = targets
+                .hosts
+                .iter()
+                .any(|n| [n.as_str(), host_key(n).as_str()].iter().any(|k| *k == h.name || *k == h.ip));
+            named || h.matches(&targets.functions, &targets.apps, &targets.tags)
+        })
+        .map(|h| h.name.clone())
+        .collect()
 }
 
 /// A spec's JSON columns.

@@ -20,6 +20,7 @@ use axum::{
 };
 
 use crate::{
+    access::Scope,
     auth::{Principal, Role},
     calendar,
     http::{
@@ -60,6 +61,8 @@ pub struct PageUser {
     pub is_admin: bool,
     /// The session's CSRF token, for the page's forms and scripts.
     pub csrf: String,
+    /// What the user's grants let it see ([`crate::access`]).
+    pub scope: Scope,
 }
 
 impl PageUser {
@@ -70,6 +73,7 @@ impl PageUser {
             can_run: principal.role >= Role::Operator,
             is_admin: principal.role >= Role::Admin,
             csrf,
+            scope: principal.scope.clone(),
         }
     }
 }
@@ -280,7 +284,7 @@ async fn jobs_page(
     };
     let (jobs, problem, older) = match query {
         Ok(query) => {
-            let jobs = state.jobs.history(&query).await.map_err(|e| PageError::shown(&user, e))?;
+            let jobs = state.jobs.history(&query, &user.scope).await.map_err(|e| PageError::shown(&user, e))?;
             let older = match jobs.last() {
                 Some(last) if jobs.len() as i64 == query.limit => {
                     let next = HistoryFilter { before: Some(last.id), ..filter.clone() };
@@ -332,6 +336,7 @@ async fn audit_page(
         .await
         .map_err(|e| PageError::shown(&user, e))?
         .into_iter()
+        .filter(|host| user.scope.sees(host))
         .filter_map(|host| host.app)
         .collect();
     Ok(AuditPage { user: Some(user), apps: apps.into_iter().collect() })
@@ -475,6 +480,6 @@ async fn job_page(
     let Path(id) =
         id.map_err(|_| PageError::shown(&user, HttpError::bad_request("A job id is a number, such as /jobs/7.")))?;
     // A 404 page for a job that does not exist, rather than a page that fails in the browser.
-    state.jobs.view(id).await.map_err(|e| PageError::shown(&user, e))?;
+    state.jobs.view_in(id, &user.scope).await.map_err(|e| PageError::shown(&user, e))?;
     Ok(JobPage { user: Some(user), id })
 }

@@ -22,6 +22,7 @@ use rand::RngCore;
 use sha2::Sha256;
 
 use crate::{
+    access,
     auth::{Credential, Principal, Role},
     store::{now_ms, InvalidUserName, Store, StoreError, UserName, UserRow},
 };
@@ -320,12 +321,14 @@ impl Users {
         if now - row.last_seen_at >= millis(self.settings.touch_interval()) {
             self.store.touch_session(row.id, now).await?;
         }
+        let scope = access::scope_of(&self.store, row.user_id, role).await?;
         let principal = Principal {
             name: row.user_name,
             role,
             host_id: None,
             user_id: Some(row.user_id),
             credential: Credential::Session { id: row.id },
+            scope,
         };
         Ok(Some(Session { principal, csrf_token: row.csrf_token }))
     }

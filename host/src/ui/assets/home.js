@@ -99,6 +99,13 @@ function barChart(box, columns, { title, every = 1 }) {
 }
 
 function charts(overview) {
+  if (!overview.fleet_counts) {
+    const note = () => el('p', 'Counts of the whole fleet are not shown to users limited by grants.', { class: 'muted' });
+    $('jobs-chart').replaceChildren(note());
+    $('audit-chart').replaceChildren(note());
+    $('jobs-legend').replaceChildren();
+    return;
+  }
   const today = overview.now - (overview.now % DAY);
   const days = [];
   for (let d = 13; d >= 0; d -= 1) {

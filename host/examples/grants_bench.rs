@@ -1,0 +1,134 @@
+//! What grants cost the caller: job submission and audit queries through the API of the release server, as an
+//! unscoped admin and as an operator holding 20 grants, in one run, the two callers alternating request by
+//! request. Run with `cargo xtask bench-grants [HOSTS] [EVENTS] [ROUNDS]` (defaults 1000, 200000, 300); figures
+//! go to BENCHMARKS.md.
+//!
+//! The inventory: HOSTS hosts in 40 function categories (one app category each) with 50 tags; the scoped operator
+//! holds one grant per function category for 20 of them (half the inventory). Audit events come from 40 agents, one
+//! per category. Each round submits module 1003 on the same 5 hosts (inside the grants) and runs three audit
+//! queries: the newest 100 events, one host's, and a term's.
+//!
+//! Arguments: `BINARY LIBRARY_1003 [HOSTS] [EVENTS] [ROUNDS]`.
+
+#[path = "common/bench_server.rs"]
+mod bench_server;
+
+use std::{path::PathBuf, time::Instant};
+
+use bench_server::{percentile, run_cli, Api, BenchServer};
+use serde_json::json;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const FUNCTIONS: usize = 40;
+const GRANTS: usize = 20;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (binary, library) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
+    let number = |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let (hosts, events, rounds) = (number(2, 1000), number(3, 200_000), number(4, 300));
+
+    // The jobs the rounds queue run beside the timed requests; both callers' requests meet the same load.
+    let server = BenchServer::start(&binary, &library, "max_concurrent_jobs = 4").map_err(|e| e.to_string())?;
+    let http = reqwest::Client::new();
+    let admin = Api { http: http.clone(), base: server.base.clone(), token: server.token.clone() };
+    let cli = |args: Vec<String>| {
+        let (binary, config) = (binary.clone(), server.config_path());
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_cli(&binary, &config, &args).await.map(|out| out.trim().to_owned())
+        }
+    };
+
+    let started = Instant::now();
+    for i in 0..hosts {
+        let f = i % FUNCTIONS;
+        admin
+            .post(
+                "/api/hosts",
+                json!({ "name": format!("h{i}"), "ip": format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256),
+                        "function": format!("Linux.F{f}"), "app": format!("app{f}"), "tags": [format!("t{}", i % 50)] }),
+            )
+            .await?;
+    }
+    println!("{hosts} hosts in {:.1} s", started.elapsed().as_secs_f64());
+
+    let started = Instant::now();
+    let mut agents = Vec::new();
+    for f in 0..FUNCTIONS {
+        let token = cli(vec!["hosts".into(), "token".into(), format!("h{f}")]).await?;
+        agents.push(Api { http: http.clone(), base: server.base.clone(), token });
+    }
+    let per_batch = 500;
+    for b in 0..events.div_ceil(per_batch) {
+        let agent = &agents[b % FUNCTIONS];
+        let batch: Vec<_> = (0..per_batch.min(events - b * per_batch))
+            .map(|k| {
+                let seq = (b / FUNCTIONS * per_batch + k + 1) as i64;
+                json!({ "stream": "bench", "seq": seq, "history_id": seq, "user": "root", "login_user": "", "uid": 0,
+                        "tty": "/dev/pts/0", "ip": "10.0.0.1", "time": "2026-12-04 10:00:00",
+                        "command": format!("systemctl status unit{} --no-pager", seq % 997) })
+            })
+            .collect();
+        agent.post("/api/audit/events", json!({ "events": batch })).await?;
+    }
+    println!("{events} audit events in {:.1} s", started.elapsed().as_secs_f64());
+
+    admin.post("/api/users", json!({ "name": "scoped", "role": "operator" })).await?;
+    let everything = admin.get("/api/users/scoped/grants").await?;
+    for f in 0..GRANTS {
+        admin.post("/api/users/scoped/grants", json!({ "functions": [format!("Linux.F{f}")] })).await?;
+    }
+    let path = format!("/api/users/scoped/grants/{}", everything[0]["id"]);
+    admin.call(reqwest::Method::DELETE, &path, None).await?;
+    let token = cli(["token", "create", "--role", "operator", "--name", "bench", "--user", "scoped"]
+        .map(str::to_owned)
+        .to_vec())
+    .await?;
+    let scoped = Api { http: http.clone(), base: server.base.clone(), token };
+    let visible = scoped.get("/api/hosts").await?.as_array().map_or(0, Vec::len);
+    println!("the scoped operator: {GRANTS} grants, sees {visible} of {hosts} hosts");
+
+    let targets: Vec<String> = (0..5).map(|i| format!("h{}", i * FUNCTIONS)).collect();
+    let host_query = format!("/api/audit/events?limit=100&host=h{}", FUNCTIONS / 2 - 1);
+    let operations: [(&str, &str); 4] = [
+        ("POST /api/jobs (5 hosts)", ""),
+        ("audit: newest 100", "/api/audit/events?limit=100"),
+        ("audit: one host", &host_query),
+        ("audit: a term", "/api/audit/events?limit=100&q=unit42"),
+    ];
+    let mut times = vec![[Vec::new(), Vec::new()]; operations.len()];
+    for round in 0..rounds + 10 {
+        for (who, api) in [&admin, &scoped].into_iter().enumerate() {
+            for (i, (_, path)) in operations.iter().enumerate() {
+                let began = Instant::now();
+                if path.is_empty() {
+                    api.post("/api/jobs", json!({ "module": 1003, "hosts": targets, "params": {} })).await?;
+                } else {
+                    api.get(path).await?;
+                }
+                // The first rounds warm caches and connections.
+                if round >= 10 {
+                    times[i][who].push(began.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+        }
+    }
+
+    println!("\n{rounds} rounds; ms, admin (unscoped) against the operator with {GRANTS} grants, alternating:");
+    println!(
+        "{:<28} {:>10} {:>10} {:>11} {:>11} {:>9}",
+        "operation", "admin p50", "admin p95", "scoped p50", "scoped p95", "p50 cost"
+    );
+    for (i, (name, _)) in operations.iter().enumerate() {
+        for t in &mut times[i] {
+            t.sort_by(f64::total_cmp);
+        }
+        let [a, s] = &times[i];
+        let (a50, a95, s50, s95) = (percentile(a, 0.50), percentile(a, 0.95), percentile(s, 0.50), percentile(s, 0.95));
+        println!("{name:<28} {a50:>10.2} {a95:>10.2} {s50:>11.2} {s95:>11.2} {:>+8.1}%", (s50 / a50 - 1.0) * 100.0);
+    }
+    Ok(())
+}
