@@ -291,6 +291,47 @@ fn a_user_limited_by_grants_is_offered_and_shown_only_its_hosts() {
 }
 
 #[test]
+fn an_admin_narrows_a_user_with_grants_on_the_users_page() {
+    let server = server();
+    let (status, row) =
+        server.post("/api/hosts", &json!({ "name": "db1", "ip": "127.0.0.4", "function": "Linux.DB", "app": "mysql" }));
+    assert_eq!(status, StatusCode::CREATED, "{row}");
+    let (status, body) = server.post("/api/users", &json!({ "name": "dbop", "role": "operator" }));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let browser = Browser::start("grants_page");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/users", server.base));
+    browser.eval("const s = document.getElementById('g-user'); s.value = 'dbop'; s.dispatchEvent(new Event('change')); return null");
+    browser.wait_for_text("#grants", "the user's own role on every host", Duration::from_secs(5));
+
+    // A category no host is in is refused beside its field; nothing is added.
+    browser.fill("#g-functions", "Linux.Nope");
+    browser.click("#add-grant");
+    browser.wait_for_text("#err-g-functions", "Linux.Nope", Duration::from_secs(5));
+    browser.eval("document.getElementById('g-functions').value = ''; return null");
+    browser.fill("#g-functions", "Linux.DB");
+    browser.click("#add-grant");
+    browser.wait_for_text("#grants", "the user's own role on function Linux.DB", Duration::from_secs(5));
+    browser.screenshot("added");
+    let (_, grants) = server.get("/api/users/dbop/grants");
+    let everything = grants[0]["id"].as_i64().unwrap();
+    browser.click(&format!("#grants li[data-grant='{everything}'] button"));
+    browser.click(&format!("#grants li[data-grant='{everything}'] .ask button.danger"));
+    wait(Duration::from_secs(5), || server.get("/api/users/dbop/grants").1.as_array().unwrap().len() == 1);
+    let (_, grants) = server.get("/api/users/dbop/grants");
+    assert_eq!(grants[0]["functions"], json!(["Linux.DB"]), "{grants}");
+    assert!(!browser.text("#grants").contains("every host"), "{}", browser.text("#grants"));
+}
+
+fn wait(limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn the_run_page_picks_hosts_by_category_tag_and_text() {
     let server = server();
     for (name, ip, function, app, tags) in [

@@ -1,5 +1,5 @@
-// /users: for admins, the users (add, change the role, disable, enable); for everyone, their API tokens (an admin sees
-// all): create (shown once), revoke.
+// /users: for admins, the users (add, change the role, disable, enable) and their grants (add, remove); for everyone,
+// their API tokens (an admin sees all): create (shown once), revoke.
 import { api, clearFieldErrors, confirmInPlace, el, showFieldError, utc } from '/assets/console.js';
 
 const $ = (id) => document.getElementById(id);
@@ -44,6 +44,39 @@ async function users() {
     tr.append(el('td', u.name), role, el('td', u.disabled_at ? `disabled ${when(u.disabled_at)}` : 'active'), actions);
     return tr;
   }));
+  const chosen = $('g-user').value;
+  $('g-user').replaceChildren(...list.map((u) => el('option', u.name, { value: u.name })));
+  if (list.some((u) => u.name === chosen)) $('g-user').value = chosen;
+  await grants();
+}
+
+/// One grant in words: "operator on Linux.DB, tag prod; modules 1003".
+function describeGrant(g) {
+  const covers = [
+    ...g.functions.map((f) => `function ${f}`), ...g.apps.map((a) => `app ${a}`), ...g.tags.map((t) => `tag ${t}`),
+  ];
+  const runs = [...g.modules.map((m) => `module ${m}`), ...g.templates.map((t) => `saved job ${t}`)];
+  return `${g.role ?? "the user's own role"} on ${covers.length ? covers.join(', ') : 'every host'}`
+    + (runs.length ? `; runs only ${runs.join(', ')}` : '');
+}
+
+async function grants() {
+  const user = $('g-user').value;
+  if (!user) return;
+  const path = `/api/users/${encodeURIComponent(user)}/grants`;
+  const list = await api(path);
+  const items = list.map((g) => {
+    const li = el('li', undefined, { 'data-grant': g.id });
+    const remove = el('button', `Remove grant ${g.id} of ${user}`, { type: 'button', class: 'danger' });
+    remove.addEventListener('click', () => confirmInPlace(remove, `Remove it? ${list.length === 1 ? `${user} will reach nothing.` : ''}`,
+      `Yes, remove grant ${g.id}`, async () => {
+        try { await api(`${path}/${g.id}`, { method: 'DELETE' }); $('problem').textContent = ''; } catch (err) { fail(err); }
+        await grants();
+      }));
+    li.append(el('span', describeGrant(g)), ' ', remove);
+    return li;
+  });
+  $('grants').replaceChildren(...(items.length ? items : [el('li', `${user} has no grant: they reach nothing.`)]));
 }
 
 async function tokens() {
@@ -81,6 +114,26 @@ if (admin) {
       $('user-form').reset();
       await users();
     } catch (err) { showFieldError($('user-form'), { name: 'u-name', role: 'u-role', password: 'u-password' }, err, $('problem')); }
+  });
+  $('grants-box').hidden = false;
+  $('g-user').addEventListener('change', () => grants().catch(fail));
+  $('grant-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const words = (id) => $(id).value.split(/\s+/).filter((w) => w);
+    const body = { functions: words('g-functions'), apps: words('g-apps'), tags: words('g-tags') };
+    // Ids as numbers; a word that is not one is sent as is, for the server to name the field it is wrong in.
+    for (const [key, id] of [['modules', 'g-modules'], ['templates', 'g-templates']]) {
+      body[key] = words(id).map((w) => (/^\d+$/.test(w) ? Number(w) : w));
+    }
+    if ($('g-role').value) body.role = $('g-role').value;
+    const fields = { role: 'g-role', functions: 'g-functions', apps: 'g-apps', tags: 'g-tags', modules: 'g-modules', templates: 'g-templates' };
+    try {
+      await api(`/api/users/${encodeURIComponent($('g-user').value)}/grants`, { method: 'POST', body });
+      clearFieldErrors($('grant-form'));
+      $('problem').textContent = '';
+      $('grant-form').reset();
+      await grants();
+    } catch (err) { showFieldError($('grant-form'), fields, err, $('problem')); }
   });
   users().catch(fail);
 }
