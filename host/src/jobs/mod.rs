@@ -270,7 +270,7 @@ impl JobService {
         if !scope.is_all() {
             let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
             let template = origin.template.as_ref().map(|(id, _)| *id);
-            let outside = scope.outside(&self.store.list_hosts().await?, &names, module.meta.id, template);
+            let outside = scope.outside(&self.store.find_hosts(&names).await?, &names, module.meta.id, template);
             if !outside.is_empty() {
                 return Err(JobError::OutsideGrants(outside));
             }
@@ -364,7 +364,7 @@ impl JobService {
         if !scope.is_all() {
             let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
             let hosts: Vec<String> = serde_json::from_str(&job.hosts).unwrap_or_default();
-            let inventory = self.store.list_hosts().await?;
+            let inventory = self.store.find_hosts(&hosts).await?;
             if !scope.sees_all(&inventory, &hosts) {
                 return Err(JobError::NotFound(id));
             }
@@ -380,7 +380,7 @@ impl JobService {
     /// Job `id` as a caller within `scope` sees it: a job on a host it does not see does not exist for it.
     pub async fn view_in(&self, id: i64, scope: &Scope) -> Result<JobView, JobError> {
         let view = self.view(id).await?;
-        if !scope.is_all() && !scope.sees_all(&self.store.list_hosts().await?, &view.hosts) {
+        if !scope.is_all() && !scope.sees_all(&self.store.find_hosts(&view.hosts).await?, &view.hosts) {
             return Err(JobError::NotFound(id));
         }
         Ok(view)
@@ -414,7 +414,7 @@ impl JobService {
         if !scope.is_all() {
             let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
             let hosts: Vec<String> = serde_json::from_str(&job.hosts).unwrap_or_default();
-            if !scope.sees_all(&self.store.list_hosts().await?, &hosts) {
+            if !scope.sees_all(&self.store.find_hosts(&hosts).await?, &hosts) {
                 return Err(JobError::NotFound(id));
             }
         }

@@ -44,8 +44,9 @@ impl std::fmt::Debug for LoadedModule {
 }
 
 /// Reads `path` and checks it is a complete shared object that only its owner may write; returns the bytes and
-/// their SHA-256. A half-written file is refused here, before any worker tries to map it.
-pub fn read_checked(path: &Path) -> Result<(Vec<u8>, String), RejectReason> {
+/// their SHA-256. A half-written file is refused here, before any worker tries to map it. The bytes come shared
+/// (the copy into the `Arc` is made here, on the reading thread, which frees the read buffer at once).
+pub fn read_checked(path: &Path) -> Result<(Arc<[u8]>, String), RejectReason> {
     use std::os::unix::fs::PermissionsExt;
     let mode = fs::metadata(path)?.permissions().mode();
     if mode & 0o022 != 0 {
@@ -54,7 +55,7 @@ pub fn read_checked(path: &Path) -> Result<(Vec<u8>, String), RejectReason> {
     let bytes = fs::read(path)?;
     check_elf(&bytes).map_err(RejectReason::NotElf)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
-    Ok((bytes, sha256))
+    Ok((bytes.into(), sha256))
 }
 
 /// Checks what the worker said the library is, and that it matches its file name. The worker's answer is not

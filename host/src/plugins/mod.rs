@@ -240,8 +240,7 @@ impl Registry {
             Ok(Err(reason)) => return reject(reason),
             Err(err) => return reject(RejectReason::Read(std::io::Error::other(err))),
         };
-        // Shared from here on: probes, workers and jobs all use this one copy.
-        let bytes: Arc<[u8]> = bytes.into();
+        // Probes, workers and jobs all use this one copy.
         let meta = match self.workers.probe(bytes.clone(), &sha256).await {
             Ok(meta) => meta,
             Err(fault) => return reject(RejectReason::Probe(fault.while_loading())),

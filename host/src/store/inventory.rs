@@ -96,8 +96,8 @@ impl Store {
         Ok(self.list_hosts().await?.into_iter().find(|h| h.id == id))
     }
 
-    /// Finds hosts whose name or internal IP is one of `keys`, as given or as a [`host_key`] (rows written before
-    /// names were normalised, or not through the API, are still found as they are).
+    /// Finds hosts, with their tags, whose name or internal IP is one of `keys`, as given or as a [`host_key`]
+    /// (rows written before names were normalised, or not through the API, are still found as they are).
     pub async fn find_hosts(&self, keys: &[String]) -> Result<Vec<HostRow>, StoreError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -108,13 +108,34 @@ impl Store {
         let marks = vec!["?"; keys.len()].join(", ");
         let query = format!("{SELECT_HOSTS} WHERE h.server_name IN ({marks}) OR h.server_lip IN ({marks})");
         let sql = self.sql(&query);
-        Ok(on_pool!(self, pool => {
+        let mut hosts = on_pool!(self, pool => {
             let mut q = sqlx::query_as::<_, HostRow>(&sql);
             for key in keys.iter().chain(&keys) {
                 q = q.bind(key);
             }
             q.fetch_all(pool).await
-        })?)
+        })?;
+        if hosts.is_empty() {
+            return Ok(hosts);
+        }
+        let tags_sql = format!(
+            "SELECT host_id, tag FROM host_tags WHERE host_id IN ({}) ORDER BY tag",
+            vec!["?"; hosts.len()].join(", ")
+        );
+        let tags_sql = self.sql(&tags_sql);
+        let tags: Vec<(i64, String)> = on_pool!(self, pool => {
+            let mut q = sqlx::query_as::<_, (i64, String)>(&tags_sql);
+            for host in &hosts {
+                q = q.bind(host.id);
+            }
+            q.fetch_all(pool).await
+        })?;
+        for (id, tag) in tags {
+            if let Some(host) = hosts.iter_mut().find(|h| h.id == id) {
+                host.tags.push(tag);
+            }
+        }
+        Ok(hosts)
     }
 
     pub async fn host_count(&self) -> Result<i64, StoreError> {
