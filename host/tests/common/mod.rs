@@ -207,6 +207,19 @@ impl Server {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
+    /// Limits user `name` to `grant`: adds it, then removes the grant on everything the user was created with.
+    pub fn narrow(&self, name: &str, grant: &Value) {
+        let (status, grants) = self.get(&format!("/api/users/{name}/grants"));
+        assert_eq!(status, StatusCode::OK, "{grants}");
+        let (status, body) = self.post(&format!("/api/users/{name}/grants"), grant);
+        assert_eq!(status, StatusCode::CREATED, "{grant} → {body}");
+        for old in grants.as_array().unwrap() {
+            let path = format!("{}/api/users/{name}/grants/{}", self.base, old["id"]);
+            let (status, body) = self.send(self.client.delete(path).bearer_auth(&self.token));
+            assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+        }
+    }
+
     /// The modules listing entry for `file`, if listed.
     pub fn module_entry(&self, file: &str) -> Option<Value> {
         let (status, list) = self.get("/api/modules");
