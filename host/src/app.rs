@@ -7,6 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    activity::Activity,
     audit::AuditService,
     auth::{self, Role, Tokens},
     backends::{BackendError, Backends, Limits},
@@ -113,6 +114,8 @@ pub struct App {
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub audit: Arc<AuditService>,
+    /// The activity log: who changed what, chained.
+    pub activity: Activity,
     /// HTTPS settings when `tls_cert_file` and `tls_key_file` are set; read at open, so a bad file stops start-up.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -140,6 +143,7 @@ impl App {
             auth::derive_key(&key, crate::audit::CHAIN_KEY_PURPOSE),
         )?;
         let users = Arc::new(Users::new(store.clone(), &key, config.sessions()));
+        let activity = Activity::new(store.clone(), &auth::derive_key(&key, crate::activity::ACTIVITY_KEY_PURPOSE));
         audit.reload_alerts().await?;
         let tokens = Tokens::new(store.clone(), key);
 
@@ -182,7 +186,7 @@ impl App {
         let templates = Arc::new(Templates::new(store.clone(), jobs.clone()));
         let schedules = Arc::new(Schedules::new(store.clone()));
         let notify = Notifications::new(store.clone(), config.notify.clone(), config.public_url());
-        Ok(App { config, store, registry, jobs, templates, schedules, notify, tokens, users, audit, tls })
+        Ok(App { config, store, registry, jobs, templates, schedules, notify, tokens, users, audit, activity, tls })
     }
 
     /// First start with an empty database: create an admin token and the user `admin` with a generated password
@@ -238,6 +242,7 @@ impl App {
             tokens: self.tokens.clone(),
             users: self.users.clone(),
             access: Arc::new(crate::access::Access::new(self.store.clone(), self.registry.clone())),
+            activity: self.activity.clone(),
             secure_cookies: self.config.secure_cookies,
             audit: self.audit.clone(),
             metrics: metrics_handle(),

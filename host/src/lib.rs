@@ -23,6 +23,7 @@
 //! See ARCHITECTURE.md at the repository root for the data flows and invariants.
 
 pub mod access;
+pub mod activity;
 pub mod app;
 pub mod audit;
 pub mod auth;

@@ -102,14 +102,16 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 17;
+const MIGRATIONS: i64 = 18;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 28] = [
+const TABLES: [&str; 30] = [
     "_sqlx_migrations",
+    "activity",
+    "activity_head",
     "api_tokens",
     "audit_alert_rules",
     "audit_archived",
@@ -995,4 +997,33 @@ async fn the_grants_upgrade_gives_every_existing_user_its_role_on_everything() {
     assert!(grants[0].created_at > 1_700_000_000_000, "a time in ms: {}", grants[0].created_at);
     let scope = omserver::access::scope_of(&store, user.id, omserver::auth::Role::Operator).await.unwrap();
     assert!(scope.is_all(), "its role on everything, as before");
+}
+
+/// Two servers on one database append to the activity log at once: each append moves the head only from the hash it
+/// read, so the chain stays one line, every record in it once.
+#[tokio::test]
+async fn concurrent_activity_appends_from_two_stores_keep_one_unbroken_chain() {
+    use omserver::activity::{Activity, Actor, Change};
+    for_each_dialect(|db| async move {
+        let other = Store::connect(&db.url).await.unwrap();
+        let key = b"activity test key";
+        let writers = [Activity::new(db.store.clone(), key), Activity::new(other.clone(), key)];
+        let mut tasks = Vec::new();
+        for (w, writer) in writers.into_iter().enumerate() {
+            for i in 0..15 {
+                let writer = writer.clone();
+                tasks.push(tokio::spawn(async move {
+                    let change = Change::ok("user.add", format!("user w{w}-{i}"));
+                    writer.record(&Actor::internal("test"), change).await;
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let report = omserver::activity::verify(&db.store, key).await.unwrap();
+        assert_eq!((report.rows, report.problems.len()), (30, 0), "{:?}", report.problems);
+        other.close().await;
+    })
+    .await;
 }

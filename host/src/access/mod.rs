@@ -276,13 +276,18 @@ impl Access {
         Ok(view_of(&row, role, spec))
     }
 
-    pub async fn revoke(&self, user: &str, id: i64, by: &str) -> Result<(), AccessError> {
+    /// Removes grant `id` of `user`; returns what it was.
+    pub async fn revoke(&self, user: &str, id: i64, by: &str) -> Result<GrantView, AccessError> {
         let user = self.user(user).await?;
+        let rows = self.store.grants_of(user.id).await?;
+        let row = rows.iter().find(|r| r.id == id).ok_or(AccessError::NotFound(id))?;
+        let removed = grant_of(row)
+            .map_or_else(|_| view_of(row, None, GrantSpec::default()), |(role, spec)| view_of(row, role, spec));
         if !self.store.delete_grant(user.id, id).await? {
             return Err(AccessError::NotFound(id));
         }
         tracing::info!(grant_id = id, user = %user.name, actor = by, "grant removed");
-        Ok(())
+        Ok(removed)
     }
 
     async fn user(&self, name: &str) -> Result<crate::store::UserRow, AccessError> {

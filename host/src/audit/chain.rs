@@ -155,6 +155,9 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Each audited host's chain, by host id: what an admin scans for the one that is not intact.
     pub chains: Vec<HostChain>,
+    /// The activity log's chain, when it was checked too ([`crate::activity::verify`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub activity: Option<crate::activity::ActivityReport>,
 }
 
 /// One host's chain in a [`Report`].

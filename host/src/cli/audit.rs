@@ -87,7 +87,14 @@ pub(super) async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<E
     match cmd {
         AuditCommand::Verify { archive: None } => {
             let store = Store::connect(&config.database_url).await?;
-            Ok(print_report(&chain::verify(&store, &key).await?, "rows on"))
+            let audit = print_report(&chain::verify(&store, &key).await?, "rows on");
+            let activity_key = auth::derive_key(&secret_key(&config)?, crate::activity::ACTIVITY_KEY_PURPOSE);
+            let activity = crate::activity::verify(&store, &activity_key).await?;
+            for p in &activity.problems {
+                println!("activity log at row {}: {}", p.id, p.problem);
+            }
+            println!("{} activity log rows checked, {} problems", activity.rows, activity.problems.len());
+            Ok(if activity.problems.is_empty() { audit } else { ExitCode::FAILURE })
         }
         AuditCommand::Verify { archive: Some(dir) } => {
             if !dir.is_dir() {

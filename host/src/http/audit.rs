@@ -441,7 +441,7 @@ async fn csv(
 
 /// RFC 4180 quoting, plus a leading `'` on cells a spreadsheet would run as a formula (commands are
 /// attacker-controlled text: `=HYPERLINK(...)` must stay text).
-fn csv_field(value: &str) -> String {
+pub(super) fn csv_field(value: &str) -> String {
     let guarded =
         if value.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{value}") } else { value.to_owned() };
     if guarded.contains([',', '"', '\n', '\r']) {
@@ -494,7 +494,8 @@ async fn live(
 #[utoipa::path(get, path = "/api/audit/verify", tag = "audit", responses((status = 200, body = Report)))]
 async fn verify(State(state): State<AppState>, who: Authenticated) -> Result<Json<Report>, HttpError> {
     who.require(Role::Admin)?;
-    let report = state.audit.verify().await?;
+    let mut report = state.audit.verify().await?;
+    report.activity = Some(state.activity.verify().await?);
     Ok(Json(report))
 }
 

@@ -5,6 +5,7 @@ use axum::{extract::State, http::StatusCode, Json};
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     error::ErrorBody,
     extract::{JsonBody, Path},
@@ -13,6 +14,7 @@ use super::{
 };
 use crate::{
     access::{GrantForm, GrantView},
+    activity::Change,
     auth::Role,
 };
 
@@ -48,12 +50,26 @@ async fn list_grants(
 async fn add_grant(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(name): Path<String>,
     form: Result<JsonBody<GrantForm>, HttpError>,
 ) -> Result<(StatusCode, Json<GrantView>), HttpError> {
     let actor = who.require(Role::Admin)?;
     let JsonBody(form) = form?;
-    Ok((StatusCode::CREATED, Json(state.access.grant(&name, form, &actor.name).await?)))
+    let grant = state.access.grant(&name, form, &actor.name).await?;
+    state.activity.record(&origin.actor(actor), granted("grant.add", &name, &grant)).await;
+    Ok((StatusCode::CREATED, Json(grant)))
+}
+
+/// The record of a grant given or removed: its role and selector.
+fn granted(action: &'static str, user: &str, grant: &GrantView) -> Change {
+    Change::ok(action, format!("grant {} of {}", grant.id, user.trim().to_ascii_lowercase()))
+        .with("role", grant.role)
+        .with("functions", &grant.spec.functions)
+        .with("apps", &grant.spec.apps)
+        .with("tags", &grant.spec.tags)
+        .with("modules", &grant.spec.modules)
+        .with("templates", &grant.spec.templates)
 }
 
 /// Removes one grant. The user's last grant removed, its role applies to every host again.
@@ -68,9 +84,11 @@ async fn add_grant(
 async fn remove_grant(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path((name, id)): Path<(String, i64)>,
 ) -> Result<StatusCode, HttpError> {
     let actor = who.require(Role::Admin)?;
-    state.access.revoke(&name, id, &actor.name).await?;
+    let removed = state.access.revoke(&name, id, &actor.name).await?;
+    state.activity.record(&origin.actor(actor), granted("grant.remove", &name, &removed)).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,7 @@
 //! session's CSRF token. Handlers parse and authorise, then call the domain (`jobs`, `store`, `plugins`); they
 //! hold no logic of their own beyond mapping to JSON.
 
+mod activity;
 mod audit;
 mod auth;
 // pub(crate): `read_form` is re-exported for the fuzz targets by `crate::fuzzing`.
@@ -86,6 +87,7 @@ pub struct Services {
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub access: Arc<crate::access::Access>,
+    pub activity: crate::activity::Activity,
     /// Whether the session cookie is marked `Secure` (and origins must be `https`).
     pub secure_cookies: bool,
     pub metrics: PrometheusHandle,
@@ -110,6 +112,7 @@ fn table() -> Routes {
         .merge(session::router())
         .merge(users::router())
         .merge(grants::router())
+        .merge(activity::router())
         .merge(tokens::router())
         .merge(crate::ui::router())
         .merge(openapi::router())

@@ -27,7 +27,11 @@ use super::{
     routes::{Access, Routes},
     AppState, HttpError,
 };
-use crate::{auth::Role, users::Session};
+use crate::{
+    activity::{Actor, Change, Origin},
+    auth::Role,
+    users::Session,
+};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "omserver_session";
@@ -74,10 +78,24 @@ async fn login(
 ) -> Response {
     let previous = session_cookie(&headers);
     let outcome = state.users.login(&form.value.name, &form.value.password, peer.ip(), previous.as_deref()).await;
+    // Who tried, from where: the name as typed (a failed login may name nobody).
+    let origin = Origin {
+        address: peer.ip().to_string(),
+        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned(),
+    };
+    let typed: String = form.value.name.trim().chars().take(64).collect();
+    let actor = Actor { name: typed.clone(), credential: "password".into(), origin };
     let session = match outcome {
-        Ok(session) => session,
+        Ok(session) => {
+            state.activity.record(&actor, Change::ok("login", format!("user {}", session.user))).await;
+            session
+        }
         Err(err) => {
             let err = HttpError::from(err);
+            if matches!(err, HttpError::InvalidLogin | HttpError::TooManyAttempts(_)) {
+                let change = Change::ok("login.failed", format!("user {typed}")).outcome(format!("refused: {err}"));
+                state.activity.record(&actor, change).await;
+            }
             if !form.from_form() {
                 return err.into_response();
             }

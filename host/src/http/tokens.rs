@@ -8,6 +8,7 @@ use serde_json::json;
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     body::Submitted,
     error::ErrorBody,
@@ -17,6 +18,7 @@ use super::{
     AppState, HttpError,
 };
 use crate::{
+    activity::Change,
     auth::{Credential, Role},
     store::{TokenListing, TokenScope},
     users::PersonRole,
@@ -66,6 +68,7 @@ struct NewToken {
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     form: Result<Submitted<NewToken>, HttpError>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), HttpError> {
     // Who first: a caller without the role learns nothing from how its body is judged.
@@ -100,6 +103,8 @@ async fn create(
     let (id, token) = state.tokens.create_owned(name, role, owner.as_ref()).await?;
     let user = owner.map(|u| u.name);
     tracing::info!(token_id = id, token = %name, role = %role, user = ?user, actor = %principal.name, "token created");
+    let change = Change::ok("token.create", format!("token {id} ({name})")).with("role", role).with("user", &user);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok((StatusCode::CREATED, Json(json!({ "id": id, "name": name, "role": role, "user": user, "token": token }))))
 }
 
@@ -112,12 +117,14 @@ async fn create(
 async fn revoke(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
     form: Option<Submitted<Empty>>,
 ) -> Result<Response, HttpError> {
     let principal = who.require(Role::Viewer)?;
     state.tokens.revoke(id, principal).await?;
     tracing::info!(token_id = id, actor = %principal.name, "token revoked");
+    state.activity.record(&origin.actor(principal), Change::ok("token.revoke", format!("token {id}"))).await;
     Ok(respond(form, StatusCode::OK, json!({ "id": id, "revoked": true })))
 }
 
@@ -130,8 +137,9 @@ async fn revoke(
 async fn revoke_form(
     state: State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     id: Path<i64>,
     form: Option<Submitted<Empty>>,
 ) -> Result<Response, HttpError> {
-    revoke(state, who, id, form).await
+    revoke(state, who, origin, id, form).await
 }

@@ -7,6 +7,7 @@ use serde_json::json;
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     body::Submitted,
     error::ErrorBody,
@@ -15,6 +16,7 @@ use super::{
     AppState, HttpError,
 };
 use crate::{
+    activity::Change,
     auth::Role,
     store::UserRow,
     users::{password, PersonRole},
@@ -63,6 +65,7 @@ struct NewUser {
 async fn add(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     form: Result<Submitted<NewUser>, HttpError>,
 ) -> Result<Response, HttpError> {
     // Who first: a caller without the role learns nothing from how its body is judged.
@@ -76,6 +79,8 @@ async fn add(
     };
     let user = state.users.add(name, &password, role).await?;
     tracing::info!(user = %user.name, role = %user.role, actor = %actor.name, "user added");
+    let change = Change::ok("user.add", format!("user {}", user.name)).with("role", &user.role);
+    state.activity.record(&origin.actor(actor), change.with("password_generated", generated)).await;
     let body = json!({ "user": user, "password": generated.then_some(password) });
     Ok(form.respond(StatusCode::CREATED, body, PAGE))
 }
@@ -90,10 +95,11 @@ async fn add(
 async fn disable(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(name): Path<String>,
     form: Option<Submitted<Empty>>,
 ) -> Result<Response, HttpError> {
-    switch(state, who, name, form, false).await
+    switch(state, who, origin, name, form, false).await
 }
 
 /// Lets a disabled user log in again; its tokens work again too.
@@ -105,21 +111,24 @@ async fn disable(
 async fn enable(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(name): Path<String>,
     form: Option<Submitted<Empty>>,
 ) -> Result<Response, HttpError> {
-    switch(state, who, name, form, true).await
+    switch(state, who, origin, name, form, true).await
 }
 
 /// Enables or disables a user and answers with it.
 async fn switch(
     state: AppState,
     who: Authenticated,
+    origin: RequestOrigin,
     name: String,
     form: Option<Submitted<Empty>>,
     enabled: bool,
 ) -> Result<Response, HttpError> {
     let actor = who.require(Role::Admin)?;
+    let before = state.users.get(&name).await?;
     if enabled {
         state.users.enable(&name).await?;
     } else {
@@ -127,6 +136,13 @@ async fn switch(
     }
     let user = state.users.get(&name).await?;
     tracing::info!(user = %user.name, actor = %actor.name, enabled, "user enabled or disabled");
+    let action = if enabled { "user.enable" } else { "user.disable" };
+    let change = Change::ok(action, format!("user {}", user.name)).diff(
+        "disabled",
+        before.disabled_at.is_some(),
+        user.disabled_at.is_some(),
+    );
+    state.activity.record(&origin.actor(actor), change).await;
     Ok(respond(form, StatusCode::OK, json!(user)))
 }
 
@@ -146,14 +162,18 @@ struct NewRole {
 async fn set_role(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(name): Path<String>,
     form: Result<Submitted<NewRole>, HttpError>,
 ) -> Result<Response, HttpError> {
     let actor = who.require(Role::Admin)?;
     let form = form?;
+    let before = state.users.get(&name).await?;
     state.users.set_role(&name, form.value.role.into()).await?;
     let user = state.users.get(&name).await?;
     tracing::info!(user = %user.name, role = %user.role, actor = %actor.name, "user's role changed");
+    let change = Change::ok("user.role", format!("user {}", user.name)).diff("role", &before.role, &user.role);
+    state.activity.record(&origin.actor(actor), change).await;
     Ok(form.respond(StatusCode::OK, json!(user), PAGE))
 }
 
@@ -175,6 +195,7 @@ struct NewPassword {
 async fn set_password(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(name): Path<String>,
     form: Result<Submitted<NewPassword>, HttpError>,
 ) -> Result<Response, HttpError> {
@@ -183,6 +204,8 @@ async fn set_password(
     state.users.set_password(&name, &form.value.password).await?;
     let user = state.users.get(&name).await?;
     tracing::info!(user = %user.name, actor = %actor.name, "user's password changed");
+    let change = Change::ok("user.password", format!("user {}", user.name)).with("sessions", "ended");
+    state.activity.record(&origin.actor(actor), change).await;
     Ok(form.respond(StatusCode::OK, json!(user), PAGE))
 }
 

@@ -8,6 +8,7 @@
 //!
 //! **Invariant:** storage knows nothing of HTTP or jobs' execution; it stores and reads rows.
 
+mod activity;
 mod alerts;
 mod audit;
 mod audit_archive;
@@ -33,6 +34,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous},
 };
 
+pub use activity::{ActivityQuery, ActivityRow, NewActivity, ACTIVITY_GENESIS};
 pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_archive::ArchivedUpTo;
