@@ -293,7 +293,10 @@ fn the_cli_archives_checks_searches_and_restores_while_the_server_runs() {
     post(101, "during");
 
     let out = cli(&server, &["audit", "verify"]);
-    assert_eq!((out.status.code(), out.stdout.as_str()), (Some(0), "100 rows on 1 hosts checked, 0 problems\n"));
+    assert_eq!(
+        (out.status.code(), out.stdout.as_str()),
+        (Some(0), "100 rows on 1 hosts checked, 0 problems\n0 activity log rows checked, 0 problems\n")
+    );
     let dir = server.dir.path().join("state").join("audit-archive");
     let dir_arg = dir.to_str().unwrap();
     let out = cli(&server, &["audit", "verify", "--archive", dir_arg]);
@@ -322,7 +325,10 @@ fn the_cli_archives_checks_searches_and_restores_while_the_server_runs() {
     let (status, page) = server.get("/api/audit/events?q=secret-word&limit=100");
     assert_eq!((status.as_u16(), page["events"].as_array().map(Vec::len)), (200, Some(50)), "{page}");
     let out = cli(&server, &["audit", "verify"]);
-    assert_eq!((out.status.code(), out.stdout.as_str()), (Some(0), "150 rows on 1 hosts checked, 0 problems\n"));
+    assert_eq!(
+        (out.status.code(), out.stdout.as_str()),
+        (Some(0), "150 rows on 1 hosts checked, 0 problems\n0 activity log rows checked, 0 problems\n")
+    );
     let out = cli(&server, &["audit", "restore", "--host", "localhost"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(out.stderr.contains("has nothing archived"), "{out:?}");

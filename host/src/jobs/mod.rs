@@ -266,11 +266,11 @@ impl JobService {
         let Checked { module, backend, params } =
             self.checked(request.module, &request.params, request.backend.as_deref())?;
         let backend_name = backend.name();
-        let hosts = self.resolve_targets(&request.hosts).await?;
+        let (hosts, rows) = self.resolve_targets(&request.hosts).await?;
         if !scope.is_all() {
             let names: Vec<String> = hosts.iter().map(|h| h.name.clone()).collect();
             let template = origin.template.as_ref().map(|(id, _)| *id);
-            let outside = scope.outside(&self.store.find_hosts(&names).await?, &names, module.meta.id, template);
+            let outside = scope.outside(&rows, &names, module.meta.id, template);
             if !outside.is_empty() {
                 return Err(JobError::OutsideGrants(outside));
             }
@@ -483,7 +483,8 @@ impl JobService {
     }
 
     /// Every requested name or IP must be a host in the inventory. Order follows the request; repeats collapse.
-    async fn resolve_targets(&self, requested: &[String]) -> Result<Vec<Host>, JobError> {
+    /// Also the inventory rows found (with their tags), for the grants check.
+    async fn resolve_targets(&self, requested: &[String]) -> Result<(Vec<Host>, Vec<HostRow>), JobError> {
         if requested.is_empty() {
             return Err(JobError::NoHosts);
         }
@@ -509,7 +510,7 @@ impl JobService {
                 }
             }
         }
-        Ok(hosts)
+        Ok((hosts, rows))
     }
 }
 
