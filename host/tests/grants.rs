@@ -1,6 +1,6 @@
 //! Grants through the real server: a user limited to part of the inventory runs, cancels, sees and schedules only
 //! there — jobs, the inventory, saved jobs, schedules, audit queries, the CSV and the live stream, the home
-//! page — and is told which hosts are outside (403 naming them). Grants are checked when given (400 naming the
+//! page — and is told which hosts are outside (403 naming them). Grants are checked when given (422 naming the
 //! field), and a user whose last grant is removed reaches nothing. Local backend, loopback hosts, `fx_roll`.
 
 mod common;
@@ -101,19 +101,22 @@ fn grants_are_checked_when_given_and_listed_and_removed() {
         answer["id"].as_i64().unwrap()
     };
 
+    // 400: not what the document allows; 422: well formed, but naming what does not exist or giving too much.
+    let (bad, unprocessable) = (StatusCode::BAD_REQUEST, StatusCode::UNPROCESSABLE_ENTITY);
+    let missing = (template + 100).to_string();
     let refused = [
-        ("carol", json!({ "role": "operator" }), "role", "carol is a viewer"),
-        ("olga", json!({ "role": "admin" }), "role", "must be viewer or operator"),
-        ("olga", json!({ "functions": ["Linux.Nope"] }), "functions", "Linux.Nope"),
-        ("olga", json!({ "apps": ["nginx", "apache"] }), "apps", "apache"),
-        ("olga", json!({ "tags": ["staging"] }), "tags", "staging"),
-        ("olga", json!({ "modules": [4242] }), "modules", "4242"),
-        ("olga", json!({ "templates": [template + 100] }), "templates", &format!("{}", template + 100)),
-        ("olga", json!({ "role": "operator", "color": "red" }), "color", "unknown field"),
+        ("carol", json!({ "role": "operator" }), unprocessable, "role", "carol is a viewer"),
+        ("olga", json!({ "role": "admin" }), bad, "role", "must be viewer or operator"),
+        ("olga", json!({ "functions": ["Linux.Nope"] }), unprocessable, "functions", "Linux.Nope"),
+        ("olga", json!({ "apps": ["nginx", "apache"] }), unprocessable, "apps", "apache"),
+        ("olga", json!({ "tags": ["staging"] }), unprocessable, "tags", "staging"),
+        ("olga", json!({ "modules": [4242] }), unprocessable, "modules", "4242"),
+        ("olga", json!({ "templates": [template + 100] }), unprocessable, "templates", missing.as_str()),
+        ("olga", json!({ "role": "operator", "color": "red" }), bad, "color", "unknown field"),
     ];
-    for (user, body, field, says) in refused {
+    for (user, body, wanted, field, says) in refused {
         let (status, answer) = server.post(&format!("/api/users/{user}/grants"), &body);
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} → {answer}");
+        assert_eq!(status, wanted, "{body} → {answer}");
         assert_eq!(answer["field"], field, "{body} → {answer}");
         assert!(answer["error"].as_str().unwrap().contains(says), "{body} → {answer}");
     }

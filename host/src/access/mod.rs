@@ -224,14 +224,23 @@ fn grant_of(row: &GrantRow) -> Result<(Option<Role>, GrantSpec), String> {
 /// Why a grant was not listed, added or removed.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
+    /// Not what the API document allows (a role other than viewer or operator, too many entries).
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// Well formed, but it names what does not exist (a category no host is in, a module not loaded, a saved job
+    /// that is not there) or gives more than the user has.
+    #[error("{field}: {reason}")]
+    Unprocessable { field: &'static str, reason: String },
     #[error("user {0} not found")]
     UnknownUser(String),
     #[error("grant {0} not found")]
     NotFound(i64),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+fn unprocessable(field: &'static str, reason: impl Into<String>) -> AccessError {
+    AccessError::Unprocessable { field, reason: reason.into() }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> AccessError {
@@ -267,7 +276,7 @@ impl Access {
         };
         let user_role: Role = user.role.parse().unwrap_or(Role::Viewer);
         if let Some(role) = role.filter(|r| *r > user_role) {
-            return Err(invalid("role", format!("{} is a {user_role}: a grant cannot give {role}", user.name)));
+            return Err(unprocessable("role", format!("{} is a {user_role}: a grant cannot give {role}", user.name)));
         }
         let spec = self.checked(form).await?;
         let json = serde_json::to_string(&spec).unwrap_or_else(|_| "{}".to_owned());
@@ -328,7 +337,7 @@ impl Access {
                     "apps" => "no host is in app category",
                     _ => "no host has tag",
                 };
-                return Err(invalid(field, format!("{what} {}", unknown.join(", "))));
+                return Err(unprocessable(field, format!("{what} {}", unknown.join(", "))));
             }
         }
         spec.modules.sort_unstable();
@@ -342,7 +351,7 @@ impl Access {
         let unloaded: Vec<String> =
             spec.modules.iter().filter(|m| self.registry.get(**m).is_none()).map(|m| m.to_string()).collect();
         if !unloaded.is_empty() {
-            return Err(invalid("modules", format!("no module is loaded with id {}", unloaded.join(", "))));
+            return Err(unprocessable("modules", format!("no module is loaded with id {}", unloaded.join(", "))));
         }
         let mut missing = Vec::new();
         for id in &spec.templates {
@@ -351,7 +360,7 @@ impl Access {
             }
         }
         if !missing.is_empty() {
-            return Err(invalid("templates", format!("no saved job has id {}", missing.join(", "))));
+            return Err(unprocessable("templates", format!("no saved job has id {}", missing.join(", "))));
         }
         Ok(spec)
     }

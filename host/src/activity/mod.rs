@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::{
     audit::chain::ChainKey,
     auth::{Credential, Principal},
-    store::{now_ms, ActivityRow, NewActivity, Store, StoreError, ACTIVITY_GENESIS},
+    store::{now_ms, NewActivity, Store, StoreError, ACTIVITY_GENESIS},
 };
 
 /// The purpose label of the activity chain's key ([`crate::auth::derive_key`]). Changing it orphans every row.
@@ -184,20 +184,6 @@ fn seal(key: &ChainKey, e: &NewActivity, prev: &str) -> String {
     )
 }
 
-fn entry_of(row: &ActivityRow) -> NewActivity {
-    NewActivity {
-        at: row.at,
-        actor: row.actor.clone(),
-        credential: row.credential.clone(),
-        address: row.address.clone(),
-        user_agent: row.user_agent.clone(),
-        action: row.action.clone(),
-        object: row.object.clone(),
-        changes: row.changes.clone(),
-        outcome: row.outcome.clone(),
-    }
-}
-
 /// What `verify` found wrong with the activity log.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ActivityReport {
@@ -232,7 +218,7 @@ async fn verify_with(store: &Store, key: &ChainKey) -> Result<ActivityReport, St
                     problem: "does not follow the row before it: a row was deleted or inserted here".into(),
                 });
             }
-            if seal(key, &entry_of(row), &row.prev_hash) != row.row_hash {
+            if seal(key, &row.entry, &row.prev_hash) != row.row_hash {
                 report.problems.push(ActivityProblem { id: row.id, problem: "its fields were changed".into() });
             }
             prev.clone_from(&row.row_hash);

@@ -69,7 +69,7 @@ pub struct Filter {
     #[param(max_length = 128)]
     actor: Option<String>,
     /// An action (`user.add`) or a kind of actions (`user`).
-    #[param(pattern = r"^[a-z_]*(\.[a-z_]+)?$")]
+    #[param(pattern = r"^([a-z_]+(\.[a-z_]+)?)?$")]
     kind: Option<String>,
     /// At or after: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (UTC).
     from: Option<String>,
@@ -107,17 +107,18 @@ pub struct Entry {
 }
 
 fn entry(row: ActivityRow) -> Entry {
+    let e = row.entry;
     Entry {
         id: row.id,
-        actor: row.actor,
-        credential: row.credential,
-        address: row.address,
-        user_agent: row.user_agent,
-        action: row.action,
-        object: row.object,
-        changes: serde_json::from_str(&row.changes).unwrap_or(serde_json::Value::Null),
-        at: row.at,
-        outcome: row.outcome,
+        actor: e.actor,
+        credential: e.credential,
+        address: e.address,
+        user_agent: e.user_agent,
+        action: e.action,
+        object: e.object,
+        changes: serde_json::from_str(&e.changes).unwrap_or(serde_json::Value::Null),
+        at: e.at,
+        outcome: e.outcome,
     }
 }
 
@@ -133,7 +134,12 @@ fn query_of(filter: &Filter, max: i64) -> Result<ActivityQuery, HttpError> {
     if !(1..=max).contains(&limit) {
         return Err(HttpError::unprocessable("limit", format!("must be between 1 and {max}")));
     }
-    let kind = given(&filter.kind);
+    if filter.actor.as_ref().is_some_and(|a| a.chars().count() > 128) {
+        return Err(HttpError::invalid("actor", "must be at most 128 characters"));
+    }
+    let actor = given(&filter.actor);
+    // As given: the document's pattern has no spaces to trim.
+    let kind = filter.kind.clone().filter(|k| !k.is_empty());
     if let Some(kind) = &kind {
         let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '_');
         if !kind.split('.').all(word) || kind.split('.').count() > 2 {
@@ -141,7 +147,7 @@ fn query_of(filter: &Filter, max: i64) -> Result<ActivityQuery, HttpError> {
         }
     }
     Ok(ActivityQuery {
-        actor: given(&filter.actor),
+        actor,
         kind,
         from_ms: time("from", &filter.from, End::Start)?,
         to_ms: time("to", &filter.to, End::Finish)?,
@@ -182,17 +188,18 @@ async fn csv(
     let rows = state.store.query_activity(&query_of(&filter, 100 * MAX_LIMIT)?).await?;
     let mut out = String::from("id,at,actor,credential,address,user_agent,action,object,changes,outcome\r\n");
     for row in rows {
+        let e = row.entry;
         let fields = [
             row.id.to_string(),
-            calendar::utc_text(row.at),
-            row.actor,
-            row.credential,
-            row.address,
-            row.user_agent,
-            row.action,
-            row.object,
-            row.changes,
-            row.outcome,
+            calendar::utc_text(e.at),
+            e.actor,
+            e.credential,
+            e.address,
+            e.user_agent,
+            e.action,
+            e.object,
+            e.changes,
+            e.outcome,
         ];
         out.push_str(&fields.iter().map(|f| super::audit::csv_field(f)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");

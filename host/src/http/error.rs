@@ -231,6 +231,7 @@ impl From<AccessError> for HttpError {
     fn from(err: AccessError) -> HttpError {
         match err {
             AccessError::Invalid { field, .. } => HttpError::invalid(field, err.to_string()),
+            AccessError::Unprocessable { field, .. } => HttpError::unprocessable(field, err.to_string()),
             AccessError::UnknownUser(_) | AccessError::NotFound(_) => HttpError::NotFound(err.to_string()),
             AccessError::Store(e) => e.into(),
         }

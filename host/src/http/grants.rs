@@ -43,8 +43,9 @@ async fn list_grants(
 #[utoipa::path(post, path = "/api/users/{name}/grants", tag = "users", request_body = GrantForm,
     params(("name" = String, Path, description = "user name", pattern = r"^\s*[A-Za-z0-9._-]{1,64}\s*$")), responses(
     (status = 201, body = GrantView),
-    (status = 400, description = "not valid (an unknown category, tag, module or saved job; a role above the \
-        user's; an admin); `field` names the part", body = ErrorBody),
+    (status = 400, description = "not what this document allows; `field` names the part", body = ErrorBody),
+    (status = 422, description = "a category or tag no host has, a module not loaded, a saved job that does not \
+        exist, or a role above the user's; `field` names the part", body = ErrorBody),
     (status = 404, description = "no such user", body = ErrorBody),
 ))]
 async fn add_grant(

@@ -6,26 +6,18 @@ use super::{fetch_bound, on_pool, Bind, Store, StoreError};
 /// The `prev_hash` of the first row.
 pub const ACTIVITY_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One change, as stored.
+/// One change, as stored: the record and where it is in the chain.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ActivityRow {
     pub id: i64,
-    pub at: i64,
-    pub actor: String,
-    pub credential: String,
-    pub address: String,
-    pub user_agent: String,
-    pub action: String,
-    pub object: String,
-    /// JSON object: each changed field, as `[before, after]`, or the value given.
-    pub changes: String,
-    pub outcome: String,
+    #[sqlx(flatten)]
+    pub entry: NewActivity,
     pub prev_hash: String,
     pub row_hash: String,
 }
 
-/// A change to append; `prev_hash` and `row_hash` are the store's to fill.
-#[derive(Debug, Clone)]
+/// A change to append (the chain's hashes are the store's to fill).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NewActivity {
     pub at: i64,
     pub actor: String,
@@ -34,6 +26,7 @@ pub struct NewActivity {
     pub user_agent: String,
     pub action: String,
     pub object: String,
+    /// JSON object: each changed field, as `[before, after]`, or the value given.
     pub changes: String,
     pub outcome: String,
 }
