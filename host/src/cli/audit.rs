@@ -82,13 +82,14 @@ pub(super) enum AuditCommand {
 }
 
 pub(super) async fn audit(config: Config, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
-    let key = auth::derive_key(&secret_key(&config)?, CHAIN_KEY_PURPOSE);
+    let secret = secret_key(&config)?;
+    let key = auth::derive_key(&secret, CHAIN_KEY_PURPOSE);
     let archive_dir = |given: Option<PathBuf>| given.unwrap_or_else(|| config.audit_archive_dir());
     match cmd {
         AuditCommand::Verify { archive: None } => {
             let store = Store::connect(&config.database_url).await?;
             let audit = print_report(&chain::verify(&store, &key).await?, "rows on");
-            let activity_key = auth::derive_key(&secret_key(&config)?, crate::activity::ACTIVITY_KEY_PURPOSE);
+            let activity_key = auth::derive_key(&secret, crate::activity::ACTIVITY_KEY_PURPOSE);
             let activity = crate::activity::verify(&store, &activity_key).await?;
             for p in &activity.problems {
                 println!("activity log at row {}: {}", p.id, p.problem);
