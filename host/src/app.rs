@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    activity::Activity,
+    activity::{Activity, Actor},
     audit::AuditService,
     auth::{self, Role, Tokens},
     backends::{BackendError, Backends, Limits},
@@ -160,10 +160,10 @@ impl App {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            let next = registry.reconcile().await;
-            first.loaded.extend(next.loaded);
-            first.rejected.extend(next.rejected);
-            first.unsettled = next.unsettled;
+            first.extend(registry.reconcile().await);
+        }
+        for change in std::mem::take(&mut first.changes) {
+            activity.record(&Actor::internal("server"), change).await;
         }
         tracing::info!(loaded = first.loaded.len(), rejected = first.rejected.len(), dir = %config.plugins_dir.display(), "modules scanned");
 
@@ -269,9 +269,10 @@ impl App {
             // Port 0 in `listen` is only known now; links must name the real one.
             self.notify.set_public_url(format!("{}://{addr}", self.config.url_scheme()));
         }
-        let watcher = watch::spawn(self.registry.clone(), shutdown.clone())?;
+        let watcher = watch::spawn(self.registry.clone(), self.activity.clone(), shutdown.clone())?;
         let sweeper = tokio::spawn(sweep_sessions(self.users.clone(), shutdown.clone()));
-        let scheduler = Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes());
+        let scheduler =
+            Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes(), self.activity.clone());
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         // Notifications: their own tasks, fed by rows and streams; nothing above waits on them.
         let notifying = [

@@ -249,6 +249,18 @@ fn markup_from_modules_hosts_and_audited_commands_shows_as_text_and_runs_nothing
     assert!(!browser.exists("#events img") && !browser.exists("#events script"), "a command became elements");
     browser.screenshot("audit");
     assert_eq!(ran(&browser), json!(null));
+
+    // The activity log shows what a client sent (its user agent, a rule's pattern) as text.
+    let request = server.client.post(format!("{}/api/audit/rules", server.base)).bearer_auth(&server.token);
+    let (status, body) =
+        server.send(request.header("user-agent", PAYLOAD).json(&json!({ "name": "markup", "pattern": "<b>x</b>" })));
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    browser.goto(&format!("{}/activity?kind=alert_rule", server.base));
+    browser.wait_for_text("#entries tbody", PAYLOAD, Duration::from_secs(5));
+    browser.wait_for_text("#entries tbody td.changes", "pattern: <b>x</b>", Duration::from_secs(1));
+    assert!(!browser.exists("#entries img") && !browser.exists("#entries b"), "a logged value became elements");
+    browser.screenshot("activity");
+    assert_eq!(ran(&browser), json!(null));
 }
 
 #[test]

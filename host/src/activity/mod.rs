@@ -33,7 +33,8 @@ pub struct Origin {
     pub user_agent: String,
 }
 
-/// Who made a change: a principal (user, token), or a part of the server (`schedule:NAME`, `server`, `cli`).
+/// Who made a change: a principal (user, token), a part of the server (`schedule:NAME`, `server`), or the
+/// command line (`cli:USER`).
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub name: String,
@@ -51,7 +52,7 @@ impl Actor {
         Actor { name: principal.name.clone(), credential, origin }
     }
 
-    /// A part of the server acting on its own (`server`, `schedule:nightly`, `cli`).
+    /// A part of the server acting on its own (`server`, `schedule:nightly`).
     pub fn internal(name: &str) -> Actor {
         Actor { name: name.to_owned(), credential: String::new(), origin: Origin::default() }
     }
@@ -88,10 +89,44 @@ impl Change {
         self
     }
 
+    /// Every field of `value`, a struct or map: what a new object was made with, or what a removed one held.
+    pub fn fields(mut self, value: impl Serialize) -> Change {
+        for (field, value) in object_of(value) {
+            let value = redacted(&field, value);
+            self.changes.insert(field, value);
+        }
+        self
+    }
+
+    /// Each field of two structs or maps that differs, as `[before, after]`: what an edit changed.
+    pub fn changed_fields(mut self, before: impl Serialize, after: impl Serialize) -> Change {
+        let (mut before, after) = (object_of(before), object_of(after));
+        for (field, after) in after {
+            let before = before.remove(&field).unwrap_or(Value::Null);
+            if before != after {
+                let pair = redacted(&field, Value::Array(vec![before, after]));
+                self.changes.insert(field, pair);
+            }
+        }
+        for (field, before) in before {
+            let pair = redacted(&field, Value::Array(vec![before, Value::Null]));
+            self.changes.insert(field, pair);
+        }
+        self
+    }
+
     /// The same record with another outcome (`refused: …`, `failed: …`).
     pub fn outcome(mut self, outcome: impl Into<String>) -> Change {
         self.outcome = outcome.into();
         self
+    }
+}
+
+/// The fields of a struct or map; nothing for anything else.
+fn object_of(value: impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(value) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
     }
 }
 
@@ -250,11 +285,16 @@ mod tests {
             .with("role", "operator")
             .with("password", "hunter2hunter2")
             .with("channel", serde_json::json!({ "smtp_password": "x", "host": "mail" }))
-            .diff("role", "viewer", "viewer");
+            .diff("role", "viewer", "viewer")
+            .changed_fields(
+                serde_json::json!({ "name": "a", "url": "http://x", "secret": "s1", "gone": 1 }),
+                serde_json::json!({ "name": "a", "url": "http://y", "secret": "s2" }),
+            );
         assert_eq!(
             Value::Object(change.changes),
             serde_json::json!({ "role": "operator", "password": "(secret)",
-                                "channel": { "smtp_password": "(secret)", "host": "mail" } })
+                                "channel": { "smtp_password": "(secret)", "host": "mail" },
+                                "url": ["http://x", "http://y"], "secret": "(secret)", "gone": [1, null] })
         );
     }
 }

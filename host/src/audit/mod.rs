@@ -146,7 +146,7 @@ pub struct AuditView {
 }
 
 /// A rule as an admin asks for it.
-#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleRequest {
     pub name: String,

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    activity::{Activity, Actor, Change, Origin, ACTIVITY_KEY_PURPOSE},
     app::App,
     auth::{self, Role, Tokens},
     backends::{ssh, Backends, Limits},
@@ -312,13 +313,19 @@ async fn hosts(config: Config, cmd: HostsCommand) -> anyhow::Result<ExitCode> {
             let host: NewHost =
                 crate::http::validate_host(serde_json::from_value(form)?).map_err(|e| anyhow::anyhow!("{e}"))?;
             let row = store.add_host(&host).await?;
+            let change = Change::ok("host.add", format!("host {} ({})", row.name, row.ip)).fields(&row);
+            Recorder::open(&config, &store)?.record(change).await;
             println!("added {} ({})", row.name, row.ip);
         }
         HostsCommand::Token { host } => {
             let Some(row) = store.find_hosts(std::slice::from_ref(&host)).await?.into_iter().next() else {
                 bail!("no host {host:?} in the inventory (add it with `omserver hosts add`)");
             };
-            let token = tokens(&config, &store)?.create_for_host(&format!("agent:{}", row.name), row.id).await?;
+            let name = format!("agent:{}", row.name);
+            let token = tokens(&config, &store)?.create_for_host(&name, row.id).await?;
+            let change =
+                Change::ok("token.create", format!("token {name}")).with("role", "agent").with("host", &row.name);
+            Recorder::open(&config, &store)?.record(change).await;
             println!("{token}");
         }
         HostsCommand::Trust { host } => return trust(&config, &store, &host).await,
@@ -351,7 +358,13 @@ async fn trust(config: &Config, store: &Store, host: &str) -> anyhow::Result<Exi
     let presented = ssh::presented_key(&row.ip, port, std::time::Duration::from_secs(timeout)).await?;
     println!("{} ({}:{port}) presents {} {}", row.name, row.ip, presented.algorithm, presented.fingerprint);
     match ssh::trust(&known_hosts, &row.ip, port, &presented)? {
-        ssh::Trusted::Recorded => println!("recorded in {}", known_hosts.display()),
+        ssh::Trusted::Recorded => {
+            let change = Change::ok("host.trust", format!("host {} ({})", row.name, row.ip))
+                .with("key", format!("{} {}", presented.algorithm, presented.fingerprint))
+                .with("known_hosts", known_hosts.display().to_string());
+            Recorder::open(config, store)?.record(change).await;
+            println!("recorded in {}", known_hosts.display());
+        }
         ssh::Trusted::AlreadyKnown => println!("already trusted in {}", known_hosts.display()),
     }
     Ok(ExitCode::SUCCESS)
@@ -373,6 +386,40 @@ async fn backends_check(config: Config) -> anyhow::Result<ExitCode> {
 fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
     auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
         .with_context(|| format!("secret key in {}", config.state_dir.display()))
+}
+
+/// Who the command line says acted: `cli:USER`, the account that ran it.
+fn actor_name() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
+/// The activity log as the command line writes to it: what a command changed, by [`actor_name`], from `local`.
+struct Recorder {
+    activity: Activity,
+    actor: Actor,
+}
+
+impl Recorder {
+    fn open(config: &Config, store: &Store) -> anyhow::Result<Recorder> {
+        let key = auth::derive_key(&secret_key(config)?, ACTIVITY_KEY_PURPOSE);
+        Ok(Recorder::of(Activity::new(store.clone(), &key)))
+    }
+
+    fn of(activity: Activity) -> Recorder {
+        // The uid, not only $USER, which the caller sets: `sudo` keeps SUDO_USER, said beside it.
+        // SAFETY: getuid cannot fail and touches no memory.
+        let uid = unsafe { libc::getuid() };
+        let credential = match std::env::var("SUDO_USER") {
+            Ok(by) => format!("uid {uid}, sudo by {by}"),
+            Err(_) => format!("uid {uid}"),
+        };
+        let origin = Origin { address: "local".into(), user_agent: format!("omserver {}", env!("CARGO_PKG_VERSION")) };
+        Recorder { activity, actor: Actor { name: actor_name(), credential, origin } }
+    }
+
+    async fn record(&self, change: Change) {
+        self.activity.record(&self.actor, change).await;
+    }
 }
 
 /// Token issuing without the rest of the server (no module scan, no audit writer).
@@ -397,7 +444,11 @@ async fn token(config: Config, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 }
                 None => None,
             };
-            let (_, token) = tokens.create_owned(&name, role, owner.as_ref()).await?;
+            let (id, token) = tokens.create_owned(&name, role, owner.as_ref()).await?;
+            let change = Change::ok("token.create", format!("token {id} ({name})"))
+                .with("role", role)
+                .with("user", owner.as_ref().map(|u| &u.name));
+            Recorder::open(&config, &store)?.record(change).await;
             println!("{token}");
         }
         TokenCommand::List => {
@@ -423,6 +474,7 @@ async fn token(config: Config, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             if !store.revoke_token(id).await? {
                 bail!("no live token with id {id}");
             }
+            Recorder::open(&config, &store)?.record(Change::ok("token.revoke", format!("token {id}"))).await;
             println!("revoked token {id}");
         }
     }
@@ -443,11 +495,14 @@ fn ago(now: i64, at: i64) -> String {
 async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<ExitCode> {
     let store = Store::connect(&config.database_url).await?;
     let users = users(&config, &store)?;
+    let log = Recorder::open(&config, &store)?;
     match cmd {
         UserCommand::Add { name, role } => {
             let role = crate::users::user_role(&role)?;
             let (password, generated) = read_password()?;
             let row = users.add(&name, &password, role).await?;
+            let change = Change::ok("user.add", format!("user {}", row.name)).with("role", &row.role);
+            log.record(change.with("password_generated", generated)).await;
             println!("added user {} ({})", row.name, row.role);
             if generated {
                 println!("password (shown only this once): {password}");
@@ -462,6 +517,7 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<ExitCode> {
         UserCommand::Passwd { name } => {
             let (password, generated) = read_password()?;
             users.set_password(&name, &password).await?;
+            log.record(Change::ok("user.password", format!("user {}", UserName::parse(&name)?))).await;
             println!("password of {} changed; its sessions ended", UserName::parse(&name)?);
             if generated {
                 println!("password (shown only this once): {password}");
@@ -469,14 +525,22 @@ async fn user(config: Config, cmd: UserCommand) -> anyhow::Result<ExitCode> {
         }
         UserCommand::Disable { name } => {
             users.disable(&name).await?;
+            log.record(Change::ok("user.disable", format!("user {}", UserName::parse(&name)?))).await;
             println!("disabled {}; its sessions ended and its tokens stop working", UserName::parse(&name)?);
         }
         UserCommand::Enable { name } => {
             users.enable(&name).await?;
+            log.record(Change::ok("user.enable", format!("user {}", UserName::parse(&name)?))).await;
             println!("enabled {}; it can log in and its tokens work again", UserName::parse(&name)?);
         }
         UserCommand::Role { name, role } => {
+            let before = users.get(&name).await?.role;
             users.set_role(&name, crate::users::user_role(&role)?).await?;
+            let after = users.get(&name).await?.role;
+            log.record(
+                Change::ok("user.role", format!("user {}", UserName::parse(&name)?)).diff("role", before, after),
+            )
+            .await;
             println!("{} is now {role}", UserName::parse(&name)?);
         }
     }

@@ -7,7 +7,9 @@ use std::{io::Read, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::{actor_name, Recorder};
 use crate::{
+    activity::Change,
     calendar::utc_text,
     config::Config,
     notify::{ChannelSpec, DeliveryView, Filter, Notifications, SubscriptionSpec},
@@ -54,10 +56,6 @@ pub enum NotifyCommand {
     Resend { id: i64 },
 }
 
-fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
-
 fn print_delivery(d: &DeliveryView) {
     let error = d.last_error.as_deref().map(|e| format!("  ({e})")).unwrap_or_default();
     println!(
@@ -74,7 +72,10 @@ fn print_delivery(d: &DeliveryView) {
 
 pub async fn notify(config: Config, cmd: NotifyCommand) -> anyhow::Result<ExitCode> {
     let public_url = config.public_url();
-    let notify = Notifications::new(Store::connect(&config.database_url).await?, config.notify.clone(), public_url);
+    let store = Store::connect(&config.database_url).await?;
+    let log = Recorder::open(&config, &store)?;
+    let notify = Notifications::new(store, config.notify.clone(), public_url);
+    let actor = actor_name();
     match cmd {
         NotifyCommand::Channels => {
             for c in notify.channels().await? {
@@ -96,18 +97,23 @@ pub async fn notify(config: Config, cmd: NotifyCommand) -> anyhow::Result<ExitCo
             };
             let spec: ChannelSpec =
                 serde_json::from_str(&text).with_context(|| format!("{} is not a channel", file.display()))?;
-            let made = notify.add_channel(spec, &actor()).await?;
+            let made = notify.add_channel(spec, &actor).await?;
+            let view = notify.channels().await?.into_iter().find(|c| c.id == made.id);
+            log.record(Change::ok("channel.add", format!("channel {}", made.id)).fields(&view)).await;
             println!("{}", made.id);
             if let Some(secret) = made.secret {
                 eprintln!("signing secret (shown this once): {secret}");
             }
         }
         NotifyCommand::DeleteChannel { id } => {
-            notify.delete_channel(id, &actor()).await?;
+            let before = notify.channels().await?.into_iter().find(|c| c.id == id);
+            notify.delete_channel(id, &actor).await?;
+            log.record(Change::ok("channel.delete", format!("channel {id}")).fields(&before)).await;
             println!("channel {id} deleted");
         }
         NotifyCommand::Test { id } => {
-            let d = notify.test_channel(id, &actor(), Duration::from_secs(20)).await?;
+            let d = notify.test_channel(id, &actor, Duration::from_secs(20)).await?;
+            log.record(Change::ok("channel.test", format!("channel {id}")).with("delivery", d.id)).await;
             print_delivery(&d);
             if d.status != "sent" {
                 return Ok(ExitCode::FAILURE);
@@ -124,10 +130,15 @@ pub async fn notify(config: Config, cmd: NotifyCommand) -> anyhow::Result<ExitCo
                 Some(text) => serde_json::from_str(&text).context("--filter is not a filter")?,
                 None => Filter::default(),
             };
-            println!("{}", notify.add_subscription(SubscriptionSpec { channel, event, filter }, &actor()).await?);
+            let id = notify.add_subscription(SubscriptionSpec { channel, event, filter }, &actor).await?;
+            let view = notify.subscriptions().await?.into_iter().find(|s| s.id == id);
+            log.record(Change::ok("subscription.add", format!("subscription {id}")).fields(&view)).await;
+            println!("{id}");
         }
         NotifyCommand::Unsubscribe { id } => {
-            notify.delete_subscription(id, &actor()).await?;
+            let before = notify.subscriptions().await?.into_iter().find(|s| s.id == id);
+            notify.delete_subscription(id, &actor).await?;
+            log.record(Change::ok("subscription.delete", format!("subscription {id}")).fields(&before)).await;
             println!("subscription {id} deleted");
         }
         NotifyCommand::Deliveries { status, limit } => {
@@ -149,7 +160,11 @@ pub async fn notify(config: Config, cmd: NotifyCommand) -> anyhow::Result<ExitCo
                 );
             }
         }
-        NotifyCommand::Resend { id } => print_delivery(&notify.resend(id, &actor()).await?),
+        NotifyCommand::Resend { id } => {
+            let d = notify.resend(id, &actor).await?;
+            log.record(Change::ok("delivery.resend", format!("delivery {id}"))).await;
+            print_delivery(&d);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,8 +3,10 @@
 
 use std::process::ExitCode;
 
+use super::{actor_name, Recorder};
 use crate::{
     access::Scope,
+    activity::Change,
     app::App,
     jobs::{Amount, JobEvent, JobRequest, RerunHosts},
     store::ResultRow,
@@ -19,15 +21,26 @@ pub(super) enum Launch {
 
 /// Runs a job in this process, printing each host as it finishes (cancelled and skipped ones too).
 pub(super) async fn run(app: App, launch: Launch) -> anyhow::Result<ExitCode> {
-    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let (log, actor) = (Recorder::of(app.activity.clone()), actor_name());
     let id = match launch {
-        Launch::New(request) => app.jobs.submit(request, &actor, &Scope::All).await?,
+        Launch::New(request) => {
+            let change = Change::ok("job.submit", String::new()).fields(&request);
+            let id = app.jobs.submit(request, &actor, &Scope::All).await?;
+            log.record(Change { object: format!("job {id}"), ..change }).await;
+            id
+        }
         Launch::Rerun(origin, which) => {
             let id = app.jobs.rerun(origin, which, &actor, &Scope::All).await?;
+            log.record(Change::ok("job.rerun", format!("job {id}")).with("rerun_of", origin).with("hosts", which))
+                .await;
             eprintln!("job {id} re-runs job {origin}");
             id
         }
-        Launch::Template(template) => app.templates.run(template, &actor, &Scope::All).await?,
+        Launch::Template(template) => {
+            let id = app.templates.run(template, &actor, &Scope::All).await?;
+            log.record(Change::ok("template.run", format!("saved job {template}")).with("job", id)).await;
+            id
+        }
     };
     // Each host as it finishes; the final view says how the job ended.
     let mut events = app.jobs.events(id, &Scope::All).await?;

@@ -7,9 +7,14 @@ use std::{io::Read, path::PathBuf, process::ExitCode};
 use anyhow::Context;
 use clap::Subcommand;
 
-use super::running::{run, Launch};
+use super::{
+    actor_name,
+    running::{run, Launch},
+    Recorder,
+};
 use crate::{
     access::Scope,
+    activity::Change,
     app::App,
     calendar::utc_text,
     config::Config,
@@ -78,10 +83,6 @@ pub enum ScheduleCommand {
     },
 }
 
-fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
-
 fn read_spec(file: &PathBuf) -> anyhow::Result<TemplateSpec> {
     let text = if file.as_os_str() == "-" {
         let mut text = String::new();
@@ -96,6 +97,7 @@ fn read_spec(file: &PathBuf) -> anyhow::Result<TemplateSpec> {
 pub async fn template(config: Config, cmd: TemplateCommand) -> anyhow::Result<ExitCode> {
     let app = App::open(config).await?;
     let templates = app.templates.clone();
+    let (log, actor) = (Recorder::of(app.activity.clone()), actor_name());
     match cmd {
         TemplateCommand::List => {
             for t in templates.list(&Scope::All).await? {
@@ -110,14 +112,25 @@ pub async fn template(config: Config, cmd: TemplateCommand) -> anyhow::Result<Ex
         }
         TemplateCommand::Show { id } => println!("{}", serde_json::to_string_pretty(&templates.get(id).await?.spec)?),
         TemplateCommand::Create { file } => {
-            println!("{}", templates.create(read_spec(&file)?, &actor(), &Scope::All).await?)
+            let spec = read_spec(&file)?;
+            let change = Change::ok("template.create", String::new()).fields(&spec);
+            let id = templates.create(spec, &actor, &Scope::All).await?;
+            log.record(Change { object: format!("saved job {id}"), ..change }).await;
+            println!("{id}")
         }
         TemplateCommand::Edit { id, file } => {
-            templates.update(id, read_spec(&file)?, &actor(), &Scope::All).await?;
+            let before = templates.get(id).await?;
+            let after = templates.update(id, read_spec(&file)?, &actor, &Scope::All).await?;
+            log.record(
+                Change::ok("template.update", format!("saved job {id}")).changed_fields(&before.spec, &after.spec),
+            )
+            .await;
             println!("saved job {id} changed");
         }
         TemplateCommand::Delete { id } => {
-            templates.delete(id, &actor(), &Scope::All).await?;
+            let before = templates.get(id).await?;
+            templates.delete(id, &actor, &Scope::All).await?;
+            log.record(Change::ok("template.delete", format!("saved job {id}")).fields(&before.spec)).await;
             println!("saved job {id} deleted");
         }
         TemplateCommand::Run { id } => return run(app, Launch::Template(id)).await,
@@ -126,7 +139,9 @@ pub async fn template(config: Config, cmd: TemplateCommand) -> anyhow::Result<Ex
 }
 
 pub async fn schedule(config: Config, cmd: ScheduleCommand) -> anyhow::Result<ExitCode> {
-    let schedules = Schedules::new(Store::connect(&config.database_url).await?);
+    let store = Store::connect(&config.database_url).await?;
+    let (log, actor) = (Recorder::open(&config, &store)?, actor_name());
+    let schedules = Schedules::new(store);
     match cmd {
         ScheduleCommand::List => {
             for s in schedules.list().await? {
@@ -141,7 +156,8 @@ pub async fn schedule(config: Config, cmd: ScheduleCommand) -> anyhow::Result<Ex
         ScheduleCommand::Create { name, template, cron, timezone, disabled, overlap, catch_up_secs } => {
             let overlap = if overlap == "queue" { Overlap::Queue } else { Overlap::Skip };
             let spec = ScheduleSpec { name, template, cron, timezone, enabled: !disabled, overlap, catch_up_secs };
-            let view = schedules.create(spec, &actor()).await?;
+            let view = schedules.create(spec, &actor).await?;
+            log.record(Change::ok("schedule.create", format!("schedule {}", view.id)).fields(&view.spec)).await;
             println!("{}", view.id);
             for next in view.next {
                 eprintln!("next: {}", utc_text(next));
@@ -149,13 +165,17 @@ pub async fn schedule(config: Config, cmd: ScheduleCommand) -> anyhow::Result<Ex
         }
         ScheduleCommand::Enable { id } | ScheduleCommand::Disable { id } => {
             let enable = matches!(cmd, ScheduleCommand::Enable { .. });
-            let mut spec = schedules.get(id).await?.spec;
-            spec.enabled = enable;
-            schedules.update(id, spec, &actor()).await?;
+            let before = schedules.get(id).await?.spec;
+            let spec = ScheduleSpec { enabled: enable, ..before.clone() };
+            let after = schedules.update(id, spec, &actor).await?;
+            log.record(Change::ok("schedule.update", format!("schedule {id}")).changed_fields(&before, &after.spec))
+                .await;
             println!("schedule {id} {}", if enable { "enabled" } else { "disabled" });
         }
         ScheduleCommand::Delete { id } => {
-            schedules.delete(id, &actor()).await?;
+            let before = schedules.get(id).await?.spec;
+            schedules.delete(id, &actor).await?;
+            log.record(Change::ok("schedule.delete", format!("schedule {id}")).fields(&before)).await;
             println!("schedule {id} deleted");
         }
         ScheduleCommand::Fires { id, limit } => {

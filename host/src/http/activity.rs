@@ -1,11 +1,12 @@
-//! `GET /api/activity` and `GET /api/activity.csv`: the activity log (admin), and [`Origin`], the extractor that
-//! says where a request came from for the record.
+//! `GET /api/activity` and `GET /api/activity.csv`: the activity log (admin); [`RequestOrigin`], the extractor
+//! that says where a request came from for the record; and [`record_refusals`], which records refused changes.
 
 use std::net::SocketAddr;
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts, State},
+    extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State},
     http::{header, request::Parts},
+    middleware::Next,
     response::{IntoResponse, Response},
     Json,
 };
@@ -14,16 +15,17 @@ use utoipa_axum::routes;
 
 use super::{
     auth::Authenticated,
-    error::ErrorBody,
+    error::{ErrorBody, Refusal},
     extract::Query,
     routes::{Access, Routes},
     AppState, HttpError,
 };
 use crate::{
-    activity::{Actor, Origin},
+    activity::{Actor, Change, Origin},
     auth::{Principal, Role},
     calendar::{self, End},
     store::{ActivityQuery, ActivityRow},
+    users::Session,
 };
 
 /// Most rows one listing returns; the CSV takes up to 100 times as many.
@@ -60,12 +62,48 @@ impl RequestOrigin {
     }
 }
 
+/// Records every refused attempt to change something: a request with an unsafe method that an authenticated
+/// caller made and a handler refused (403: below the route's role, outside the caller's grants, more than its
+/// user may). Reads pass unrecorded; an unauthenticated request names no one (401, not here).
+pub async fn record_refusals(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method().is_safe() {
+        return next.run(request).await;
+    }
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let session = request.extensions().get::<Session>().map(|s| s.principal.clone());
+    let bearer = request.headers().get(header::AUTHORIZATION).cloned();
+    let (mut parts, body) = request.into_parts();
+    let Ok(RequestOrigin(origin)) = RequestOrigin::from_request_parts(&mut parts, &()).await;
+    let response = next.run(Request::from_parts(parts, body)).await;
+    let Some(Refusal(reason)) = response.extensions().get::<Refusal>().cloned() else {
+        return response;
+    };
+    // The caller again: a session's principal came with the request; a token is looked up once more, which
+    // costs a query on refusals alone.
+    let principal = match (session, bearer) {
+        (_, Some(header)) => {
+            let token = header.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim().to_owned());
+            match token {
+                Some(token) => state.tokens.authenticate(&token).await.ok().flatten(),
+                None => None,
+            }
+        }
+        (session, None) => session,
+    };
+    if let Some(principal) = principal {
+        let change = Change::ok("request.refused", what).with("route", route).outcome(format!("refused: {reason}"));
+        state.activity.record(&Actor::of(&principal, origin), change).await;
+    }
+    response
+}
+
 /// Filters of the log; empty fields mean "any". Times are UTC.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct Filter {
-    /// Who: a user or token name, `schedule:NAME`, `server` or `cli`, exactly.
+    /// Who: a user or token name, `schedule:NAME`, `server` or `cli:USER`, exactly.
     #[param(max_length = 128)]
     actor: Option<String>,
     /// An action (`user.add`) or a kind of actions (`user`).
@@ -86,7 +124,7 @@ pub struct Filter {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
-    /// Who: a user or token name, `schedule:NAME`, `server` or `cli`.
+    /// Who: a user or token name, `schedule:NAME`, `server` or `cli:USER`.
     pub actor: String,
     /// How it proved it: `session N`, `token N (name)`; empty for the server's own parts.
     pub credential: String,

@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::{router::UtoipaMethodRouterExt, routes};
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     body::Submitted,
     error::ErrorBody,
@@ -29,6 +30,7 @@ use super::{
 };
 use crate::{
     access::Scope,
+    activity::Change,
     audit::{
         alerts::RuleError, chain::Report, AgentAck, AgentBatch, AuditView, Filter, IngestError, RuleRefused,
         RuleRequest,
@@ -300,7 +302,7 @@ async fn filter_of(state: &AppState, p: &StreamParams, scope: &Scope) -> Result<
         (Some(named), Some(in_apps)) => Some(named.into_iter().filter(|id| in_apps.contains(id)).collect()),
         (named, in_apps) => named.or(in_apps),
     };
-    if let Some(visible) = scope.visible_ids(&state.store.list_hosts().await?) {
+    if let Some(visible) = scope.visible_ids(&state.store.inventory_snapshot().await?) {
         // A host the caller does not see has no events for it: named, it matches nothing.
         host_ids = Some(match host_ids {
             Some(ids) => ids.into_iter().filter(|id| visible.contains(id)).collect(),
@@ -515,6 +517,7 @@ async fn rules(State(state): State<AppState>, who: Authenticated) -> Result<Json
 async fn add_rule(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     body: Result<Submitted<RuleRequest>, HttpError>,
 ) -> Result<Response, HttpError> {
     // Who first: a caller without the role learns nothing from how its body is judged.
@@ -528,6 +531,8 @@ async fn add_rule(
         RuleRefused::Store(err) => err.into(),
     })?;
     tracing::info!(rule = %name, actor = %admin.name, "audit alert rule added");
+    let change = Change::ok("alert_rule.add", format!("alert rule {id} ({name})")).fields(&body.value);
+    state.activity.record(&origin.actor(admin), change).await;
     Ok(body.respond(StatusCode::CREATED, json!({ "id": id }), "/audit"))
 }
 
@@ -539,13 +544,18 @@ async fn add_rule(
 async fn delete_rule(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
     let admin = who.require(Role::Admin)?;
+    let before = state.audit.alert_rules().await?.into_iter().find(|r| r.id == id);
     if !state.audit.delete_alert_rule(id).await? {
         return Err(HttpError::NotFound(format!("alert rule {id} not found")));
     }
     tracing::info!(rule_id = id, actor = %admin.name, "audit alert rule deleted");
+    let name = before.as_ref().map(|r| r.name.as_str()).unwrap_or_default();
+    let change = Change::ok("alert_rule.delete", format!("alert rule {id} ({name})")).fields(&before);
+    state.activity.record(&origin.actor(admin), change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -134,6 +134,9 @@ impl IntoResponse for HttpError {
             other => ErrorBody { error: other.to_string(), field: None },
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let HttpError::Forbidden(_) | HttpError::OutsideGrants { .. } | HttpError::Refused(_) = &self {
+            response.extensions_mut().insert(Refusal(self.to_string()));
+        }
         match &self {
             HttpError::Unauthorized => {
                 response.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
@@ -146,6 +149,10 @@ impl IntoResponse for HttpError {
         response
     }
 }
+
+/// On a response: an authenticated caller was refused, and why ([`super::activity::record_refusals`] records it).
+#[derive(Debug, Clone)]
+pub struct Refusal(pub String);
 
 /// Whole seconds to wait, rounded up, at least 1 (`Retry-After` takes whole seconds).
 pub fn retry_after_secs(wait: &std::time::Duration) -> u64 {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     error::ErrorBody,
     extract::{JsonBody, Path},
@@ -16,6 +17,7 @@ use super::{
 };
 pub use crate::inventory::HostForm;
 use crate::{
+    activity::Change,
     auth::Role,
     inventory::Claimed,
     store::{HostRow, NewHost},
@@ -49,14 +51,16 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 async fn add(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     form: Result<JsonBody<HostForm>, HttpError>,
 ) -> Result<(StatusCode, Json<HostRow>), HttpError> {
-    who.require(Role::Admin)?;
+    let actor = who.require(Role::Admin)?;
     let JsonBody(form) = form?;
     let host = validate_host(form)?;
     let row = state.store.add_host(&host).await?;
     state.audit.inventory_changed();
-    tracing::info!(host = %row.name, ip = %row.ip, actor = %who.0.name, "host added");
+    tracing::info!(host = %row.name, ip = %row.ip, actor = %actor.name, "host added");
+    state.activity.record(&origin.actor(actor), Change::ok("host.add", described(&row)).fields(&row)).await;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -71,16 +75,20 @@ async fn add(
 async fn update(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
     form: Result<JsonBody<HostForm>, HttpError>,
 ) -> Result<Json<HostRow>, HttpError> {
-    who.require(Role::Admin)?;
+    let actor = who.require(Role::Admin)?;
     let JsonBody(form) = form?;
     let host = validate_host(form)?;
-    let row =
-        state.store.update_host(id, &host).await?.ok_or_else(|| HttpError::NotFound(format!("host {id} not found")))?;
+    let not_found = || HttpError::NotFound(format!("host {id} not found"));
+    let before = state.store.host(id).await?.ok_or_else(not_found)?;
+    let row = state.store.update_host(id, &host).await?.ok_or_else(not_found)?;
     state.audit.inventory_changed();
-    tracing::info!(host = %row.name, ip = %row.ip, actor = %who.0.name, "host changed");
+    tracing::info!(host = %row.name, ip = %row.ip, actor = %actor.name, "host changed");
+    let change = Change::ok("host.update", described(&row)).changed_fields(&before, &row);
+    state.activity.record(&origin.actor(actor), change).await;
     Ok(Json(row))
 }
 
@@ -94,14 +102,18 @@ async fn update(
 async fn delete(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
-    who.require(Role::Admin)?;
+    let actor = who.require(Role::Admin)?;
+    let not_found = || HttpError::NotFound(format!("host {id} not found"));
+    let before = state.store.host(id).await?.ok_or_else(not_found)?;
     if !state.store.delete_host(id).await? {
-        return Err(HttpError::NotFound(format!("host {id} not found")));
+        return Err(not_found());
     }
     state.audit.inventory_changed();
-    tracing::info!(host_id = id, actor = %who.0.name, "host deleted");
+    tracing::info!(host_id = id, actor = %actor.name, "host deleted");
+    state.activity.record(&origin.actor(actor), Change::ok("host.delete", described(&before)).fields(&before)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,9 +160,10 @@ struct ImportReport {
 async fn import(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     request: Result<JsonBody<ImportRequest>, HttpError>,
 ) -> Result<Json<ImportReport>, HttpError> {
-    who.require(Role::Admin)?;
+    let actor = who.require(Role::Admin)?;
     let JsonBody(request) = request?;
     let parsed = match request.format.as_str() {
         "csv" => crate::inventory::parse_csv(&request.text).map_err(|e| HttpError::unprocessable("text", e))?,
@@ -204,8 +217,23 @@ async fn import(
     if imported > 0 {
         state.audit.inventory_changed();
     }
-    tracing::info!(imported, failed, preview = request.preview, actor = %who.0.name, "inventory import");
+    tracing::info!(imported, failed, preview = request.preview, actor = %actor.name, "inventory import");
+    if !request.preview {
+        // One record for the file: the hosts it added by name, and the lines it refused with why.
+        let added: Vec<&str> = lines.iter().filter(|l| l.imported).filter_map(|l| l.name.as_deref()).collect();
+        let refused: Vec<String> =
+            lines.iter().filter_map(|l| l.error.as_ref().map(|e| format!("line {}: {e}", l.line))).collect();
+        let change = Change::ok("host.import", format!("{} file", request.format))
+            .with("imported", added)
+            .with("refused", refused);
+        state.activity.record(&origin.actor(actor), change).await;
+    }
     Ok(Json(ImportReport { lines, imported, failed }))
+}
+
+/// How a host is named in the activity log.
+fn described(host: &HostRow) -> String {
+    format!("host {} ({})", host.name, host.ip)
 }
 
 /// Host names are DNS-like labels (letters, digits, `-`, `_`, `.`), addresses are IPv4 or IPv6.

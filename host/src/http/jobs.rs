@@ -14,6 +14,7 @@ use serde::Serialize;
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     error::ErrorBody,
     extract::{JsonBody, Path, Query},
@@ -21,6 +22,7 @@ use super::{
     AppState, HttpError,
 };
 use crate::{
+    activity::Change,
     auth::Role,
     backends::Health,
     jobs::{HistoryFilter, JobEvent, JobRequest, JobView, RerunHosts},
@@ -101,11 +103,14 @@ async fn backends(State(state): State<AppState>, who: Authenticated) -> Result<J
 async fn submit(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     request: Result<JsonBody<JobRequest>, HttpError>,
 ) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(request) = request?;
+    let change = Change::ok("job.submit", String::new()).fields(&request);
     let id = state.jobs.submit(request, &principal.name, &principal.scope).await?;
+    state.activity.record(&origin.actor(principal), Change { object: format!("job {id}"), ..change }).await;
     Ok((StatusCode::ACCEPTED, Json(Submitted { id })))
 }
 
@@ -148,11 +153,13 @@ async fn show(
 async fn cancel(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<Json<Cancelling>, HttpError> {
-    who.require(Role::Operator)?;
-    if state.jobs.cancel_in(id, &who.0.scope).await? {
-        tracing::info!(job_id = id, actor = %who.0.name, "job cancel requested");
+    let principal = who.require(Role::Operator)?;
+    if state.jobs.cancel_in(id, &principal.scope).await? {
+        tracing::info!(job_id = id, actor = %principal.name, "job cancel requested");
+        state.activity.record(&origin.actor(principal), Change::ok("job.cancel", format!("job {id}"))).await;
         Ok(Json(Cancelling { id, cancelling: true }))
     } else {
         // Finished jobs cannot be cancelled; unknown ones do not exist.
@@ -177,12 +184,16 @@ async fn cancel(
 async fn rerun(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
     request: Result<JsonBody<RerunRequest>, HttpError>,
 ) -> Result<(StatusCode, Json<Submitted>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(request) = request?;
-    let new = state.jobs.rerun(id, request.hosts, &principal.name, &principal.scope).await?;
+    let hosts = request.hosts;
+    let new = state.jobs.rerun(id, hosts, &principal.name, &principal.scope).await?;
     tracing::info!(job_id = new, rerun_of = id, actor = %principal.name, "job re-run");
+    let change = Change::ok("job.rerun", format!("job {new}")).with("rerun_of", id).with("hosts", hosts);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok((StatusCode::ACCEPTED, Json(Submitted { id: new })))
 }

@@ -139,6 +139,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         // Not a route (nothing is served there): an unknown path answers 404, as a console page for people.
         .fallback(crate::ui::not_found)
         .method_not_allowed_fallback(crate::ui::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), activity::record_refusals))
         .layer(middleware::from_fn_with_state(state.clone(), session::guard))
         .layer(middleware::from_fn(track_latency))
         .layer(middleware::from_fn(headers::security_headers))

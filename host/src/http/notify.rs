@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     error::ErrorBody,
     extract::{JsonBody, Path, Query},
@@ -16,6 +17,7 @@ use super::{
     AppState, HttpError,
 };
 use crate::{
+    activity::Change,
     auth::Role,
     notify::{ChannelCreated, ChannelSpec, ChannelView, DeliveryView, SubscriptionSpec, SubscriptionView},
     store::DeliveryQuery,
@@ -57,11 +59,17 @@ async fn channels(State(state): State<AppState>, who: Authenticated) -> Result<J
 async fn create_channel(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     spec: Result<JsonBody<ChannelSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<ChannelCreated>), HttpError> {
     let principal = who.require(Role::Admin)?;
     let JsonBody(spec) = spec?;
-    Ok((StatusCode::CREATED, Json(state.notify.add_channel(spec, &principal.name).await?)))
+    let created = state.notify.add_channel(spec, &principal.name).await?;
+    // Recorded as the API shows it: never the secret, a Slack URL only by its host.
+    let view = state.notify.channels().await?.into_iter().find(|c| c.id == created.id);
+    let change = Change::ok("channel.add", format!("channel {}", created.id)).fields(&view);
+    state.activity.record(&origin.actor(principal), change).await;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Deletes a channel with its subscriptions and its deliveries.
@@ -71,10 +79,14 @@ async fn create_channel(
 async fn delete_channel(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
     let principal = who.require(Role::Admin)?;
+    let before = state.notify.channels().await?.into_iter().find(|c| c.id == id);
     state.notify.delete_channel(id, &principal.name).await?;
+    let change = Change::ok("channel.delete", format!("channel {id}")).fields(&before);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -86,10 +98,14 @@ async fn delete_channel(
 async fn test_channel(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<Json<DeliveryView>, HttpError> {
     let principal = who.require(Role::Admin)?;
-    Ok(Json(state.notify.test_channel(id, &principal.name, TEST_WAIT).await?))
+    let delivery = state.notify.test_channel(id, &principal.name, TEST_WAIT).await?;
+    let change = Change::ok("channel.test", format!("channel {id}")).with("delivery", delivery.id);
+    state.activity.record(&origin.actor(principal), change).await;
+    Ok(Json(delivery))
 }
 
 /// Every subscription, oldest first.
@@ -117,11 +133,15 @@ struct Created {
 async fn create_subscription(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     spec: Result<JsonBody<SubscriptionSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Admin)?;
     let JsonBody(spec) = spec?;
     let id = state.notify.add_subscription(spec, &principal.name).await?;
+    let view = state.notify.subscriptions().await?.into_iter().find(|s| s.id == id);
+    let change = Change::ok("subscription.add", format!("subscription {id}")).fields(&view);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -131,10 +151,14 @@ async fn create_subscription(
 async fn delete_subscription(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
     let principal = who.require(Role::Admin)?;
+    let before = state.notify.subscriptions().await?.into_iter().find(|s| s.id == id);
     state.notify.delete_subscription(id, &principal.name).await?;
+    let change = Change::ok("subscription.delete", format!("subscription {id}")).fields(&before);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -211,8 +235,11 @@ async fn delivery(
 async fn resend(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<Json<DeliveryView>, HttpError> {
     let principal = who.require(Role::Admin)?;
-    Ok(Json(state.notify.resend(id, &principal.name).await?))
+    let delivery = state.notify.resend(id, &principal.name).await?;
+    state.activity.record(&origin.actor(principal), Change::ok("delivery.resend", format!("delivery {id}"))).await;
+    Ok(Json(delivery))
 }

@@ -92,8 +92,14 @@ async fn overview(
     } else {
         (Vec::new(), Vec::new())
     };
-    let names: HashMap<i64, String> =
-        state.store.list_hosts().await?.into_iter().filter(|h| who.0.scope.sees(h)).map(|h| (h.id, h.name)).collect();
+    let names: HashMap<i64, String> = state
+        .store
+        .inventory_snapshot()
+        .await?
+        .iter()
+        .filter(|h| who.0.scope.sees(h))
+        .map(|h| (h.id, h.name.clone()))
+        .collect();
     let cutoff = now - silent_after_secs * 1000;
     let mut silent_hosts: Vec<SilentHost> = state
         .store

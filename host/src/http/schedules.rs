@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     error::ErrorBody,
     extract::{JsonBody, Path, Query},
@@ -14,6 +15,7 @@ use super::{
 };
 use crate::{
     access::Scope,
+    activity::Change,
     auth::Role,
     schedules::{ScheduleSpec, ScheduleView},
     store::FireRow,
@@ -73,12 +75,15 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     spec: Result<JsonBody<ScheduleSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(spec) = spec?;
     runs_within(&state, spec.template, &principal.scope).await?;
     let view = state.schedules.create(spec, &principal.name).await?;
+    let change = Change::ok("schedule.create", format!("schedule {}", view.id)).fields(&view.spec);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok((StatusCode::CREATED, Json(Created { id: view.id, next: view.next })))
 }
 
@@ -111,6 +116,7 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
     spec: Result<JsonBody<ScheduleSpec>, HttpError>,
 ) -> Result<Json<ScheduleView>, HttpError> {
@@ -120,7 +126,10 @@ async fn update(
     seen_by(&state, &old, &principal.scope).await?;
     runs_within(&state, old.spec.template, &principal.scope).await?;
     runs_within(&state, spec.template, &principal.scope).await?;
-    Ok(Json(state.schedules.update(id, spec, &principal.name).await?))
+    let new = state.schedules.update(id, spec, &principal.name).await?;
+    let change = Change::ok("schedule.update", format!("schedule {id}")).changed_fields(&old.spec, &new.spec);
+    state.activity.record(&origin.actor(principal), change).await;
+    Ok(Json(new))
 }
 
 /// Deletes a schedule and its record of fires; the jobs it started stay in the history.
@@ -134,6 +143,7 @@ async fn update(
 async fn delete(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
     let principal = who.require(Role::Operator)?;
@@ -141,6 +151,8 @@ async fn delete(
     seen_by(&state, &old, &principal.scope).await?;
     runs_within(&state, old.spec.template, &principal.scope).await?;
     state.schedules.delete(id, &principal.name).await?;
+    let change = Change::ok("schedule.delete", format!("schedule {id}")).fields(&old.spec);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

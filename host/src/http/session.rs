@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     body::{is_form, see_other, Submitted, CSRF_FIELD},
     routes::{Access, Routes},
@@ -116,9 +117,19 @@ async fn login(
 
 /// Ends the session the cookie names, at once, and clears the cookie. No role: it can only end the caller's own
 /// session, and it must work with an expired one too. A live session's CSRF token is required ([`guard`]).
-async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, HttpError> {
+async fn logout(
+    State(state): State<AppState>,
+    origin: RequestOrigin,
+    live: Option<Extension<Session>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
     if let Some(id) = session_cookie(&headers) {
         state.users.logout(&id).await?;
+    }
+    // Only a live session is news: an expired one's cookie is cleared without a record.
+    if let Some(Extension(session)) = live {
+        let change = Change::ok("logout", format!("user {}", session.principal.name));
+        state.activity.record(&origin.actor(&session.principal), change).await;
     }
     let mut response = if is_form(&headers) { see_other("/login") } else { StatusCode::NO_CONTENT.into_response() };
     set_cookie(&mut response, &format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"), &state);

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa_axum::routes;
 
 use super::{
+    activity::RequestOrigin,
     auth::Authenticated,
     error::ErrorBody,
     extract::{JsonBody, Path},
@@ -13,6 +14,7 @@ use super::{
     AppState, HttpError,
 };
 use crate::{
+    activity::Change,
     auth::Role,
     templates::{TemplateSpec, TemplateView},
 };
@@ -59,11 +61,14 @@ async fn list(State(state): State<AppState>, who: Authenticated) -> Result<Json<
 async fn create(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     spec: Result<JsonBody<TemplateSpec>, HttpError>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(spec) = spec?;
+    let change = Change::ok("template.create", String::new()).fields(&spec);
     let id = state.templates.create(spec, &principal.name, &principal.scope).await?;
+    state.activity.record(&origin.actor(principal), Change { object: format!("saved job {id}"), ..change }).await;
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
 
@@ -94,12 +99,17 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
     spec: Result<JsonBody<TemplateSpec>, HttpError>,
 ) -> Result<Json<TemplateView>, HttpError> {
     let principal = who.require(Role::Operator)?;
     let JsonBody(spec) = spec?;
-    Ok(Json(state.templates.update(id, spec, &principal.name, &principal.scope).await?))
+    let before = state.templates.get_in(id, &principal.scope).await?;
+    let after = state.templates.update(id, spec, &principal.name, &principal.scope).await?;
+    let change = Change::ok("template.update", format!("saved job {id}")).changed_fields(&before.spec, &after.spec);
+    state.activity.record(&origin.actor(principal), change).await;
+    Ok(Json(after))
 }
 
 /// Deletes a saved job; the jobs it ran stay in the history with their copy of its definition. One that schedules
@@ -115,10 +125,14 @@ async fn update(
 async fn delete(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, HttpError> {
     let principal = who.require(Role::Operator)?;
+    let before = state.templates.get_in(id, &principal.scope).await?;
     state.templates.delete(id, &principal.name, &principal.scope).await?;
+    let change = Change::ok("template.delete", format!("saved job {id}")).fields(&before.spec);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,11 +163,14 @@ async fn hosts(
 async fn run(
     State(state): State<AppState>,
     who: Authenticated,
+    origin: RequestOrigin,
     Path(id): Path<i64>,
 ) -> Result<(StatusCode, Json<Created>), HttpError> {
     let principal = who.require(Role::Operator)?;
     // One the caller cannot see is not found, as anywhere else (a schedule's fire says which hosts instead).
-    state.templates.get_in(id, &principal.scope).await?;
+    let saved = state.templates.get_in(id, &principal.scope).await?;
     let job = state.templates.run(id, &principal.name, &principal.scope).await?;
+    let change = Change::ok("template.run", format!("saved job {id} ({})", saved.spec.name)).with("job", job);
+    state.activity.record(&origin.actor(principal), change).await;
     Ok((StatusCode::ACCEPTED, Json(Created { id: job })))
 }

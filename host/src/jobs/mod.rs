@@ -38,7 +38,7 @@ use crate::{
 };
 
 /// A request to run a module.
-#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub module: u32,
@@ -57,7 +57,7 @@ pub struct JobRequest {
 }
 
 /// Which hosts a re-run targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RerunHosts {
     /// Every host of the original job.
@@ -433,7 +433,7 @@ impl JobService {
         if scope.is_all() {
             return Ok(self.store.query_jobs(query).await?.into_iter().map(|job| view_of(job, Vec::new())).collect());
         }
-        let inventory = self.store.list_hosts().await?;
+        let inventory = self.store.inventory_snapshot().await?;
         // Whole pages: a caller who sees few of the jobs would otherwise cost a query per hundred.
         let mut page = JobQuery { limit: history::MAX_LIMIT, ..query.clone() };
         let mut seen = Vec::new();

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 pub use library::{check_elf, LoadedModule, RejectReason};
 
-use crate::worker::Workers;
+use crate::{activity::Change, worker::Workers};
 
 /// A file is left alone until it has not changed for this long: a deployer still writing it in place is not done.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -91,13 +91,48 @@ pub struct ParamListing {
 }
 
 /// What a reconcile pass did, for logs, metrics and the watcher.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     pub loaded: Vec<String>,
     pub rejected: Vec<String>,
     pub removed: Vec<String>,
     /// Files seen changing right now: reconcile again shortly.
     pub unsettled: bool,
+    /// Each file loaded, replaced, rejected or removed, as the activity log records it.
+    pub changes: Vec<Change>,
+}
+
+impl Outcome {
+    /// This pass and then `next`, as one.
+    pub fn extend(&mut self, next: Outcome) {
+        self.loaded.extend(next.loaded);
+        self.rejected.extend(next.rejected);
+        self.removed.extend(next.removed);
+        self.changes.extend(next.changes);
+        self.unsettled = next.unsettled;
+    }
+}
+
+/// The activity record of a file's new state (`before`: what the registry held for it until now).
+fn change_of(file: &str, before: Option<&FileState>, after: Option<&FileState>) -> Change {
+    let object = format!("module file {file}");
+    let held = |state: Option<&FileState>| match state {
+        Some(FileState::Loaded(m)) => {
+            serde_json::json!({ "id": m.meta.id, "version": m.meta.version.to_string(), "sha256": m.sha256 })
+        }
+        Some(FileState::Rejected { reason, .. }) => serde_json::json!({ "rejected": reason }),
+        None => serde_json::Value::Null,
+    };
+    match after {
+        None => Change::ok("module.remove", object).fields(held(before)),
+        Some(FileState::Rejected { reason, .. }) => {
+            Change::ok("module.reject", object).with("was", held(before)).outcome(format!("rejected: {reason}"))
+        }
+        Some(FileState::Loaded(_)) if before.is_some() => {
+            Change::ok("module.replace", object).changed_fields(held(before), held(after))
+        }
+        Some(FileState::Loaded(_)) => Change::ok("module.load", object).fields(held(after)),
+    }
 }
 
 pub struct Registry {
@@ -172,6 +207,7 @@ impl Registry {
                 state.serving.retain(|_, f| *f != file);
                 state.files.remove(&file)
             };
+            outcome.changes.push(change_of(&file, removed.as_ref().map(|e| &e.state), None));
             self.retire(removed);
             tracing::info!(file = %file, "module file removed");
             outcome.removed.push(file);
@@ -200,10 +236,11 @@ impl Registry {
                 let mut state = self.write();
                 // A changed file gives up its id until it is resolved again below.
                 state.serving.retain(|_, f| *f != file);
-                let replaced = state.files.insert(file, FileEntry { fingerprint, state: file_state });
+                let replaced = state.files.insert(file.clone(), FileEntry { fingerprint, state: file_state.clone() });
                 resolve_duplicates(&mut state);
                 replaced
             };
+            outcome.changes.push(change_of(&file, replaced.as_ref().map(|e| &e.state), Some(&file_state)));
             self.retire(replaced);
         }
         resolve_duplicates(&mut self.write());

@@ -8,6 +8,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::Registry;
+use crate::activity::{Activity, Actor};
 
 /// Events closer together than this are handled in one pass (a copy or build writes many times).
 const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -16,8 +17,12 @@ const RETRY_UNSETTLED: Duration = Duration::from_millis(200);
 /// A full pass now and then, in case the kernel dropped events (inotify queue overflow).
 const SAFETY_NET: Duration = Duration::from_secs(30);
 
-/// Starts watching `registry.dir()`. The returned task ends when `shutdown` is cancelled.
-pub fn spawn(registry: Arc<Registry>, shutdown: CancellationToken) -> Result<JoinHandle<()>, notify::Error> {
+/// Starts watching `registry.dir()`; each file loaded, replaced, rejected or removed goes to `activity`. The returned task ends when `shutdown` is cancelled.
+pub fn spawn(
+    registry: Arc<Registry>,
+    activity: Activity,
+    shutdown: CancellationToken,
+) -> Result<JoinHandle<()>, notify::Error> {
     // Capacity 1: one pending wake-up is enough, because a pass reads the whole directory.
     let (wake, mut woken) = mpsc::channel::<()>(1);
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
@@ -46,7 +51,11 @@ pub fn spawn(registry: Arc<Registry>, shutdown: CancellationToken) -> Result<Joi
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            unsettled = registry.reconcile().await.unsettled;
+            let outcome = registry.reconcile().await;
+            for change in outcome.changes {
+                activity.record(&Actor::internal("server"), change).await;
+            }
+            unsettled = outcome.unsettled;
         }
     }))
 }

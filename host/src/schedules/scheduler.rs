@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::{cron::Cron, cron_of, Overlap};
 use crate::{
     access,
+    activity::{Activity, Actor, Change},
     store::{now_ms, ScheduleRow, Store, StoreError},
     templates::Templates,
 };
@@ -37,6 +38,7 @@ const QUEUE_POLL: Duration = Duration::from_millis(250);
 pub struct Scheduler {
     store: Store,
     templates: Arc<Templates>,
+    activity: Activity,
     changed: Arc<Notify>,
     /// Schedules with a fire waiting for the previous run (one at most each).
     queued: Arc<Mutex<HashSet<i64>>>,
@@ -51,8 +53,8 @@ struct Planned {
 }
 
 impl Scheduler {
-    pub fn new(store: Store, templates: Arc<Templates>, changed: Arc<Notify>) -> Scheduler {
-        Scheduler { store, templates, changed, queued: Arc::default() }
+    pub fn new(store: Store, templates: Arc<Templates>, changed: Arc<Notify>, activity: Activity) -> Scheduler {
+        Scheduler { store, templates, activity, changed, queued: Arc::default() }
     }
 
     /// Runs until `shutdown`. Fires left claimed by a previous process are failed first.
@@ -176,6 +178,7 @@ impl Scheduler {
         let fire = Fire {
             store: self.store.clone(),
             templates: self.templates.clone(),
+            activity: self.activity.clone(),
             queued: self.queued.clone(),
             row: row.clone(),
             slot,
@@ -193,6 +196,7 @@ impl Scheduler {
 struct Fire {
     store: Store,
     templates: Arc<Templates>,
+    activity: Activity,
     queued: Arc<Mutex<HashSet<i64>>>,
     row: ScheduleRow,
     slot: i64,
@@ -226,7 +230,14 @@ impl Fire {
         let actor = format!("schedule:{}", self.row.name);
         // A schedule runs with the rights of whoever last saved it: a scoped user's grants as they are now.
         let scope = access::scope_of_name(&self.store, &self.row.updated_by).await?;
-        match self.templates.run(self.row.template_id, &actor, &scope).await {
+        let run = self.templates.run(self.row.template_id, &actor, &scope).await;
+        let change = Change::ok("template.run", format!("saved job {}", self.row.template_id)).with("slot", slot);
+        let change = match &run {
+            Ok(job) => change.with("job", job),
+            Err(err) => change.outcome(format!("failed: {err}")),
+        };
+        self.activity.record(&Actor::internal(&actor), change).await;
+        match run {
             Ok(job) => {
                 tracing::info!(schedule_id = id, slot, job_id = job, lag_ms = now_ms() - slot, "schedule fired");
                 metrics::counter!("omserver_schedule_fires_total", "outcome" => "fired").increment(1);

@@ -132,8 +132,9 @@ impl Store {
                 clauses.push("action = ?");
                 binds.push(Bind::Text(kind.clone()));
             } else {
-                // `user` is every `user.…`: a prefix range the action index answers.
-                clauses.push("action >= ? AND action < ?");
+                // `login` is `login` itself and every `login.…`: a prefix range the action index answers.
+                clauses.push("(action = ? OR (action >= ? AND action < ?))");
+                binds.push(Bind::Text(kind.clone()));
                 binds.push(Bind::Text(format!("{kind}.")));
                 binds.push(Bind::Text(format!("{kind}/")));
             }

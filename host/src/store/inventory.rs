@@ -2,7 +2,54 @@
 
 use serde::Serialize;
 
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
 use super::{now_ms, on_pool, Dialect, Store, StoreError};
+
+/// How long [`Store::inventory_snapshot`] shares one read of the inventory.
+pub const SNAPSHOT_TTL: Duration = Duration::from_secs(1);
+
+/// The shared read, and a generation every host write bumps: a read begun before a write is not kept after it.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Snapshot(Arc<Mutex<SnapshotState>>);
+
+#[derive(Debug, Default)]
+struct SnapshotState {
+    generation: u64,
+    kept: Option<(Instant, Arc<[HostRow]>)>,
+}
+
+impl Snapshot {
+    fn lock(&self) -> MutexGuard<'_, SnapshotState> {
+        // Two plain fields, each written whole: nothing a panic could leave half-done.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self) -> Option<Arc<[HostRow]>> {
+        let state = self.lock();
+        state.kept.as_ref().filter(|(at, _)| at.elapsed() < SNAPSHOT_TTL).map(|(_, hosts)| hosts.clone())
+    }
+
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    fn keep(&self, generation: u64, hosts: Arc<[HostRow]>) {
+        let mut state = self.lock();
+        if state.generation == generation {
+            state.kept = Some((Instant::now(), hosts));
+        }
+    }
+
+    fn invalidate(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.kept = None;
+    }
+}
 
 /// A host as stored, with its categories' names.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -144,6 +191,20 @@ impl Store {
         )
     }
 
+    /// The inventory as [`Store::list_hosts`] reads it, shared for up to [`SNAPSHOT_TTL`]: what a scoped caller's
+    /// grants are checked against on every audit query and overview, which would otherwise read every host and
+    /// tag each time. A host written through this store drops it at once; a change made by another process (the
+    /// CLI, another server) is seen within the TTL.
+    pub async fn inventory_snapshot(&self) -> Result<Arc<[HostRow]>, StoreError> {
+        if let Some(hosts) = self.snapshot.fresh() {
+            return Ok(hosts);
+        }
+        let generation = self.snapshot.generation();
+        let hosts: Arc<[HostRow]> = self.list_hosts().await?.into();
+        self.snapshot.keep(generation, hosts.clone());
+        Ok(hosts)
+    }
+
     /// Adds a host with its tags, creating its categories when they are new, all in one transaction: a failed
     /// insert (a taken name or IP is a `Conflict`) leaves no category behind. The name is stored in lower case.
     pub async fn add_host(&self, host: &NewHost) -> Result<HostRow, StoreError> {
@@ -170,6 +231,7 @@ impl Store {
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(done)
         }.await);
+        self.snapshot.invalidate();
         match deleted {
             Ok(done) => Ok(done > 0),
             Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::Conflict(
@@ -181,6 +243,12 @@ impl Store {
 
     /// Inserts (`id` None) or updates a host, its categories and tags in one transaction.
     async fn write_host(&self, id: Option<i64>, host: &NewHost) -> Result<HostRow, StoreError> {
+        let written = self.write_host_once(id, host).await;
+        self.snapshot.invalidate();
+        written
+    }
+
+    async fn write_host_once(&self, id: Option<i64>, host: &NewHost) -> Result<HostRow, StoreError> {
         let name = host_key(&host.name);
         // Categories are created if missing without failing when a concurrent transaction creates them too.
         let ignore = |table_cols: &str| match self.dialect {

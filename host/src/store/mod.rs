@@ -163,6 +163,8 @@ pub struct Store {
     dialect: Dialect,
     /// The database file when this is an on-disk SQLite database (the audit writer opens its own connection).
     sqlite_file: Option<PathBuf>,
+    /// The inventory as last read, for grant checks ([`Store::inventory_snapshot`]).
+    snapshot: inventory::Snapshot,
 }
 
 impl Store {
@@ -224,7 +226,7 @@ impl Store {
             }
             _ => return Err(StoreError::UnsupportedUrl(url.to_owned())),
         };
-        Ok(Store { pool, dialect, sqlite_file })
+        Ok(Store { pool, dialect, sqlite_file, snapshot: inventory::Snapshot::default() })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {

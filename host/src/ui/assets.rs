@@ -26,6 +26,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("templates.js", "text/javascript; charset=utf-8", include_str!("assets/templates.js")),
     ("notifications.js", "text/javascript; charset=utf-8", include_str!("assets/notifications.js")),
     ("schedules.js", "text/javascript; charset=utf-8", include_str!("assets/schedules.js")),
+    ("activity.js", "text/javascript; charset=utf-8", include_str!("assets/activity.js")),
     ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 

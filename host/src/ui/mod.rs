@@ -43,6 +43,7 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/run", Access::Page(Role::Operator), run_page)
         .plain(Method::GET, "/templates", viewer, templates_page)
         .plain(Method::GET, "/notifications", Access::Page(Role::Admin), notifications_page)
+        .plain(Method::GET, "/activity", Access::Page(Role::Admin), activity_page)
         .plain(Method::GET, "/users", viewer, users_page)
         .plain(Method::GET, "/inventory", viewer, inventory_page)
         .plain(Method::GET, "/api-docs", viewer, api_docs_page)
@@ -396,6 +397,24 @@ async fn notifications_page(
         return Err(PageError::shown(&user, HttpError::Forbidden(Role::Admin.as_str())));
     }
     Ok(NotificationsPage { user: Some(user) })
+}
+
+/// The activity log: admins only, as its API.
+#[derive(Template, WebTemplate)]
+#[template(path = "activity.html")]
+struct ActivityPage {
+    user: Option<PageUser>,
+}
+
+async fn activity_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<ActivityPage, PageError> {
+    let user = viewer((who, session))?;
+    if !user.is_admin {
+        return Err(PageError::shown(&user, HttpError::Forbidden(Role::Admin.as_str())));
+    }
+    Ok(ActivityPage { user: Some(user) })
 }
 
 /// Users (for admins) and the caller's API tokens.
