@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     activity::{Activity, Actor},
+    approvals::Approvals,
     audit::AuditService,
     auth::{self, Role, Tokens},
     backends::{BackendError, Backends, Limits},
@@ -231,6 +232,16 @@ impl App {
         Ok(made)
     }
 
+    /// Grants: checked against the inventory, the modules loaded and the saved jobs.
+    fn access(&self) -> Arc<crate::access::Access> {
+        Arc::new(crate::access::Access::new(self.store.clone(), self.registry.clone()))
+    }
+
+    /// Approval policies and decisions (their selectors are checked as grants are).
+    fn approvals(&self) -> Arc<Approvals> {
+        Arc::new(Approvals::new(self.store.clone(), self.jobs.clone(), self.access()))
+    }
+
     pub fn state(&self) -> AppState {
         AppState::new(http::Services {
             store: self.store.clone(),
@@ -241,7 +252,8 @@ impl App {
             notify: self.notify.clone(),
             tokens: self.tokens.clone(),
             users: self.users.clone(),
-            access: Arc::new(crate::access::Access::new(self.store.clone(), self.registry.clone())),
+            access: self.access(),
+            approvals: self.approvals(),
             activity: self.activity.clone(),
             secure_cookies: self.config.secure_cookies,
             audit: self.audit.clone(),
@@ -274,6 +286,7 @@ impl App {
         let scheduler =
             Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes(), self.activity.clone());
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
+        let approvals = tokio::spawn(self.approvals().run(shutdown.clone()));
         // Notifications: their own tasks, fed by rows and streams; nothing above waits on them.
         let notifying = [
             tokio::spawn(notify::intake::run_events(self.notify.clone(), self.registry.clone(), shutdown.clone())),
@@ -335,6 +348,7 @@ impl App {
         }
         // No fire starts a job once the jobs are being drained.
         let _ = scheduler.await;
+        let _ = approvals.await;
         self.jobs.shutdown(Duration::from_secs(10)).await;
         // The last jobs' facts are in the outbox: they are sent after the next start.
         for task in notifying {

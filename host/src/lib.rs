@@ -8,6 +8,8 @@
 //! - [`worker`]: module workers: the processes that load libraries through abi_stable and run them.
 //! - [`jobs`]: validates a request, resolves targets, runs a module off the runtime, persists the outcome.
 //! - [`templates`], [`schedules`]: saved jobs and the scheduler that runs them.
+//! - [`access`], [`approvals`], [`activity`]: grants that scope roles to parts of the inventory, policies that
+//!   hold jobs for a second person's approval, and the chained record of every change.
 //! - [`notify`]: notifications: channels, subscriptions, the outbox and delivery with retries.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
 //! - [`labels`]: the one rule for names people give things, as the API document states it.
@@ -25,6 +27,7 @@
 pub mod access;
 pub mod activity;
 pub mod app;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod backends;

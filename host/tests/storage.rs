@@ -102,23 +102,25 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 18;
+const MIGRATIONS: i64 = 19;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 30] = [
+const TABLES: [&str; 32] = [
     "_sqlx_migrations",
     "activity",
     "activity_head",
     "api_tokens",
+    "approval_policies",
     "audit_alert_rules",
     "audit_archived",
     "audit_chain",
     "audit_gaps",
     "audit_hours",
     "host_tags",
+    "job_approvals",
     "job_batches",
     "job_days",
     "job_results",
@@ -442,6 +444,7 @@ fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
         rerun_of: None,
         template_id: None,
         definition: None,
+        pending_approval: false,
     }
 }
 

@@ -1,5 +1,6 @@
-//! Who may do what, and who did, as stored: the grants upgrade on a database of the version before it, and the
-//! activity log's chain under writers that race (two stores on each real database).
+//! Who may do what, and who did, as stored: the grants upgrade on a database of the version before it, the
+//! activity log's chain under writers that race (two stores on each real database), and an approval decided once
+//! when two servers decide it at the same moment.
 
 mod common;
 
@@ -58,6 +59,50 @@ async fn concurrent_activity_appends_from_two_stores_keep_one_unbroken_chain() {
         }
         let report = omserver::activity::verify(&one, key).await.unwrap();
         assert_eq!((report.rows, report.problems.len()), (30, 0), "{:?}", report.problems);
+        one.close().await;
+        other.close().await;
+    })
+    .await;
+}
+
+/// Two servers decide one waiting job at once (an approval against the expiry sweep, say): one decision wins, the
+/// job is queued only when it is the approval, and a decided approval is no longer found past its time.
+#[tokio::test]
+async fn a_waiting_job_is_decided_once_when_two_stores_race() {
+    on_each_dialect(|_, url| async move {
+        let (one, other) = (Store::connect(&url).await.unwrap(), Store::connect(&url).await.unwrap());
+        let policy = one.insert_policy("db changes", r#"{"modules":[1003]}"#, 60, false, "admin").await.unwrap();
+        let job = omserver::store::NewJob {
+            module_id: 1003,
+            module_version: "1.0.0",
+            backend: "local",
+            params: "{}",
+            hosts: r#"["localhost"]"#,
+            created_by: "alice",
+            rollout: None,
+            rerun_of: None,
+            template_id: None,
+            definition: None,
+            pending_approval: true,
+        };
+        for round in 0..10 {
+            let id = one.insert_job(&job).await.unwrap();
+            one.insert_approval(id, &policy, "alice", 1).await.unwrap();
+            assert_eq!(one.expired_approvals(2).await.unwrap().last(), Some(&id), "past its time, still open");
+            let (a, b) = tokio::join!(
+                one.decide_approval(id, "approved", "bob", "ok"),
+                other.decide_approval(id, "expired", "server", "")
+            );
+            let (approved, expired) = (a.unwrap(), b.unwrap());
+            assert!(approved ^ expired, "round {round}: decided once, not {approved} and {expired}");
+            let status = one.job(id).await.unwrap().unwrap().status;
+            assert_eq!(status, if approved { "queued" } else { "pending_approval" }, "round {round}");
+            let row = one.approval(id).await.unwrap().unwrap();
+            assert_eq!(row.decision.as_deref(), Some(if approved { "approved" } else { "expired" }));
+            assert!(!one.expired_approvals(2).await.unwrap().contains(&id), "a decided one is not swept again");
+        }
+        assert!(one.delete_policy(policy.id).await.unwrap());
+        assert!(!one.delete_policy(policy.id).await.unwrap());
         one.close().await;
         other.close().await;
     })

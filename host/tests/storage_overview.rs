@@ -47,6 +47,7 @@ fn job(created_by: &str) -> NewJob<'_> {
         rerun_of: None,
         template_id: None,
         definition: None,
+        pending_approval: false,
     }
 }
 

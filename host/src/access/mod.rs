@@ -101,26 +101,33 @@ pub struct Grant {
 
 impl GrantSpec {
     /// Every host, every module.
-    fn is_everything(&self) -> bool {
+    pub fn is_everything(&self) -> bool {
         [&self.functions, &self.apps, &self.tags].iter().all(|l| l.is_empty())
             && self.modules.is_empty()
             && self.templates.is_empty()
+    }
+
+    /// Whether the selector covers `host`: in a listed category or with a listed tag; any host when it lists none.
+    pub fn covers(&self, host: &HostRow) -> bool {
+        (self.functions.is_empty() && self.apps.is_empty() && self.tags.is_empty())
+            || host.matches(&self.functions, &self.apps, &self.tags)
+    }
+
+    /// Whether it lists `module`, or saved job `template` when the job runs one; anything when it lists neither.
+    pub fn lists(&self, module: u32, template: Option<i64>) -> bool {
+        (self.modules.is_empty() && self.templates.is_empty())
+            || self.modules.contains(&module)
+            || template.is_some_and(|t| self.templates.contains(&t))
     }
 }
 
 impl Grant {
     fn covers(&self, host: &HostRow) -> bool {
-        let s = &self.spec;
-        (s.functions.is_empty() && s.apps.is_empty() && s.tags.is_empty())
-            || host.matches(&s.functions, &s.apps, &s.tags)
+        self.spec.covers(host)
     }
 
     fn lets_run(&self, module: u32, template: Option<i64>) -> bool {
-        let s = &self.spec;
-        self.role >= Role::Operator
-            && ((s.modules.is_empty() && s.templates.is_empty())
-                || s.modules.contains(&module)
-                || template.is_some_and(|t| s.templates.contains(&t)))
+        self.role >= Role::Operator && self.spec.lists(module, template)
     }
 }
 
@@ -305,8 +312,9 @@ impl Access {
     }
 
     /// Every entry names something that exists: a category or tag some host has, a loaded module, a saved job.
-    /// A typo would otherwise be a grant that silently covers nothing.
-    async fn checked(&self, form: GrantForm) -> Result<GrantSpec, AccessError> {
+    /// A typo would otherwise be a grant (or an approval policy) that silently covers nothing. The role is not
+    /// looked at here.
+    pub async fn checked(&self, form: GrantForm) -> Result<GrantSpec, AccessError> {
         let inventory = self.store.list_hosts().await?;
         let mut spec = GrantSpec { modules: form.modules, templates: form.templates, ..GrantSpec::default() };
         for (field, given, target) in [

@@ -43,7 +43,8 @@ enum Command {
     /// Manage the inventory.
     #[command(subcommand)]
     Hosts(HostsCommand),
-    /// Run a module now, in this process, and print each host's result. Exit code 0 only if every host is ok.
+    /// Run a module now, in this process, and print each host's result. Exit code 0 only if every host is ok; 3 when
+    /// an approval policy holds the job (the server runs it once approved).
     Run {
         #[arg(long)]
         module: u32,

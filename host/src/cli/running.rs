@@ -12,6 +12,9 @@ use crate::{
     store::ResultRow,
 };
 
+/// The exit code of a job an approval policy holds (1 is a job that ran and did not succeed).
+pub(super) const WAITS_FOR_APPROVAL: u8 = 3;
+
 /// What `omserver run`, `omserver rerun` or `omserver template run` starts.
 pub(super) enum Launch {
     New(JobRequest),
@@ -55,6 +58,15 @@ pub(super) async fn run(app: App, launch: Launch) -> anyhow::Result<ExitCode> {
         Some(view) => *view,
         None => app.jobs.view(id).await?,
     };
+    if let Some(approval) = job.approval.as_ref().filter(|_| job.status == "pending_approval") {
+        // The server runs it once another person approves it; this process has nothing more to wait for.
+        eprintln!(
+            "job {id} waits for approval (policy {:?}): approve it on its page in the console or with \
+             POST /api/jobs/{id}/approve; the server runs it then",
+            approval.policy
+        );
+        return Ok(ExitCode::from(WAITS_FOR_APPROVAL));
+    }
     if let Some(error) = &job.error {
         eprintln!("job {id} {}: {error}", job.status);
     }

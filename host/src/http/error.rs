@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::{
     access::AccessError,
+    approvals::ApprovalError,
     auth::TokenError,
     jobs::{FilterError, JobError},
     schedules::ScheduleError,
@@ -211,6 +212,21 @@ impl From<StoreError> for HttpError {
                 HttpError::Unavailable("the database is busy; try again in a moment".into())
             }
             other => HttpError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ApprovalError> for HttpError {
+    fn from(err: ApprovalError) -> HttpError {
+        match err {
+            ApprovalError::Selector(e) => e.into(),
+            ApprovalError::Unprocessable { field, .. } => HttpError::unprocessable(field, err.to_string()),
+            ApprovalError::PolicyNotFound(_) | ApprovalError::JobNotFound(_) => HttpError::NotFound(err.to_string()),
+            ApprovalError::NotPending { .. } => HttpError::Conflict(err.to_string()),
+            ApprovalError::OwnJob(_) => HttpError::Refused(err.to_string()),
+            ApprovalError::OutsideGrants(_) => HttpError::OutsideGrants { field: "hosts", reason: err.to_string() },
+            ApprovalError::Job(e) => e.into(),
+            ApprovalError::Store(e) => e.into(),
         }
     }
 }

@@ -142,7 +142,7 @@ async fn show(
     Ok(Json(state.jobs.view_in(id, &who.0.scope).await?))
 }
 
-/// Asks a queued or running job to stop.
+/// Asks a queued or running job to stop; one waiting for approval ends at once, `cancelled`.
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "job id")),
     responses(
         (status = 200, body = Cancelling),
@@ -160,6 +160,11 @@ async fn cancel(
     if state.jobs.cancel_in(id, &principal.scope).await? {
         tracing::info!(job_id = id, actor = %principal.name, "job cancel requested");
         state.activity.record(&origin.actor(principal), Change::ok("job.cancel", format!("job {id}"))).await;
+        Ok(Json(Cancelling { id, cancelling: true }))
+    } else if state.approvals.withdraw(id, principal).await? {
+        // It was waiting for approval: it ends without running.
+        let change = Change::ok("job.cancel", format!("job {id}")).with("waiting_for_approval", true);
+        state.activity.record(&origin.actor(principal), change).await;
         Ok(Json(Cancelling { id, cancelling: true }))
     } else {
         // Finished jobs cannot be cancelled; unknown ones do not exist.

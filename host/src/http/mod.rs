@@ -10,6 +10,7 @@
 //! hold no logic of their own beyond mapping to JSON.
 
 mod activity;
+mod approvals;
 mod audit;
 mod auth;
 // pub(crate): `read_form` is re-exported for the fuzz targets by `crate::fuzzing`.
@@ -87,6 +88,7 @@ pub struct Services {
     pub tokens: Tokens,
     pub users: Arc<Users>,
     pub access: Arc<crate::access::Access>,
+    pub approvals: Arc<crate::approvals::Approvals>,
     pub activity: crate::activity::Activity,
     /// Whether the session cookie is marked `Secure` (and origins must be `https`).
     pub secure_cookies: bool,
@@ -104,6 +106,7 @@ fn table() -> Routes {
         .merge(modules::router())
         .merge(hosts::router())
         .merge(jobs::router())
+        .merge(approvals::router())
         .merge(overview::router())
         .merge(templates::router())
         .merge(schedules::router())

@@ -9,7 +9,8 @@ use crate::{
 };
 
 /// Every status a job can have, in the order it passes through them.
-pub const STATUSES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+pub const STATUSES: [&str; 8] =
+    ["pending_approval", "queued", "running", "succeeded", "failed", "cancelled", "rejected", "expired"];
 
 /// Most jobs one listing returns.
 pub const MAX_LIMIT: i64 = 1000;
@@ -23,8 +24,8 @@ pub struct HistoryFilter {
     pub user: Option<String>,
     /// A module id.
     pub module: Option<String>,
-    /// One of queued, running, succeeded, failed, cancelled (blank: any).
-    #[param(pattern = r"^\s*(queued|running|succeeded|failed|cancelled)?\s*$")]
+    /// One of pending_approval, queued, running, succeeded, failed, cancelled, rejected, expired (blank: any).
+    #[param(pattern = r"^\s*(pending_approval|queued|running|succeeded|failed|cancelled|rejected|expired)?\s*$")]
     pub status: Option<String>,
     /// A host name among the job's targets, exactly.
     pub host: Option<String>,

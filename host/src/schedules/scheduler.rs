@@ -230,7 +230,7 @@ impl Fire {
         let actor = format!("schedule:{}", self.row.name);
         // A schedule runs with the rights of whoever last saved it: a scoped user's grants as they are now.
         let scope = access::scope_of_name(&self.store, &self.row.updated_by).await?;
-        let run = self.templates.run(self.row.template_id, &actor, &scope).await;
+        let run = self.templates.run_scheduled(self.row.template_id, &actor, &scope).await;
         let change = Change::ok("template.run", format!("saved job {}", self.row.template_id)).with("slot", slot);
         let change = match &run {
             Ok(job) => change.with("job", job),

@@ -82,6 +82,8 @@ pub struct NewJob<'a> {
     pub rerun_of: Option<i64>,
     pub template_id: Option<i64>,
     pub definition: Option<&'a str>,
+    /// Stored `pending_approval` rather than `queued`: it waits for an approval (`crate::approvals`).
+    pub pending_approval: bool,
 }
 
 const JOB_COLUMNS: &str = "id, module_id, module_version, backend, params, hosts, status, error, created_by, \
@@ -109,17 +111,18 @@ const INSERT_RESULT: &str =
     "INSERT INTO job_results (job_id, host, status, rc, stdout, stderr, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
 impl Store {
-    /// Records a new job as `queued` and returns its id.
+    /// Records a new job as `queued` (or `pending_approval`) and returns its id.
     pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<i64, StoreError> {
         Ok(insert_id!(
             self,
             "INSERT INTO jobs (module_id, module_version, backend, params, hosts, status, created_by, created_at, \
-             rollout, rerun_of, template_id, definition) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+             rollout, rerun_of, template_id, definition) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             i64::from(job.module_id),
             job.module_version,
             job.backend,
             job.params,
             job.hosts,
+            if job.pending_approval { "pending_approval" } else { "queued" },
             job.created_by,
             now_ms(),
             job.rollout,

@@ -10,6 +10,7 @@
 
 mod activity;
 mod alerts;
+mod approvals;
 mod audit;
 mod audit_archive;
 mod audit_search;
@@ -36,6 +37,7 @@ use sqlx::{
 
 pub use activity::{ActivityQuery, ActivityRow, NewActivity, ACTIVITY_GENESIS};
 pub use alerts::{AlertRuleRow, NewAlertRule};
+pub use approvals::{ApprovalRow, PolicyRow};
 pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_archive::ArchivedUpTo;
 pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};

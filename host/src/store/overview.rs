@@ -76,7 +76,7 @@ impl Store {
         // textually, and two parameters would be two different expressions.
         let live = format!(
             "SELECT created_at - (created_at % {DAY_MS}) AS day, status, COUNT(*) FROM jobs \
-             WHERE status IN ('queued', 'running') AND created_at >= ? GROUP BY 1, 2"
+             WHERE status IN ('pending_approval', 'queued', 'running') AND created_at >= ? GROUP BY 1, 2"
         );
         let live = self.sql(&live);
         let mut counts = on_pool!(self, pool => sqlx::query_as::<_, (i64, String, i64)>(&ended).bind(since_ms)

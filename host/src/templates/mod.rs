@@ -211,6 +211,15 @@ impl Templates {
     /// records the template and the definition it ran with. `actor` is who (or which schedule) runs it, within
     /// `scope`.
     pub async fn run(&self, id: i64, actor: &str, scope: &Scope) -> Result<i64, TemplateError> {
+        self.run_as(id, actor, scope, false).await
+    }
+
+    /// Runs saved job `id` for a schedule (`actor`: `schedule:NAME`): an approval policy may exempt such runs.
+    pub async fn run_scheduled(&self, id: i64, actor: &str, scope: &Scope) -> Result<i64, TemplateError> {
+        self.run_as(id, actor, scope, true).await
+    }
+
+    async fn run_as(&self, id: i64, actor: &str, scope: &Scope, scheduled: bool) -> Result<i64, TemplateError> {
         let template = self.get(id).await?;
         let hosts = self.resolve(&template.spec.targets).await?;
         if hosts.is_empty() {
@@ -229,6 +238,7 @@ impl Templates {
             rerun_of: None,
             template: Some((id, definition)),
             timeout: spec.timeout_secs.map(Duration::from_secs),
+            scheduled,
         };
         let job = self.jobs.submit_from(request, actor, scope, origin).await?;
         tracing::info!(template_id = id, job_id = job, actor, "saved job run");

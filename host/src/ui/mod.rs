@@ -212,7 +212,7 @@ struct JobsPage {
     modules: Vec<(u32, String)>,
     /// The module filter's value when no loaded module has it (a module removed since), kept as a choice.
     module_not_loaded: Option<String>,
-    statuses: [&'static str; 5],
+    statuses: [&'static str; 8],
     /// The query string of the next page, when there may be one.
     older: Option<String>,
 }
