@@ -207,3 +207,53 @@ fn a_scheduled_job_names_its_schedule() {
     );
     browser.screenshot("scheduled-1280");
 }
+
+/// Approvals in the console: an admin adds a policy on /jobs (a category no host is in is refused beside its
+/// field); a job under it shows on the home page as waiting and on its page with the decision box; another operator
+/// approves it there with a comment and watches it run without a reload.
+#[test]
+fn a_job_waiting_for_approval_is_approved_on_its_page_and_runs_live() {
+    let server = server();
+    let browser = Browser::start("jobs_approval");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    browser.goto(&format!("{}/jobs", server.base));
+    browser.wait_for_text("#policies-empty", "No policy", Duration::from_secs(5));
+    browser.fill("#p-name", "sleepers wait");
+    browser.fill("#p-modules", "9003");
+    browser.fill("#p-functions", "Linux.Nope");
+    browser.click("#add-policy");
+    browser.wait_for_text("#err-p-functions", "Linux.Nope", Duration::from_secs(5));
+    browser.eval("document.getElementById('p-functions').value = ''; return null");
+    browser.click("#add-policy");
+    browser.wait_for_text("#policies tbody", "module 9003 on any host", Duration::from_secs(5));
+    browser.screenshot("policies");
+
+    let password = "bob's long enough password";
+    for (name, password) in [("alice", "alice's long enough password"), ("bob", password)] {
+        let (status, body) =
+            server.post("/api/users", &json!({ "name": name, "role": "operator", "password": password }));
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (_, token) = server.post("/api/tokens", &json!({ "name": "alice", "role": "operator", "user": "alice" }));
+    let request = server.client.post(format!("{}/api/jobs", server.base)).bearer_auth(token["token"].as_str().unwrap());
+    let (status, job) =
+        server.send(request.json(&json!({ "module": 9003, "hosts": ["localhost"], "params": { "seconds": 1 } })));
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_i64().unwrap();
+
+    let bob = Browser::start("jobs_approval_bob");
+    bob.log_in(&server.base, "bob", password);
+    bob.goto(&format!("{}/", server.base));
+    bob.wait_for_text("#waiting", &format!("Job {id}"), Duration::from_secs(5));
+    bob.goto(&format!("{}/jobs/{id}", server.base));
+    bob.wait_for_text("#status", "pending_approval", Duration::from_secs(5));
+    bob.wait_for_text("#approval-summary", "asked by alice", Duration::from_secs(5));
+    bob.screenshot("waiting");
+    bob.fill("#approval-comment", "window agreed in #ops");
+    bob.click("#approve");
+    let waited = bob.wait_for_text("#status", "succeeded", Duration::from_secs(20));
+    assert!(bob.text("#approval").contains("approved by bob"), "{}", bob.text("#approval"));
+    assert!(bob.exists("#host-table tbody tr"), "the hosts' results arrived on the open page");
+    bob.screenshot("approved");
+    println!("approved job seen succeeded {waited:?} after the click");
+}

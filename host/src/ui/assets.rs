@@ -27,6 +27,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("notifications.js", "text/javascript; charset=utf-8", include_str!("assets/notifications.js")),
     ("schedules.js", "text/javascript; charset=utf-8", include_str!("assets/schedules.js")),
     ("activity.js", "text/javascript; charset=utf-8", include_str!("assets/activity.js")),
+    ("approvals.js", "text/javascript; charset=utf-8", include_str!("assets/approvals.js")),
     ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 

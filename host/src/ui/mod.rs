@@ -262,6 +262,9 @@ fn status_icon(status: &str) -> &'static str {
         "cancelled" => "⊘",
         "unreachable" => "⚠",
         "skipped" => "↷",
+        "pending_approval" => "‖",
+        "rejected" => "✗",
+        "expired" => "⊖",
         _ => "•",
     }
 }

@@ -130,6 +130,7 @@ export function foldHosts(names) {
 /** The icon beside each job or host status (the same as `ui::status_icon` on the server). */
 const STATUS_ICONS = {
   succeeded: '✓', ok: '✓', failed: '✗', running: '⟳', queued: '◷', cancelled: '⊘', unreachable: '⚠', skipped: '↷',
+  pending_approval: '‖', rejected: '✗', expired: '⊖',
 };
 
 /** A status as a badge: an icon, the word and a colour, so that it never rests on colour alone. */

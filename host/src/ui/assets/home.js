@@ -9,7 +9,7 @@ const SVG = 'http://www.w3.org/2000/svg';
 const DAY = 86_400_000;
 const HOUR = 3_600_000;
 // The job statuses in the chart, bottom to top.
-const STATUSES = ['succeeded', 'failed', 'cancelled', 'running', 'queued'];
+const STATUSES = ['succeeded', 'failed', 'cancelled', 'rejected', 'expired', 'running', 'queued', 'pending_approval'];
 let modules = new Map();
 
 function svg(tag, attrs = {}, text) {
@@ -35,8 +35,10 @@ function jobItem(job) {
 
 async function jobs() {
   const since = utc(Date.now() - DAY).slice(0, 16);
-  const [running, queued, failed] = await Promise.all([api('/api/jobs?status=running&limit=20'),
-    api('/api/jobs?status=queued&limit=20'), api(`/api/jobs?status=failed&from=${encodeURIComponent(since)}&limit=20`)]);
+  const [waiting, running, queued, failed] = await Promise.all([api('/api/jobs?status=pending_approval&limit=20'),
+    api('/api/jobs?status=running&limit=20'), api('/api/jobs?status=queued&limit=20'),
+    api(`/api/jobs?status=failed&from=${encodeURIComponent(since)}&limit=20`)]);
+  fill($('waiting'), waiting.map(jobItem), 'No job waits for approval.');
   fill($('running'), [...running, ...queued].map(jobItem), 'No job is running.');
   fill($('failed'), failed.map(jobItem), 'No job failed in the last 24 hours.');
 }

@@ -129,6 +129,7 @@ function showFacts(job) {
   showTimes(job);
   text('rollout', describeRollout(job.rollout));
   text('error', job.error || '—');
+  showApproval(job);
   const reruns = document.getElementById('reruns');
   reruns.replaceChildren();
   (job.reruns || []).forEach((r, i) => reruns.append(...(i ? [', '] : []), jobLink(r)));
@@ -136,7 +137,8 @@ function showFacts(job) {
   hosts = job.hosts || hosts;
   last = job;
   showBatches(job);
-  const live = ['queued', 'running'].includes(job.status);
+  // A job waiting for approval can be cancelled too: it is withdrawn and never runs.
+  const live = ['pending_approval', 'queued', 'running'].includes(job.status);
   // A finished job cannot be cancelled: the button goes rather than sit there greyed out.
   const cancelForm = document.getElementById('cancel-form');
   if (cancelForm) cancelForm.hidden = !live;
@@ -305,11 +307,75 @@ for (const [linkId, kind] of [['download-text', 'text'], ['download-json', 'json
   link.addEventListener('click', () => prepareDownload(link, kind));
 }
 
+/** Who asked under which policy, until when, and the decision once made. */
+function describeApproval(a) {
+  if (!a) return '—';
+  const asked = `policy “${a.policy}”, asked by ${a.requested_by} at ${utc(a.requested_at)}`;
+  if (!a.decision) return `${asked}; waits until ${utc(a.expires_at)}`;
+  const by = a.decided_by && a.decision !== 'expired' ? ` by ${a.decided_by}` : '';
+  const why = a.comment ? `: ${a.comment}` : '';
+  return `${asked}; ${a.decision}${by} at ${utc(a.decided_at)}${why}`;
+}
+
+function showApproval(job) {
+  text('approval', describeApproval(job.approval));
+  const box = document.getElementById('approval-box');
+  if (!box) return;
+  const waiting = job.status === 'pending_approval';
+  box.hidden = !waiting;
+  if (waiting) {
+    text('approval-summary', `${describeApproval(job.approval)}. Another operator whose grants cover its hosts decides; its requester cannot.`);
+  }
+}
+
+async function decide(decision) {
+  const comment = document.getElementById('approval-comment').value;
+  for (const b of ['approve', 'reject']) document.getElementById(b).disabled = true;
+  try {
+    await api(`/api/jobs/${id}/${decision}`, { method: 'POST', body: { comment } });
+    text('approval-problem', '');
+    watch(await api(`/api/jobs/${id}`));
+  } catch (err) {
+    text('approval-problem', err.message);
+  } finally {
+    for (const b of ['approve', 'reject']) document.getElementById(b).disabled = false;
+  }
+}
+
+// While a job waits for approval there is nothing to stream: its status is read every two seconds, and once it is
+// decided (here, by someone else, or by expiry) the stream of its hosts starts.
+let waitingPoll = null;
+function watch(job) {
+  showFacts(job);
+  if (job.status === 'pending_approval') {
+    waitingPoll = waitingPoll || setInterval(async () => {
+      try {
+        const now = await api(`/api/jobs/${id}`);
+        if (now.status !== 'pending_approval') watch(now); else showFacts(now);
+      } catch { /* the next poll will tell */ }
+    }, 2000);
+    return;
+  }
+  if (waitingPoll) { clearInterval(waitingPoll); waitingPoll = null; }
+  stream();
+}
+
+for (const [buttonId, decision] of [['approve', 'approve'], ['reject', 'reject']]) {
+  const button = document.getElementById(buttonId);
+  if (button) button.addEventListener('click', () => decide(decision));
+}
+
 async function start() {
   await loadNames();
   const job = await api(`/api/jobs/${id}`);
-  showFacts(job);
   showOrigin(job);
+  watch(job);
+}
+
+let streaming = false;
+function stream() {
+  if (streaming) return;
+  streaming = true;
   const events = new EventSource(`/api/jobs/${id}/events`);
   events.addEventListener('host', (e) => {
     const r = JSON.parse(e.data);

@@ -2,7 +2,7 @@
 // taken, error) by asking for each one every 2 s while the page is visible, until none is left running.
 import { api, el, statusBadge } from '/assets/console.js';
 
-const LIVE = ['queued', 'running'];
+const LIVE = ['pending_approval', 'queued', 'running'];
 // At most this many rows are followed: a page holds 50 jobs, and every one asked for is one request.
 const FOLLOWED = 20;
 const note = document.getElementById('live-note');
