@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cli, Server};
+use common::{cli, receiver::Receiver, Server};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -70,6 +70,20 @@ fn submit(server: &Server, token: &str, hosts: &[&str]) -> i64 {
 #[test]
 fn a_job_under_a_policy_waits_until_another_operator_approves_it() {
     let (server, alice, bob) = setup(600);
+    // Approvers are told: a webhook subscribed to `job.approval` (for jobs of module 1003).
+    let receiver = Receiver::start(&[200]);
+    let (status, channel) =
+        server.post("/api/notify/channels", &json!({ "name": "approvers", "kind": "webhook", "url": receiver.url }));
+    assert_eq!(status, StatusCode::CREATED, "{channel}");
+    let subscription = json!({ "channel": channel["id"], "event": "job.approval", "filter": { "module": 1003 } });
+    let (status, body) = server.post("/api/notify/subscriptions", &subscription);
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = server.post(
+        "/api/notify/subscriptions",
+        &json!({ "channel": channel["id"], "event": "job.approval", "filter": { "status": ["failed"] } }),
+    );
+    assert_eq!((status, body["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("filter.status")), "{body}");
+
     let id = submit(&server, &alice, &["db1"]);
     let waiting = job(&server, id);
     assert_eq!(waiting["status"], "pending_approval", "{waiting}");
@@ -78,6 +92,13 @@ fn a_job_under_a_policy_waits_until_another_operator_approves_it() {
     assert!(approval["decision"].is_null() && waiting["results"].as_array().unwrap().is_empty(), "{waiting}");
     let (_, pending) = server.get("/api/jobs?status=pending_approval");
     assert_eq!(pending[0]["id"], id, "the history lists what waits: {pending}");
+    let told = receiver.wait_for(Duration::from_secs(20), "the approval notice", |r| !r.is_empty());
+    let notice = told[0].json();
+    assert_eq!(
+        (notice["event"].as_str(), notice["data"]["job"].as_i64()),
+        (Some("job.approval"), Some(id)),
+        "{notice}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(job(&server, id)["status"], "pending_approval", "nothing runs before the decision");
 

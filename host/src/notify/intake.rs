@@ -20,8 +20,8 @@ use crate::{
     audit::AuditService,
     plugins::Registry,
     store::{
-        now_ms, AuditQuery, AuditRow, DeliveryRow, EventRow, NewDelivery, Store, SubscriptionRow, JOB_FINISHED,
-        SCHEDULE_FIRE,
+        now_ms, AuditQuery, AuditRow, DeliveryRow, EventRow, NewDelivery, Store, SubscriptionRow, JOB_APPROVAL,
+        JOB_FINISHED, SCHEDULE_FIRE,
     },
 };
 
@@ -88,7 +88,7 @@ async fn notice_of(store: &Store, registry: &Registry, event: &EventRow) -> Resu
     };
     let text = |v: &serde_json::Value, key: &str| v[key].as_str().unwrap_or_default().to_owned();
     match event.kind.as_str() {
-        JOB_FINISHED => {
+        JOB_FINISHED | JOB_APPROVAL => {
             let Some(id) = event.subject_id else { return Ok(None) };
             let Some(job) = store.job(id).await? else { return Ok(None) };
             let results = store.job_results(id).await?;
@@ -105,7 +105,7 @@ async fn notice_of(store: &Store, registry: &Registry, event: &EventRow) -> Resu
             apps.sort();
             apps.dedup();
             notice.apps = apps;
-            Ok(Some(Notice::JobFinished(notice)))
+            Ok(Some(if event.kind == JOB_APPROVAL { Notice::JobApproval(notice) } else { Notice::JobFinished(notice) }))
         }
         SCHEDULE_FIRE => {
             let Some(schedule_id) = event.subject_id else { return Ok(None) };
@@ -173,6 +173,11 @@ async fn outbox_full(notify: &Notifications, channel_id: i64) -> Result<Option<S
 /// Whether a subscription's filter lets `notice` through.
 fn wants(filter: &Filter, notice: &Notice) -> bool {
     match notice {
+        Notice::JobApproval(job) => {
+            filter.module.is_none_or(|m| i64::from(m) == job.module)
+                && filter.template.as_ref().is_none_or(|t| job.template.as_ref() == Some(t))
+                && filter.app.as_ref().is_none_or(|a| job.apps.contains(a))
+        }
         Notice::JobFinished(job) => {
             (filter.status.is_empty() || filter.status.contains(&job.status))
                 && filter.module.is_none_or(|m| i64::from(m) == job.module)

@@ -21,6 +21,12 @@ pub fn compose(notice: &Notice, count: i64, base: &str) -> Message {
     let base = base.trim_end_matches('/');
     match notice {
         Notice::JobFinished(job) => job_message(job, base),
+        Notice::JobApproval(job) => {
+            let mut message = job_message(job, base);
+            message.title =
+                format!("Job {} waits for approval: {}", job.job, message.title.split_once(": ").map_or("", |t| t.1));
+            message
+        }
         Notice::ScheduleFire(fire) => fire_message(fire, base),
         Notice::AuditAlert(alert) => alert_message(alert, count, base),
         Notice::ModuleRejected { file, reason } => Message {

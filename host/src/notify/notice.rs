@@ -19,6 +19,9 @@ const MAX_TEXT: usize = 500;
 pub enum Notice {
     #[serde(rename = "job.finished")]
     JobFinished(JobNotice),
+    /// A job waits for a second person's approval.
+    #[serde(rename = "job.approval")]
+    JobApproval(JobNotice),
     #[serde(rename = "schedule.fire")]
     ScheduleFire(FireNotice),
     #[serde(rename = "audit.alert")]
@@ -38,6 +41,7 @@ impl Notice {
     pub fn event(&self) -> &'static str {
         match self {
             Notice::JobFinished(_) => "job.finished",
+            Notice::JobApproval(_) => "job.approval",
             Notice::ScheduleFire(_) => "schedule.fire",
             Notice::AuditAlert(_) => "audit.alert",
             Notice::ModuleRejected { .. } => "module.rejected",

@@ -10,11 +10,18 @@ const MAX_URL: usize = 2_048;
 const MAX_RECIPIENTS: usize = 50;
 
 /// The events a subscription can name.
-pub const EVENTS: &[&str] =
-    &["job.finished", "schedule.fire", "audit.alert", "module.rejected", "backend.unhealthy", "audit.verify"];
+pub const EVENTS: &[&str] = &[
+    "job.finished",
+    "job.approval",
+    "schedule.fire",
+    "audit.alert",
+    "module.rejected",
+    "backend.unhealthy",
+    "audit.verify",
+];
 
 /// Job statuses a `job.finished` filter can name.
-const JOB_STATUSES: &[&str] = &["succeeded", "failed", "cancelled"];
+const JOB_STATUSES: &[&str] = &["succeeded", "failed", "cancelled", "rejected", "expired"];
 /// Fire outcomes a `schedule.fire` filter can name: the ones that are notified.
 const FIRE_OUTCOMES: &[&str] = &["missed", "failed"];
 
@@ -239,8 +246,8 @@ pub const MAX_WINDOW_SECS: u64 = 86_400;
 pub struct SubscriptionSpec {
     /// The channel, by id.
     pub channel: i64,
-    /// One of `job.finished`, `schedule.fire`, `audit.alert`, `module.rejected`, `backend.unhealthy`,
-    /// `audit.verify`.
+    /// One of `job.finished`, `job.approval` (a job waits for approval), `schedule.fire`, `audit.alert`,
+    /// `module.rejected`, `backend.unhealthy`, `audit.verify`.
     pub event: String,
     #[serde(default)]
     pub filter: Filter,
@@ -252,6 +259,7 @@ impl Filter {
     pub fn check(&self, event: &str) -> Result<(), NotifyError> {
         let allowed: &[&str] = match event {
             "job.finished" => &["status", "module", "template", "app"],
+            "job.approval" => &["module", "template", "app"],
             "schedule.fire" => &["schedule", "outcome"],
             "audit.alert" => &["rule", "window_secs"],
             "backend.unhealthy" => &["backend"],

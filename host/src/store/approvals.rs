@@ -1,7 +1,7 @@
 //! Approval policies and the approval of each job that waits for one, as stored. What a policy matches and who
 //! may decide is `crate::approvals`'.
 
-use super::{insert_id, now_ms, on_pool, Store, StoreError};
+use super::{insert_id, jobs::JOB_APPROVAL, notify::INSERT_EVENT, now_ms, on_pool, Store, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PolicyRow {
@@ -84,7 +84,8 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query(&sql).bind(id).execute(pool).await.map(|r| r.rows_affected()))? > 0)
     }
 
-    /// Records that job `job_id` (stored `pending_approval`) waits under `policy` until `expires_at`.
+    /// Records that job `job_id` (stored `pending_approval`) waits under `policy` until `expires_at`, and the fact
+    /// for the notifier, in one transaction.
     pub async fn insert_approval(
         &self,
         job_id: i64,
@@ -96,8 +97,15 @@ impl Store {
             "INSERT INTO job_approvals (job_id, policy_id, policy_name, requested_by, requested_at, expires_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
         );
-        on_pool!(self, pool => sqlx::query(&sql).bind(job_id).bind(policy.id).bind(&policy.name)
-            .bind(requested_by).bind(now_ms()).bind(expires_at).execute(pool).await.map(|_| ()))?;
+        let event = self.sql(INSERT_EVENT);
+        let now = now_ms();
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&sql).bind(job_id).bind(policy.id).bind(&policy.name).bind(requested_by).bind(now)
+                .bind(expires_at).execute(&mut *tx).await?;
+            sqlx::query(&event).bind(JOB_APPROVAL).bind(job_id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
+            tx.commit().await
+        }.await)?;
         Ok(())
     }
 

@@ -6,6 +6,8 @@ use super::{fetch_bound, insert_id, notify::INSERT_EVENT, now_ms, on_pool, Bind,
 
 /// The notifier's name for the fact that a job ended (`crate::notify` reads it back).
 pub const JOB_FINISHED: &str = "job.finished";
+/// The notification fact of a job that waits for approval ([`Store::insert_approval`]).
+pub const JOB_APPROVAL: &str = "job.approval";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct JobRow {

@@ -44,7 +44,7 @@ pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED
 pub use audit_sqlite::WalSync;
 pub use grants::GrantRow;
 pub use inventory::{host_key, HostRow, NewHost};
-pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_FINISHED};
+pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_APPROVAL, JOB_FINISHED};
 pub use notify::{
     AttemptOutcome, AttemptRow, ChannelRow, DeliveryQuery, DeliveryRow, EventRow, NewDelivery, SubscriptionRow,
 };

@@ -147,7 +147,7 @@ async function loadSubscriptions() {
 
 function showEvent() {
   const event = $('s-event').value;
-  for (const part of document.querySelectorAll('#subscription-form [data-event]')) part.hidden = part.dataset.event !== event;
+  for (const part of document.querySelectorAll('#subscription-form [data-event]')) part.hidden = !part.dataset.event.split(' ').includes(event);
 }
 
 async function addSubscription(e) {
@@ -157,8 +157,8 @@ async function addSubscription(e) {
   const event = $('s-event').value;
   const filter = {};
   const text = (id) => $(id).value.trim();
-  if (event === 'job.finished') {
-    if (list(text('f-status')).length) filter.status = list(text('f-status'));
+  if (event === 'job.finished' || event === 'job.approval') {
+    if (event === 'job.finished' && list(text('f-status')).length) filter.status = list(text('f-status'));
     if (text('f-module')) filter.module = Number(text('f-module'));
     if (text('f-template')) filter.template = text('f-template');
     if (text('f-app')) filter.app = text('f-app');
