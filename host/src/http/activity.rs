@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::routes;
 
 use super::{
-    auth::Authenticated,
+    auth::{self, Authenticated},
     error::{ErrorBody, Refusal},
     extract::Query,
     routes::{Access, Routes},
@@ -82,13 +82,10 @@ pub async fn record_refusals(State(state): State<AppState>, request: Request, ne
     // The caller again: a session's principal came with the request; a token is looked up once more, which
     // costs a query on refusals alone.
     let principal = match (session, bearer) {
-        (_, Some(header)) => {
-            let token = header.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim().to_owned());
-            match token {
-                Some(token) => state.tokens.authenticate(&token).await.ok().flatten(),
-                None => None,
-            }
-        }
+        (_, Some(header)) => match auth::bearer(&header) {
+            Some(token) => state.tokens.authenticate(token).await.ok().flatten(),
+            None => None,
+        },
         (session, None) => session,
     };
     if let Some(principal) = principal {

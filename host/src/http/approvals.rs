@@ -107,15 +107,7 @@ async fn approve(
     Path(id): Path<i64>,
     body: Result<JsonBody<Decision>, HttpError>,
 ) -> Result<Json<ApprovalView>, HttpError> {
-    let actor = who.require(Role::Operator)?;
-    let JsonBody(decision) = body?;
-    let approval = state.approvals.approve(id, actor, &decision.comment).await?;
-    let change = Change::ok("approval.approve", format!("job {id}"))
-        .with("policy", &approval.policy)
-        .with("requested_by", &approval.requested_by)
-        .with("comment", &approval.comment);
-    state.activity.record(&origin.actor(actor), change).await;
-    Ok(Json(approval))
+    decide(state, who, origin, id, body, true).await
 }
 
 /// Rejects a job waiting for approval: it ends `rejected`, with the comment as its error. Not its requester's to
@@ -135,10 +127,26 @@ async fn reject(
     Path(id): Path<i64>,
     body: Result<JsonBody<Decision>, HttpError>,
 ) -> Result<Json<ApprovalView>, HttpError> {
+    decide(state, who, origin, id, body, false).await
+}
+
+/// Approves (`approve`) or rejects job `id`, and records who did and why.
+async fn decide(
+    state: AppState,
+    who: Authenticated,
+    origin: RequestOrigin,
+    id: i64,
+    body: Result<JsonBody<Decision>, HttpError>,
+    approve: bool,
+) -> Result<Json<ApprovalView>, HttpError> {
     let actor = who.require(Role::Operator)?;
     let JsonBody(decision) = body?;
-    let approval = state.approvals.reject(id, actor, &decision.comment).await?;
-    let change = Change::ok("approval.reject", format!("job {id}"))
+    let (approval, action) = if approve {
+        (state.approvals.approve(id, actor, &decision.comment).await?, "approval.approve")
+    } else {
+        (state.approvals.reject(id, actor, &decision.comment).await?, "approval.reject")
+    };
+    let change = Change::ok(action, format!("job {id}"))
         .with("policy", &approval.policy)
         .with("requested_by", &approval.requested_by)
         .with("comment", &approval.comment);

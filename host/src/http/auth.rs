@@ -1,6 +1,9 @@
 //! The credentials extractor: a bearer token, or a console session found by [`super::session::guard`].
 
-use axum::{extract::FromRequestParts, http::request::Parts};
+use axum::{
+    extract::FromRequestParts,
+    http::{request::Parts, HeaderValue},
+};
 
 use super::{AppState, HttpError};
 use crate::{
@@ -23,6 +26,17 @@ impl Authenticated {
     }
 }
 
+/// The token of an `Authorization: Bearer …` header. The scheme name is case-insensitive (RFC 7235 §2.1); the
+/// token is not.
+pub fn bearer(header: &HeaderValue) -> Option<&str> {
+    header
+        .to_str()
+        .ok()
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
+        .map(|(_, token)| token.trim())
+}
+
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = HttpError;
 
@@ -33,14 +47,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 None => Err(HttpError::Unauthorized),
             };
         };
-        // The scheme name is case-insensitive (RFC 7235 §2.1); the token is not.
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("Bearer"))
-            .map(|(_, token)| token.trim())
-            .ok_or(HttpError::Unauthorized)?;
+        let token = bearer(header).ok_or(HttpError::Unauthorized)?;
         match state.tokens.authenticate(token).await? {
             Some(principal) => Ok(Authenticated(principal)),
             None => Err(HttpError::Unauthorized),

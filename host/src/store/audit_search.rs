@@ -16,6 +16,13 @@
 //! Time filters are range scans: `received_from`/`received_to` on `received_at` (the server's clock),
 //! `host_from`/`host_to` on `history_datetime` (the host's own).
 
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
 use serde::Serialize;
 
 use super::{
@@ -73,6 +80,39 @@ enum TextPlan {
 
 /// Below this many rows left by the other filters, a text search reads those instead of the command index.
 const NARROW_ROWS: i64 = 10_000;
+/// How long a set of hosts found to hold [`NARROW_ROWS`] rows is taken to still hold them.
+const BROAD_FOR: Duration = Duration::from_secs(60);
+/// At most this many sets are remembered (then the memory starts again).
+const BROAD_SETS: usize = 1_000;
+
+/// Sets of hosts known to hold many rows, by a hash of their ids ([`Store::hosts_rows`]).
+#[derive(Debug, Clone, Default)]
+pub(super) struct BroadHosts(Arc<Mutex<HashMap<u64, Instant>>>);
+
+impl BroadHosts {
+    fn key(ids: &[i64]) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        ids.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
+        // A map of hints: a panic cannot leave it wrong, only stale.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn holds(&self, key: u64) -> bool {
+        self.lock().get(&key).is_some_and(|at| at.elapsed() < BROAD_FOR)
+    }
+
+    fn keep(&self, key: u64) {
+        let mut sets = self.lock();
+        if sets.len() >= BROAD_SETS {
+            sets.clear();
+        }
+        sets.insert(key, Instant::now());
+    }
+}
 
 impl TextPlan {
     fn for_term(dialect: Dialect, term: &str) -> TextPlan {
@@ -332,9 +372,15 @@ impl Store {
         })
     }
 
-    /// The rows of `filter`'s hosts, counted through the host index up to [`NARROW_ROWS`] (SQLite).
+    /// The rows of `filter`'s hosts, counted through the host index up to [`NARROW_ROWS`] (SQLite). A set of hosts
+    /// found to hold that many is remembered for [`BROAD_FOR`]: a scoped caller's every query names the same
+    /// hundreds of hosts, and rows only grow (retention aside, which makes the plan slower, never wrong).
     async fn hosts_rows(&self, filter: &AuditQuery) -> Result<i64, StoreError> {
         let ids = filter.host_ids.as_deref().unwrap_or_default();
+        let key = BroadHosts::key(ids);
+        if self.broad_hosts.holds(key) {
+            return Ok(NARROW_ROWS);
+        }
         let query = format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM server_history WHERE host_id IN ({}) LIMIT ?) AS probe",
             vec!["?"; ids.len()].join(", ")
@@ -342,7 +388,11 @@ impl Store {
         let mut binds: Vec<Bind> = ids.iter().map(|id| Bind::Int(*id)).collect();
         binds.push(Bind::Int(NARROW_ROWS));
         let counted: Vec<(i64,)> = fetch_bound!(self, (i64,), &query, &binds)?;
-        Ok(counted.first().map_or(0, |(n,)| *n))
+        let rows = counted.first().map_or(0, |(n,)| *n);
+        if rows >= NARROW_ROWS {
+            self.broad_hosts.keep(key);
+        }
+        Ok(rows)
     }
 
     /// The rows of `filter`'s users, counted through the indexes up to [`NARROW_ROWS`] (SQLite, MariaDB/MySQL).
@@ -366,6 +416,16 @@ impl Store {
             || filter.host_from.is_some()
             || filter.host_to.is_some();
         if !indexed {
+            return Ok(false);
+        }
+        let only_hosts = filter.users.is_empty()
+            && filter.session.is_none()
+            && filter.received_from.is_none()
+            && filter.received_to.is_none()
+            && filter.host_from.is_none()
+            && filter.host_to.is_none();
+        if only_hosts && shape.hosts_by_scan {
+            // The hosts alone were counted to that many already.
             return Ok(false);
         }
         let (mut clauses, mut binds) = (Vec::new(), Vec::new());

@@ -167,6 +167,8 @@ pub struct Store {
     sqlite_file: Option<PathBuf>,
     /// The inventory as last read, for grant checks ([`Store::inventory_snapshot`]).
     snapshot: inventory::Snapshot,
+    /// Sets of hosts known to hold many audit rows (a plan's probe, skipped for a minute).
+    broad_hosts: audit_search::BroadHosts,
 }
 
 impl Store {
@@ -228,7 +230,13 @@ impl Store {
             }
             _ => return Err(StoreError::UnsupportedUrl(url.to_owned())),
         };
-        Ok(Store { pool, dialect, sqlite_file, snapshot: inventory::Snapshot::default() })
+        Ok(Store {
+            pool,
+            dialect,
+            sqlite_file,
+            snapshot: inventory::Snapshot::default(),
+            broad_hosts: audit_search::BroadHosts::default(),
+        })
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
