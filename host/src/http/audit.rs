@@ -306,7 +306,12 @@ async fn filter_of(state: &AppState, p: &StreamParams, scope: &Scope) -> Result<
         // A host the caller does not see has no events for it: named, it matches nothing.
         host_ids = Some(match host_ids {
             Some(ids) => ids.into_iter().filter(|id| visible.contains(id)).collect(),
-            None => visible.into_iter().collect(),
+            // In order: the same statement and the same binds each time, for the database's caches and ours.
+            None => {
+                let mut ids: Vec<i64> = visible.into_iter().collect();
+                ids.sort_unstable();
+                ids
+            }
         });
     }
     let mut sources = Vec::new();

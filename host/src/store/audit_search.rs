@@ -90,9 +90,12 @@ const BROAD_SETS: usize = 1_000;
 pub(super) struct BroadHosts(Arc<Mutex<HashMap<u64, Instant>>>);
 
 impl BroadHosts {
+    /// The same for the same hosts in any order.
     fn key(ids: &[i64]) -> u64 {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        ids.hash(&mut hasher);
+        sorted.hash(&mut hasher);
         hasher.finish()
     }
 
