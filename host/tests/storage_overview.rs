@@ -61,6 +61,9 @@ async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_di
         let failed = store.insert_job(&job("alice")).await.unwrap();
         let succeeded = store.insert_job(&job("bob")).await.unwrap();
         store.insert_job(&job("carol")).await.unwrap();
+        // A job that waited for approval and was rejected is counted as it ends, like any other.
+        let rejected = store.insert_job(&NewJob { pending_approval: true, ..job("dave") }).await.unwrap();
+        store.finish_job(rejected, "rejected", Some("rejected by erin"), &[]).await.unwrap();
         store.finish_job(failed, "failed", Some("1 of 1 hosts did not succeed"), &[]).await.unwrap();
         store.finish_job(succeeded, "succeeded", None, &[]).await.unwrap();
         // Ending a job that has ended already changes its row but not the counts.
@@ -68,13 +71,17 @@ async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_di
         let now = now_ms();
         let today = now - now % DAY_MS;
         let counts = store.jobs_per_day(today - 13 * DAY_MS).await.unwrap();
-        let expected =
-            [(today, "failed".to_owned(), 1), (today, "queued".to_owned(), 1), (today, "succeeded".to_owned(), 1)];
+        let expected = [
+            (today, "failed".to_owned(), 1),
+            (today, "queued".to_owned(), 1),
+            (today, "rejected".to_owned(), 1),
+            (today, "succeeded".to_owned(), 1),
+        ];
         // A job created a moment before midnight UTC lands on the day before: both days are right then.
         if counts.first().map(|c| c.0) == Some(today) {
             assert_eq!(counts, expected, "{dialect:?}");
         } else {
-            assert_eq!(counts.iter().map(|c| c.2).sum::<i64>(), 3, "{dialect:?}: {counts:?}");
+            assert_eq!(counts.iter().map(|c| c.2).sum::<i64>(), 4, "{dialect:?}: {counts:?}");
         }
         assert!(store.jobs_per_day(now + DAY_MS).await.unwrap().is_empty(), "{dialect:?}: nothing after now");
         assert!(store.audit_per_hour(now - DAY_MS).await.unwrap().is_empty(), "{dialect:?}");
@@ -113,7 +120,7 @@ async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_di
         let statuses: Vec<(String, i64)> =
             store.jobs_per_day(today - DAY_MS).await.unwrap().into_iter().map(|(_, s, n)| (s, n)).collect();
         let failed: i64 = statuses.iter().filter(|(s, _)| s == "failed").map(|(_, n)| n).sum();
-        assert_eq!((failed, statuses.iter().map(|(_, n)| n).sum::<i64>()), (2, 3), "{dialect:?}: {statuses:?}");
+        assert_eq!((failed, statuses.iter().map(|(_, n)| n).sum::<i64>()), (2, 4), "{dialect:?}: {statuses:?}");
         store.close().await;
     })
     .await;

@@ -14,10 +14,12 @@ const HOUR_MS: i64 = 3_600_000;
 /// Counts an ending job on its creation day, under the status it ends with (bound first, then the job id). Run
 /// before the job's own UPDATE, and only while the job is still queued or running, so that a job is counted once.
 const COUNT_ENDING_JOB: &str = "INSERT INTO job_days (day, status, jobs) \
-     SELECT created_at - (created_at % 86400000), ?, 1 FROM jobs WHERE id = ? AND status IN ('queued', 'running') \
+     SELECT created_at - (created_at % 86400000), ?, 1 FROM jobs \
+     WHERE id = ? AND status IN ('pending_approval', 'queued', 'running') \
      ON CONFLICT (day, status) DO UPDATE SET jobs = job_days.jobs + 1";
 const COUNT_ENDING_JOB_MYSQL: &str = "INSERT INTO job_days (day, status, jobs) \
-     SELECT created_at - (created_at % 86400000), ?, 1 FROM jobs WHERE id = ? AND status IN ('queued', 'running') \
+     SELECT created_at - (created_at % 86400000), ?, 1 FROM jobs \
+     WHERE id = ? AND status IN ('pending_approval', 'queued', 'running') \
      ON DUPLICATE KEY UPDATE jobs = jobs + 1";
 
 /// Counts every queued or running job as failed on its creation day: what start-up does to jobs a previous
