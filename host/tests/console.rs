@@ -309,7 +309,11 @@ fn an_admin_narrows_a_user_with_grants_on_the_users_page() {
     let browser = Browser::start("grants_page");
     browser.log_in(&server.base, "admin", &server.admin_password);
     browser.goto(&format!("{}/users", server.base));
+    // The page first lists the first user's grants (admin's); choosing dbop before that list is drawn would race
+    // with it (CI saw admin's list land last, and the grant added to admin).
+    browser.wait_for_text("#grants", "of admin", Duration::from_secs(10));
     browser.eval("const s = document.getElementById('g-user'); s.value = 'dbop'; s.dispatchEvent(new Event('change')); return null");
+    browser.wait_for_text("#grants", "of dbop", Duration::from_secs(5));
     browser.wait_for_text("#grants", "the user's own role on every host", Duration::from_secs(5));
 
     // A category no host is in is refused beside its field; nothing is added.
