@@ -2,11 +2,13 @@
 
 mod audit;
 mod notify;
+mod record;
 mod running;
 mod saved;
 
 use std::{path::PathBuf, process::ExitCode};
 
+use record::{actor_name, Recorder};
 use running::{parse_amount, run, Launch};
 
 use anyhow::{bail, Context};
@@ -14,7 +16,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    activity::{Activity, Actor, Change, Origin, ACTIVITY_KEY_PURPOSE},
+    activity::Change,
     app::App,
     auth::{self, Role, Tokens},
     backends::{ssh, Backends, Limits},
@@ -387,40 +389,6 @@ async fn backends_check(config: Config) -> anyhow::Result<ExitCode> {
 fn secret_key(config: &Config) -> anyhow::Result<Vec<u8>> {
     auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
         .with_context(|| format!("secret key in {}", config.state_dir.display()))
-}
-
-/// Who the command line says acted: `cli:USER`, the account that ran it.
-fn actor_name() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
-}
-
-/// The activity log as the command line writes to it: what a command changed, by [`actor_name`], from `local`.
-struct Recorder {
-    activity: Activity,
-    actor: Actor,
-}
-
-impl Recorder {
-    fn open(config: &Config, store: &Store) -> anyhow::Result<Recorder> {
-        let key = auth::derive_key(&secret_key(config)?, ACTIVITY_KEY_PURPOSE);
-        Ok(Recorder::of(Activity::new(store.clone(), &key)))
-    }
-
-    fn of(activity: Activity) -> Recorder {
-        // The uid, not only $USER, which the caller sets: `sudo` keeps SUDO_USER, said beside it.
-        // SAFETY: getuid cannot fail and touches no memory.
-        let uid = unsafe { libc::getuid() };
-        let credential = match std::env::var("SUDO_USER") {
-            Ok(by) => format!("uid {uid}, sudo by {by}"),
-            Err(_) => format!("uid {uid}"),
-        };
-        let origin = Origin { address: "local".into(), user_agent: format!("omserver {}", env!("CARGO_PKG_VERSION")) };
-        Recorder { activity, actor: Actor { name: actor_name(), credential, origin } }
-    }
-
-    async fn record(&self, change: Change) {
-        self.activity.record(&self.actor, change).await;
-    }
 }
 
 /// Token issuing without the rest of the server (no module scan, no audit writer).

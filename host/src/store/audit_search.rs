@@ -16,18 +16,12 @@
 //! Time filters are range scans: `received_from`/`received_to` on `received_at` (the server's clock),
 //! `host_from`/`host_to` on `history_datetime` (the host's own).
 
-use std::{
-    collections::HashMap,
-    hash::{Hash, Hasher},
-    sync::{Arc, Mutex},
-    time::{Duration, Instant},
-};
-
 use serde::Serialize;
 
 use super::{
     audit::{AuditQuery, AuditRow, COLUMNS},
     audit_text::{fts_phrase, has_ascii_trigram, words},
+    broad_hosts::BroadHosts,
     fetch_bound, on_pool, Bind, Dialect, Store, StoreError,
 };
 
@@ -80,42 +74,6 @@ enum TextPlan {
 
 /// Below this many rows left by the other filters, a text search reads those instead of the command index.
 const NARROW_ROWS: i64 = 10_000;
-/// How long a set of hosts found to hold [`NARROW_ROWS`] rows is taken to still hold them.
-const BROAD_FOR: Duration = Duration::from_secs(60);
-/// At most this many sets are remembered (then the memory starts again).
-const BROAD_SETS: usize = 1_000;
-
-/// Sets of hosts known to hold many rows, by a hash of their ids ([`Store::hosts_rows`]).
-#[derive(Debug, Clone, Default)]
-pub(super) struct BroadHosts(Arc<Mutex<HashMap<u64, Instant>>>);
-
-impl BroadHosts {
-    /// The same for the same hosts in any order.
-    fn key(ids: &[i64]) -> u64 {
-        let mut sorted = ids.to_vec();
-        sorted.sort_unstable();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        sorted.hash(&mut hasher);
-        hasher.finish()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Instant>> {
-        // A map of hints: a panic cannot leave it wrong, only stale.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn holds(&self, key: u64) -> bool {
-        self.lock().get(&key).is_some_and(|at| at.elapsed() < BROAD_FOR)
-    }
-
-    fn keep(&self, key: u64) {
-        let mut sets = self.lock();
-        if sets.len() >= BROAD_SETS {
-            sets.clear();
-        }
-        sets.insert(key, Instant::now());
-    }
-}
 
 impl TextPlan {
     fn for_term(dialect: Dialect, term: &str) -> TextPlan {

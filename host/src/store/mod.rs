@@ -16,6 +16,7 @@ mod audit_archive;
 mod audit_search;
 mod audit_sqlite;
 mod audit_text;
+mod broad_hosts;
 mod grants;
 mod inventory;
 mod jobs;
@@ -168,7 +169,7 @@ pub struct Store {
     /// The inventory as last read, for grant checks ([`Store::inventory_snapshot`]).
     snapshot: inventory::Snapshot,
     /// Sets of hosts known to hold many audit rows (a plan's probe, skipped for a minute).
-    broad_hosts: audit_search::BroadHosts,
+    broad_hosts: broad_hosts::BroadHosts,
 }
 
 impl Store {
@@ -235,7 +236,7 @@ impl Store {
             dialect,
             sqlite_file,
             snapshot: inventory::Snapshot::default(),
-            broad_hosts: audit_search::BroadHosts::default(),
+            broad_hosts: broad_hosts::BroadHosts::default(),
         })
     }
 
