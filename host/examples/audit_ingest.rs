@@ -128,7 +128,9 @@ async fn main() -> Result<(), Error> {
 
     // The no-op route goes through the same layers (tracing, latency metrics) as the audit routes.
     let noop = Router::new().route("/noop", get(|| async { "OK" }));
-    let router = omserver::http::router_with(app.state(), noop);
+    let cluster =
+        omserver::cluster::Cluster::join(app.store.clone(), "bench".into(), "http://127.0.0.1".into()).await?;
+    let router = omserver::http::router_with(app.state(Arc::new(cluster)), noop);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();

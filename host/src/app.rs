@@ -12,13 +12,14 @@ use crate::{
     audit::AuditService,
     auth::{self, Role, Tokens},
     backends::{BackendError, Backends, Limits},
+    cluster::Cluster,
     config::Config,
     http::{self, AppState},
     jobs::{JobService, JobSettings},
     notify::{self, Notifications},
     plugins::{watch, Registry},
     schedules::{Scheduler, Schedules},
-    store::{NewHost, Store, StoreError},
+    store::{JoinError, NewHost, Store, StoreError},
     templates::Templates,
     users::{UserError, Users},
     worker::{WorkerConfig, WorkerUser, Workers},
@@ -40,6 +41,18 @@ pub enum StartError {
     Tls(#[from] http::tls::TlsError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// Another server holds this one's name, or the database allows one server and another serves it.
+    #[error("{0}")]
+    Taken(String),
+}
+
+impl From<JoinError> for StartError {
+    fn from(err: JoinError) -> StartError {
+        match err {
+            JoinError::Taken(why) => StartError::Taken(why),
+            JoinError::Store(e) => StartError::Store(e),
+        }
+    }
 }
 
 /// With `module_user`, what the server reads must not be readable by other users: `state_dir` (the secret key,
@@ -182,6 +195,7 @@ impl App {
             max_concurrent: config.max_concurrent_jobs,
             files_dir: config.files_dir.clone(),
             module_settings,
+            node: config.node_name()?,
         };
         let jobs = Arc::new(JobService::new(store.clone(), registry.clone(), workers, backends, settings));
         let templates = Arc::new(Templates::new(store.clone(), jobs.clone()));
@@ -242,8 +256,10 @@ impl App {
         Arc::new(Approvals::new(self.store.clone(), self.jobs.clone(), self.access()))
     }
 
-    pub fn state(&self) -> AppState {
+    /// What the handlers use; `cluster` is this server's place among its database's servers ([`Cluster::join`]).
+    pub fn state(&self, cluster: Arc<Cluster>) -> AppState {
         AppState::new(http::Services {
+            cluster,
             store: self.store.clone(),
             registry: self.registry.clone(),
             jobs: self.jobs.clone(),
@@ -270,13 +286,16 @@ impl App {
         shutdown: CancellationToken,
         ready: impl FnOnce(std::net::SocketAddr),
     ) -> Result<(), StartError> {
+        let addr = listener.local_addr().map_err(io("listener address"))?;
+        let address =
+            (self.config.node_address.clone()).unwrap_or_else(|| format!("{}://{addr}", self.config.url_scheme()));
+        let cluster = Arc::new(Cluster::join(self.store.clone(), self.config.node_name()?, address).await?);
         // Only the serving process owns unfinished jobs: a CLI command opening the same database must not touch
-        // them, so this runs here and not in `open`.
-        let interrupted = self.store.fail_interrupted_jobs().await?;
+        // them, so this runs here and not in `open`; and only this server's (its name is its own now).
+        let interrupted = self.store.fail_interrupted_jobs(cluster.name()).await?;
         if interrupted > 0 {
             tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
         }
-        let addr = listener.local_addr().map_err(io("listener address"))?;
         if self.config.public_url.is_none() {
             // Port 0 in `listen` is only known now; links must name the real one.
             self.notify.set_public_url(format!("{}://{addr}", self.config.url_scheme()));
@@ -315,7 +334,8 @@ impl App {
                 tracing::error!(backend = health.backend, default = health.default, problem = %health.detail, "backend unhealthy");
             }
         }
-        let router = http::router(self.state());
+        let heartbeat = tokio::spawn(cluster.clone().run(shutdown.clone()));
+        let router = http::router(self.state(cluster));
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);
         let stop = shutdown.clone();
@@ -356,6 +376,8 @@ impl App {
         }
         let _ = watcher.await;
         let _ = sweeper.await;
+        // Last: the list says this server is up while it still finishes jobs.
+        let _ = heartbeat.await;
         if let Some(retention) = retention {
             let _ = retention.await;
         }

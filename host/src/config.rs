@@ -74,6 +74,12 @@ pub struct Config {
     pub session_idle_timeout_secs: u64,
     /// A console session ends this long after its login, however busy.
     pub session_max_age_secs: u64,
+    /// This server's name among the servers of one database (`GET /api/cluster`, the server a job runs on): letters,
+    /// digits, `.`, `_` and `-`, at most 128. The machine's host name when unset.
+    pub node_name: Option<String>,
+    /// How the other servers and their admins reach this one (`https://omserver-2.example.org:8080`), shown in
+    /// the cluster view; `http(s)://<listen>` when unset.
+    pub node_address: Option<String>,
     /// Mark the session cookie `Secure` (sent over HTTPS only). Set it when the console is reached over HTTPS,
     /// directly or through a TLS-terminating proxy; the browser then also refuses the cookie over plain HTTP.
     pub secure_cookies: bool,
@@ -110,6 +116,8 @@ impl Default for Config {
             session_idle_timeout_secs: 1800,
             session_max_age_secs: 12 * 3600,
             secure_cookies: false,
+            node_name: None,
+            node_address: None,
         }
     }
 }
@@ -143,6 +151,8 @@ const KEYS: &[&str] = &[
     "session_idle_timeout_secs",
     "session_max_age_secs",
     "secure_cookies",
+    "node_name",
+    "node_address",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +194,30 @@ impl Config {
                 return Err(ConfigError::Invalid(format!("public_url {url:?} must be an http(s) URL with a host")));
             }
         }
+        config.node_name()?;
         Ok(config)
+    }
+
+    /// `node_name`, or the machine's host name; a name that could not be shown or matched as it is (spaces,
+    /// slashes, more than 128 bytes) is an error.
+    pub fn node_name(&self) -> Result<String, ConfigError> {
+        let name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|n| n.trim().to_owned())
+                .ok()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "omserver".to_owned()),
+        };
+        let fits = !name.is_empty()
+            && name.len() <= 128
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !fits {
+            return Err(ConfigError::Invalid(format!(
+                "node_name {name:?} must be 1 to 128 letters, digits, '.', '_' or '-'"
+            )));
+        }
+        Ok(name)
     }
 
     /// The HTTPS files when both keys are set, `None` when neither is; one without the other is an error (a

@@ -10,6 +10,7 @@
 //! - [`templates`], [`schedules`]: saved jobs and the scheduler that runs them.
 //! - [`access`], [`approvals`], [`activity`]: grants that scope roles to parts of the inventory, policies that
 //!   hold jobs for a second person's approval, and the chained record of every change.
+//! - [`cluster`]: the servers of one database: each joins under its name, heartbeats, and is listed.
 //! - [`notify`]: notifications: channels, subscriptions, the outbox and delivery with retries.
 //! - [`backends`]: local (and later ssh, ansible, saltstack, func): argv and file copies → per-host results.
 //! - [`labels`]: the one rule for names people give things, as the API document states it.
@@ -33,6 +34,7 @@ pub mod auth;
 pub mod backends;
 pub mod calendar;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod inventory;

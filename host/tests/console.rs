@@ -591,3 +591,21 @@ fn the_job_history_is_filtered_from_its_form_and_refuses_a_bad_filter_in_words()
     browser.screenshot("2-bad-filter");
     assert!(rows(&browser).is_empty());
 }
+
+#[test]
+fn the_servers_page_shows_this_server_up_and_the_job_it_runs() {
+    let server = server();
+    let browser = Browser::start("servers");
+    browser.log_in(&server.base, "admin", &server.admin_password);
+    let id = server.submit(9003, &["127.0.0.1"], json!({ "seconds": 30 }));
+    browser.goto(&format!("{}/cluster", server.base));
+    browser.wait_for_text("#servers tbody", "(this server)", Duration::from_secs(5));
+    browser.wait_for_text("#servers tbody", "up", Duration::from_secs(2));
+    // The page redraws every 5 s: the job shows once it runs.
+    browser.wait_for_text("#servers tbody", &format!("#{id}"), Duration::from_secs(12));
+    browser.screenshot("running");
+    browser.click(&format!("#servers a[href=\"/jobs/{id}\"]"));
+    browser.wait_for_text("#status", "running", Duration::from_secs(5));
+    let (status, _) = server.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
+    assert_eq!(status, StatusCode::OK);
+}

@@ -108,7 +108,7 @@ fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 32] = [
+const TABLES: [&str; 33] = [
     "_sqlx_migrations",
     "activity",
     "activity_head",
@@ -119,6 +119,7 @@ const TABLES: [&str; 32] = [
     "audit_chain",
     "audit_gaps",
     "audit_hours",
+    "cluster_nodes",
     "host_tags",
     "job_approvals",
     "job_batches",
@@ -445,6 +446,7 @@ fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
         template_id: None,
         definition: None,
         pending_approval: false,
+        node: "test-node",
     }
 }
 
@@ -498,13 +500,13 @@ async fn a_job_goes_queued_running_finished_and_its_results_round_trip_exactly()
             assert_eq!((started_at, finished_at), (None, None));
             assert!(store.job_results(id).await.unwrap().is_empty());
 
-            store.mark_job_running(id).await.unwrap();
+            store.mark_job_running(id, "test-node").await.unwrap();
             let t2 = now_ms();
             let running = store.job(id).await.unwrap().unwrap();
             assert_eq!((running.status.as_str(), running.finished_at), ("running", None));
             in_range("started_at", running.started_at, t1, t2);
             // Only a queued job becomes running: a second call changes nothing.
-            store.mark_job_running(id).await.unwrap();
+            store.mark_job_running(id, "test-node").await.unwrap();
             assert_eq!(store.job(id).await.unwrap().unwrap().started_at, running.started_at);
 
             let results = vec![
@@ -605,7 +607,7 @@ async fn job_history_filters_narrow_exactly_on_every_dialect() {
         let a = store.insert_job(&job("alice", 1003, r#"["web1","web2"]"#)).await.unwrap();
         let b = store.insert_job(&job("Alice", 1003, r#"["web10"]"#)).await.unwrap();
         let c = store.insert_job(&job("bob", 1004, r#"["db1","web1"]"#)).await.unwrap();
-        store.mark_job_running(c).await.unwrap();
+        store.mark_job_running(c, "test-node").await.unwrap();
         let ids = |filter: JobQuery| async move {
             store.query_jobs(&filter).await.unwrap().into_iter().map(|j| j.id).collect::<Vec<_>>()
         };
@@ -652,7 +654,7 @@ async fn batches_keep_their_results_as_they_finish_and_reruns_link_back() {
         let rollout = r#"{"batch":"50%","max_failed":1,"pause_secs":0}"#;
         let id = store.insert_job(&NewJob { rollout: Some(rollout), ..new_job("a") }).await.unwrap();
         assert_eq!(store.job(id).await.unwrap().unwrap().rollout.as_deref(), Some(rollout));
-        store.mark_job_running(id).await.unwrap();
+        store.mark_job_running(id, "test-node").await.unwrap();
         let row = |host: &str, status: &str| ResultRow {
             host: host.into(),
             status: status.into(),
@@ -745,20 +747,23 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
         let store = &db.store;
         let queued = store.insert_job(&new_job("a")).await.unwrap();
         let running = store.insert_job(&new_job("a")).await.unwrap();
-        store.mark_job_running(running).await.unwrap();
+        store.mark_job_running(running, "test-node").await.unwrap();
         store.start_batch(running, 0, r#"["localhost"]"#).await.unwrap();
+        // Another server's job, running there: not this server's to fail.
+        let elsewhere = store.insert_job(&NewJob { node: "other-node", ..new_job("a") }).await.unwrap();
+        store.mark_job_running(elsewhere, "other-node").await.unwrap();
         let mut finished = Vec::new();
         for (status, error) in
             [("succeeded", None), ("failed", Some("1 of 1 hosts did not succeed")), ("cancelled", Some("cancelled"))]
         {
             let id = store.insert_job(&new_job("a")).await.unwrap();
-            store.mark_job_running(id).await.unwrap();
+            store.mark_job_running(id, "test-node").await.unwrap();
             store.finish_job(id, status, error, &[]).await.unwrap();
             finished.push((id, store.job(id).await.unwrap().unwrap()));
         }
 
         let t0 = now_ms();
-        assert_eq!(store.fail_interrupted_jobs().await.unwrap(), 2);
+        assert_eq!(store.fail_interrupted_jobs("test-node").await.unwrap(), 2);
         let t1 = now_ms();
         for id in [queued, running] {
             let job = store.job(id).await.unwrap().unwrap();
@@ -780,7 +785,8 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
                 "a finished job is left alone"
             );
         }
-        assert_eq!(store.fail_interrupted_jobs().await.unwrap(), 0, "nothing is left to fail");
+        assert_eq!(store.job(elsewhere).await.unwrap().unwrap().status, "running", "another server's job");
+        assert_eq!(store.fail_interrupted_jobs("test-node").await.unwrap(), 0, "nothing is left to fail");
     })
     .await;
 }

@@ -13,6 +13,7 @@ mod activity;
 mod approvals;
 mod audit;
 mod auth;
+mod cluster;
 // pub(crate): `read_form` is re-exported for the fuzz targets by `crate::fuzzing`.
 pub(crate) mod body;
 mod error;
@@ -78,6 +79,8 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Services {
+    /// This server among its database's servers.
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub store: Store,
     pub registry: Arc<Registry>,
     pub jobs: Arc<JobService>,
@@ -103,6 +106,7 @@ pub fn router(state: AppState) -> Router {
 fn table() -> Routes {
     Routes::new()
         .merge(health::router())
+        .merge(cluster::router())
         .merge(modules::router())
         .merge(hosts::router())
         .merge(jobs::router())

@@ -146,6 +146,8 @@ pub struct JobSettings {
     pub max_concurrent: usize,
     pub files_dir: PathBuf,
     pub module_settings: HashMap<u32, Vec<(String, String)>>,
+    /// This server's `node_name`: its jobs say they run here.
+    pub node: String,
 }
 
 pub struct JobService {

@@ -72,7 +72,7 @@ impl JobService {
                 .finish(id, &job.hosts, &progress, Vec::new(), Some(message.clone()), Some(stop), message)
                 .await;
         };
-        if let Err(err) = self.store.mark_job_running(id).await {
+        if let Err(err) = self.store.mark_job_running(id, &self.settings.node).await {
             tracing::error!(job_id = id, error = %err, "cannot mark job running");
         }
 

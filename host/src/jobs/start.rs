@@ -48,6 +48,7 @@ impl JobService {
                 template_id: template,
                 definition: origin.template.as_ref().map(|(_, definition)| definition.as_str()),
                 pending_approval: policy.is_some(),
+                node: &self.settings.node,
             })
             .await?;
         metrics::counter!("omserver_jobs_submitted_total").increment(1);

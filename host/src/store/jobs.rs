@@ -86,6 +86,8 @@ pub struct NewJob<'a> {
     pub definition: Option<&'a str>,
     /// Stored `pending_approval` rather than `queued`: it waits for an approval (`crate::approvals`).
     pub pending_approval: bool,
+    /// The server that accepted it (`node_name`).
+    pub node: &'a str,
 }
 
 const JOB_COLUMNS: &str = "id, module_id, module_version, backend, params, hosts, status, error, created_by, \
@@ -118,7 +120,7 @@ impl Store {
         Ok(insert_id!(
             self,
             "INSERT INTO jobs (module_id, module_version, backend, params, hosts, status, created_by, created_at, \
-             rollout, rerun_of, template_id, definition) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             rollout, rerun_of, template_id, definition, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             i64::from(job.module_id),
             job.module_version,
             job.backend,
@@ -130,13 +132,17 @@ impl Store {
             job.rollout,
             job.rerun_of,
             job.template_id,
-            job.definition
+            job.definition,
+            job.node
         )?)
     }
 
-    pub async fn mark_job_running(&self, id: i64) -> Result<(), StoreError> {
-        let sql = self.sql("UPDATE jobs SET status = 'running', started_at = ? WHERE id = ? AND status = 'queued'");
-        on_pool!(self, pool => sqlx::query(&sql).bind(now_ms()).bind(id).execute(pool).await.map(|_| ()))?;
+    /// Job `id` runs now, on server `node`.
+    pub async fn mark_job_running(&self, id: i64, node: &str) -> Result<(), StoreError> {
+        let sql =
+            self.sql("UPDATE jobs SET status = 'running', started_at = ?, node = ? WHERE id = ? AND status = 'queued'");
+        on_pool!(self, pool => sqlx::query(&sql).bind(now_ms()).bind(node).bind(id).execute(pool).await
+            .map(|_| ()))?;
         Ok(())
     }
 
@@ -254,29 +260,30 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, ResultRow>(&sql).bind(job_id).fetch_all(pool).await)?)
     }
 
-    /// Jobs left queued or running by a previous process can never finish: fail them at start-up, and close the
-    /// batch that was running (the batches that ended keep their results).
-    pub async fn fail_interrupted_jobs(&self) -> Result<u64, StoreError> {
+    /// Jobs left queued or running by a previous process of server `node` can never finish: fail them at start-up,
+    /// and close the batch that was running (the batches that ended keep their results). Jobs of other servers are
+    /// theirs; a job of no server is from before servers had names.
+    pub async fn fail_interrupted_jobs(&self, node: &str) -> Result<u64, StoreError> {
         let batches = self.sql(
             "UPDATE job_batches SET finished_at = ? WHERE finished_at IS NULL \
-             AND job_id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running'))",
+             AND job_id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL))",
         );
         let events = self.sql(
             "INSERT INTO notify_events (kind, subject_id, created_at) \
-             SELECT ?, id, ? FROM jobs WHERE status IN ('queued', 'running')",
+             SELECT ?, id, ? FROM jobs WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL)",
         );
         let count = self.count_interrupted_jobs_sql();
         let jobs = self.sql(
             "UPDATE jobs SET status = 'failed', error = 'interrupted: the server stopped before the job finished', \
-             finished_at = ? WHERE status IN ('queued', 'running')",
+             finished_at = ? WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL)",
         );
         let now = now_ms();
         let done = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            sqlx::query(&batches).bind(now).execute(&mut *tx).await?;
-            sqlx::query(&events).bind(JOB_FINISHED).bind(now).execute(&mut *tx).await?;
-            sqlx::query(&count).execute(&mut *tx).await?;
-            let done = sqlx::query(&jobs).bind(now).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(&batches).bind(now).bind(node).execute(&mut *tx).await?;
+            sqlx::query(&events).bind(JOB_FINISHED).bind(now).bind(node).execute(&mut *tx).await?;
+            sqlx::query(&count).bind(node).execute(&mut *tx).await?;
+            let done = sqlx::query(&jobs).bind(now).bind(node).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             Ok::<u64, sqlx::Error>(done)
         }

@@ -17,6 +17,7 @@ mod audit_search;
 mod audit_sqlite;
 mod audit_text;
 mod broad_hosts;
+mod cluster;
 mod grants;
 mod inventory;
 mod jobs;
@@ -43,6 +44,7 @@ pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
 pub use audit_archive::ArchivedUpTo;
 pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
 pub use audit_sqlite::WalSync;
+pub use cluster::{JoinError, NodeRow, ServeLock};
 pub use grants::GrantRow;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_APPROVAL, JOB_FINISHED};
@@ -70,6 +72,12 @@ pub enum StoreError {
     Io { what: &'static str, source: std::io::Error },
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer omserver: this one would misread what it does not know.
+    #[error(
+        "the database has migration {0}, which this omserver does not know: a newer omserver upgraded it; run \
+         that version (or newer) on every server"
+    )]
+    NewerSchema(i64),
 }
 
 impl StoreError {
@@ -240,13 +248,19 @@ impl Store {
         })
     }
 
+    /// Applies what is pending. sqlx takes the database's own lock around it on PostgreSQL
+    /// (`pg_advisory_lock`) and MariaDB (`GET_LOCK`), so servers starting together migrate once; a migration
+    /// applied that this binary does not have is [`StoreError::NewerSchema`].
     async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.pool {
-            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await?,
-            Pool::MySql(pool) => sqlx::migrate!("../migrations/mysql").run(pool).await?,
-            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await?,
+        let done = match &self.pool {
+            Pool::Sqlite(pool) => sqlx::migrate!("../migrations/sqlite").run(pool).await,
+            Pool::MySql(pool) => sqlx::migrate!("../migrations/mysql").run(pool).await,
+            Pool::Postgres(pool) => sqlx::migrate!("../migrations/postgres").run(pool).await,
+        };
+        match done {
+            Err(sqlx::migrate::MigrateError::VersionMissing(version)) => Err(StoreError::NewerSchema(version)),
+            done => Ok(done?),
         }
-        Ok(())
     }
 
     pub fn dialect(&self) -> Dialect {

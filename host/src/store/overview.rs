@@ -22,14 +22,16 @@ const COUNT_ENDING_JOB_MYSQL: &str = "INSERT INTO job_days (day, status, jobs) \
      WHERE id = ? AND status IN ('pending_approval', 'queued', 'running') \
      ON DUPLICATE KEY UPDATE jobs = jobs + 1";
 
-/// Counts every queued or running job as failed on its creation day: what start-up does to jobs a previous
-/// process left behind.
+/// Counts every queued or running job of a server (or of no server) as failed on its creation day: what start-up
+/// does to jobs the server's previous process left behind.
 const COUNT_INTERRUPTED_JOBS: &str = "INSERT INTO job_days (day, status, jobs) \
-     SELECT created_at - (created_at % 86400000), 'failed', COUNT(*) FROM jobs WHERE status IN ('queued', 'running') \
+     SELECT created_at - (created_at % 86400000), 'failed', COUNT(*) FROM jobs \
+     WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL) \
      GROUP BY created_at - (created_at % 86400000) \
      ON CONFLICT (day, status) DO UPDATE SET jobs = job_days.jobs + excluded.jobs";
 const COUNT_INTERRUPTED_JOBS_MYSQL: &str = "INSERT INTO job_days (day, status, jobs) \
-     SELECT created_at - (created_at % 86400000), 'failed', COUNT(*) FROM jobs WHERE status IN ('queued', 'running') \
+     SELECT created_at - (created_at % 86400000), 'failed', COUNT(*) FROM jobs \
+     WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL) \
      GROUP BY created_at - (created_at % 86400000) \
      ON DUPLICATE KEY UPDATE jobs = jobs + VALUES(jobs)";
 

@@ -28,6 +28,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("schedules.js", "text/javascript; charset=utf-8", include_str!("assets/schedules.js")),
     ("activity.js", "text/javascript; charset=utf-8", include_str!("assets/activity.js")),
     ("approvals.js", "text/javascript; charset=utf-8", include_str!("assets/approvals.js")),
+    ("cluster.js", "text/javascript; charset=utf-8", include_str!("assets/cluster.js")),
     ("favicon.svg", "image/svg+xml", include_str!("assets/favicon.svg")),
 ];
 

@@ -46,6 +46,7 @@ pub fn router() -> Routes {
         .plain(Method::GET, "/activity", Access::Page(Role::Admin), activity_page)
         .plain(Method::GET, "/users", viewer, users_page)
         .plain(Method::GET, "/inventory", viewer, inventory_page)
+        .plain(Method::GET, "/cluster", viewer, cluster_page)
         .plain(Method::GET, "/api-docs", viewer, api_docs_page)
         // The page's scripts and styles: the same for everyone, secrets in none.
         .plain(Method::GET, "/assets/{name}", Access::Public, assets::serve)
@@ -418,6 +419,20 @@ async fn activity_page(
         return Err(PageError::shown(&user, HttpError::Forbidden(Role::Admin.as_str())));
     }
     Ok(ActivityPage { user: Some(user) })
+}
+
+/// The servers of this database.
+#[derive(Template, WebTemplate)]
+#[template(path = "cluster.html")]
+struct ClusterPage {
+    user: Option<PageUser>,
+}
+
+async fn cluster_page(
+    who: Result<Authenticated, HttpError>,
+    session: Option<Extension<Session>>,
+) -> Result<ClusterPage, PageError> {
+    Ok(ClusterPage { user: Some(viewer((who, session))?) })
 }
 
 /// Users (for admins) and the caller's API tokens.

@@ -82,6 +82,7 @@ pub fn pages(job: i64) -> Vec<Page> {
         page("users", "/users".into(), "#tokens tbody", false),
         page("notifications", "/notifications".into(), "#channels-empty:not([hidden]), #channels tbody tr", true),
         page("activity", "/activity".into(), "#entries tbody tr", true),
+        page("servers", "/cluster".into(), "#servers tbody tr", false),
         page("api", "/api-docs".into(), "#operations section", false),
         page("not-found", "/jobs/999999".into(), "#error-message", false),
     ]

@@ -1,0 +1,159 @@
+//! The servers of one database. Each serving process joins under its `node_name`: it takes the database's lock
+//! on that name (`Store::lock_serving`: one server per SQLite file or MariaDB database, one per name on
+//! PostgreSQL), registers itself, and writes a heartbeat every [`HEARTBEAT`] until it stops, when it leaves the
+//! list. `GET /api/cluster` and the console's `/cluster` page read the list.
+//!
+//! A command-line process (`omserver user add`, `audit verify`) opens the database without joining: only
+//! `serve` holds the lock.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{now_ms, JoinError, ServeLock, Store, StoreError};
+
+/// How often a server says it is alive.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A server not heard from for this long is shown as silent (three heartbeats missed).
+pub const SILENT_AFTER: Duration = Duration::from_secs(15);
+/// How long a starting server asks again for a lock that is held.
+const TAKEOVER: Duration = Duration::from_secs(10);
+/// A server silent for this long leaves the list (gone for good, or renamed).
+const FORGET_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// One server of the database, as `GET /api/cluster` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ServerView {
+    pub name: String,
+    /// How people and other servers reach it (`node_address`).
+    pub address: String,
+    /// The omserver version it runs.
+    pub version: String,
+    /// Unix ms.
+    pub started_at: i64,
+    /// Its last heartbeat, Unix ms.
+    pub last_seen_at: i64,
+    /// How many jobs run on it now.
+    pub running_jobs: usize,
+    /// The ids of those jobs, oldest first.
+    pub jobs: Vec<i64>,
+    /// Heard from within the last 15 s (three heartbeats).
+    pub up: bool,
+    /// The server that answered this request.
+    pub this: bool,
+}
+
+/// This server's place among the servers of its database.
+pub struct Cluster {
+    store: Store,
+    name: String,
+    address: String,
+    lock: Mutex<ServeLock>,
+}
+
+impl Cluster {
+    /// Takes the name (or refuses: another live server holds it, or the database allows only one server) and
+    /// registers this server as started now. A lock still held is asked again for [`TAKEOVER`]: the database lets
+    /// go of a crashed process's lock only once it notices the connection gone, and a supervisor restarts at once.
+    pub async fn join(store: Store, name: String, address: String) -> Result<Cluster, JoinError> {
+        let deadline = tokio::time::Instant::now() + TAKEOVER;
+        let lock = loop {
+            match store.lock_serving(&name).await {
+                Err(JoinError::Taken(why)) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(node = %name, why, "the lock is held; asking again");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                taken => break taken?,
+            }
+        };
+        store.register_node(&name, &address, env!("CARGO_PKG_VERSION")).await?;
+        tracing::info!(node = %name, %address, "joined the database's servers");
+        Ok(Cluster { store, name, address, lock: Mutex::new(lock) })
+    }
+
+    /// This server's name: what its jobs' `node` says.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every registered server, by name, with what it runs.
+    pub async fn servers(&self) -> Result<Vec<ServerView>, StoreError> {
+        let nodes = self.store.nodes().await?;
+        let mut running: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        for (node, job) in self.store.running_jobs_by_node().await? {
+            running.entry(node).or_default().push(job);
+        }
+        let silent_since = now_ms() - millis(SILENT_AFTER);
+        Ok(nodes
+            .into_iter()
+            .map(|node| {
+                let jobs = running.remove(&node.name).unwrap_or_default();
+                ServerView {
+                    this: node.name == self.name,
+                    up: node.last_seen_at >= silent_since,
+                    running_jobs: jobs.len(),
+                    jobs,
+                    name: node.name,
+                    address: node.address,
+                    version: node.version,
+                    started_at: node.started_at,
+                    last_seen_at: node.last_seen_at,
+                }
+            })
+            .collect())
+    }
+
+    /// Heartbeats until `shutdown`, then leaves the list. A database that was unreachable is told again: the lock
+    /// is taken anew when its connection was lost, the row written anew when it was removed.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(HEARTBEAT);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            self.beat().await;
+        }
+        if let Err(err) = self.store.remove_node(&self.name).await {
+            tracing::warn!(node = %self.name, error = %err, "could not leave the list of servers");
+        }
+    }
+
+    async fn beat(&self) {
+        let mut lock = self.lock.lock().await;
+        if !lock.holds().await {
+            match self.store.lock_serving(&self.name).await {
+                Ok(again) => {
+                    tracing::warn!(node = %self.name, "the database forgot this server's lock (restarted?): taken again");
+                    *lock = again;
+                }
+                Err(err) => {
+                    tracing::error!(node = %self.name, error = %err, "cannot take this server's lock again");
+                    return;
+                }
+            }
+        }
+        drop(lock);
+        match self.store.heartbeat_node(&self.name).await {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Err(err) = self.store.register_node(&self.name, &self.address, env!("CARGO_PKG_VERSION")).await {
+                    tracing::warn!(node = %self.name, error = %err, "could not register this server again");
+                }
+            }
+            Err(err) => tracing::warn!(node = %self.name, error = %err, "heartbeat not recorded"),
+        }
+        match self.store.forget_nodes_before(now_ms() - millis(FORGET_AFTER)).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(servers = n, "servers silent for a day forgotten"),
+            Err(err) => tracing::debug!(error = %err, "could not forget silent servers"),
+        }
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,216 @@
+//! Servers of one database: each joins under its `node_name`, is listed by `GET /api/cluster` with its heartbeat
+//! and running jobs, and leaves the list when it stops. PostgreSQL is shared by several servers; a second server
+//! on one SQLite file or one MariaDB database refuses to start, as does a second server under a taken name. A
+//! server restarting fails only its own unfinished jobs. Real databases: SQLite files, the MariaDB and PostgreSQL
+//! servers of the machine (a fresh database each).
+
+mod common;
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{database::block_on, fixture, install, scratch::Scratch, Options, Server};
+use omserver::store::Dialect;
+use serde_json::{json, Value};
+
+/// The same key on every server of a test: a token made on one is valid on the others.
+const SECRET: &str = "cluster-test-secret-key-0123456789abcdef";
+
+/// A server on `database_url` as `name`, with the sleeping fixture loaded. The first server of a database prints
+/// its admin token; a later one is given it (`token`).
+fn node(database_url: &str, name: &str, token: Option<&str>) -> Server {
+    let mut server = Server::start_with(Options {
+        seed: vec![1003],
+        database_url: Some(database_url.to_owned()),
+        extra_config: format!("node_name = \"{name}\"\nsecret_key = \"{SECRET}\""),
+        ..Options::default()
+    });
+    if let Some(token) = token {
+        server.token = token.to_owned();
+    }
+    install(&fixture("fx_sleep"), &server.plugins_dir(), "Mid_9003.so");
+    server.wait_for_module("Mid_9003.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
+    server
+}
+
+/// Starts `omserver serve` on `config` and expects it to refuse: returns what it printed on stderr.
+fn refused(config: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omserver"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env("RUST_LOG", "warn")
+        .env_remove("AUTO_PLATFORM")
+        .env_remove("SECRET_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start omserver");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second server on the same database started (still running after 30 s)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "it must exit with an error; stderr:\n{stderr}");
+    stderr
+}
+
+/// A configuration beside `server`'s: the same database and key, its own state, port 0, another name.
+fn second_config(server: &Server, database_url: &str, name: &str) -> std::path::PathBuf {
+    let dir = server.dir.path().join(format!("second-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\nplugins_dir = \"{0}/plugins.d\"\n\
+         state_dir = \"{0}/state\"\nfiles_dir = \"{0}/files\"\nnode_name = \"{name}\"\nsecret_key = \"{SECRET}\"\n",
+        dir.display()
+    );
+    let path = dir.join("omserver.toml");
+    std::fs::write(&path, config).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    path
+}
+
+fn servers(server: &Server, token: &str) -> Vec<Value> {
+    let (status, body) = server.send(server.client.get(format!("{}/api/cluster", server.base)).bearer_auth(token));
+    assert_eq!(status, 200, "{body}");
+    body.as_array().expect("a list").clone()
+}
+
+fn named<'a>(list: &'a [Value], name: &str) -> Option<&'a Value> {
+    list.iter().find(|s| s["name"] == name)
+}
+
+fn job_status(server: &Server, token: &str, id: i64) -> String {
+    let (status, body) = server.send(server.client.get(format!("{}/api/jobs/{id}", server.base)).bearer_auth(token));
+    assert_eq!(status, 200, "{body}");
+    body["status"].as_str().unwrap_or_default().to_owned()
+}
+
+fn submit_sleep(server: &Server, token: &str, seconds: i64) -> i64 {
+    let body = json!({ "module": 9003, "hosts": ["localhost"], "params": { "seconds": seconds } });
+    let (status, job) =
+        server.send(server.client.post(format!("{}/api/jobs", server.base)).bearer_auth(token).json(&body));
+    assert_eq!(status, 202, "{job}");
+    job["id"].as_i64().expect("job id")
+}
+
+fn wait_until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_lone_server_lists_itself_and_a_second_one_on_its_sqlite_file_refuses_to_start() {
+    let server = Server::start_with(Options {
+        seed: vec![],
+        extra_config: "node_name = \"solo-1\"".into(),
+        ..Options::default()
+    });
+    let list = servers(&server, &server.token);
+    assert_eq!(list.len(), 1, "{list:?}");
+    let me = &list[0];
+    assert_eq!(
+        (me["name"].as_str(), me["this"].as_bool(), me["up"].as_bool()),
+        (Some("solo-1"), Some(true), Some(true))
+    );
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(me["address"], server.base.as_str(), "the listen address when node_address is unset");
+    assert!(me["last_seen_at"].as_i64() >= me["started_at"].as_i64(), "{me}");
+
+    let url = format!("sqlite://{}", server.dir.path().join("omserver.db").display());
+    let stderr = refused(&second_config(&server, &url, "solo-2"));
+    assert!(stderr.contains("another omserver serves") && stderr.contains("only PostgreSQL"), "{stderr}");
+    // The refused process changed nothing: still one server, still up.
+    assert_eq!(servers(&server, &server.token).len(), 1);
+}
+
+#[test]
+fn a_second_server_on_one_mariadb_database_refuses_to_start() {
+    let scratch = block_on(Scratch::create(Dialect::MySql));
+    let server = node(&scratch.url, "maria-1", None);
+    let stderr = refused(&second_config(&server, &scratch.url, "maria-2"));
+    assert!(stderr.contains("another omserver serves this MariaDB/MySQL database"), "{stderr}");
+    assert_eq!(servers(&server, &server.token).len(), 1);
+    drop(server);
+    block_on(scratch.drop_database());
+}
+
+#[test]
+fn servers_on_one_postgresql_list_each_other_and_a_restart_fails_only_its_own_jobs() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let mut alpha = node(&scratch.url, "alpha", None);
+    let token = alpha.token.clone();
+    let beta = node(&scratch.url, "beta", Some(&token));
+
+    // Each lists both; `this` is the one that answered.
+    for (server, me) in [(&alpha, "alpha"), (&beta, "beta")] {
+        let list = servers(server, &token);
+        let names: Vec<&str> = list.iter().filter_map(|s| s["name"].as_str()).collect();
+        assert_eq!(names, ["alpha", "beta"], "{list:?}");
+        for s in &list {
+            assert_eq!(s["this"].as_bool(), Some(s["name"] == me), "{s}");
+            assert_eq!(s["up"].as_bool(), Some(true), "{s}");
+        }
+    }
+
+    // A third server may not take a name that is taken.
+    let stderr = refused(&second_config(&alpha, &scratch.url, "alpha"));
+    assert!(stderr.contains("another server runs as alpha"), "{stderr}");
+
+    // A job on each; each server's list shows where they run.
+    let on_alpha = submit_sleep(&alpha, &token, 37);
+    let on_beta = submit_sleep(&beta, &token, 41);
+    wait_until("both jobs running", Duration::from_secs(20), || {
+        job_status(&alpha, &token, on_alpha) == "running" && job_status(&beta, &token, on_beta) == "running"
+    });
+    wait_until("the list shows the running jobs", Duration::from_secs(10), || {
+        let list = servers(&alpha, &token);
+        named(&list, "alpha").is_some_and(|s| s["jobs"] == json!([on_alpha]) && s["running_jobs"] == 1)
+            && named(&list, "beta").is_some_and(|s| s["jobs"] == json!([on_beta]) && s["running_jobs"] == 1)
+    });
+
+    // alpha crashes and comes back: its own job failed as interrupted, beta's runs on.
+    alpha.restart();
+    let job = alpha.get(&format!("/api/jobs/{on_alpha}")).1;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{job}");
+    assert_eq!(job_status(&beta, &token, on_beta), "running", "another server's job is not the restarted one's");
+    let list = servers(&alpha, &token);
+    assert_eq!(named(&list, "alpha").map(|s| s["this"].clone()), Some(json!(true)), "{list:?}");
+
+    // beta stops cleanly: it leaves the list (its job is cancelled first, so the stop is quick).
+    let (status, _) =
+        beta.send(beta.client.post(format!("{}/api/jobs/{on_beta}/cancel", beta.base)).bearer_auth(&token));
+    assert_eq!(status, 200);
+    let mut beta = beta;
+    assert!(beta.terminate(Duration::from_secs(30)).is_some(), "beta stops on SIGTERM");
+    let list = servers(&alpha, &token);
+    assert!(named(&list, "beta").is_none(), "a server that stopped cleanly leaves the list: {list:?}");
+    drop((alpha, beta));
+    block_on(scratch.drop_database());
+}
+
+#[test]
+fn a_database_migrated_by_a_newer_omserver_is_refused_with_what_to_do() {
+    let mut server = Server::start_with(Options { seed: vec![], ..Options::default() });
+    server.kill();
+    common::database::db_exec(
+        &server,
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, X'00', 0)",
+    );
+    let stderr = refused(&server.config_path());
+    assert!(stderr.contains("the database has migration 9999, which this omserver does not know"), "{stderr}");
+}
