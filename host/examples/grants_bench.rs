@@ -1,14 +1,16 @@
 //! What grants cost the caller: job submission and audit queries through the API of the release server, as an
 //! unscoped admin and as an operator holding 20 grants, in one run, the two callers alternating request by
-//! request. Run with `cargo xtask bench-grants [HOSTS] [EVENTS] [ROUNDS]` (defaults 1000, 200000, 300); figures
-//! go to BENCHMARKS.md.
+//! request. Run with `cargo xtask bench-grants [HOSTS] [EVENTS] [ROUNDS] [BATCH]` (defaults 1000, 200000, 300,
+//! 500); figures go to BENCHMARKS.md.
 //!
 //! The inventory: HOSTS hosts in 40 function categories (one app category each) with 50 tags; the scoped operator
 //! holds one grant per function category for 20 of them (half the inventory). Audit events come from 40 agents, one
-//! per category. Each round submits module 1003 on the same 5 hosts (inside the grants) and runs three audit
+//! per category, BATCH events per request, the agents taking turns: with 500, the operator's newest events lie
+//! 10 000 rows deep (the 20 categories it does not see sent the last 20 batches); with 5, as agents that flush
+//! every second or so send them, they are interleaved with the others'. Each round submits module 1003 on the same 5 hosts (inside the grants) and runs three audit
 //! queries: the newest 100 events, one host's, and a term's.
 //!
-//! Arguments: `BINARY LIBRARY_1003 [HOSTS] [EVENTS] [ROUNDS]`.
+//! Arguments: `BINARY LIBRARY_1003 [HOSTS] [EVENTS] [ROUNDS] [BATCH]`.
 
 #[path = "common/bench_server.rs"]
 mod bench_server;
@@ -29,6 +31,7 @@ async fn main() -> Result<(), Error> {
     let (binary, library) = (PathBuf::from(&args[0]), PathBuf::from(&args[1]));
     let number = |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let (hosts, events, rounds) = (number(2, 1000), number(3, 200_000), number(4, 300));
+    let per_batch = number(5, 500).max(1);
 
     // The jobs the rounds queue run beside the timed requests; both callers' requests meet the same load.
     let server = BenchServer::start(&binary, &library, "max_concurrent_jobs = 4").map_err(|e| e.to_string())?;
@@ -61,7 +64,6 @@ async fn main() -> Result<(), Error> {
         let token = cli(vec!["hosts".into(), "token".into(), format!("h{f}")]).await?;
         agents.push(Api { http: http.clone(), base: server.base.clone(), token });
     }
-    let per_batch = 500;
     for b in 0..events.div_ceil(per_batch) {
         let agent = &agents[b % FUNCTIONS];
         let batch: Vec<_> = (0..per_batch.min(events - b * per_batch))
@@ -74,7 +76,7 @@ async fn main() -> Result<(), Error> {
             .collect();
         agent.post("/api/audit/events", json!({ "events": batch })).await?;
     }
-    println!("{events} audit events in {:.1} s", started.elapsed().as_secs_f64());
+    println!("{events} audit events in {:.1} s, {per_batch} per batch", started.elapsed().as_secs_f64());
 
     admin.post("/api/users", json!({ "name": "scoped", "role": "operator" })).await?;
     let everything = admin.get("/api/users/scoped/grants").await?;

@@ -26,7 +26,7 @@
 //! - `bench-exec [N] [ROUNDS]`: the cost of kernel exec auditing to the audited processes: N `/bin/true` execs
 //!   with no rule, with the rule and no reader, with auditd, with `omaudit-agent watch` (root; see BENCHMARKS.md).
 //!   Installs Debian's `auditd` when missing, without starting its service.
-//! - `bench-grants [HOSTS] [EVENTS] [ROUNDS]`: job submission and audit queries as an unscoped admin and as an
+//! - `bench-grants [HOSTS] [EVENTS] [ROUNDS] [BATCH]`: job submission and audit queries as an unscoped admin and as an
 //!   operator holding 20 grants, alternating, through the release server's API (BENCHMARKS.md).
 //! - `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`: audit search over a large history
 //!   (p50/p95 per query), batch ingest with and without the command index, and an archive pass (BENCHMARKS.md).

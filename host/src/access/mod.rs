@@ -162,12 +162,28 @@ impl Scope {
         }
     }
 
-    /// The ids of the hosts of `inventory` the caller sees; `None` when it sees every host.
+    /// The ids of the hosts of `inventory` the caller sees; `None` when it sees every host. What [`sees`] says
+    /// of each host, asked once per host of the whole categories and tags of every grant (every audit query of a
+    /// scoped caller asks this of the whole inventory: 20 grants over 1 000 hosts were 20 000 comparisons).
+    ///
+    /// [`sees`]: Scope::sees
     pub fn visible_ids(&self, inventory: &[HostRow]) -> Option<HashSet<i64>> {
-        match self {
-            Scope::All => None,
-            Scope::Granted(_) => Some(inventory.iter().filter(|h| self.sees(h)).map(|h| h.id).collect()),
+        let Scope::Granted(grants) = self else { return None };
+        let viewing: Vec<&GrantSpec> = grants.iter().filter(|g| g.role >= Role::Viewer).map(|g| &g.spec).collect();
+        if viewing.iter().any(|spec| spec.functions.is_empty() && spec.apps.is_empty() && spec.tags.is_empty()) {
+            return Some(inventory.iter().map(|h| h.id).collect());
         }
+        let functions: HashSet<&str> = viewing.iter().flat_map(|s| s.functions.iter().map(String::as_str)).collect();
+        let apps: HashSet<&str> = viewing.iter().flat_map(|s| s.apps.iter().map(String::as_str)).collect();
+        // As `HostRow::matches`: tags without regard to ASCII case, categories exactly.
+        let tags: HashSet<String> =
+            viewing.iter().flat_map(|s| s.tags.iter().map(|t| t.to_ascii_lowercase())).collect();
+        let seen = |h: &&HostRow| {
+            h.function.as_deref().is_some_and(|f| functions.contains(f))
+                || h.app.as_deref().is_some_and(|a| apps.contains(a))
+                || h.tags.iter().any(|t| tags.contains(&t.to_ascii_lowercase()))
+        };
+        Some(inventory.iter().filter(seen).map(|h| h.id).collect())
     }
 
     /// The names among `hosts` the caller may not run `module` on (a name not in `inventory` is among them).
@@ -195,8 +211,8 @@ pub async fn scope_of(store: &Store, user_id: i64, ceiling: Role) -> Result<Scop
         return Ok(Scope::All);
     }
     let mut grants = Vec::new();
-    for row in store.grants_of(user_id).await? {
-        match grant_of(&row) {
+    for row in store.grants_of(user_id).await?.iter() {
+        match grant_of(row) {
             Ok((role, spec)) => {
                 let role = role.map_or(ceiling, |r| r.min(ceiling));
                 if role == ceiling && spec.is_everything() {
@@ -437,5 +453,42 @@ mod tests {
         assert!(scope.may_run(&db, 1001, Some(7)));
         assert!(!scope.may_run(&db, 1001, Some(8)));
         assert!(!scope.may_run(&db, 1001, None), "not outside a run of the saved job");
+    }
+
+    #[test]
+    fn the_visible_ids_are_the_hosts_it_sees_one_by_one() {
+        let names = ["Linux.DB", "Linux.Web", "Win.AD"];
+        let apps = ["mysql", "nginx", "dc"];
+        let tags = ["prod", "Staging", "eu", "ÉTÉ"];
+        let inventory: Vec<HostRow> = (0..60)
+            .map(|i| {
+                let own: Vec<&str> = tags.iter().copied().filter(|_| i % 3 == 0).take(i as usize % 4).collect();
+                host(i, names[i as usize % 3], apps[i as usize % 3 / 2 + i as usize % 2], &own)
+            })
+            .collect();
+        let spec = |functions: &[&str], apps: &[&str], tags: &[&str]| GrantSpec {
+            functions: functions.iter().map(|s| s.to_string()).collect(),
+            apps: apps.iter().map(|s| s.to_string()).collect(),
+            tags: tags.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let scopes = [
+            vec![grant(Role::Viewer, spec(&["Linux.DB"], &[], &[]))],
+            vec![
+                grant(Role::Operator, spec(&[], &["nginx"], &["STAGING"])),
+                grant(Role::Viewer, spec(&[], &[], &["été"])),
+            ],
+            vec![
+                grant(Role::Viewer, spec(&["Win.AD"], &["mysql"], &["eu"])),
+                grant(Role::Operator, spec(&[], &[], &[])),
+            ],
+            vec![grant(Role::Operator, GrantSpec { modules: vec![1003], ..spec(&["linux.db"], &[], &["Prod"]) })],
+            vec![],
+        ];
+        for grants in scopes {
+            let scope = Scope::Granted(grants.clone().into());
+            let one_by_one: HashSet<i64> = inventory.iter().filter(|h| scope.sees(h)).map(|h| h.id).collect();
+            assert_eq!(scope.visible_ids(&inventory), Some(one_by_one), "{grants:?}");
+        }
     }
 }

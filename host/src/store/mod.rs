@@ -178,6 +178,8 @@ pub struct Store {
     snapshot: inventory::Snapshot,
     /// Sets of hosts known to hold many audit rows (a plan's probe, skipped for a minute).
     broad_hosts: broad_hosts::BroadHosts,
+    /// Users' grants as last read ([`Store::grants_of`]).
+    kept_grants: grants::KeptGrants,
 }
 
 impl Store {
@@ -245,6 +247,7 @@ impl Store {
             sqlite_file,
             snapshot: inventory::Snapshot::default(),
             broad_hosts: broad_hosts::BroadHosts::default(),
+            kept_grants: grants::KeptGrants::default(),
         })
     }
 
