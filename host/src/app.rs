@@ -113,6 +113,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
     move |source| StartError::Io { what, source }
 }
 
+/// The error of a job this server's previous process left unfinished.
+const INTERRUPTED: &str = "interrupted: the server stopped before the job finished";
+
 /// How long shutdown waits for requests in flight once it stopped accepting.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -292,9 +295,9 @@ impl App {
         let cluster = Arc::new(Cluster::join(self.store.clone(), self.config.node_name()?, address).await?);
         // Only the serving process owns unfinished jobs: a CLI command opening the same database must not touch
         // them, so this runs here and not in `open`; and only this server's (its name is its own now).
-        let interrupted = self.store.fail_interrupted_jobs(cluster.name()).await?;
-        if interrupted > 0 {
-            tracing::warn!(jobs = interrupted, "failed jobs left unfinished by the previous run");
+        let interrupted = self.store.fail_unfinished_jobs(cluster.name(), true, INTERRUPTED).await?;
+        if !interrupted.is_empty() {
+            tracing::warn!(jobs = ?interrupted, "failed jobs left unfinished by the previous run");
         }
         if self.config.public_url.is_none() {
             // Port 0 in `listen` is only known now; links must name the real one.

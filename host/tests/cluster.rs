@@ -214,3 +214,45 @@ fn a_database_migrated_by_a_newer_omserver_is_refused_with_what_to_do() {
     let stderr = refused(&server.config_path());
     assert!(stderr.contains("the database has migration 9999, which this omserver does not know"), "{stderr}");
 }
+
+#[test]
+fn a_killed_servers_running_job_is_ended_by_another_within_the_lease_with_its_hosts_lost() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let mut alpha = node(&scratch.url, "alpha", None);
+    let token = alpha.token.clone();
+    let beta = node(&scratch.url, "beta", Some(&token));
+    let job = submit_sleep(&alpha, &token, 43);
+    wait_until("the job runs on alpha", Duration::from_secs(20), || job_status(&alpha, &token, job) == "running");
+
+    let killed = Instant::now();
+    alpha.kill();
+    // 15 s without a new heartbeat as beta sees it, then beta's next heartbeat (every 5 s) ends the job.
+    wait_until("beta ends alpha's job", Duration::from_secs(40), || job_status(&beta, &token, job) != "running");
+    let took = killed.elapsed();
+    let (_, ended) = beta.send(beta.client.get(format!("{}/api/jobs/{job}", beta.base)).bearer_auth(&token));
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["error"], "server alpha stopped answering", "{ended}");
+    let results: Vec<(String, String)> = ended["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["host"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(results, [("localhost".to_owned(), "lost".to_owned())], "{ended}");
+    // The lease runs from alpha's last heartbeat, up to 5 s before the kill.
+    assert!(took >= Duration::from_secs(10), "not before the lease: {took:?}");
+    println!("alpha's job ended by beta {took:?} after the kill");
+    let list = servers(&beta, &token);
+    assert_eq!(named(&list, "alpha").map(|s| s["up"].clone()), Some(json!(false)), "{list:?}");
+
+    // Re-running the hosts not ok is one call, on any server.
+    let (status, rerun) = beta.send(
+        beta.client
+            .post(format!("{}/api/jobs/{job}/rerun", beta.base))
+            .bearer_auth(&token)
+            .json(&json!({ "hosts": "not_ok" })),
+    );
+    assert!(status.is_success(), "{status}: {rerun}");
+    drop((alpha, beta));
+    block_on(scratch.drop_database());
+}

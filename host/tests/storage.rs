@@ -102,7 +102,7 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 19;
+const MIGRATIONS: i64 = 20;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
@@ -742,13 +742,24 @@ async fn a_schedule_slot_is_claimed_once_and_a_template_with_schedules_stays() {
 }
 
 #[tokio::test]
-async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
+async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_other_hosts() {
     for_each_dialect(|db| async move {
         let store = &db.store;
+        let row = |host: &str, status: &str| ResultRow {
+            host: host.into(),
+            status: status.into(),
+            rc: Some(0),
+            stdout: "done".into(),
+            stderr: String::new(),
+            duration_ms: 5,
+        };
         let queued = store.insert_job(&new_job("a")).await.unwrap();
+        // Running its second batch: the first one's result is stored, web1's is not.
         let running = store.insert_job(&new_job("a")).await.unwrap();
         store.mark_job_running(running, "test-node").await.unwrap();
         store.start_batch(running, 0, r#"["localhost"]"#).await.unwrap();
+        store.finish_batch(running, 0, &[row("localhost", "ok")]).await.unwrap();
+        store.start_batch(running, 1, r#"["web1"]"#).await.unwrap();
         // Another server's job, running there: not this server's to fail.
         let elsewhere = store.insert_job(&NewJob { node: "other-node", ..new_job("a") }).await.unwrap();
         store.mark_job_running(elsewhere, "other-node").await.unwrap();
@@ -763,7 +774,8 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
         }
 
         let t0 = now_ms();
-        assert_eq!(store.fail_interrupted_jobs("test-node").await.unwrap(), 2);
+        let interrupted = "interrupted: the server stopped before the job finished";
+        assert_eq!(store.fail_unfinished_jobs("test-node", true, interrupted).await.unwrap(), [queued, running]);
         let t1 = now_ms();
         for id in [queued, running] {
             let job = store.job(id).await.unwrap().unwrap();
@@ -775,8 +787,25 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
             in_range("finished_at", job.finished_at, t0, t1);
         }
         assert_eq!(store.job(queued).await.unwrap().unwrap().started_at, None);
-        let batch = &store.job_batches(running).await.unwrap()[0];
+        let batch = &store.job_batches(running).await.unwrap()[1];
         in_range("the running batch's finished_at", batch.finished_at, t0, t1);
+        // One result per host: what was stored stays, every other host is lost, saying why.
+        let results = |id| async move {
+            let rows = store.job_results(id).await.unwrap();
+            rows.into_iter().map(|r| (r.host, r.status, r.stderr)).collect::<Vec<_>>()
+        };
+        let lost = |host: &str| (host.to_owned(), "lost".to_owned(), interrupted.to_owned());
+        assert_eq!(results(queued).await, [lost("localhost"), lost("web1")]);
+        assert_eq!(results(running).await, [("localhost".into(), "ok".into(), String::new()), lost("web1")]);
+        // The process that ran it, were it still alive, cannot end it again nor add results.
+        for late in [
+            store.finish_batch(running, 1, &[row("web1", "ok")]).await,
+            store.finish_job(running, "succeeded", None, &[]).await,
+        ] {
+            assert!(matches!(late, Err(StoreError::Conflict(_))), "{late:?}");
+        }
+        assert_eq!(store.job(running).await.unwrap().unwrap().status, "failed");
+        assert_eq!(results(running).await.len(), 2);
         for (id, before) in &finished {
             let after = store.job(*id).await.unwrap().unwrap();
             assert_eq!(
@@ -786,7 +815,11 @@ async fn fail_interrupted_jobs_fails_only_unfinished_ones() {
             );
         }
         assert_eq!(store.job(elsewhere).await.unwrap().unwrap().status, "running", "another server's job");
-        assert_eq!(store.fail_interrupted_jobs("test-node").await.unwrap(), 0, "nothing is left to fail");
+        assert_eq!(
+            store.fail_unfinished_jobs("test-node", true, interrupted).await.unwrap(),
+            Vec::<i64>::new(),
+            "nothing is left"
+        );
     })
     .await;
 }

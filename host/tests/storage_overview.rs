@@ -117,7 +117,7 @@ async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_di
         );
 
         // Start-up fails the job a previous process left queued, and counts it as failed.
-        assert_eq!(store.fail_interrupted_jobs("test-node").await.unwrap(), 1);
+        assert_eq!(store.fail_unfinished_jobs("test-node", true, "interrupted").await.unwrap().len(), 1);
         let statuses: Vec<(String, i64)> =
             store.jobs_per_day(today - DAY_MS).await.unwrap().into_iter().map(|(_, s, n)| (s, n)).collect();
         let failed: i64 = statuses.iter().filter(|(s, _)| s == "failed").map(|(_, n)| n).sum();

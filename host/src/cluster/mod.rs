@@ -3,21 +3,33 @@
 //! PostgreSQL), registers itself, and writes a heartbeat every [`HEARTBEAT`] until it stops, when it leaves the
 //! list. `GET /api/cluster` and the console's `/cluster` page read the list.
 //!
+//! A server that stops answering is taken for gone by the others (on PostgreSQL, the only database servers share)
+//! once its heartbeat has not moved for [`LEASE`] of their own live heartbeats *and* its lock is free, so the
+//! database saw its connection end: the one server that gets its lock ends its unfinished jobs (`failed`, the hosts
+//! without a stored result `lost`). Jobs are never re-run by themselves: modules have side effects.
+//!
 //! A command-line process (`omserver user add`, `audit verify`) opens the database without joining: only
 //! `serve` holds the lock.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{now_ms, JoinError, ServeLock, Store, StoreError};
+use crate::store::{now_ms, Dialect, JoinError, ServeLock, Store, StoreError};
 
 /// How often a server says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A server not heard from for this long is shown as silent (three heartbeats missed).
 pub const SILENT_AFTER: Duration = Duration::from_secs(15);
+/// A server whose heartbeat has not moved for this long, as watched by a server whose own heartbeats went
+/// through, is taken for gone (if its lock is free).
+pub const LEASE: Duration = Duration::from_secs(15);
 /// How long a starting server asks again for a lock that is held.
 const TAKEOVER: Duration = Duration::from_secs(10);
 /// A server silent for this long leaves the list (gone for good, or renamed).
@@ -51,6 +63,15 @@ pub struct Cluster {
     name: String,
     address: String,
     lock: Mutex<ServeLock>,
+    /// The other servers' last heartbeat as this one saw it, and since when it has not moved.
+    watched: std::sync::Mutex<HashMap<String, Watched>>,
+}
+
+struct Watched {
+    last_seen_at: i64,
+    since: Instant,
+    /// Its unfinished jobs were ended for it at this heartbeat: nothing more to do until it beats again.
+    taken_over: bool,
 }
 
 impl Cluster {
@@ -70,7 +91,7 @@ impl Cluster {
         };
         store.register_node(&name, &address, env!("CARGO_PKG_VERSION")).await?;
         tracing::info!(node = %name, %address, "joined the database's servers");
-        Ok(Cluster { store, name, address, lock: Mutex::new(lock) })
+        Ok(Cluster { store, name, address, lock: Mutex::new(lock), watched: Default::default() })
     }
 
     /// This server's name: what its jobs' `node` says.
@@ -137,19 +158,94 @@ impl Cluster {
             }
         }
         drop(lock);
-        match self.store.heartbeat_node(&self.name).await {
-            Ok(true) => {}
+        let beaten = match self.store.heartbeat_node(&self.name).await {
+            Ok(true) => true,
             Ok(false) => {
-                if let Err(err) = self.store.register_node(&self.name, &self.address, env!("CARGO_PKG_VERSION")).await {
+                let again = self.store.register_node(&self.name, &self.address, env!("CARGO_PKG_VERSION")).await;
+                if let Err(err) = &again {
                     tracing::warn!(node = %self.name, error = %err, "could not register this server again");
                 }
+                again.is_ok()
             }
-            Err(err) => tracing::warn!(node = %self.name, error = %err, "heartbeat not recorded"),
+            Err(err) => {
+                tracing::warn!(node = %self.name, error = %err, "heartbeat not recorded");
+                false
+            }
+        };
+        if beaten {
+            self.take_over().await;
+        } else {
+            // What was watched while this server could not reach the database says nothing about the others.
+            self.watch().clear();
         }
         match self.store.forget_nodes_before(now_ms() - millis(FORGET_AFTER)).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(servers = n, "servers silent for a day forgotten"),
             Err(err) => tracing::debug!(error = %err, "could not forget silent servers"),
+        }
+    }
+}
+
+impl Cluster {
+    fn watch(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
+        // Plain values, each written whole: a panic cannot leave them half-done.
+        self.watched.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends the unfinished jobs of each server gone silent (see the module's comment). Only PostgreSQL is shared.
+    async fn take_over(&self) {
+        if self.store.dialect() != Dialect::Postgres {
+            return;
+        }
+        let nodes = match self.store.nodes().await {
+            Ok(nodes) => nodes,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the list of servers");
+                return;
+            }
+        };
+        let mut silent = Vec::new();
+        {
+            let mut watched = self.watch();
+            watched.retain(|name, _| nodes.iter().any(|n| &n.name == name));
+            for node in nodes.iter().filter(|n| n.name != self.name) {
+                match watched.get(&node.name) {
+                    Some(w) if w.last_seen_at == node.last_seen_at => {
+                        if !w.taken_over && w.since.elapsed() >= LEASE {
+                            silent.push(node.name.clone());
+                        }
+                    }
+                    _ => {
+                        let fresh =
+                            Watched { last_seen_at: node.last_seen_at, since: Instant::now(), taken_over: false };
+                        watched.insert(node.name.clone(), fresh);
+                    }
+                }
+            }
+        }
+        for name in silent {
+            // Its lock held: it lives (its database connection does), or another server is taking over right now.
+            let lock = match self.store.lock_serving(&name).await {
+                Ok(lock) => lock,
+                Err(JoinError::Taken(_)) => continue,
+                Err(JoinError::Store(err)) => {
+                    tracing::warn!(node = %name, error = %err, "could not ask for a silent server's lock");
+                    continue;
+                }
+            };
+            let why = format!("server {name} stopped answering");
+            match self.store.fail_unfinished_jobs(&name, false, &why).await {
+                Ok(jobs) => {
+                    if !jobs.is_empty() {
+                        tracing::warn!(node = %name, ?jobs, "a silent server's unfinished jobs ended: failed, hosts lost");
+                    }
+                    if let Some(w) = self.watch().get_mut(&name) {
+                        w.taken_over = true;
+                    }
+                }
+                Err(err) => tracing::warn!(node = %name, error = %err, "could not end a silent server's jobs"),
+            }
+            drop(lock);
         }
     }
 }

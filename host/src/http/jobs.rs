@@ -175,7 +175,7 @@ async fn cancel(
 
 /// Runs a finished job again as a new job (its `rerun_of` names this one): the same module id, parameters, backend
 /// and rollout, on every host (`"all"`) or on the hosts that were not ok (`"not_ok"`: failed, unreachable,
-/// cancelled, skipped, or without a result). The module version loaded now runs.
+/// lost, cancelled, skipped, or without a result). The module version loaded now runs.
 #[utoipa::path(post, path = "/api/jobs/{id}/rerun", tag = "jobs", params(("id" = i64, Path, description = "job id")),
     request_body = RerunRequest,
     responses(

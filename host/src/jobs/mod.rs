@@ -63,7 +63,7 @@ pub struct JobRequest {
 pub enum RerunHosts {
     /// Every host of the original job.
     All,
-    /// Those that were not ok: failed, unreachable, cancelled, skipped, or without a result.
+    /// Those that were not ok: failed, unreachable, lost, cancelled, skipped, or without a result.
     NotOk,
 }
 

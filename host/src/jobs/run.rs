@@ -1,5 +1,6 @@
 //! Running a job: its batches in order, each one module run raced against cancel and timeout; settling each host
-//! (`ok`, `failed`, `unreachable`, `cancelled`, `skipped`) and storing the outcome.
+//! (`ok`, `failed`, `unreachable`, `cancelled`, `skipped`; `lost` is stored for the hosts of a job whose server
+//! stopped, see `Store::fail_unfinished_jobs`) and storing the outcome.
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +12,7 @@ use super::{json_list, result_row, rollout, JobService};
 use crate::{
     backends::{Backend, Entry, Host, JobHandle, Progress, Settled},
     plugins::LoadedModule,
-    store::ResultRow,
+    store::{ResultRow, StoreError},
     worker::{RunError, GRACE},
 };
 
@@ -94,8 +95,15 @@ impl JobService {
                 break;
             }
             let batch = self.run_batch(id, batch_no, &job, range, &cancel, deadline, &progress).await;
-            if let Err(err) = self.store.finish_batch(id, batch_no, &batch.rows).await {
-                tracing::error!(job_id = id, batch_no, error = %err, "cannot store a batch's results");
+            match self.store.finish_batch(id, batch_no, &batch.rows).await {
+                Ok(()) => {}
+                // Another server ended it for this one, taken for gone: run no further batch.
+                Err(StoreError::Conflict(why)) => {
+                    tracing::error!(job_id = id, batch_no, why, "job ended elsewhere; stopping it");
+                    stop.get_or_insert(Stop::Cancelled);
+                    break;
+                }
+                Err(err) => tracing::error!(job_id = id, batch_no, error = %err, "cannot store a batch's results"),
             }
             rows.extend(batch.rows);
             error = error.or(batch.error);

@@ -64,7 +64,7 @@ pub struct JobNotice {
     pub by: String,
     pub template: Option<String>,
     pub hosts: usize,
-    /// Hosts by status (`ok`, `failed`, `unreachable`, `cancelled`, `skipped`).
+    /// Hosts by status (`ok`, `failed`, `unreachable`, `lost`, `cancelled`, `skipped`).
     pub counts: BTreeMap<String, usize>,
     /// Hosts not ok, folded: one group per status and text.
     pub not_ok: Vec<HostGroup>,

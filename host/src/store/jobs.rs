@@ -114,6 +114,12 @@ macro_rules! insert_results {
 const INSERT_RESULT: &str =
     "INSERT INTO job_results (job_id, host, status, rc, stdout, stderr, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?)";
 
+/// A job's end (or a batch's) arrived after the job had been ended for it: its server was taken for gone
+/// ([`Store::fail_unfinished_jobs`]) while it still ran. The first end stands; one result per host.
+fn already_ended(id: i64) -> StoreError {
+    StoreError::Conflict(format!("job {id} had already been ended (its server was taken for gone)"))
+}
+
 impl Store {
     /// Records a new job as `queued` (or `pending_approval`) and returns its id.
     pub async fn insert_job(&self, job: &NewJob<'_>) -> Result<i64, StoreError> {
@@ -156,17 +162,27 @@ impl Store {
     }
 
     /// Stores a finished batch's host results and its end in one transaction, so that a batch's results are kept
-    /// even if the server stops before the job ends.
+    /// even if the server stops before the job ends. A batch closed already (its job was ended for a server taken
+    /// for gone) is left as it is: a `Conflict`.
     pub async fn finish_batch(&self, job_id: i64, batch_no: usize, results: &[ResultRow]) -> Result<(), StoreError> {
         let batch_no = i64::try_from(batch_no).unwrap_or(i64::MAX);
-        let update = self.sql("UPDATE job_batches SET finished_at = ? WHERE job_id = ? AND batch_no = ?");
+        let update = self
+            .sql("UPDATE job_batches SET finished_at = ? WHERE job_id = ? AND batch_no = ? AND finished_at IS NULL");
         let insert = self.sql(INSERT_RESULT);
-        on_pool!(self, pool => {
+        let closed = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
+            let closed = sqlx::query(&update).bind(now_ms()).bind(job_id).bind(batch_no).execute(&mut *tx).await?;
+            if closed.rows_affected() == 0 {
+                return Ok(false);
+            }
             insert_results!(tx, insert, job_id, results);
-            sqlx::query(&update).bind(now_ms()).bind(job_id).bind(batch_no).execute(&mut *tx).await?;
-            tx.commit().await
-        })?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(true)
+        }
+        .await)?;
+        if !closed {
+            return Err(already_ended(job_id));
+        }
         Ok(())
     }
 
@@ -183,7 +199,8 @@ impl Store {
     }
 
     /// Stores the final status and the results of hosts not stored with a batch (skipped ones), and records the
-    /// fact for the notifier and the home page's counts, in one transaction.
+    /// fact for the notifier and the home page's counts, in one transaction. A job ended already (another server
+    /// took its server for gone) is left as it is: a `Conflict`.
     pub async fn finish_job(
         &self,
         id: i64,
@@ -191,19 +208,30 @@ impl Store {
         error: Option<&str>,
         results: &[ResultRow],
     ) -> Result<(), StoreError> {
-        let update = self.sql("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ?");
+        let update = self.sql(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ? \
+             WHERE id = ? AND status IN ('pending_approval', 'queued', 'running')",
+        );
         let insert = self.sql(INSERT_RESULT);
         let event = self.sql(INSERT_EVENT);
         let count = self.count_ending_job_sql();
         let now = now_ms();
-        on_pool!(self, pool => {
+        let ended = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            insert_results!(tx, insert, id, results);
             sqlx::query(&count).bind(status).bind(id).execute(&mut *tx).await?;
-            sqlx::query(&update).bind(status).bind(error).bind(now).bind(id).execute(&mut *tx).await?;
+            let ended = sqlx::query(&update).bind(status).bind(error).bind(now).bind(id).execute(&mut *tx).await?;
+            if ended.rows_affected() == 0 {
+                return Ok(false);
+            }
+            insert_results!(tx, insert, id, results);
             sqlx::query(&event).bind(JOB_FINISHED).bind(id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
-            tx.commit().await
-        })?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(true)
+        }
+        .await)?;
+        if !ended {
+            return Err(already_ended(id));
+        }
         Ok(())
     }
 
@@ -260,34 +288,53 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_as::<_, ResultRow>(&sql).bind(job_id).fetch_all(pool).await)?)
     }
 
-    /// Jobs left queued or running by a previous process of server `node` can never finish: fail them at start-up,
-    /// and close the batch that was running (the batches that ended keep their results). Jobs of other servers are
-    /// theirs; a job of no server is from before servers had names.
-    pub async fn fail_interrupted_jobs(&self, node: &str) -> Result<u64, StoreError> {
-        let batches = self.sql(
-            "UPDATE job_batches SET finished_at = ? WHERE finished_at IS NULL \
-             AND job_id IN (SELECT id FROM jobs WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL))",
+    /// Ends every job server `node` left queued or running, which it can never finish: its previous process
+    /// stopped (a restart calls this, `unnamed` too: jobs from before servers had names), or it stopped answering
+    /// and another server took its name's lock (`crate::cluster`). Each job ends `failed` with `error`; its
+    /// running batch is closed; the results stored with its finished batches stay, and every other host is stored
+    /// `lost`, saying `error`. One transaction: a job is ended whole or not at all. Returns the jobs ended.
+    pub async fn fail_unfinished_jobs(&self, node: &str, unnamed: bool, error: &str) -> Result<Vec<i64>, StoreError> {
+        let owned = if unnamed { "(node = ? OR node IS NULL)" } else { "node = ?" };
+        let jobs = format!("SELECT id, hosts FROM jobs WHERE status IN ('queued', 'running') AND {owned}");
+        let jobs = self.sql(&jobs);
+        let stored = self.sql("SELECT host FROM job_results WHERE job_id = ?");
+        let insert = self.sql(INSERT_RESULT);
+        let batches = self.sql("UPDATE job_batches SET finished_at = ? WHERE job_id = ? AND finished_at IS NULL");
+        let count = self.count_ending_job_sql();
+        let end = self.sql(
+            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
         );
-        let events = self.sql(
-            "INSERT INTO notify_events (kind, subject_id, created_at) \
-             SELECT ?, id, ? FROM jobs WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL)",
-        );
-        let count = self.count_interrupted_jobs_sql();
-        let jobs = self.sql(
-            "UPDATE jobs SET status = 'failed', error = 'interrupted: the server stopped before the job finished', \
-             finished_at = ? WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL)",
-        );
+        let event = self.sql(INSERT_EVENT);
         let now = now_ms();
-        let done = on_pool!(self, pool => async {
+        let ended = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
-            sqlx::query(&batches).bind(now).bind(node).execute(&mut *tx).await?;
-            sqlx::query(&events).bind(JOB_FINISHED).bind(now).bind(node).execute(&mut *tx).await?;
-            sqlx::query(&count).bind(node).execute(&mut *tx).await?;
-            let done = sqlx::query(&jobs).bind(now).bind(node).execute(&mut *tx).await?.rows_affected();
+            let unfinished: Vec<(i64, String)> =
+                sqlx::query_as(&jobs).bind(node).fetch_all(&mut *tx).await?;
+            for (id, hosts) in &unfinished {
+                let have: Vec<String> = sqlx::query_scalar(&stored).bind(id).fetch_all(&mut *tx).await?;
+                let lost: Vec<ResultRow> = serde_json::from_str::<Vec<String>>(hosts)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|host| !have.contains(host))
+                    .map(|host| ResultRow {
+                        host,
+                        status: "lost".to_owned(),
+                        rc: None,
+                        stdout: String::new(),
+                        stderr: error.to_owned(),
+                        duration_ms: 0,
+                    })
+                    .collect();
+                insert_results!(tx, insert, *id, &lost);
+                sqlx::query(&batches).bind(now).bind(id).execute(&mut *tx).await?;
+                sqlx::query(&count).bind("failed").bind(id).execute(&mut *tx).await?;
+                sqlx::query(&end).bind(error).bind(now).bind(id).execute(&mut *tx).await?;
+                sqlx::query(&event).bind(JOB_FINISHED).bind(id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
-            Ok::<u64, sqlx::Error>(done)
+            Ok::<_, sqlx::Error>(unfinished.into_iter().map(|(id, _)| id).collect())
         }
         .await)?;
-        Ok(done)
+        Ok(ended)
     }
 }

@@ -22,19 +22,6 @@ const COUNT_ENDING_JOB_MYSQL: &str = "INSERT INTO job_days (day, status, jobs) \
      WHERE id = ? AND status IN ('pending_approval', 'queued', 'running') \
      ON DUPLICATE KEY UPDATE jobs = jobs + 1";
 
-/// Counts every queued or running job of a server (or of no server) as failed on its creation day: what start-up
-/// does to jobs the server's previous process left behind.
-const COUNT_INTERRUPTED_JOBS: &str = "INSERT INTO job_days (day, status, jobs) \
-     SELECT created_at - (created_at % 86400000), 'failed', COUNT(*) FROM jobs \
-     WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL) \
-     GROUP BY created_at - (created_at % 86400000) \
-     ON CONFLICT (day, status) DO UPDATE SET jobs = job_days.jobs + excluded.jobs";
-const COUNT_INTERRUPTED_JOBS_MYSQL: &str = "INSERT INTO job_days (day, status, jobs) \
-     SELECT created_at - (created_at % 86400000), 'failed', COUNT(*) FROM jobs \
-     WHERE status IN ('queued', 'running') AND (node = ? OR node IS NULL) \
-     GROUP BY created_at - (created_at % 86400000) \
-     ON DUPLICATE KEY UPDATE jobs = jobs + VALUES(jobs)";
-
 /// Adds a batch's count to an hour (bound: the hour's start in ms, the count).
 pub(super) const COUNT_AUDIT_HOUR: &str = "INSERT INTO audit_hours (hour, events) VALUES (?, ?) \
      ON CONFLICT (hour) DO UPDATE SET events = audit_hours.events + excluded.events";
@@ -59,11 +46,6 @@ impl Store {
     /// The statement that counts a job as it ends (see `COUNT_ENDING_JOB`), in this database's SQL.
     pub(super) fn count_ending_job_sql(&self) -> Cow<'static, str> {
         self.sql(if self.dialect == Dialect::MySql { COUNT_ENDING_JOB_MYSQL } else { COUNT_ENDING_JOB })
-    }
-
-    /// The statement that counts interrupted jobs as failed (see `COUNT_INTERRUPTED_JOBS`).
-    pub(super) fn count_interrupted_jobs_sql(&self) -> Cow<'static, str> {
-        self.sql(if self.dialect == Dialect::MySql { COUNT_INTERRUPTED_JOBS_MYSQL } else { COUNT_INTERRUPTED_JOBS })
     }
 
     /// The statement that adds to an hour's audit count (see `COUNT_AUDIT_HOUR`).

@@ -262,6 +262,7 @@ fn status_icon(status: &str) -> &'static str {
         "queued" => "◷",
         "cancelled" => "⊘",
         "unreachable" => "⚠",
+        "lost" => "⊗",
         "skipped" => "↷",
         "pending_approval" => "‖",
         "rejected" => "✗",

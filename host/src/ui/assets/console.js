@@ -129,7 +129,7 @@ export function foldHosts(names) {
 
 /** The icon beside each job or host status (the same as `ui::status_icon` on the server). */
 const STATUS_ICONS = {
-  succeeded: '✓', ok: '✓', failed: '✗', running: '⟳', queued: '◷', cancelled: '⊘', unreachable: '⚠', skipped: '↷',
+  succeeded: '✓', ok: '✓', failed: '✗', running: '⟳', queued: '◷', cancelled: '⊘', unreachable: '⚠', lost: '⊗', skipped: '↷',
   pending_approval: '‖', rejected: '✗', expired: '⊖',
 };
 

@@ -13,7 +13,7 @@ let last = null; // the newest full view of the job
 const moduleNames = new Map(); // module id → name, from GET /api/modules
 const addresses = new Map(); // inventory host name → its address, from GET /api/hosts
 // Host statuses in the order the bar and the legend show them.
-const STATUSES = ['ok', 'failed', 'unreachable', 'cancelled', 'skipped'];
+const STATUSES = ['ok', 'failed', 'unreachable', 'lost', 'cancelled', 'skipped'];
 
 /** Module names and host addresses: nice to have, so a failure leaves ids and names without addresses. */
 async function loadNames() {
