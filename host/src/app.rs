@@ -12,7 +12,7 @@ use crate::{
     audit::AuditService,
     auth::{self, Role, Tokens},
     backends::{BackendError, Backends, Limits},
-    cluster::Cluster,
+    cluster::{lead::lead, Cluster},
     config::Config,
     http::{self, AppState},
     jobs::{JobService, JobSettings},
@@ -309,25 +309,36 @@ impl App {
             Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes(), self.activity.clone());
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         let approvals = tokio::spawn(self.approvals().run(shutdown.clone()));
-        // Notifications: their own tasks, fed by rows and streams; nothing above waits on them.
-        let notifying = [
-            tokio::spawn(notify::intake::run_events(self.notify.clone(), self.registry.clone(), shutdown.clone())),
-            tokio::spawn(notify::intake::run_alerts(self.notify.clone(), self.audit.clone(), shutdown.clone())),
-            tokio::spawn(notify::deliver::run(self.notify.clone(), shutdown.clone())),
-            tokio::spawn(notify::watch::run(
-                self.notify.clone(),
-                notify::watch::Watched {
-                    registry: self.registry.clone(),
-                    jobs: self.jobs.clone(),
-                    audit: self.audit.clone(),
-                },
-                shutdown.clone(),
-            )),
-        ];
-        // Retention: its own task; ingest never waits on it.
+        // Notifications: their own tasks, fed by rows and streams; nothing above waits on them. One server of the
+        // database runs them at a time (`cluster::lead`): two would send everything twice.
+        let notifying = {
+            let (notify, registry, audit, jobs) =
+                (self.notify.clone(), self.registry.clone(), self.audit.clone(), self.jobs.clone());
+            tokio::spawn(lead(self.store.clone(), "notify", shutdown.clone(), move |stop| {
+                let tasks = [
+                    tokio::spawn(notify::intake::run_events(notify.clone(), registry.clone(), stop.clone())),
+                    tokio::spawn(notify::intake::run_alerts(notify.clone(), audit.clone(), stop.clone())),
+                    tokio::spawn(notify::deliver::run(notify.clone(), stop.clone())),
+                    tokio::spawn(notify::watch::run(
+                        notify.clone(),
+                        notify::watch::Watched { registry: registry.clone(), jobs: jobs.clone(), audit: audit.clone() },
+                        stop,
+                    )),
+                ];
+                async move {
+                    for task in tasks {
+                        let _ = task.await;
+                    }
+                }
+            }))
+        };
+        // Retention: its own task, on one server at a time; ingest never waits on it.
         let retention = (self.config.audit.retain_days > 0).then(|| {
             let retention = Arc::new(self.audit.retention(self.config.audit_archive_dir()));
-            tokio::spawn(crate::audit::retention::run(retention, self.config.audit.retain_days, shutdown.clone()))
+            let days = self.config.audit.retain_days;
+            tokio::spawn(lead(self.store.clone(), "audit-retention", shutdown.clone(), move |stop| {
+                crate::audit::retention::run(retention.clone(), days, stop)
+            }))
         });
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
@@ -373,10 +384,8 @@ impl App {
         let _ = scheduler.await;
         let _ = approvals.await;
         self.jobs.shutdown(Duration::from_secs(10)).await;
-        // The last jobs' facts are in the outbox: they are sent after the next start.
-        for task in notifying {
-            let _ = task.await;
-        }
+        // The last jobs' facts are in the outbox: they are sent after the next start (or by another server).
+        let _ = notifying.await;
         let _ = watcher.await;
         let _ = sweeper.await;
         // Last: the list says this server is up while it still finishes jobs.

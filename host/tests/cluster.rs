@@ -256,3 +256,74 @@ fn a_killed_servers_running_job_is_ended_by_another_within_the_lease_with_its_ho
     drop((alpha, beta));
     block_on(scratch.drop_database());
 }
+
+fn post(server: &Server, token: &str, path: &str, body: Value) -> Value {
+    let (status, answer) =
+        server.send(server.client.post(format!("{}{path}", server.base)).bearer_auth(token).json(&body));
+    assert!(status.is_success(), "POST {path}: {status} {answer}");
+    answer
+}
+
+/// The jobs the receiver was told of, in the order it was told.
+fn notified_jobs(receiver: &common::receiver::Receiver) -> Vec<i64> {
+    receiver.received().iter().filter_map(|r| r.json()["data"]["job"].as_i64()).collect()
+}
+
+#[test]
+fn one_server_sends_each_notification_and_another_takes_over_when_it_dies() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let mut alpha = node(&scratch.url, "alpha", None);
+    let token = alpha.token.clone();
+    let beta = node(&scratch.url, "beta", Some(&token));
+    let receiver = common::receiver::Receiver::start(&[200]);
+    let channel =
+        post(&alpha, &token, "/api/notify/channels", json!({ "name": "hook", "kind": "webhook", "url": receiver.url }));
+    post(&beta, &token, "/api/notify/subscriptions", json!({ "channel": channel["id"], "event": "job.finished" }));
+
+    // Jobs end on both servers; each is told once, by whichever server leads the notifier.
+    let mut jobs = Vec::new();
+    for server in [&alpha, &beta, &alpha, &beta] {
+        jobs.push(submit_sleep(server, &token, 0));
+    }
+    receiver.wait_for(Duration::from_secs(30), "four notifications", |r| r.len() >= 4);
+    std::thread::sleep(Duration::from_secs(3));
+    let mut told = notified_jobs(&receiver);
+    told.sort_unstable();
+    assert_eq!(told, jobs, "each job once");
+
+    // Audit events matching an alert rule: each counted once into its storm group, though both servers follow the
+    // audit log. (One server ingests them: two writers of one host's chain are the cluster's next step.)
+    post(&alpha, &token, "/api/audit/rules", json!({ "name": "storm", "pattern": "^storm " }));
+    post(&beta, &token, "/api/notify/subscriptions", json!({ "channel": channel["id"], "event": "audit.alert" }));
+    let agent = common::cli(&alpha, &["hosts", "token", "localhost"]);
+    assert!(agent.status.success(), "{agent:?}");
+    let agent = agent.stdout.trim().to_owned();
+    for seq in 1..=30i64 {
+        let event = json!({ "stream": "s", "seq": seq, "history_id": seq, "user": "root", "login_user": "", "uid": 0,
+                            "tty": "/dev/pts/1", "ip": "127.0.0.1", "time": "2026-12-05 10:00:00",
+                            "command": format!("storm {seq}") });
+        post(&alpha, &agent, "/api/audit/events", json!({ "events": [event] }));
+    }
+    let alerts = |r: &[common::receiver::Received]| {
+        r.iter()
+            .filter(|m| m.json()["event"] == "audit.alert")
+            .map(|m| m.json()["count"].as_i64().unwrap())
+            .sum::<i64>()
+    };
+    receiver.wait_for(Duration::from_secs(30), "30 alerts counted", |r| alerts(r) >= 30);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(alerts(&receiver.received()), 30, "each match counted once");
+    let before = receiver.received().len();
+
+    // The leader (the first server: it asked first) dies; the other takes the notifier over.
+    alpha.kill();
+    let later = submit_sleep(&beta, &token, 0);
+    let took = Instant::now();
+    receiver.wait_for(Duration::from_secs(30), "the job after the kill", |r| r.len() > before);
+    println!("notified {:?} after the leader was killed", took.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(notified_jobs(&receiver).iter().filter(|j| **j == later).count(), 1);
+    assert_eq!(receiver.received().len(), before + 1, "nothing twice");
+    drop((alpha, beta));
+    block_on(scratch.drop_database());
+}

@@ -11,6 +11,8 @@
 //! A command-line process (`omserver user add`, `audit verify`) opens the database without joining: only
 //! `serve` holds the lock.
 
+pub mod lead;
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,

@@ -2,8 +2,11 @@
 //!
 //! - the `notify_events` outbox (finished jobs, missed or failed fires, and what [`super::watch`] records): each
 //!   fact becomes one delivery per matching subscription, in the transaction that deletes it;
-//! - the audit log, read from its live stream and, after a restart or a lag, from the rows past the stored cursor:
+//! - the audit log, read from its live stream and, after a restart or a lag, from the rows past the stored cursor
+//!   (on PostgreSQL, which servers may share, only from the rows: the live stream has only this server's):
 //!   every row matching an alert rule is counted into its subscription's storm group.
+//!
+//! One server of a database runs them at a time (`crate::cluster::lead`).
 //!
 //! Neither feed makes the job or audit paths wait: they wrote their rows and went on.
 
@@ -20,8 +23,8 @@ use crate::{
     audit::AuditService,
     plugins::Registry,
     store::{
-        now_ms, AuditQuery, AuditRow, DeliveryRow, EventRow, NewDelivery, Store, SubscriptionRow, JOB_APPROVAL,
-        JOB_FINISHED, SCHEDULE_FIRE,
+        now_ms, AuditQuery, AuditRow, DeliveryRow, Dialect, EventRow, NewDelivery, Store, SubscriptionRow,
+        JOB_APPROVAL, JOB_FINISHED, SCHEDULE_FIRE,
     },
 };
 
@@ -215,6 +218,11 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    if feed.notify.store().dialect() == Dialect::Postgres {
+        // Servers may share it: this one's live stream carries only the rows it ingested, the database all of them.
+        drop(live);
+        return feed.follow_stored(shutdown).await;
+    }
     let mut behind = true;
     // The rows that match a rule, and the newest row id received: the rest is not kept. Holding every row of a
     // second of busy ingest (150 000) and matching them in one go made the feed miss the live stream, which then
@@ -314,6 +322,27 @@ impl AlertFeed {
         *newest = (*newest).max(row.id);
         if !self.audit.alerts_of(&row).is_empty() {
             pending.push(row);
+        }
+    }
+
+    /// Takes the stored rows past the cursor every [`TAKE_EVERY`] until `shutdown` (a database servers share).
+    async fn follow_stored(mut self, shutdown: CancellationToken) {
+        loop {
+            if let Err(err) = self.catch_up().await {
+                tracing::warn!(error = %err, "cannot read the audit log for alerts; trying again");
+            }
+            if self.last_save.elapsed() >= CURSOR_EVERY {
+                if let Err(err) = self.save_cursor().await {
+                    tracing::warn!(error = %err, "cannot save the audit cursor");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = self.save_cursor().await;
+                    return;
+                }
+                _ = tokio::time::sleep(TAKE_EVERY) => {}
+            }
         }
     }
 

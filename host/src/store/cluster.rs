@@ -65,9 +65,9 @@ impl ServeLock {
     }
 }
 
-/// The advisory-lock key of server `name` (PostgreSQL): the first 8 bytes of a hash, so that any name fits.
-fn advisory_key(name: &str) -> i64 {
-    let digest = Sha256::digest(format!("omserver serve {name}").as_bytes());
+/// The advisory-lock key of `what` (PostgreSQL): the first 8 bytes of a hash, so that any name fits.
+fn advisory_key(what: &str) -> i64 {
+    let digest = Sha256::digest(what.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
@@ -100,7 +100,7 @@ impl Store {
             Pool::Postgres(pool) => {
                 let mut conn = pool.acquire().await.map_err(StoreError::from)?.detach();
                 let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                    .bind(advisory_key(name))
+                    .bind(advisory_key(&format!("omserver serve {name}")))
                     .fetch_one(&mut conn)
                     .await
                     .map_err(StoreError::from)?;
@@ -113,6 +113,18 @@ impl Store {
             }
         };
         Ok(ServeLock { held })
+    }
+
+    /// The lock on work that one server at a time does (`crate::cluster::lead`), if no other server holds it. Only
+    /// PostgreSQL is shared: on SQLite and MariaDB this server is the only one, and always gets it.
+    pub async fn lock_work(&self, work: &str) -> Result<Option<ServeLock>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(Some(ServeLock { held: Held::Nothing })) };
+        let mut conn = pool.acquire().await?.detach();
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(advisory_key(&format!("omserver work {work}")))
+            .fetch_one(&mut conn)
+            .await?;
+        Ok(got.then_some(ServeLock { held: Held::Postgres(conn) }))
     }
 
     /// Registers server `name` (again, after a restart: its row is replaced) as seen now.
