@@ -400,7 +400,8 @@ impl App {
 }
 
 /// Deletes expired sessions and forgotten login-throttle counts every minute (or every idle timeout, when that is
-/// shorter) until `shutdown`. Expired sessions are refused when used anyway; this keeps the table small.
+/// shorter) until `shutdown`. Expired sessions and forgotten counts are disregarded anyway; this keeps the tables
+/// small. Every server of a database sweeps: the second finds nothing left to delete.
 async fn sweep_sessions(users: Arc<Users>, shutdown: CancellationToken) {
     // The decoy hash for unknown user names, made before the first login needs it (see users::password).
     if let Err(err) = users.passwords().warm_up().await {
@@ -414,9 +415,15 @@ async fn sweep_sessions(users: Arc<Users>, shutdown: CancellationToken) {
             _ = ticks.tick() => {}
         }
         match users.sweep().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(sessions = n, "expired sessions deleted"),
-            Err(err) => tracing::warn!(error = %err, "could not delete expired sessions"),
+            Ok(swept) if swept.sessions == 0 && swept.failure_counts == 0 => {}
+            Ok(swept) => tracing::debug!(
+                sessions = swept.sessions,
+                failure_counts = swept.failure_counts,
+                "expired sessions and forgotten failed-login counts deleted"
+            ),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not delete expired sessions or forgotten failed-login counts")
+            }
         }
     }
 }

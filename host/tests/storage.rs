@@ -102,13 +102,13 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 20;
+const MIGRATIONS: i64 = 21;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 33] = [
+const TABLES: [&str; 34] = [
     "_sqlx_migrations",
     "activity",
     "activity_head",
@@ -127,6 +127,7 @@ const TABLES: [&str; 33] = [
     "job_results",
     "job_templates",
     "jobs",
+    "login_throttle",
     "notify_attempts",
     "notify_channels",
     "notify_cursors",

@@ -1,6 +1,6 @@
 //! Who may do what, and who did, as stored: the grants upgrade on a database of the version before it, the
-//! activity log's chain under writers that race (two stores on each real database), and an approval decided once
-//! when two servers decide it at the same moment.
+//! activity log's chain under writers that race (two stores on each real database), an approval decided once
+//! when two servers decide it at the same moment, and failed logins that two servers count at once.
 
 mod common;
 
@@ -104,6 +104,56 @@ async fn a_waiting_job_is_decided_once_when_two_stores_race() {
         }
         assert!(one.delete_policy(policy.id).await.unwrap());
         assert!(!one.delete_policy(policy.id).await.unwrap());
+        one.close().await;
+        other.close().await;
+    })
+    .await;
+}
+
+/// Two servers count failed logins of one name from one address at once, each also a name of its own: every
+/// failure is counted, none lost to the other's write, and the newest failure's time is kept. Then a count past
+/// its forgetting starts again at 1, and the sweep deletes what was forgotten.
+#[tokio::test]
+async fn failed_logins_counted_at_once_by_two_stores_are_all_counted() {
+    on_each_dialect(|_, url| async move {
+        let (one, other) = (Store::connect(&url).await.unwrap(), Store::connect(&url).await.unwrap());
+        // Subjects as the throttle makes them: 64 hex digits.
+        let subject = |name: &str| format!("{:0>64}", hex::encode(name));
+        let (name, address) = (subject("alice"), subject("192.0.2.7"));
+        let now = omserver::store::now_ms();
+        let forgotten_before = now - 15 * 60 * 1000;
+        let mut tasks = Vec::new();
+        for (s, store) in [one.clone(), other.clone()].into_iter().enumerate() {
+            for i in 0..20 {
+                let (store, name, address, own) =
+                    (store.clone(), name.clone(), address.clone(), subject(&format!("{s}-{i}")));
+                tasks.push(tokio::spawn(async move {
+                    store.count_login_failure(&[&name, &address, &own], now + i, forgotten_before).await
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let counts = |rows: Vec<omserver::store::FailureRow>| {
+            let mut counts: Vec<(String, i64, i64)> =
+                rows.into_iter().map(|r| (r.subject, r.failures, r.last_failed_at)).collect();
+            counts.sort();
+            counts
+        };
+        let rows = other.login_failures(&[&name, &address, &subject("0-3"), &subject("nobody")]).await.unwrap();
+        let mut want =
+            vec![(name.clone(), 40, now + 19), (address.clone(), 40, now + 19), (subject("0-3"), 1, now + 3)];
+        want.sort();
+        assert_eq!(counts(rows), want);
+
+        // 15 minutes and a bit later: the name's count starts again; the sweep deletes the rest.
+        let later = now + 15 * 60 * 1000 + 20;
+        one.count_login_failure(&[&name], later, later - 15 * 60 * 1000).await.unwrap();
+        assert_eq!(other.delete_login_failures_before(later - 15 * 60 * 1000).await.unwrap(), 41);
+        assert_eq!(counts(one.login_failures(&[&name, &address]).await.unwrap()), [(name.clone(), 1, later)]);
+        one.forget_login_failures(&name).await.unwrap();
+        assert!(one.login_failures(&[&name]).await.unwrap().is_empty());
         one.close().await;
         other.close().await;
     })

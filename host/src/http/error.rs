@@ -179,6 +179,8 @@ impl From<LoginError> for HttpError {
         match err {
             LoginError::Invalid => HttpError::InvalidLogin,
             LoginError::Throttled(wait) => HttpError::TooManyAttempts(wait),
+            // Logged where it happened (`Users::login`).
+            LoginError::ThrottleUnavailable(_) => HttpError::Unavailable(err.to_string()),
             LoginError::Password(e) => HttpError::Internal(e.to_string()),
             LoginError::Store(e) => e.into(),
         }

@@ -4,8 +4,9 @@
 //! For the console's pages: the login form posts `name` and `password` (form or JSON). A form is answered with
 //! `303 See Other` to `return_to` (a local page) or `/`; a failure with `303` to `/login?error=invalid`, or
 //! `/login?error=throttled&retry_after=SECONDS`. JSON is answered `200 {"name", "role", "csrf_token"}`, `401`
-//! or `429` with `Retry-After`. Every state-changing form carries the hidden field `csrf_token` (from
-//! `GET /api/session`, or given to the page's template); scripts send the header `X-CSRF-Token`.
+//! or `429` with `Retry-After` (`503` while the failed-login counts cannot be read). Every state-changing form
+//! carries the hidden field `csrf_token` (from `GET /api/session`, or given to the page's template); scripts send
+//! the header `X-CSRF-Token`.
 
 use std::net::SocketAddr;
 

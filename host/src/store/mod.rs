@@ -26,6 +26,7 @@ mod overview;
 mod schedules;
 mod sessions;
 mod templates;
+mod throttle;
 mod tokens;
 mod users;
 
@@ -54,6 +55,7 @@ pub use notify::{
 pub use schedules::{FireRow, NewSchedule, ScheduleRow, SCHEDULE_FIRE};
 pub use sessions::SessionRow;
 pub use templates::{NewTemplate, TemplateRow};
+pub use throttle::FailureRow;
 pub use tokens::{TokenListing, TokenRow, TokenScope};
 pub use users::{InvalidUserName, UserName, UserRow};
 

@@ -2,7 +2,8 @@
 //! throttling) and out; checking a session cookie.
 //!
 //! - `password.rs`: argon2id on blocking threads, the rules for new passwords, generated passwords.
-//! - `throttle.rs`: failed logins slowed per user name and per address (the rule is in its docs).
+//! - `throttle.rs`: failed logins slowed per user name and per address, counted in the database so that every
+//!   server of it counts alike (the rule is in its docs).
 //!
 //! A session id is 32 random bytes shown once, in the cookie; the database keeps only an HMAC of it under a key
 //! derived from the secret key (as for tokens). Each session also has a CSRF token, which the console sends
@@ -11,11 +12,7 @@
 pub mod password;
 pub mod throttle;
 
-use std::{
-    fmt,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{fmt, net::IpAddr, time::Duration};
 
 use hmac::{Hmac, Mac};
 use rand::RngCore;
@@ -76,6 +73,9 @@ pub enum LoginError {
     Invalid,
     #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
     Throttled(Duration),
+    /// The failed-login counts could not be read: the attempt is refused, uncounted (see [`Users::login`]).
+    #[error("login is unavailable: the failed-login counts cannot be read; try again later")]
+    ThrottleUnavailable(#[source] StoreError),
     #[error(transparent)]
     Password(#[from] PasswordError),
     #[error(transparent)]
@@ -129,6 +129,14 @@ impl fmt::Debug for NewSession {
     }
 }
 
+/// What a sweep deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub sessions: u64,
+    /// Failed-login counts forgotten.
+    pub failure_counts: u64,
+}
+
 /// A live session as a request sees it.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -155,11 +163,11 @@ impl Users {
     /// `secret` is the server's secret key; session hashes use a key derived from it.
     pub fn new(store: Store, secret: &[u8], settings: SessionSettings) -> Users {
         Users {
-            store,
             key: crate::auth::derive_key(secret, SESSION_KEY_PURPOSE),
             settings,
             passwords: Passwords::default(),
-            throttle: Throttle::default(),
+            throttle: Throttle::new(store.clone(), secret, throttle::Policy::default()),
+            store,
         }
     }
 
@@ -257,10 +265,18 @@ impl Users {
     ) -> Result<NewSession, LoginError> {
         let user_key = throttle::Key::user(name);
         let keys = [user_key.clone(), throttle::Key::address(client)];
-        if let Err(wait) = self.throttle.check(&keys, Instant::now()) {
-            metrics::counter!("omserver_login_throttled_total").increment(1);
-            tracing::info!(client = %client, "login throttled");
-            return Err(LoginError::Throttled(wait));
+        match self.throttle.check(&keys, now_ms()).await {
+            Ok(None) => {}
+            Ok(Some(wait)) => {
+                metrics::counter!("omserver_login_throttled_total").increment(1);
+                tracing::info!(client = %client, "login throttled");
+                return Err(LoginError::Throttled(wait));
+            }
+            // Fail closed, uncounted (503): a broken table grants no unthrottled guesses and locks nobody out after.
+            Err(err) => {
+                tracing::warn!(error = %err, client = %client, "login refused: the failed-login counts cannot be read");
+                return Err(LoginError::ThrottleUnavailable(err));
+            }
         }
         let user = match UserName::parse(name) {
             Ok(parsed) => self.store.user_by_name(&parsed).await?,
@@ -273,7 +289,10 @@ impl Users {
         let user = match (matched, user, role) {
             (true, Some(user), Some(role)) if user.disabled_at.is_none() => (user, role),
             _ => {
-                self.throttle.failed(&keys, Instant::now());
+                if let Err(err) = self.throttle.failed(&keys, now_ms()).await {
+                    // The answer stays 401 (the password was wrong); the next check reads the same table.
+                    tracing::warn!(error = %err, client = %client, "could not count a failed login");
+                }
                 metrics::counter!("omserver_login_failures_total").increment(1);
                 // The name as typed may be a password typed into the wrong field: it is not logged.
                 tracing::info!(client = %client, "login failed");
@@ -281,7 +300,10 @@ impl Users {
             }
         };
         let (user, role) = user;
-        self.throttle.succeeded(&user_key);
+        if let Err(err) = self.throttle.succeeded(&user_key).await {
+            // The login stands; the name's old count only makes its next failures wait sooner.
+            tracing::warn!(error = %err, user = %user.name, "could not reset a user's failed-login count");
+        }
         if let Some(previous) = previous {
             self.logout(previous).await?;
         }
@@ -333,13 +355,15 @@ impl Users {
         Ok(Some(Session { principal, csrf_token: row.csrf_token }))
     }
 
-    /// Deletes expired sessions and forgotten throttle counts; run periodically by the server.
-    pub async fn sweep(&self) -> Result<u64, StoreError> {
-        self.throttle.sweep(Instant::now());
+    /// Deletes expired sessions and forgotten throttle counts; run periodically by each server.
+    pub async fn sweep(&self) -> Result<Swept, StoreError> {
         let now = now_ms();
-        self.store
+        let sessions = self
+            .store
             .delete_expired_sessions(now - millis(self.settings.idle_timeout), now - millis(self.settings.max_age))
-            .await
+            .await?;
+        let failure_counts = self.throttle.sweep(now).await?;
+        Ok(Swept { sessions, failure_counts })
     }
 
     fn hash(&self, id: &str) -> String {
