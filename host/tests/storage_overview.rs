@@ -5,7 +5,7 @@
 mod common;
 
 use common::scratch::{on_each_dialect, CONNECT_LIMIT};
-use omserver::store::{now_ms, AuditRow, Dialect, NewHost, NewJob, Store};
+use omserver::store::{now_ms, AuditRow, Dialect, NewHost, NewJob, Store, StoreError};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -67,8 +67,9 @@ async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_di
         store.finish_job(rejected, "rejected", Some("rejected by erin"), &[]).await.unwrap();
         store.finish_job(failed, "failed", Some("1 of 1 hosts did not succeed"), &[]).await.unwrap();
         store.finish_job(succeeded, "succeeded", None, &[]).await.unwrap();
-        // Ending a job that has ended already changes its row but not the counts.
-        store.finish_job(succeeded, "succeeded", None, &[]).await.unwrap();
+        // Ending a job that has ended already is refused, and counts nothing.
+        let again = store.finish_job(succeeded, "succeeded", None, &[]).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
         let now = now_ms();
         let today = now - now % DAY_MS;
         let counts = store.jobs_per_day(today - 13 * DAY_MS).await.unwrap();
