@@ -388,7 +388,7 @@ impl App {
         let _ = notifying.await;
         let _ = watcher.await;
         let _ = sweeper.await;
-        // Last: the list says this server is up while it still finishes jobs.
+        // It left the list of servers as shutdown began (while the jobs above still had time to end).
         let _ = heartbeat.await;
         if let Some(retention) = retention {
             let _ = retention.await;
