@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod archive;
 pub mod chain;
 pub mod event;
+mod follow;
 pub mod retention;
 mod writer;
 
@@ -214,6 +215,8 @@ pub struct AuditService {
     refreshing: tokio::sync::Mutex<()>,
     key: Vec<u8>,
     alerts: Arc<alerts::Alerts>,
+    /// Stops the follower of the stored rows ([`follow`]) with the service.
+    _follower: Option<tokio_util::sync::DropGuard>,
 }
 
 impl AuditService {
@@ -229,7 +232,16 @@ impl AuditService {
         let (submit, rx) = mpsc::channel(1024);
         let (live, _) = broadcast::channel(4096);
         let alerts = Arc::new(alerts::Alerts::default());
-        writer::spawn(sink, key.clone(), rx, writer::Publish { live: live.clone(), alerts: alerts.clone() })?;
+        // Where servers share the database, each one's live stream follows the stored rows of all; otherwise the
+        // writer publishes what it commits.
+        let (writer_live, follower) = if store.dialect() == crate::store::Dialect::Postgres {
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(follow::follow(store.clone(), live.clone(), stop.clone()));
+            (None, Some(stop.drop_guard()))
+        } else {
+            (Some(live.clone()), None)
+        };
+        writer::spawn(sink, key.clone(), rx, writer::Publish { live: writer_live, alerts: alerts.clone() })?;
         Ok(Arc::new(AuditService {
             store,
             config,
@@ -240,6 +252,7 @@ impl AuditService {
             refreshing: tokio::sync::Mutex::new(()),
             key,
             alerts,
+            _follower: follower,
         }))
     }
 

@@ -8,8 +8,11 @@
 //! agent events by a range scan of the (host, stream, seq) index, legacy events against the host's newest
 //! [`RECENT`] rows, because what the original agent re-sends is the line it just sent.
 //!
-//! **Invariant:** this thread is the only writer of `server_history` and `audit_chain` in the process (one server
-//! process per database): it keeps each host's chain head and newest dedup keys in memory.
+//! **Invariant:** this thread is the only writer of `server_history` and `audit_chain` in the process: it keeps
+//! each host's chain head and newest dedup keys in memory. Where several servers share the database
+//! (PostgreSQL), their writers take turns a group at a time under the database's audit write lock
+//! ([`AuditSink::begin_group`]); each reads the heads of its group's hosts under it, and forgets what it
+//! remembers of a host another server wrote to, so duplicates are found and chains continue across servers.
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet, VecDeque},
@@ -143,7 +146,8 @@ impl Answerer {
 /// Where durable rows go: the live stream, and the alert rules that count them.
 #[derive(Clone)]
 pub struct Publish {
-    pub live: broadcast::Sender<Arc<AuditRow>>,
+    /// `None` where the live stream is fed from the database instead ([`super::follow`]).
+    pub live: Option<broadcast::Sender<Arc<AuditRow>>>,
     pub alerts: Arc<Alerts>,
 }
 
@@ -155,9 +159,9 @@ fn answer(group: Committed, durable: Option<&Publish>) {
     }
     let Some(publish) = durable else { return };
     publish.alerts.count(&group.rows);
-    if publish.live.receiver_count() > 0 {
+    if let Some(live) = publish.live.as_ref().filter(|live| live.receiver_count() > 0) {
         for row in group.rows {
-            let _ = publish.live.send(Arc::new(row));
+            let _ = live.send(Arc::new(row));
         }
     }
 }
@@ -194,7 +198,11 @@ pub fn spawn(
                     }
                 }
                 let started = std::time::Instant::now();
-                match write(sink.as_mut(), &key, &mut hosts, &mut latest, &mut batch) {
+                let written = write(sink.as_mut(), &key, &mut hosts, &mut latest, &mut batch);
+                if written.is_err() {
+                    sink.abort_group();
+                }
+                match written {
                     Ok((outcomes, rows)) => {
                         metrics::counter!("omserver_audit_events_stored_total").increment(rows.len() as u64);
                         metrics::histogram!("omserver_audit_commit_seconds").record(started.elapsed().as_secs_f64());
@@ -228,6 +236,20 @@ fn write(
 ) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), StoreError> {
     // The events are moved into rows; the submissions keep only their reply channels and gaps.
     let incoming: Vec<Vec<Pending>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
+    let mut batch_hosts: Vec<i64> = incoming.iter().flatten().map(|e| e.row.host_id).collect();
+    batch_hosts.sort_unstable();
+    batch_hosts.dedup();
+    if let Some(shared) = sink.begin_group(&batch_hosts)? {
+        // Another server may have written since: a host whose head moved is read again, and no row is stamped
+        // earlier than one another server stored.
+        for host in &batch_hosts {
+            let stored = shared.heads.get(host).map(|(seq, hash)| (*seq, hash.as_str())).unwrap_or((0, chain::GENESIS));
+            if hosts.get(host).is_some_and(|state| (state.head.0, state.head.1.as_str()) != stored) {
+                hosts.remove(host);
+            }
+        }
+        *latest = Some(latest.unwrap_or(0).max(shared.latest_received_at));
+    }
     let duplicates = agent_duplicates(sink, &incoming)?;
     let latest = match latest {
         Some(latest) => latest,
@@ -271,6 +293,7 @@ fn write(
     let new_heads: Vec<(i64, i64, String)> =
         working.iter().map(|(h, state)| (*h, state.head.0, state.head.1.clone())).collect();
     if rows.is_empty() && gaps.is_empty() {
+        sink.abort_group();
         return Ok((outcomes, Vec::new()));
     }
     let ids = sink.write_audit_batch(&rows, &gaps, &new_heads)?;

@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::HashMap;
+
 use super::{now_ms, on_pool, Dialect, Store, StoreError};
 
 /// A row of `server_history`. The audit writer builds them with `id` 0 and learns the id from the insert. Its
@@ -141,6 +143,14 @@ pub trait AuditSink: Send {
     fn recent_audit_rows(&mut self, host_id: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
     /// The latest `received_at` stored (0 for none): the writer never stamps a row earlier.
     fn latest_received_at(&mut self) -> Result<i64, StoreError>;
+    /// Begins a group where other servers may write too (PostgreSQL): takes the audit write lock in a transaction
+    /// that [`AuditSink::write_audit_batch`] then commits, and returns what the database holds now for `hosts`.
+    /// `None`: this process is the database's only audit writer (SQLite and MariaDB serve one server).
+    fn begin_group(&mut self, _hosts: &[i64]) -> Result<Option<Shared>, StoreError> {
+        Ok(None)
+    }
+    /// Ends a begun group without writing (its transaction rolls back and the lock is let go).
+    fn abort_group(&mut self) {}
     /// Writes one group in one transaction: the rows, the gaps, the new chain heads, the hourly counts. Returns the
     /// rows' ids in order.
     fn write_audit_batch(
@@ -151,12 +161,29 @@ pub trait AuditSink: Send {
     ) -> Result<Vec<i64>, StoreError>;
 }
 
+/// What the database holds, under the audit write lock, for the hosts of a group: what other servers wrote.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Chain heads (last chain_seq, last hash) of the hosts that have one.
+    pub heads: HashMap<i64, (i64, String)>,
+    /// The latest `received_at` stored, 0 for none.
+    pub latest_received_at: i64,
+}
+
+/// The channel on which a PostgreSQL group's commit is signalled, with the newest id it stored.
+pub const AUDIT_CHANNEL: &str = "omserver_audit";
+
+/// A group's transaction on PostgreSQL, holding the audit write lock until it ends.
+pub struct Group(sqlx::Transaction<'static, sqlx::Postgres>);
+
 /// The audit sink over the shared pool, driven from the writer thread through the runtime's handle.
 pub struct PooledAuditSink {
     store: Store,
     runtime: tokio::runtime::Handle,
     /// PostgreSQL's command index keeper, nudged after each commit.
     index: Option<super::audit_text::PgIndexer>,
+    /// The begun group, between [`AuditSink::begin_group`] and the write that commits it.
+    group: Option<Group>,
 }
 
 impl AuditSink for PooledAuditSink {
@@ -176,13 +203,32 @@ impl AuditSink for PooledAuditSink {
         self.runtime.block_on(self.store.latest_received_at())
     }
 
+    fn begin_group(&mut self, hosts: &[i64]) -> Result<Option<Shared>, StoreError> {
+        self.abort_group();
+        let Some((group, shared)) = self.runtime.block_on(self.store.begin_audit_group(hosts))? else {
+            return Ok(None);
+        };
+        self.group = Some(group);
+        Ok(Some(shared))
+    }
+
+    fn abort_group(&mut self) {
+        if let Some(Group(tx)) = self.group.take() {
+            // Rolled back here, in the runtime: a connection is given back to its pool by a task.
+            if let Err(err) = self.runtime.block_on(tx.rollback()) {
+                tracing::warn!(error = %err, "rolling back an audit group");
+            }
+        }
+    }
+
     fn write_audit_batch(
         &mut self,
         rows: &[AuditRow],
         gaps: &[NewGap],
         heads: &[(i64, i64, String)],
     ) -> Result<Vec<i64>, StoreError> {
-        let ids = self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads))?;
+        let group = self.group.take();
+        let ids = self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads, group))?;
         if let Some(index) = &self.index {
             index.nudge();
         }
@@ -204,17 +250,44 @@ impl Store {
                     super::Pool::Postgres(pool) => Some(super::audit_text::PgIndexer::start(pool.clone())),
                     _ => None,
                 },
+                group: None,
             }),
         })
     }
 
+    /// On PostgreSQL, where several servers write audit rows: begins a transaction that holds the audit write lock
+    /// until it ends, and reads the chain heads of `hosts` and the latest `received_at` under it. The servers'
+    /// writers take turns a group at a time (group commit makes a turn large), which keeps each host's chain one
+    /// line and ids in `received_at` order ([`super::audit_search`] relies on it). `None` on the other dialects,
+    /// which serve one server.
+    pub async fn begin_audit_group(&self, hosts: &[i64]) -> Result<Option<(Group, Shared)>, StoreError> {
+        let super::Pool::Postgres(pool) = &self.pool else { return Ok(None) };
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(super::cluster::advisory_key("omserver audit writer"))
+            .execute(&mut *tx)
+            .await?;
+        let heads = sqlx::query_as::<_, (i64, i64, String)>(
+            "SELECT host_id, last_seq, last_hash FROM audit_chain WHERE host_id = ANY($1)",
+        )
+        .bind(hosts)
+        .fetch_all(&mut *tx)
+        .await?;
+        let latest_received_at: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(received_at), 0) FROM server_history").fetch_one(&mut *tx).await?;
+        let heads = heads.into_iter().map(|(host, seq, hash)| (host, (seq, hash))).collect();
+        Ok(Some((Group(tx), Shared { heads, latest_received_at })))
+    }
+
     /// Writes one batch in one transaction: the rows, the gaps, the new chain heads and the hourly counts. Returns
-    /// the ids of the rows in order. The caller (the single audit writer) has already removed duplicates.
+    /// the ids of the rows in order. The caller (the audit writer) has already removed duplicates. `group`: the
+    /// transaction [`Store::begin_audit_group`] began, which this commits.
     pub async fn write_audit_batch(
         &self,
         rows: &[AuditRow],
         gaps: &[NewGap],
         heads: &[(i64, i64, String)],
+        group: Option<Group>,
     ) -> Result<Vec<i64>, StoreError> {
         let dialect = self.dialect;
         let head_sql = self.sql(match dialect {
@@ -235,47 +308,79 @@ impl Store {
         let hour_sql = self.count_audit_hour_sql();
         let hours = super::overview::audit_hours_of(rows);
         let mut ids = Vec::with_capacity(rows.len());
-        on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            for chunk in rows.chunks(INSERT_CHUNK) {
-                let marks = vec![ROW_MARKS; chunk.len()].join(", ");
-                let mut sql = format!("INSERT INTO server_history ({INSERT_COLUMNS}) VALUES {marks}");
-                if dialect != Dialect::MySql {
-                    sql.push_str(" RETURNING id");
+        // The transaction's statements, the same on every dialect; only where the transaction comes from differs.
+        macro_rules! write_in {
+            ($tx:ident) => {{
+                for chunk in rows.chunks(INSERT_CHUNK) {
+                    let marks = vec![ROW_MARKS; chunk.len()].join(", ");
+                    let mut sql = format!("INSERT INTO server_history ({INSERT_COLUMNS}) VALUES {marks}");
+                    if dialect != Dialect::MySql {
+                        sql.push_str(" RETURNING id");
+                    }
+                    let sql = self.sql(&sql);
+                    let mut q = sqlx::query_scalar::<_, i64>(&sql);
+                    for r in chunk {
+                        q = bind_audit_row!(q, r);
+                    }
+                    if dialect == Dialect::MySql {
+                        // MySQL has no RETURNING. The audit writer is the only writer of this table, so one
+                        // multi-row INSERT takes consecutive ids from LAST_INSERT_ID() (the first row's).
+                        q.fetch_optional(&mut *$tx).await?;
+                        let first: i64 =
+                            sqlx::query_scalar("SELECT CAST(LAST_INSERT_ID() AS SIGNED)").fetch_one(&mut *$tx).await?;
+                        ids.extend((0..chunk.len() as i64).map(|i| first + i));
+                    } else {
+                        ids.extend(q.fetch_all(&mut *$tx).await?);
+                    }
                 }
-                let sql = self.sql(&sql);
-                let mut q = sqlx::query_scalar::<_, i64>(&sql);
-                for r in chunk {
-                    q = bind_audit_row!(q, r);
+                for g in gaps {
+                    let seen: i64 = sqlx::query_scalar(&gap_find)
+                        .bind(g.host_id)
+                        .bind(&g.stream)
+                        .bind(g.from_seq)
+                        .bind(g.to_seq)
+                        .fetch_one(&mut *$tx)
+                        .await?;
+                    if seen == 0 {
+                        sqlx::query(&gap_insert)
+                            .bind(g.host_id)
+                            .bind(&g.stream)
+                            .bind(g.from_seq)
+                            .bind(g.to_seq)
+                            .bind(&g.reason)
+                            .bind(now_ms())
+                            .execute(&mut *$tx)
+                            .await?;
+                    }
                 }
-                if dialect == Dialect::MySql {
-                    // MySQL has no RETURNING. The audit writer is the only writer of this table, so one
-                    // multi-row INSERT takes consecutive ids from LAST_INSERT_ID() (the first row's).
-                    q.fetch_optional(&mut *tx).await?;
-                    let first: i64 = sqlx::query_scalar("SELECT CAST(LAST_INSERT_ID() AS SIGNED)").fetch_one(&mut *tx).await?;
-                    ids.extend((0..chunk.len() as i64).map(|i| first + i));
-                } else {
-                    ids.extend(q.fetch_all(&mut *tx).await?);
+                for (host_id, last_seq, last_hash) in heads {
+                    sqlx::query(&head_sql).bind(host_id).bind(last_seq).bind(last_hash).execute(&mut *$tx).await?;
                 }
-            }
-            for g in gaps {
-                let seen: i64 = sqlx::query_scalar(&gap_find)
-                    .bind(g.host_id).bind(&g.stream).bind(g.from_seq).bind(g.to_seq)
-                    .fetch_one(&mut *tx).await?;
-                if seen == 0 {
-                    sqlx::query(&gap_insert)
-                        .bind(g.host_id).bind(&g.stream).bind(g.from_seq).bind(g.to_seq).bind(&g.reason).bind(now_ms())
-                        .execute(&mut *tx).await?;
+                for (hour, count) in &hours {
+                    sqlx::query(&hour_sql).bind(hour).bind(count).execute(&mut *$tx).await?;
                 }
+            }};
+        }
+        match (&self.pool, group) {
+            (super::Pool::Postgres(_), Some(Group(mut tx))) => {
+                write_in!(tx);
+                // Every server's live stream reads the rows past its last from the database (`audit::follow`): the
+                // signal, delivered at commit, says up to where.
+                if let Some(newest) = ids.iter().max() {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(AUDIT_CHANNEL)
+                        .bind(newest.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
             }
-            for (host_id, last_seq, last_hash) in heads {
-                sqlx::query(&head_sql).bind(host_id).bind(last_seq).bind(last_hash).execute(&mut *tx).await?;
-            }
-            for (hour, count) in &hours {
-                sqlx::query(&hour_sql).bind(hour).bind(count).execute(&mut *tx).await?;
-            }
-            tx.commit().await
-        })?;
+            _ => on_pool!(self, pool => {
+                let mut tx = pool.begin().await?;
+                write_in!(tx);
+                tx.commit().await
+            }),
+        }?;
         ids.sort_unstable();
         Ok(ids)
     }
@@ -294,6 +399,12 @@ impl Store {
         let query = format!("SELECT {COLUMNS} FROM server_history WHERE host_id = ? ORDER BY chain_seq DESC LIMIT ?");
         let sql = self.sql(&query);
         Ok(on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(&sql).bind(host_id).bind(limit).fetch_all(pool).await)?)
+    }
+
+    /// The newest audit row's id, 0 for none.
+    pub async fn newest_audit_id(&self) -> Result<i64, StoreError> {
+        let sql = "SELECT COALESCE(MAX(id), 0) FROM server_history";
+        Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await)?)
     }
 
     /// The latest `received_at` stored, 0 for none (one step down the index on it).

@@ -66,14 +66,46 @@ impl ServeLock {
 }
 
 /// The advisory-lock key of `what` (PostgreSQL): the first 8 bytes of a hash, so that any name fits.
-fn advisory_key(what: &str) -> i64 {
+pub(super) fn advisory_key(what: &str) -> i64 {
     let digest = Sha256::digest(what.as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
 }
 
+/// Signals between the servers of one PostgreSQL database (`LISTEN`/`NOTIFY`): small payloads that say where to
+/// read, never the data itself. A signal sent while the connection was down is lost; [`Heard::Reconnected`] says
+/// so, and the listener reads again what it follows.
+pub struct Listener(sqlx::postgres::PgListener);
+
+/// What a [`Listener`] heard.
+#[derive(Debug)]
+pub enum Heard {
+    Signal(String),
+    /// The connection was lost and made again: signals may have been missed.
+    Reconnected,
+}
+
+impl Listener {
+    /// The next signal. An error leaves the listener unusable: listen again ([`Store::listen`]).
+    pub async fn next(&mut self) -> Result<Heard, StoreError> {
+        Ok(match self.0.try_recv().await? {
+            Some(signal) => Heard::Signal(signal.payload().to_owned()),
+            None => Heard::Reconnected,
+        })
+    }
+}
+
 impl Store {
+    /// Listens for `channel`'s signals, on a connection of the pool's kept for it. `None` on SQLite and MariaDB,
+    /// whose database one server serves: there is nobody else to hear from.
+    pub async fn listen(&self, channel: &str) -> Result<Option<Listener>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
+        let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+        listener.listen(channel).await?;
+        Ok(Some(Listener(listener)))
+    }
+
     /// Takes the lock that lets this process serve as `name` (see the module's comment), or says who holds it.
     pub async fn lock_serving(&self, name: &str) -> Result<ServeLock, JoinError> {
         let held = match &self.pool {

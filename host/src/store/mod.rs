@@ -41,11 +41,11 @@ use sqlx::{
 pub use activity::{ActivityQuery, ActivityRow, NewActivity, ACTIVITY_GENESIS};
 pub use alerts::{AlertRuleRow, NewAlertRule};
 pub use approvals::{ApprovalRow, PolicyRow};
-pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap};
+pub use audit::{AuditQuery, AuditRow, AuditSink, NewGap, AUDIT_CHANNEL};
 pub use audit_archive::ArchivedUpTo;
 pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
 pub use audit_sqlite::WalSync;
-pub use cluster::{JoinError, NodeRow, ServeLock};
+pub use cluster::{Heard, JoinError, Listener, NodeRow, ServeLock};
 pub use grants::GrantRow;
 pub use inventory::{host_key, HostRow, NewHost};
 pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_APPROVAL, JOB_FINISHED};
