@@ -309,6 +309,10 @@ impl App {
             Scheduler::new(self.store.clone(), self.templates.clone(), self.schedules.changes(), self.activity.clone());
         let scheduler = tokio::spawn(scheduler.run(shutdown.clone()));
         let approvals = tokio::spawn(self.approvals().run(shutdown.clone()));
+        // Other servers' job pages and cancels, where servers share the database; heard until this server's jobs
+        // have drained, so that a cancel asked elsewhere still reaches them.
+        let signals_stop = CancellationToken::new();
+        let job_signals = tokio::spawn(crate::jobs::remote::listen(self.jobs.clone(), signals_stop.clone()));
         // Notifications: their own tasks, fed by rows and streams; nothing above waits on them. One server of the
         // database runs them at a time (`cluster::lead`): two would send everything twice.
         let notifying = {
@@ -384,6 +388,8 @@ impl App {
         let _ = scheduler.await;
         let _ = approvals.await;
         self.jobs.shutdown(Duration::from_secs(10)).await;
+        signals_stop.cancel();
+        let _ = job_signals.await;
         // The last jobs' facts are in the outbox: they are sent after the next start (or by another server).
         let _ = notifying.await;
         let _ = watcher.await;

@@ -257,6 +257,60 @@ fn a_killed_servers_running_job_is_ended_by_another_within_the_lease_with_its_ho
     block_on(scratch.drop_database());
 }
 
+/// A job page and a cancel on the server that does not run the job: beta runs a job on four loopback hosts, three
+/// of which finish after a second while the fourth sleeps on. alpha's event stream shows each host as it finishes
+/// (within 250 ms of beta's own stream), and a cancel asked of alpha stops the job on beta.
+#[test]
+fn a_job_page_and_a_cancel_on_another_server_reach_the_job_where_it_runs() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let alpha = node(&scratch.url, "alpha", None);
+    let token = alpha.token.clone();
+    let beta = node(&scratch.url, "beta", Some(&token));
+    install(&fixture("fx_roll"), &beta.plugins_dir(), "Mid_9008.so");
+    beta.wait_for_module("Mid_9008.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
+    let hosts = ["l1", "l2", "l3", "l4"];
+    for (i, name) in hosts.iter().enumerate() {
+        let body = json!({ "name": name, "ip": format!("127.0.0.{}", 101 + i) });
+        let (status, row) =
+            alpha.send(alpha.client.post(format!("{}/api/hosts", alpha.base)).bearer_auth(&token).json(&body));
+        assert_eq!(status, 201, "{row}");
+    }
+    let body = json!({ "module": 9008, "hosts": hosts, "params": { "seconds": 1, "slow": "l4", "slow_seconds": 900 } });
+    let (status, job) = beta.send(beta.client.post(format!("{}/api/jobs", beta.base)).bearer_auth(&token).json(&body));
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    let here = beta.job_events(id);
+    let there = alpha.job_events(id);
+
+    // The three quick hosts, on both streams.
+    let hosts_of = |reader: &common::EventReader| -> Vec<common::JobEventSeen> {
+        (0..3).map(|_| reader.next(Duration::from_secs(20)).expect("a host event within 20 s")).collect()
+    };
+    let (on_beta, on_alpha) = (hosts_of(&here), hosts_of(&there));
+    let mut lags = Vec::new();
+    for seen in &on_alpha {
+        assert_eq!((seen.event.as_str(), seen.data["status"].as_str()), ("host", Some("ok")), "{seen:?}");
+        let host = seen.data["host"].as_str().unwrap();
+        let local = on_beta.iter().find(|e| e.data["host"] == host).unwrap_or_else(|| panic!("{host} on beta"));
+        lags.push(seen.at.saturating_sub(local.at));
+    }
+    println!("host events on the other server came {lags:?} after the running server's own stream");
+    assert!(lags.iter().all(|lag| *lag <= Duration::from_millis(250)), "{lags:?}");
+
+    // Cancelled through alpha: the job on beta stops, and alpha's stream ends with it.
+    let (status, answer) =
+        alpha.send(alpha.client.post(format!("{}/api/jobs/{id}/cancel", alpha.base)).bearer_auth(&token));
+    assert_eq!(status, 200, "{answer}");
+    let rest = there.until_end(Duration::from_secs(30));
+    let last = rest.last().unwrap();
+    assert_eq!(last.data["status"], "cancelled", "{rest:?}");
+    let l4 = last.data["results"].as_array().unwrap().iter().find(|r| r["host"] == "l4").cloned();
+    assert_eq!(l4.map(|r| r["status"].clone()), Some(json!("cancelled")), "{last:?}");
+    assert_eq!(job_status(&beta, &token, id), "cancelled");
+    drop((alpha, beta));
+    block_on(scratch.drop_database());
+}
+
 fn post(server: &Server, token: &str, path: &str, body: Value) -> Value {
     let (status, answer) =
         server.send(server.client.post(format!("{}{path}", server.base)).bearer_auth(token).json(&body));

@@ -102,13 +102,13 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 21;
+const MIGRATIONS: i64 = 22;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 34] = [
+const TABLES: [&str; 35] = [
     "_sqlx_migrations",
     "activity",
     "activity_head",
@@ -124,6 +124,7 @@ const TABLES: [&str; 34] = [
     "job_approvals",
     "job_batches",
     "job_days",
+    "job_progress",
     "job_results",
     "job_templates",
     "jobs",

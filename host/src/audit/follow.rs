@@ -4,60 +4,40 @@
 //! taken under the audit write lock and committed before it is let go, so the rows below a signalled id are all
 //! there: following by id skips none. A lost signal (a dropped connection) is made good by reading again.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{AuditQuery, AuditRow, Heard, Store, StoreError, AUDIT_CHANNEL};
+use crate::{
+    cluster::signals::{Hearing, Signal},
+    store::{AuditQuery, AuditRow, Store, StoreError, AUDIT_CHANNEL},
+};
 
 /// Rows read at a time.
 const PAGE: i64 = 1000;
-/// How long to wait before listening again after the database went away.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// Publishes every stored row to `live` until `stop`, from the newest row at start on.
 pub(super) async fn follow(store: Store, live: broadcast::Sender<Arc<AuditRow>>, stop: CancellationToken) {
-    let mut cursor = None;
-    loop {
-        // Listen first, then read: a row committed between the two is read, one committed after is signalled.
-        match store.listen(AUDIT_CHANNEL).await {
-            Ok(Some(mut listener)) => {
-                let mut read = true;
-                loop {
-                    if read {
-                        if let Err(err) = publish_past(&store, &live, &mut cursor).await {
-                            tracing::warn!(error = %err, "audit live stream: cannot read the newest rows");
-                        }
-                    }
-                    let heard = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        heard = listener.next() => heard,
-                    };
-                    read = match heard {
-                        // Only what this follower has not published yet needs a read, and only for a listener.
-                        Ok(Heard::Signal(newest)) => match (newest.parse::<i64>(), cursor) {
-                            (Ok(id), Some(c)) if live.receiver_count() == 0 => {
-                                cursor = Some(c.max(id));
-                                false
-                            }
-                            (Ok(id), Some(c)) => id > c,
-                            _ => true,
-                        },
-                        Ok(Heard::Reconnected) => true,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "audit live stream: lost the database; listening again");
-                            break;
-                        }
-                    };
+    let mut cursor: Option<i64> = None;
+    let mut hearing = Hearing::new(store.clone(), &[AUDIT_CHANNEL], "audit live stream", stop);
+    while let Some(signal) = hearing.next().await {
+        let read = match (signal, cursor) {
+            // Only what this follower has not published yet needs a read, and only for a listener.
+            (Signal::On { payload, .. }, Some(c)) => match payload.parse::<i64>() {
+                Ok(id) if live.receiver_count() == 0 => {
+                    cursor = Some(c.max(id));
+                    false
                 }
+                Ok(id) => id > c,
+                Err(_) => true,
+            },
+            _ => true,
+        };
+        if read {
+            if let Err(err) = publish_past(&store, &live, &mut cursor).await {
+                tracing::warn!(error = %err, "audit live stream: cannot read the newest rows");
             }
-            Ok(None) => return,
-            Err(err) => tracing::warn!(error = %err, "audit live stream: cannot listen for stored rows; trying again"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(RETRY) => {}
         }
     }
 }

@@ -234,7 +234,7 @@ impl AuditService {
         let alerts = Arc::new(alerts::Alerts::default());
         // Where servers share the database, each one's live stream follows the stored rows of all; otherwise the
         // writer publishes what it commits.
-        let (writer_live, follower) = if store.dialect() == crate::store::Dialect::Postgres {
+        let (writer_live, follower) = if store.shared_by_servers() {
             let stop = tokio_util::sync::CancellationToken::new();
             tokio::spawn(follow::follow(store.clone(), live.clone(), stop.clone()));
             (None, Some(stop.drop_guard()))

@@ -12,6 +12,7 @@
 //! `serve` holds the lock.
 
 pub mod lead;
+pub mod signals;
 
 use std::{
     collections::{BTreeMap, HashMap},

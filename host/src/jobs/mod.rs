@@ -7,6 +7,7 @@
 mod events;
 mod history;
 mod params;
+pub mod remote;
 mod rollout;
 mod run;
 mod start;
@@ -160,6 +161,8 @@ pub struct JobService {
     /// Every job not yet finished, by id: how to cancel it and what its hosts reported so far.
     live: Mutex<HashMap<i64, LiveJob>>,
     tracker: TaskTracker,
+    /// Other servers' jobs signalled ([`remote`]), for the job pages this server serves.
+    signals: remote::Signals,
 }
 
 struct LiveJob {
@@ -195,7 +198,8 @@ impl JobService {
     ) -> JobService {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
         let live = Mutex::default();
-        JobService { store, registry, workers, backends, settings, slots, live, tracker: TaskTracker::new() }
+        let (signals, _) = tokio::sync::broadcast::channel(1024);
+        JobService { store, registry, workers, backends, settings, slots, live, tracker: TaskTracker::new(), signals }
     }
 
     pub fn backends(&self) -> &Backends {
@@ -321,7 +325,8 @@ impl JobService {
                 return Err(JobError::OutsideGrants(outside));
             }
         }
-        Ok(self.cancel(id))
+        // Not running here: perhaps on another server of the database, which is asked to.
+        Ok(self.cancel(id) || self.store.request_cancel(id).await?)
     }
 
     /// Job `id` as a caller within `scope` sees it: a job on a host it does not see does not exist for it.
@@ -367,11 +372,22 @@ impl JobService {
                 return Err(JobError::NotFound(id));
             }
         }
+        // Subscribed before anything is read: a signal sent meanwhile is not missed.
+        let signals = self.signals.subscribe();
         let live = self.lock_live().get(&id).map(|job| job.progress.clone());
-        let mut cursor = EventCursor { id, service: self.clone(), queue: VecDeque::new(), live: None, ended: false };
+        let mut cursor =
+            EventCursor { id, service: self.clone(), queue: VecDeque::new(), live: None, remote: None, ended: false };
         match live {
             Some(progress) => cursor.live = Some((progress.watch(), progress, 0)),
-            None => cursor.queue.extend(self.view(id).await?.results.into_iter().map(JobEvent::Host)),
+            None => {
+                let view = self.view(id).await?;
+                if self.store.shared_by_servers() && matches!(view.status.as_str(), "queued" | "running") {
+                    // Another server runs it: its progress comes through the database.
+                    cursor.remote = Some((signals, 0));
+                } else {
+                    cursor.queue.extend(view.results.into_iter().map(JobEvent::Host));
+                }
+            }
         }
         Ok(cursor)
     }

@@ -142,6 +142,9 @@ impl JobService {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Progress::default());
         self.lock_live().insert(id, LiveJob { cancel: cancel.clone(), progress: progress.clone() });
+        if self.store.shared_by_servers() {
+            self.tracker.spawn(super::remote::copy_progress(self.clone(), id, progress.clone()));
+        }
         let service = self.clone();
         self.tracker.spawn(async move {
             service.execute(id, prepared, cancel, progress.clone()).await;

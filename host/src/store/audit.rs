@@ -367,11 +367,7 @@ impl Store {
                 // Every server's live stream reads the rows past its last from the database (`audit::follow`): the
                 // signal, delivered at commit, says up to where.
                 if let Some(newest) = ids.iter().max() {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(AUDIT_CHANNEL)
-                        .bind(newest.to_string())
-                        .execute(&mut *tx)
-                        .await?;
+                    super::job_progress::signal(&mut tx, AUDIT_CHANNEL, *newest).await?;
                 }
                 tx.commit().await
             }

@@ -81,7 +81,10 @@ pub struct Listener(sqlx::postgres::PgListener);
 /// What a [`Listener`] heard.
 #[derive(Debug)]
 pub enum Heard {
-    Signal(String),
+    Signal {
+        channel: String,
+        payload: String,
+    },
     /// The connection was lost and made again: signals may have been missed.
     Reconnected,
 }
@@ -90,19 +93,21 @@ impl Listener {
     /// The next signal. An error leaves the listener unusable: listen again ([`Store::listen`]).
     pub async fn next(&mut self) -> Result<Heard, StoreError> {
         Ok(match self.0.try_recv().await? {
-            Some(signal) => Heard::Signal(signal.payload().to_owned()),
+            Some(signal) => {
+                Heard::Signal { channel: signal.channel().to_owned(), payload: signal.payload().to_owned() }
+            }
             None => Heard::Reconnected,
         })
     }
 }
 
 impl Store {
-    /// Listens for `channel`'s signals, on a connection of the pool's kept for it. `None` on SQLite and MariaDB,
-    /// whose database one server serves: there is nobody else to hear from.
-    pub async fn listen(&self, channel: &str) -> Result<Option<Listener>, StoreError> {
+    /// Listens for the signals of `channels`, on a connection of the pool's kept for it. `None` on SQLite and
+    /// MariaDB, whose database one server serves: there is nobody else to hear from.
+    pub async fn listen(&self, channels: &[&str]) -> Result<Option<Listener>, StoreError> {
         let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
         let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
-        listener.listen(channel).await?;
+        listener.listen_all(channels.iter().copied()).await?;
         Ok(Some(Listener(listener)))
     }
 

@@ -215,6 +215,7 @@ impl Store {
         let insert = self.sql(INSERT_RESULT);
         let event = self.sql(INSERT_EVENT);
         let count = self.count_ending_job_sql();
+        let signal = self.shared_by_servers().then_some("SELECT pg_notify($1, $2)");
         let now = now_ms();
         let ended = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
@@ -225,6 +226,10 @@ impl Store {
             }
             insert_results!(tx, insert, id, results);
             sqlx::query(&event).bind(JOB_FINISHED).bind(id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
+            if let Some(signal) = &signal {
+                // Job pages on other servers read the end.
+                sqlx::query(signal).bind(super::JOB_CHANNEL).bind(id.to_string()).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(true)
         }
@@ -305,6 +310,9 @@ impl Store {
             "UPDATE jobs SET status = 'failed', error = ?, finished_at = ? WHERE id = ? AND status IN ('queued', 'running')",
         );
         let event = self.sql(INSERT_EVENT);
+        let shared = self
+            .shared_by_servers()
+            .then_some(("DELETE FROM job_progress WHERE job_id = $1", "SELECT pg_notify($1, $2)"));
         let now = now_ms();
         let ended = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
@@ -330,6 +338,11 @@ impl Store {
                 sqlx::query(&count).bind("failed").bind(id).execute(&mut *tx).await?;
                 sqlx::query(&end).bind(error).bind(now).bind(id).execute(&mut *tx).await?;
                 sqlx::query(&event).bind(JOB_FINISHED).bind(id).bind(None::<&str>).bind(now).execute(&mut *tx).await?;
+                if let Some((forget, signal)) = &shared {
+                    // The progress its server copied goes, and job pages on other servers read the end.
+                    sqlx::query(forget).bind(id).execute(&mut *tx).await?;
+                    sqlx::query(signal).bind(super::JOB_CHANNEL).bind(id.to_string()).execute(&mut *tx).await?;
+                }
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(unfinished.into_iter().map(|(id, _)| id).collect())

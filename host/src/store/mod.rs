@@ -20,6 +20,7 @@ mod broad_hosts;
 mod cluster;
 mod grants;
 mod inventory;
+mod job_progress;
 mod jobs;
 mod notify;
 mod overview;
@@ -48,6 +49,7 @@ pub use audit_sqlite::WalSync;
 pub use cluster::{Heard, JoinError, Listener, NodeRow, ServeLock};
 pub use grants::GrantRow;
 pub use inventory::{host_key, HostRow, NewHost};
+pub use job_progress::{CANCEL_CHANNEL, JOB_CHANNEL};
 pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_APPROVAL, JOB_FINISHED};
 pub use notify::{
     AttemptOutcome, AttemptRow, ChannelRow, DeliveryQuery, DeliveryRow, EventRow, NewDelivery, SubscriptionRow,
