@@ -313,6 +313,8 @@ impl App {
         // have drained, so that a cancel asked elsewhere still reaches them.
         let signals_stop = CancellationToken::new();
         let job_signals = tokio::spawn(crate::jobs::remote::listen(self.jobs.clone(), signals_stop.clone()));
+        // Queued jobs any server may run, where servers share the database: this one takes them while it serves.
+        let claims = tokio::spawn(crate::jobs::claim::run(self.jobs.clone(), shutdown.clone()));
         // Notifications: their own tasks, fed by rows and streams; nothing above waits on them. One server of the
         // database runs them at a time (`cluster::lead`): two would send everything twice.
         let notifying = {
@@ -387,6 +389,7 @@ impl App {
         // No fire starts a job once the jobs are being drained.
         let _ = scheduler.await;
         let _ = approvals.await;
+        let _ = claims.await;
         self.jobs.shutdown(Duration::from_secs(10)).await;
         signals_stop.cancel();
         let _ = job_signals.await;

@@ -22,10 +22,15 @@ const SECRET: &str = "cluster-test-secret-key-0123456789abcdef";
 /// A server on `database_url` as `name`, with the sleeping fixture loaded. The first server of a database prints
 /// its admin token; a later one is given it (`token`).
 fn node(database_url: &str, name: &str, token: Option<&str>) -> Server {
+    node_with(database_url, name, token, "")
+}
+
+/// [`node`] with more configuration lines.
+fn node_with(database_url: &str, name: &str, token: Option<&str>, extra: &str) -> Server {
     let mut server = Server::start_with(Options {
         seed: vec![1003],
         database_url: Some(database_url.to_owned()),
-        extra_config: format!("node_name = \"{name}\"\nsecret_key = \"{SECRET}\""),
+        extra_config: format!("node_name = \"{name}\"\nsecret_key = \"{SECRET}\"\n{extra}"),
         ..Options::default()
     });
     if let Some(token) = token {
@@ -150,9 +155,10 @@ fn a_second_server_on_one_mariadb_database_refuses_to_start() {
 #[test]
 fn servers_on_one_postgresql_list_each_other_and_a_restart_fails_only_its_own_jobs() {
     let scratch = block_on(Scratch::create(Dialect::Postgres));
-    let mut alpha = node(&scratch.url, "alpha", None);
+    // One slot each: two jobs run on two servers.
+    let alpha = node_with(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
     let token = alpha.token.clone();
-    let beta = node(&scratch.url, "beta", Some(&token));
+    let beta = node_with(&scratch.url, "beta", Some(&token), "max_concurrent_jobs = 1");
 
     // Each lists both; `this` is the one that answered.
     for (server, me) in [(&alpha, "alpha"), (&beta, "beta")] {
@@ -169,36 +175,37 @@ fn servers_on_one_postgresql_list_each_other_and_a_restart_fails_only_its_own_jo
     let stderr = refused(&second_config(&alpha, &scratch.url, "alpha"));
     assert!(stderr.contains("another server runs as alpha"), "{stderr}");
 
-    // A job on each; each server's list shows where they run.
-    let on_alpha = submit_sleep(&alpha, &token, 37);
-    let on_beta = submit_sleep(&beta, &token, 41);
-    wait_until("both jobs running", Duration::from_secs(20), || {
-        job_status(&alpha, &token, on_alpha) == "running" && job_status(&beta, &token, on_beta) == "running"
-    });
+    // A job on each; each server's list shows what it runs.
+    let first = submit_sleep(&alpha, &token, 37);
+    wait_until("the first job runs", Duration::from_secs(20), || running_on(&alpha, &token, first).is_some());
+    let x_name = running_on(&alpha, &token, first).unwrap();
+    let (mut x, y) = if x_name == "alpha" { (alpha, beta) } else { (beta, alpha) };
+    let second = submit_sleep(&y, &token, 41);
+    wait_until("the second job runs", Duration::from_secs(20), || job_status(&y, &token, second) == "running");
+    let y_name = if x_name == "alpha" { "beta" } else { "alpha" };
     wait_until("the list shows the running jobs", Duration::from_secs(10), || {
-        let list = servers(&alpha, &token);
-        named(&list, "alpha").is_some_and(|s| s["jobs"] == json!([on_alpha]) && s["running_jobs"] == 1)
-            && named(&list, "beta").is_some_and(|s| s["jobs"] == json!([on_beta]) && s["running_jobs"] == 1)
+        let list = servers(&y, &token);
+        named(&list, &x_name).is_some_and(|s| s["jobs"] == json!([first]) && s["running_jobs"] == 1)
+            && named(&list, y_name).is_some_and(|s| s["jobs"] == json!([second]) && s["running_jobs"] == 1)
     });
 
-    // alpha crashes and comes back: its own job failed as interrupted, beta's runs on.
-    alpha.restart();
-    let job = alpha.get(&format!("/api/jobs/{on_alpha}")).1;
+    // x crashes and comes back: its own job failed as interrupted, y's runs on.
+    x.restart();
+    let job = x.get(&format!("/api/jobs/{first}")).1;
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().is_some_and(|e| e.contains("interrupted")), "{job}");
-    assert_eq!(job_status(&beta, &token, on_beta), "running", "another server's job is not the restarted one's");
-    let list = servers(&alpha, &token);
-    assert_eq!(named(&list, "alpha").map(|s| s["this"].clone()), Some(json!(true)), "{list:?}");
+    assert_eq!(job_status(&y, &token, second), "running", "another server's job is not the restarted one's");
+    let list = servers(&x, &token);
+    assert_eq!(named(&list, &x_name).map(|s| s["this"].clone()), Some(json!(true)), "{list:?}");
 
-    // beta stops cleanly: it leaves the list (its job is cancelled first, so the stop is quick).
-    let (status, _) =
-        beta.send(beta.client.post(format!("{}/api/jobs/{on_beta}/cancel", beta.base)).bearer_auth(&token));
+    // y stops cleanly: it leaves the list (its job is cancelled first, so the stop is quick).
+    let (status, _) = y.send(y.client.post(format!("{}/api/jobs/{second}/cancel", y.base)).bearer_auth(&token));
     assert_eq!(status, 200);
-    let mut beta = beta;
-    assert!(beta.terminate(Duration::from_secs(30)).is_some(), "beta stops on SIGTERM");
-    let list = servers(&alpha, &token);
-    assert!(named(&list, "beta").is_none(), "a server that stopped cleanly leaves the list: {list:?}");
-    drop((alpha, beta));
+    let mut y = y;
+    assert!(y.terminate(Duration::from_secs(30)).is_some(), "{y_name} stops on SIGTERM");
+    let list = servers(&x, &token);
+    assert!(named(&list, y_name).is_none(), "a server that stopped cleanly leaves the list: {list:?}");
+    drop((x, y));
     block_on(scratch.drop_database());
 }
 
@@ -218,20 +225,25 @@ fn a_database_migrated_by_a_newer_omserver_is_refused_with_what_to_do() {
 #[test]
 fn a_killed_servers_running_job_is_ended_by_another_within_the_lease_with_its_hosts_lost() {
     let scratch = block_on(Scratch::create(Dialect::Postgres));
-    let mut alpha = node(&scratch.url, "alpha", None);
+    let alpha = node(&scratch.url, "alpha", None);
     let token = alpha.token.clone();
     let beta = node(&scratch.url, "beta", Some(&token));
     let job = submit_sleep(&alpha, &token, 43);
-    wait_until("the job runs on alpha", Duration::from_secs(20), || job_status(&alpha, &token, job) == "running");
+    wait_until("the job runs", Duration::from_secs(20), || running_on(&alpha, &token, job).is_some());
+    // Whichever server took it is the one killed.
+    let gone_name = running_on(&alpha, &token, job).unwrap();
+    let (mut gone, other) = if gone_name == "alpha" { (alpha, beta) } else { (beta, alpha) };
 
     let killed = Instant::now();
-    alpha.kill();
-    // 15 s without a new heartbeat as beta sees it, then beta's next heartbeat (every 5 s) ends the job.
-    wait_until("beta ends alpha's job", Duration::from_secs(40), || job_status(&beta, &token, job) != "running");
+    gone.kill();
+    // 15 s without a new heartbeat as the other sees it, then its next heartbeat (every 5 s) ends the job.
+    wait_until("the other server ends the job", Duration::from_secs(40), || {
+        job_status(&other, &token, job) != "running"
+    });
     let took = killed.elapsed();
-    let (_, ended) = beta.send(beta.client.get(format!("{}/api/jobs/{job}", beta.base)).bearer_auth(&token));
+    let (_, ended) = other.send(other.client.get(format!("{}/api/jobs/{job}", other.base)).bearer_auth(&token));
     assert_eq!(ended["status"], "failed", "{ended}");
-    assert_eq!(ended["error"], "server alpha stopped answering", "{ended}");
+    assert_eq!(ended["error"], format!("server {gone_name} stopped answering"), "{ended}");
     let results: Vec<(String, String)> = ended["results"]
         .as_array()
         .unwrap()
@@ -239,21 +251,22 @@ fn a_killed_servers_running_job_is_ended_by_another_within_the_lease_with_its_ho
         .map(|r| (r["host"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned()))
         .collect();
     assert_eq!(results, [("localhost".to_owned(), "lost".to_owned())], "{ended}");
-    // The lease runs from alpha's last heartbeat, up to 5 s before the kill.
+    // The lease runs from the killed server's last heartbeat, up to 5 s before the kill.
     assert!(took >= Duration::from_secs(10), "not before the lease: {took:?}");
-    println!("alpha's job ended by beta {took:?} after the kill");
-    let list = servers(&beta, &token);
-    assert_eq!(named(&list, "alpha").map(|s| s["up"].clone()), Some(json!(false)), "{list:?}");
+    println!("{gone_name}'s job ended by the other server {took:?} after the kill");
+    let list = servers(&other, &token);
+    assert_eq!(named(&list, &gone_name).map(|s| s["up"].clone()), Some(json!(false)), "{list:?}");
 
     // Re-running the hosts not ok is one call, on any server.
-    let (status, rerun) = beta.send(
-        beta.client
-            .post(format!("{}/api/jobs/{job}/rerun", beta.base))
+    let (status, rerun) = other.send(
+        other
+            .client
+            .post(format!("{}/api/jobs/{job}/rerun", other.base))
             .bearer_auth(&token)
             .json(&json!({ "hosts": "not_ok" })),
     );
     assert!(status.is_success(), "{status}: {rerun}");
-    drop((alpha, beta));
+    drop((gone, other));
     block_on(scratch.drop_database());
 }
 
@@ -308,6 +321,62 @@ fn a_job_page_and_a_cancel_on_another_server_reach_the_job_where_it_runs() {
     assert_eq!(l4.map(|r| r["status"].clone()), Some(json!("cancelled")), "{last:?}");
     assert_eq!(job_status(&beta, &token, id), "cancelled");
     drop((alpha, beta));
+    block_on(scratch.drop_database());
+}
+
+/// Which server runs job `id` now, by the cluster's list (`None` while no server runs it).
+fn running_on(server: &Server, token: &str, id: i64) -> Option<String> {
+    servers(server, token)
+        .iter()
+        .find(|s| s["jobs"].as_array().is_some_and(|jobs| jobs.contains(&json!(id))))
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+}
+
+/// Two servers with one slot each. A job accepted by a server whose slot is taken runs on the other; one that
+/// finds no free slot waits queued, outlives the server that accepted it (SIGKILLed), and runs on the other once
+/// its slot is free. A cancel of a queued job no server has taken ends it on the server asked.
+#[test]
+fn queued_jobs_run_on_whichever_server_has_a_free_slot_and_outlive_the_one_that_accepted_them() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let alpha = node_with(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
+    let token = alpha.token.clone();
+    let beta = node_with(&scratch.url, "beta", Some(&token), "max_concurrent_jobs = 1");
+
+    // The first job runs on one of them: x.
+    let first = submit_sleep(&alpha, &token, 601);
+    wait_until("the first job runs", Duration::from_secs(20), || running_on(&alpha, &token, first).is_some());
+    let x_name = running_on(&alpha, &token, first).unwrap();
+    let (mut x, y) = if x_name == "alpha" { (alpha, beta) } else { (beta, alpha) };
+
+    // Accepted by x, whose slot is taken: y runs it.
+    let second = submit_sleep(&x, &token, 602);
+    wait_until("the second job runs", Duration::from_secs(20), || running_on(&x, &token, second).is_some());
+    let on = running_on(&x, &token, second).unwrap();
+    assert_ne!(on, x_name, "the job waited for x's slot instead of running on the free server");
+
+    // No slot free anywhere: it waits, queued, taken by no one.
+    let third = submit_sleep(&x, &token, 1);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(job_status(&y, &token, third), "queued");
+
+    // A cancel of a queued job nobody took ends it where it is asked.
+    let fourth = submit_sleep(&y, &token, 1);
+    let (status, answer) = x.send(x.client.post(format!("{}/api/jobs/{fourth}/cancel", x.base)).bearer_auth(&token));
+    assert_eq!(status, 200, "{answer}");
+    let (_, cancelled) = y.send(y.client.get(format!("{}/api/jobs/{fourth}", y.base)).bearer_auth(&token));
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["results"][0]["status"], "skipped", "its host never started: {cancelled}");
+
+    // The server that accepted the third job dies; once y's slot is free, y runs it.
+    x.kill();
+    let (status, answer) = y.send(y.client.post(format!("{}/api/jobs/{second}/cancel", y.base)).bearer_auth(&token));
+    assert_eq!(status, 200, "{answer}");
+    wait_until("the queued job ran on the live server", Duration::from_secs(30), || {
+        job_status(&y, &token, third) == "succeeded"
+    });
+    // The dead server's running job is ended for it, its host lost.
+    wait_until("x's running job is ended", Duration::from_secs(40), || job_status(&y, &token, first) == "failed");
+    drop((x, y));
     block_on(scratch.drop_database());
 }
 

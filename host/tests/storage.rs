@@ -448,7 +448,8 @@ fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
         template_id: None,
         definition: None,
         pending_approval: false,
-        node: "test-node",
+        node: Some("test-node"),
+        module_sha256: "0",
     }
 }
 
@@ -507,8 +508,9 @@ async fn a_job_goes_queued_running_finished_and_its_results_round_trip_exactly()
             let running = store.job(id).await.unwrap().unwrap();
             assert_eq!((running.status.as_str(), running.finished_at), ("running", None));
             in_range("started_at", running.started_at, t1, t2);
-            // Only a queued job becomes running: a second call changes nothing.
-            store.mark_job_running(id, "test-node").await.unwrap();
+            // Only a queued job becomes running: a second call is refused and changes nothing.
+            let again = store.mark_job_running(id, "test-node").await;
+            assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
             assert_eq!(store.job(id).await.unwrap().unwrap().started_at, running.started_at);
 
             let results = vec![
@@ -743,6 +745,23 @@ async fn a_schedule_slot_is_claimed_once_and_a_template_with_schedules_stays() {
     .await;
 }
 
+/// A job back in the queue of a shared database (`id`, module hash "0"): one server takes it, no other can; given
+/// back, it can be taken again; ended as untaken only while nobody holds it.
+async fn queued_again(store: &Store, id: i64) {
+    let job = store.job(id).await.unwrap().unwrap();
+    assert_eq!(job.status, "queued");
+    assert!(store.untaken_since(now_ms() + 1).await.unwrap().contains(&id));
+    assert_eq!(store.claim_queued_job("b", &["another-module".into()]).await.unwrap(), None, "not its module");
+    let taken = store.claim_queued_job("b", &["0".into()]).await.unwrap().expect("taken");
+    assert_eq!((taken.id, taken.module_sha256.as_str(), taken.cancel_asked), (id, "0", false));
+    assert_eq!(store.claim_queued_job("c", &["0".into()]).await.unwrap(), None, "taken once");
+    let untaken = store.end_untaken_job(id, "cancelled", "cancelled", &[]).await;
+    assert!(matches!(untaken, Err(StoreError::Conflict(_))), "a taken job is its server's to end: {untaken:?}");
+    store.release_claim(id, "b").await.unwrap();
+    assert_eq!(store.claim_queued_job("c", &["0".into()]).await.unwrap().map(|j| j.id), Some(id));
+    store.release_claim(id, "c").await.unwrap();
+}
+
 #[tokio::test]
 async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_other_hosts() {
     for_each_dialect(|db| async move {
@@ -763,7 +782,7 @@ async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_
         store.finish_batch(running, 0, &[row("localhost", "ok")]).await.unwrap();
         store.start_batch(running, 1, r#"["web1"]"#).await.unwrap();
         // Another server's job, running there: not this server's to fail.
-        let elsewhere = store.insert_job(&NewJob { node: "other-node", ..new_job("a") }).await.unwrap();
+        let elsewhere = store.insert_job(&NewJob { node: Some("other-node"), ..new_job("a") }).await.unwrap();
         store.mark_job_running(elsewhere, "other-node").await.unwrap();
         let mut finished = Vec::new();
         for (status, error) in
@@ -777,9 +796,16 @@ async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_
 
         let t0 = now_ms();
         let interrupted = "interrupted: the server stopped before the job finished";
-        assert_eq!(store.fail_unfinished_jobs("test-node", true, interrupted).await.unwrap(), [queued, running]);
+        // Where servers share the database, a queued job the server took and had not started goes back to the
+        // queue, for any server; elsewhere it fails with the rest.
+        let shared = store.shared_by_servers();
+        let failed = if shared { vec![running] } else { vec![queued, running] };
+        assert_eq!(store.fail_unfinished_jobs("test-node", true, interrupted).await.unwrap(), failed);
         let t1 = now_ms();
-        for id in [queued, running] {
+        if shared {
+            queued_again(store, queued).await;
+        }
+        for id in failed.iter().copied() {
             let job = store.job(id).await.unwrap().unwrap();
             assert_eq!(
                 (job.status.as_str(), job.error.as_deref()),
@@ -788,7 +814,7 @@ async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_
             );
             in_range("finished_at", job.finished_at, t0, t1);
         }
-        assert_eq!(store.job(queued).await.unwrap().unwrap().started_at, None);
+
         let batch = &store.job_batches(running).await.unwrap()[1];
         in_range("the running batch's finished_at", batch.finished_at, t0, t1);
         // One result per host: what was stored stays, every other host is lost, saying why.
@@ -797,7 +823,10 @@ async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_
             rows.into_iter().map(|r| (r.host, r.status, r.stderr)).collect::<Vec<_>>()
         };
         let lost = |host: &str| (host.to_owned(), "lost".to_owned(), interrupted.to_owned());
-        assert_eq!(results(queued).await, [lost("localhost"), lost("web1")]);
+        if !shared {
+            assert_eq!(store.job(queued).await.unwrap().unwrap().started_at, None);
+            assert_eq!(results(queued).await, [lost("localhost"), lost("web1")]);
+        }
         assert_eq!(results(running).await, [("localhost".into(), "ok".into(), String::new()), lost("web1")]);
         // The process that ran it, were it still alive, cannot end it again nor add results.
         for late in [

@@ -84,7 +84,8 @@ async fn a_waiting_job_is_decided_once_when_two_stores_race() {
             template_id: None,
             definition: None,
             pending_approval: true,
-            node: "test-node",
+            node: Some("test-node"),
+            module_sha256: "0",
         };
         for round in 0..10 {
             let id = one.insert_job(&job).await.unwrap();

@@ -48,7 +48,8 @@ fn job(created_by: &str) -> NewJob<'_> {
         template_id: None,
         definition: None,
         pending_approval: false,
-        node: "test-node",
+        node: Some("test-node"),
+        module_sha256: "0",
     }
 }
 

@@ -1,7 +1,9 @@
--- Jobs watched from other servers. A running job's host results, as its backend reports them, are copied into
+-- Jobs across the servers of one database. A running job's host results, as its backend reports them, are copied into
 -- `job_progress` (entry `seq` of the job's progress, from 0) where servers share the database, so that a job page
 -- on any server streams them; the rows go when the job ends (its results are in `job_results` then).
 -- `jobs.cancel_requested_at`: a cancel asked on a server that does not run the job, for the one that does.
+-- `jobs.module_sha256`: the content hash of the module the job was accepted with; where servers share the
+-- database, a queued job has no `node` until a server with that very module and a free slot takes it.
 
 CREATE TABLE job_progress (
     job_id BIGINT NOT NULL,
@@ -16,3 +18,4 @@ CREATE TABLE job_progress (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 
 ALTER TABLE jobs ADD COLUMN cancel_requested_at BIGINT;
+ALTER TABLE jobs ADD COLUMN module_sha256 VARCHAR(64);

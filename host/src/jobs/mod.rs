@@ -4,6 +4,7 @@
 //! **Architecture invariant:** module code runs only in worker processes, at most `max_concurrent_jobs` at once.
 //! A module that ignores cancellation is killed [`GRACE`](crate::worker::GRACE) after the cancel or timeout, which frees its slot.
 
+pub mod claim;
 mod events;
 mod history;
 mod params;
@@ -163,6 +164,11 @@ pub struct JobService {
     tracker: TaskTracker,
     /// Other servers' jobs signalled ([`remote`]), for the job pages this server serves.
     signals: remote::Signals,
+    /// Set while this server takes queued jobs from the database ([`claim`]): a job it accepts is then queued
+    /// for whichever server takes it, instead of started here.
+    claiming: std::sync::atomic::AtomicBool,
+    /// Wakes the taking of queued jobs: one was queued, or a slot came free.
+    wake_claims: tokio::sync::Notify,
 }
 
 struct LiveJob {
@@ -199,7 +205,19 @@ impl JobService {
         let slots = Arc::new(Semaphore::new(settings.max_concurrent.max(1)));
         let live = Mutex::default();
         let (signals, _) = tokio::sync::broadcast::channel(1024);
-        JobService { store, registry, workers, backends, settings, slots, live, tracker: TaskTracker::new(), signals }
+        JobService {
+            store,
+            registry,
+            workers,
+            backends,
+            settings,
+            slots,
+            live,
+            tracker: TaskTracker::new(),
+            signals,
+            claiming: Default::default(),
+            wake_claims: Default::default(),
+        }
     }
 
     pub fn backends(&self) -> &Backends {
@@ -325,8 +343,15 @@ impl JobService {
                 return Err(JobError::OutsideGrants(outside));
             }
         }
-        // Not running here: perhaps on another server of the database, which is asked to.
-        Ok(self.cancel(id) || self.store.request_cancel(id).await?)
+        if self.cancel(id) {
+            return Ok(true);
+        }
+        // Where servers share the database: queued for any server and taken by none yet, it ends here; running
+        // (or taken) on another server, that one is asked to cancel it.
+        if self.store.shared_by_servers() && self.end_untaken(id, "cancelled", "cancelled").await? {
+            return Ok(true);
+        }
+        Ok(self.store.request_cancel(id).await?)
     }
 
     /// Job `id` as a caller within `scope` sees it: a job on a host it does not see does not exist for it.

@@ -14,7 +14,7 @@ use super::{result_row, JobService};
 use crate::{
     backends::Progress,
     cluster::signals::{Hearing, Signal},
-    store::{CANCEL_CHANNEL, JOB_CHANNEL},
+    store::{CANCEL_CHANNEL, JOB_CHANNEL, QUEUED_CHANNEL},
 };
 
 /// How long a page of another server's job waits for a signal before it reads anyway.
@@ -52,16 +52,18 @@ pub(super) async fn copy_progress(service: Arc<JobService>, id: i64, progress: A
     }
 }
 
-/// Listens for other servers' job signals until `shutdown`: wakes this server's pages of their jobs, and cancels
-/// this server's jobs whose cancel was asked on another.
+/// Listens for other servers' job signals until `shutdown`: wakes this server's pages of their jobs and its
+/// taking of queued jobs ([`super::claim`]), and cancels this server's jobs whose cancel was asked on another.
 pub async fn listen(service: Arc<JobService>, shutdown: CancellationToken) {
-    let mut hearing = Hearing::new(service.store.clone(), &[JOB_CHANNEL, CANCEL_CHANNEL], "job signals", shutdown);
+    let channels = &[JOB_CHANNEL, CANCEL_CHANNEL, QUEUED_CHANNEL];
+    let mut hearing = Hearing::new(service.store.clone(), channels, "job signals", shutdown);
     while let Some(signal) = hearing.next().await {
         match signal {
             Signal::On { channel, payload } => match (channel.as_str(), payload.parse::<i64>()) {
                 (JOB_CHANNEL, Ok(id)) => {
                     let _ = service.signals.send(Some(id));
                 }
+                (QUEUED_CHANNEL, Ok(_)) => service.wake_claims.notify_one(),
                 (CANCEL_CHANNEL, Ok(id)) => {
                     if service.cancel(id) {
                         tracing::info!(job_id = id, "job cancelled, as asked on another server");
@@ -72,6 +74,7 @@ pub async fn listen(service: Arc<JobService>, shutdown: CancellationToken) {
             // Whatever was signalled while nobody listened.
             Signal::Missed => {
                 let _ = service.signals.send(None);
+                service.wake_claims.notify_one();
                 cancel_asked(&service).await;
             }
         }

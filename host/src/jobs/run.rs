@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 
 use abi_stable::std_types::RVec;
 use omserver_plugin_api::{HostResult, InitRequest, Param, Setting, Target};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::{json_list, result_row, rollout, JobService};
@@ -58,13 +59,24 @@ impl JobService {
     /// Runs the job's batches in order, one module run each, until they are done, the job is cancelled or times
     /// out, or the rollout's failure threshold is passed; then stores the outcome. Hosts that never started are
     /// `skipped`.
-    pub(super) async fn execute(&self, id: i64, job: Prepared, cancel: CancellationToken, progress: Arc<Progress>) {
+    /// `slot`: the slot a job taken from the queue was given ([`super::claim`]); otherwise it waits for one.
+    pub(super) async fn execute(
+        &self,
+        id: i64,
+        job: Prepared,
+        slot: Option<OwnedSemaphorePermit>,
+        cancel: CancellationToken,
+        progress: Arc<Progress>,
+    ) {
         let deadline = tokio::time::Instant::now() + job.timeout;
         let timed_out = Stop::TimedOut(job.timeout.as_secs());
-        let permit = tokio::select! {
-            permit = self.slots.clone().acquire_owned() => permit.ok(),
-            _ = cancel.cancelled() => None,
-            _ = tokio::time::sleep_until(deadline) => None,
+        let permit = match slot {
+            Some(slot) => Some(slot),
+            None => tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.ok(),
+                _ = cancel.cancelled() => None,
+                _ = tokio::time::sleep_until(deadline) => None,
+            },
         };
         let Some(permit) = permit else {
             let stop = if cancel.is_cancelled() { Stop::Cancelled } else { timed_out };
@@ -73,8 +85,17 @@ impl JobService {
                 .finish(id, &job.hosts, &progress, Vec::new(), Some(message.clone()), Some(stop), message)
                 .await;
         };
-        if let Err(err) = self.store.mark_job_running(id, &self.settings.node).await {
-            tracing::error!(job_id = id, error = %err, "cannot mark job running");
+        match self.store.mark_job_running(id, &self.settings.node).await {
+            Ok(()) => {}
+            // Ended while it waited (a cancel asked before any server took it): it runs nothing.
+            Err(StoreError::Conflict(why)) => {
+                tracing::info!(job_id = id, why, "job ended before it started; not running it");
+                drop(permit);
+                self.slot_freed();
+                self.slot_freed();
+                return;
+            }
+            Err(err) => tracing::error!(job_id = id, error = %err, "cannot mark job running"),
         }
 
         let total = job.hosts.len();

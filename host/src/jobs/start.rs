@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 
 use super::{json_list, params, rollout, run::Prepared, Checked, JobError, JobOrigin, JobRequest, JobService, LiveJob};
@@ -11,7 +12,7 @@ use crate::{
     access::Scope,
     approvals,
     backends::Progress,
-    store::{now_ms, HostRow, NewJob},
+    store::{now_ms, ClaimedJob, HostRow, JobRow, NewJob},
 };
 
 impl JobService {
@@ -34,6 +35,8 @@ impl JobService {
         let hosts_json = json_list(&names);
         let rollout_json = request.rollout.as_ref().and_then(|r| serde_json::to_string(r).ok());
         let module = &prepared.module.meta;
+        // Where servers share the database, whichever has a free slot and this very module runs it.
+        let for_any_server = self.queues_for_any_server();
         let id = self
             .store
             .insert_job(&NewJob {
@@ -48,7 +51,8 @@ impl JobService {
                 template_id: template,
                 definition: origin.template.as_ref().map(|(_, definition)| definition.as_str()),
                 pending_approval: policy.is_some(),
-                node: &self.settings.node,
+                node: (!for_any_server).then_some(self.settings.node.as_str()),
+                module_sha256: &prepared.module.sha256,
             })
             .await?;
         metrics::counter!("omserver_jobs_submitted_total").increment(1);
@@ -65,32 +69,29 @@ impl JobService {
         }
         tracing::info!(job_id = id, module = module.id, version = %module.version, backend = prepared.backend.name(),
             hosts = prepared.hosts.len(), batch = prepared.plan.batch, rerun_of = origin.rerun_of, actor, "job queued");
-        Ok((id, Some(self.spawn(id, prepared))))
+        if for_any_server {
+            self.announce_queued(id).await;
+            return Ok((id, None));
+        }
+        Ok((id, Some(self.spawn(id, prepared, None))))
     }
 
     /// Starts job `id`, approved while it waited: its module, parameters and hosts are checked again as they are
     /// now (the module loaded now runs). A job that no longer passes ends `failed` with why.
     pub async fn launch(self: &Arc<Self>, id: i64) -> Result<(), JobError> {
         let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
-        let request = JobRequest {
-            module: u32::try_from(job.module_id).map_err(|_| JobError::UnknownModule(u32::MAX))?,
-            hosts: serde_json::from_str(&job.hosts).unwrap_or_default(),
-            params: serde_json::from_str(&job.params).unwrap_or_default(),
-            backend: Some(job.backend.clone()),
-            rollout: job.rollout.as_deref().and_then(|r| serde_json::from_str(r).ok()),
-        };
-        // A saved job's run keeps the timeout of the definition it was asked with.
-        let timeout = job
-            .definition
-            .as_deref()
-            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
-            .and_then(|d| d["timeout_secs"].as_u64())
-            .map(Duration::from_secs);
+        if self.queues_for_any_server() {
+            // Queued for whichever server takes it, which checks it then.
+            tracing::info!(job_id = id, "approved job queued for any server");
+            self.announce_queued(id).await;
+            return Ok(());
+        }
+        let (request, timeout) = request_of(&job)?;
         // The requester's grants were checked when it asked, the approver's when it approved.
         match self.prepare(&request, &Scope::All, job.template_id, timeout).await {
             Ok((prepared, _)) => {
                 tracing::info!(job_id = id, module = request.module, "approved job queued");
-                self.spawn(id, prepared);
+                self.spawn(id, prepared, None);
                 Ok(())
             }
             Err(err) => {
@@ -98,6 +99,58 @@ impl JobService {
                 self.end_unrun(id, "failed", &reason).await?;
                 Err(err)
             }
+        }
+    }
+
+    /// Starts a queued job this server took ([`super::claim`]) in `slot`: checked again as it is now (the module
+    /// loaded here runs). One that cannot run ends `failed` with why; one cancelled meanwhile ends `cancelled`;
+    /// one whose module changed here since it was taken goes back to the queue.
+    pub(super) async fn start_claimed(self: &Arc<Self>, claimed: ClaimedJob, slot: OwnedSemaphorePermit) {
+        let id = claimed.id;
+        let node = &self.settings.node;
+        let job = match self.store.job(id).await {
+            Ok(Some(job)) => job,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(job_id = id, error = %err, "cannot read a job taken from the queue; giving it back");
+                return self.give_back(id).await;
+            }
+        };
+        if claimed.cancel_asked {
+            // As a job cancelled while it waited for a slot: its hosts never started.
+            let skipped = super::claim::skipped(&job.hosts, "cancelled");
+            if let Err(err) = self.store.finish_job(id, "cancelled", Some("cancelled"), &skipped).await {
+                tracing::warn!(job_id = id, error = %err, "cannot end a job cancelled before it started");
+            }
+            return;
+        }
+        let checked = match request_of(&job) {
+            Ok((request, timeout)) => self.prepare(&request, &Scope::All, job.template_id, timeout).await,
+            Err(err) => Err(err),
+        };
+        match checked {
+            Ok((prepared, _)) if prepared.module.sha256 != claimed.module_sha256 => {
+                tracing::info!(job_id = id, "the module changed here since the job was taken; giving it back");
+                self.give_back(id).await;
+            }
+            Ok((prepared, _)) => {
+                tracing::info!(job_id = id, module = prepared.module.meta.id, node, "took a queued job");
+                self.spawn(id, prepared, Some(slot));
+            }
+            Err(err) => {
+                let reason = format!("server {node} took it, but it cannot run: {err}");
+                if let Err(err) = self.end_unrun(id, "failed", &reason).await {
+                    tracing::warn!(job_id = id, error = %err, "cannot end a job taken from the queue");
+                }
+            }
+        }
+    }
+
+    /// Puts a job this server took back in the queue, for another server (or this one, later).
+    async fn give_back(&self, id: i64) {
+        if let Err(err) = self.store.release_claim(id, &self.settings.node).await {
+            // A restart gives it back (`Store::fail_unfinished_jobs`).
+            tracing::warn!(job_id = id, error = %err, "cannot give a job back to the queue");
         }
     }
 
@@ -138,7 +191,12 @@ impl JobService {
     }
 
     /// Runs a recorded job in the background; it is live (cancellable, watched) until it has ended.
-    pub(super) fn spawn(self: &Arc<Self>, id: i64, prepared: Prepared) -> tokio::task::JoinHandle<()> {
+    pub(super) fn spawn(
+        self: &Arc<Self>,
+        id: i64,
+        prepared: Prepared,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> tokio::task::JoinHandle<()> {
         let cancel = CancellationToken::new();
         let progress = Arc::new(Progress::default());
         self.lock_live().insert(id, LiveJob { cancel: cancel.clone(), progress: progress.clone() });
@@ -147,10 +205,28 @@ impl JobService {
         }
         let service = self.clone();
         self.tracker.spawn(async move {
-            service.execute(id, prepared, cancel, progress.clone()).await;
+            service.execute(id, prepared, slot, cancel, progress.clone()).await;
             // After the outcome is stored: a watcher that sees the close reads the final view.
             progress.close();
             service.lock_live().remove(&id);
         })
     }
+}
+
+/// The request a stored job was made from, and the timeout of the saved job's definition it ran with.
+fn request_of(job: &JobRow) -> Result<(JobRequest, Option<Duration>), JobError> {
+    let request = JobRequest {
+        module: u32::try_from(job.module_id).map_err(|_| JobError::UnknownModule(u32::MAX))?,
+        hosts: serde_json::from_str(&job.hosts).unwrap_or_default(),
+        params: serde_json::from_str(&job.params).unwrap_or_default(),
+        backend: Some(job.backend.clone()),
+        rollout: job.rollout.as_deref().and_then(|r| serde_json::from_str(r).ok()),
+    };
+    let timeout = job
+        .definition
+        .as_deref()
+        .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        .and_then(|d| d["timeout_secs"].as_u64())
+        .map(Duration::from_secs);
+    Ok((request, timeout))
 }

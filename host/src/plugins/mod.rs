@@ -168,6 +168,19 @@ impl Registry {
         }
     }
 
+    /// The content hashes of the modules serving now: the queued jobs this server can take.
+    pub fn serving_sha256s(&self) -> Vec<String> {
+        let state = self.read();
+        state
+            .serving
+            .values()
+            .filter_map(|file| match &state.files.get(file)?.state {
+                FileState::Loaded(module) => Some(module.sha256.clone()),
+                FileState::Rejected { .. } => None,
+            })
+            .collect()
+    }
+
     /// Every file in plugins.d with its status, ordered by file name.
     pub fn list(&self) -> Vec<ModuleListing> {
         let state = self.read();

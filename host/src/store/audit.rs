@@ -367,7 +367,7 @@ impl Store {
                 // Every server's live stream reads the rows past its last from the database (`audit::follow`): the
                 // signal, delivered at commit, says up to where.
                 if let Some(newest) = ids.iter().max() {
-                    super::job_progress::signal(&mut tx, AUDIT_CHANNEL, *newest).await?;
+                    super::cluster_jobs::signal(&mut tx, AUDIT_CHANNEL, *newest).await?;
                 }
                 tx.commit().await
             }

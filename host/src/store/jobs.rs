@@ -86,8 +86,11 @@ pub struct NewJob<'a> {
     pub definition: Option<&'a str>,
     /// Stored `pending_approval` rather than `queued`: it waits for an approval (`crate::approvals`).
     pub pending_approval: bool,
-    /// The server that accepted it (`node_name`).
-    pub node: &'a str,
+    /// The server that runs it (`node_name`); `None`: queued for whichever server of the database takes it
+    /// ([`Store::claim_queued_job`]).
+    pub node: Option<&'a str>,
+    /// The content hash of the module it was accepted with: a server takes it only with that very module.
+    pub module_sha256: &'a str,
 }
 
 const JOB_COLUMNS: &str = "id, module_id, module_version, backend, params, hosts, status, error, created_by, \
@@ -126,7 +129,8 @@ impl Store {
         Ok(insert_id!(
             self,
             "INSERT INTO jobs (module_id, module_version, backend, params, hosts, status, created_by, created_at, \
-             rollout, rerun_of, template_id, definition, node) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             rollout, rerun_of, template_id, definition, node, module_sha256) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             i64::from(job.module_id),
             job.module_version,
             job.backend,
@@ -139,16 +143,21 @@ impl Store {
             job.rerun_of,
             job.template_id,
             job.definition,
-            job.node
+            job.node,
+            job.module_sha256
         )?)
     }
 
-    /// Job `id` runs now, on server `node`.
+    /// Job `id` runs now, on server `node`. A `Conflict` when it is no longer queued (cancelled, or ended for a
+    /// server taken for gone, meanwhile): it must not run.
     pub async fn mark_job_running(&self, id: i64, node: &str) -> Result<(), StoreError> {
         let sql =
             self.sql("UPDATE jobs SET status = 'running', started_at = ?, node = ? WHERE id = ? AND status = 'queued'");
-        on_pool!(self, pool => sqlx::query(&sql).bind(now_ms()).bind(node).bind(id).execute(pool).await
-            .map(|_| ()))?;
+        let marked = on_pool!(self, pool => sqlx::query(&sql).bind(now_ms()).bind(node).bind(id).execute(pool).await
+            .map(|done| done.rows_affected()))?;
+        if marked == 0 {
+            return Err(StoreError::Conflict(format!("job {id} is no longer queued")));
+        }
         Ok(())
     }
 
@@ -208,10 +217,32 @@ impl Store {
         error: Option<&str>,
         results: &[ResultRow],
     ) -> Result<(), StoreError> {
-        let update = self.sql(
-            "UPDATE jobs SET status = ?, error = ?, finished_at = ? \
-             WHERE id = ? AND status IN ('pending_approval', 'queued', 'running')",
-        );
+        self.end_job(id, status, error, results, "status IN ('pending_approval', 'queued', 'running')").await
+    }
+
+    /// Ends job `id` as `status` if it is queued and no server has taken it yet (`Conflict` otherwise): a cancel
+    /// asked before any server of a shared database took the job.
+    pub async fn end_untaken_job(
+        &self,
+        id: i64,
+        status: &str,
+        error: &str,
+        results: &[ResultRow],
+    ) -> Result<(), StoreError> {
+        self.end_job(id, status, Some(error), results, "status = 'queued' AND node IS NULL").await
+    }
+
+    /// [`Store::finish_job`] for a job in the state `ending` says (an SQL condition on its row).
+    async fn end_job(
+        &self,
+        id: i64,
+        status: &str,
+        error: Option<&str>,
+        results: &[ResultRow],
+        ending: &str,
+    ) -> Result<(), StoreError> {
+        let update = format!("UPDATE jobs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND {ending}");
+        let update = self.sql(&update);
         let insert = self.sql(INSERT_RESULT);
         let event = self.sql(INSERT_EVENT);
         let count = self.count_ending_job_sql();
@@ -297,9 +328,20 @@ impl Store {
     /// stopped (a restart calls this, `unnamed` too: jobs from before servers had names), or it stopped answering
     /// and another server took its name's lock (`crate::cluster`). Each job ends `failed` with `error`; its
     /// running batch is closed; the results stored with its finished batches stay, and every other host is stored
-    /// `lost`, saying `error`. One transaction: a job is ended whole or not at all. Returns the jobs ended.
+    /// `lost`, saying `error`. Where servers share the database, the queued jobs it had taken and not started go
+    /// back to the queue instead, for another server. One transaction: a job is ended whole or not at all. Returns
+    /// the jobs ended.
     pub async fn fail_unfinished_jobs(&self, node: &str, unnamed: bool, error: &str) -> Result<Vec<i64>, StoreError> {
-        let owned = if unnamed { "(node = ? OR node IS NULL)" } else { "node = ?" };
+        // Without a node: a job from before servers had names, or (with a module hash, queued) one queued for any
+        // server of a shared database, which is nobody's to fail.
+        let owned = if unnamed {
+            "(node = ? OR (node IS NULL AND (status = 'running' OR module_sha256 IS NULL)))"
+        } else {
+            "node = ?"
+        };
+        // What the server took from the queue and had not started goes back to it, for another to run.
+        let release =
+            self.sql("UPDATE jobs SET node = NULL WHERE node = ? AND status = 'queued' AND module_sha256 IS NOT NULL");
         let jobs = format!("SELECT id, hosts FROM jobs WHERE status IN ('queued', 'running') AND {owned}");
         let jobs = self.sql(&jobs);
         let stored = self.sql("SELECT host FROM job_results WHERE job_id = ?");
@@ -316,6 +358,9 @@ impl Store {
         let now = now_ms();
         let ended = on_pool!(self, pool => async {
             let mut tx = pool.begin().await?;
+            if shared.is_some() {
+                sqlx::query(&release).bind(node).execute(&mut *tx).await?;
+            }
             let unfinished: Vec<(i64, String)> =
                 sqlx::query_as(&jobs).bind(node).fetch_all(&mut *tx).await?;
             for (id, hosts) in &unfinished {

@@ -18,9 +18,9 @@ mod audit_sqlite;
 mod audit_text;
 mod broad_hosts;
 mod cluster;
+mod cluster_jobs;
 mod grants;
 mod inventory;
-mod job_progress;
 mod jobs;
 mod notify;
 mod overview;
@@ -47,9 +47,9 @@ pub use audit_archive::ArchivedUpTo;
 pub use audit_search::{user_matches, AuditFound, ScanReason, ScanWindow, INDEXED_TERM_CHARS, SCAN_WINDOW};
 pub use audit_sqlite::WalSync;
 pub use cluster::{Heard, JoinError, Listener, NodeRow, ServeLock};
+pub use cluster_jobs::{ClaimedJob, CANCEL_CHANNEL, JOB_CHANNEL, QUEUED_CHANNEL};
 pub use grants::GrantRow;
 pub use inventory::{host_key, HostRow, NewHost};
-pub use job_progress::{CANCEL_CHANNEL, JOB_CHANNEL};
 pub use jobs::{BatchRow, JobQuery, JobRow, NewJob, ResultRow, JOB_APPROVAL, JOB_FINISHED};
 pub use notify::{
     AttemptOutcome, AttemptRow, ChannelRow, DeliveryQuery, DeliveryRow, EventRow, NewDelivery, SubscriptionRow,

@@ -1,7 +1,8 @@
-//! Jobs as servers that share the database see each other's (PostgreSQL): a running job's progress copied into
-//! `job_progress` for job pages on other servers, cancels asked on a server that does not run the job, and the
-//! signals that tell the other servers to read (`omserver_job` with a job id, `omserver_cancel` with a job id).
-//! Where one server serves the database (SQLite, MariaDB) none of this is needed and these do nothing.
+//! Jobs across the servers that share a database (PostgreSQL): queued jobs that any server with the job's module
+//! and a free slot takes (`FOR UPDATE SKIP LOCKED`), a running job's progress copied into `job_progress` for job
+//! pages on other servers, cancels asked on a server that does not run the job, and the signals that tell the
+//! other servers to read (`omserver_queued`, `omserver_job` and `omserver_cancel`, each with a job id). Where one
+//! server serves the database (SQLite, MariaDB) none of this is needed and these do nothing.
 
 use super::{now_ms, Pool, ResultRow, Store, StoreError};
 
@@ -9,6 +10,18 @@ use super::{now_ms, Pool, ResultRow, Store, StoreError};
 pub const JOB_CHANNEL: &str = "omserver_job";
 /// Signalled with a job id when a cancel is asked for it on a server that does not run it.
 pub const CANCEL_CHANNEL: &str = "omserver_cancel";
+/// Signalled with a job id when a job is queued for whichever server takes it.
+pub const QUEUED_CHANNEL: &str = "omserver_queued";
+
+/// A queued job a server took ([`Store::claim_queued_job`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedJob {
+    pub id: i64,
+    /// The content hash of the module it was accepted with.
+    pub module_sha256: String,
+    /// A cancel was asked before it started: it ends without running.
+    pub cancel_asked: bool,
+}
 
 impl Store {
     /// Whether several servers may serve this database at once (PostgreSQL): then what one server does, the
@@ -82,6 +95,59 @@ impl Store {
         signal(&mut tx, CANCEL_CHANNEL, job_id).await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Takes the oldest queued job that no server has taken and whose module is one of `modules` (content
+    /// hashes): it is `node`'s now, still `queued` until it starts. Servers taking at once skip each other's rows.
+    pub async fn claim_queued_job(&self, node: &str, modules: &[String]) -> Result<Option<ClaimedJob>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(None) };
+        let mut tx = pool.begin().await?;
+        let found: Option<(i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, module_sha256, cancel_requested_at FROM jobs \
+             WHERE status = 'queued' AND node IS NULL AND module_sha256 = ANY($1) \
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(modules)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id, module_sha256, cancel_requested_at)) = found else { return Ok(None) };
+        sqlx::query("UPDATE jobs SET node = $1 WHERE id = $2").bind(node).bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(ClaimedJob { id, module_sha256, cancel_asked: cancel_requested_at.is_some() }))
+    }
+
+    /// Gives back a job `node` took and cannot run (its module changed meanwhile): another server may take it.
+    pub async fn release_claim(&self, id: i64, node: &str) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(()) };
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE jobs SET node = NULL WHERE id = $1 AND node = $2 AND status = 'queued'")
+            .bind(id)
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        signal(&mut tx, QUEUED_CHANNEL, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The queued jobs that no server has taken since before `cutoff` (Unix ms), oldest first.
+    pub async fn untaken_since(&self, cutoff: i64) -> Result<Vec<i64>, StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(Vec::new()) };
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE status = 'queued' AND node IS NULL AND created_at < $1 ORDER BY id LIMIT 100",
+        )
+        .bind(cutoff)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    /// Tells the servers that job `id` is queued for whichever takes it.
+    pub async fn signal_queued(&self, id: i64) -> Result<(), StoreError> {
+        let Pool::Postgres(pool) = &self.pool else { return Ok(()) };
+        let mut tx = pool.begin().await?;
+        signal(&mut tx, QUEUED_CHANNEL, id).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The queued or running jobs of server `node` whose cancel was asked elsewhere: what a server reads when
