@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test environment: `testenv.sh up|down|status [PIECE…]`, PIECE one of ssh, netns, venv, salt, func, chromium, smtp
+# The test environment: `testenv.sh up|down|status [PIECE…]`, PIECE one of ssh, netns, venv, salt, func, chromium, smtp, haproxy
 # (default: all, in that order for up; the reverse for down). See testenv/README.md.
 set -euo pipefail
 
@@ -11,8 +11,9 @@ source "$TESTENV_SRC/salt.sh"
 source "$TESTENV_SRC/func.sh"
 source "$TESTENV_SRC/chromium.sh"
 source "$TESTENV_SRC/smtp.sh"
+source "$TESTENV_SRC/haproxy.sh"
 
-PIECES=(ssh netns venv salt func chromium smtp)
+PIECES=(ssh netns venv salt func chromium smtp haproxy)
 
 # env.json (read by host/tests/common/testenv.rs). Written as soon as any piece is up (`up chromium` alone is
 # enough for the browser tests); a piece that is not up has placeholder values (empty strings and lists, port 0)
@@ -25,8 +26,8 @@ write_env_json() {
         return
     fi
     # The salt password is in it: readable by its owner only.
-    (umask 077 && printf '{\n  "ssh": %s,\n  "netns": %s,\n  "ansible": %s,\n  "schemathesis": %s,\n  "salt": %s,\n  "func": %s,\n  "chromium": %s,\n  "smtp": %s\n}\n' \
-        "$(ssh_json)" "$(netns_json)" "$(venv_json)" "$(schemathesis_json)" "$(salt_json)" "$(func_json)" "$(chromium_json)" "$(smtp_json)" >"$TE/env.json.tmp")
+    (umask 077 && printf '{\n  "ssh": %s,\n  "netns": %s,\n  "ansible": %s,\n  "schemathesis": %s,\n  "salt": %s,\n  "func": %s,\n  "chromium": %s,\n  "smtp": %s,\n  "haproxy": %s\n}\n' \
+        "$(ssh_json)" "$(netns_json)" "$(venv_json)" "$(schemathesis_json)" "$(salt_json)" "$(func_json)" "$(chromium_json)" "$(smtp_json)" "$(haproxy_json)" >"$TE/env.json.tmp")
     py -c 'import json, sys; json.load(open(sys.argv[1]))' "$TE/env.json.tmp" || die "env.json would not be valid JSON"
     mv "$TE/env.json.tmp" "$TE/env.json"
 }
@@ -40,7 +41,7 @@ on_exit() {
     exit "$status"
 }
 
-usage() { echo "usage: testenv.sh up|down|status [ssh|netns|venv|salt|func|chromium|smtp]…" >&2; exit 2; }
+usage() { echo "usage: testenv.sh up|down|status [ssh|netns|venv|salt|func|chromium|smtp|haproxy]…" >&2; exit 2; }
 
 main() {
     local command=${1:-}

@@ -22,6 +22,15 @@ pub struct TestEnv {
     /// Absent from an env.json written before the smtp piece existed.
     #[serde(default)]
     pub smtp: SmtpEnv,
+    /// Absent from an env.json written before the haproxy piece existed.
+    #[serde(default)]
+    pub haproxy: HaproxyEnv,
+}
+
+/// Debian's haproxy; each test that needs a load balancer runs its own (`common::balancer`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HaproxyEnv {
+    pub binary: PathBuf,
 }
 
 impl TestEnv {
