@@ -4,7 +4,7 @@
 //! agent was told is stored is stored exactly once, `omserver audit verify` finds every chain whole, and every
 //! job ends with a definite status: the killed server's running jobs `failed` with their hosts `lost` (ended as
 //! interrupted by the server itself when it restarts within the lease), the rest (queued ones included, wherever
-//! they were accepted) `succeeded`.
+//! they were accepted) `succeeded`. A schedule firing every 2 s fires each slot once and skips none throughout.
 
 mod common;
 
@@ -87,7 +87,7 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
     let token = a.token.clone();
     let mut b = node(&scratch.url, "b", Some(&token));
     let c = node(&scratch.url, "c", Some(&token));
-    let balancer = Balancer::start(&env, &[&a.base, &b.base, &c.base]);
+    let balancer = Balancer::start(&env.haproxy.binary, &[&a.base, &b.base, &c.base]);
 
     let mut tokens = Vec::new();
     for i in 0..AGENTS {
@@ -99,6 +99,16 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
         tokens.push(out.stdout.trim().to_owned());
     }
     let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+    // A saved job fired every 2 s by whichever server claims each slot.
+    let (status, saved) = a.post(
+        "/api/templates",
+        &json!({ "name": "tick", "module": 9003, "params": { "seconds": 0 }, "targets": { "hosts": ["localhost"] } }),
+    );
+    assert_eq!(status, 201, "{saved}");
+    let (status, schedule) =
+        a.post("/api/schedules", &json!({ "name": "every2", "template": saved["id"], "cron": "*/2 * * * * *" }));
+    assert_eq!(status, 201, "{schedule}");
+    let schedule = schedule["id"].as_i64().unwrap();
 
     let agents: Vec<_> = tokens
         .into_iter()
@@ -133,9 +143,11 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
     thread::sleep(Duration::from_secs(2));
     b.kill();
     let killed = Instant::now();
+    let killed_at = omserver::store::now_ms();
     thread::sleep(Duration::from_secs(6));
     b.restart();
     let down = killed.elapsed();
+    let restarted_at = omserver::store::now_ms();
 
     let resent: u64 = agents.into_iter().map(|agent| agent.join().expect("an agent thread")).sum();
     let jobs = submitter.join().expect("the submitting thread");
@@ -190,6 +202,20 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
         }
     }
     println!("{} jobs: {} succeeded, {lost} failed with server b", ended.len(), ended.len() - lost);
+
+    // The schedule: each 2-second slot once, none skipped, through the kill and the restart.
+    let (status, fires) = a.get(&format!("/api/schedules/{schedule}/fires?limit=1000"));
+    assert_eq!(status, 200, "{fires}");
+    let mut slots: Vec<i64> = fires.as_array().unwrap().iter().map(|f| f["slot"].as_i64().unwrap()).collect();
+    slots.sort_unstable();
+    let recorded = slots.len();
+    slots.dedup();
+    assert_eq!(slots.len(), recorded, "a slot fired twice: {fires}");
+    assert!(slots.windows(2).all(|w| w[1] - w[0] == 2_000), "a slot skipped: {slots:?}");
+    let fired = fires.as_array().unwrap().iter().filter(|f| f["outcome"] == "fired").count();
+    println!("the schedule recorded {recorded} slots, {fired} fired (the others skipped: its last job still ran)");
+    assert!(slots[0] < killed_at && slots[recorded - 1] > restarted_at, "slots around the kill: {fires}");
+    assert!(fired >= 2, "{fires}");
     assert!(!submitting.load(Ordering::SeqCst));
     drop((balancer, a, b, c));
     block_on(scratch.drop_database());

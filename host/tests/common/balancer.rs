@@ -1,15 +1,13 @@
 //! haproxy in front of several servers, as a deployment puts it: round robin, each server health-checked on
 //! `/healthz` every 300 ms (down after 2 failures), a request that cannot connect sent to another server. Each
 //! test runs its own, with a configuration naming its servers' ports; Debian's binary comes from the test
-//! environment's haproxy piece.
+//! environment's haproxy piece. The cluster benchmark (`host/examples/cluster_bench.rs`) uses it too.
 
 use std::{
     net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
-
-use super::testenv::TestEnv;
 
 pub struct Balancer {
     child: Child,
@@ -19,9 +17,9 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// haproxy on a free loopback port in front of `servers` (their base URLs), once it accepts connections.
-    pub fn start(env: &TestEnv, servers: &[&str]) -> Balancer {
-        let binary = &env.haproxy.binary;
+    /// `binary` (haproxy) on a free loopback port in front of `servers` (their base URLs), once it accepts
+    /// connections.
+    pub fn start(binary: &std::path::Path, servers: &[&str]) -> Balancer {
         assert!(
             !binary.as_os_str().is_empty() && binary.exists(),
             "haproxy is not installed: run `cargo xtask testenv up haproxy`"
