@@ -354,7 +354,7 @@ impl App {
                 tracing::error!(backend = health.backend, default = health.default, problem = %health.detail, "backend unhealthy");
             }
         }
-        let heartbeat = tokio::spawn(cluster.clone().run(shutdown.clone()));
+        let heartbeat = tokio::spawn(cluster.clone().run(self.registry.clone(), shutdown.clone()));
         let router = http::router(self.state(cluster));
         tracing::info!(%addr, backend = %self.config.auto_platform, "serving");
         ready(addr);

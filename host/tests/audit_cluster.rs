@@ -44,6 +44,17 @@ fn legacy_query(ip: &str, line: usize) -> String {
     )
 }
 
+/// Each server's audit service, with one chain key.
+fn services(stores: &[Store]) -> Vec<Arc<AuditService>> {
+    stores
+        .iter()
+        .map(|store| {
+            AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec())
+                .unwrap()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_audit_writers_store_each_event_once_on_one_chain_per_host() {
     let scratch = Scratch::create(Dialect::Postgres).await;
@@ -55,13 +66,7 @@ async fn two_servers_audit_writers_store_each_event_once_on_one_chain_per_host()
     }
     let legacy_ip = "10.9.0.3";
     let legacy_host = stores[0].add_host(&plain_host("gamma", legacy_ip)).await.unwrap().id;
-    let servers: Vec<Arc<AuditService>> = stores
-        .iter()
-        .map(|store| {
-            AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec())
-                .unwrap()
-        })
-        .collect();
+    let servers = services(&stores);
 
     // The first server's live stream, which must carry the rows either server stored.
     let mut live = servers[0].subscribe();
@@ -153,13 +158,7 @@ async fn a_row_stored_by_one_server_reaches_the_others_live_stream_promptly() {
     let scratch = Scratch::create(Dialect::Postgres).await;
     let stores = [Store::connect(&scratch.url).await.unwrap(), Store::connect(&scratch.url).await.unwrap()];
     let host_id = stores[0].add_host(&plain_host("alpha", "10.9.0.1")).await.unwrap().id;
-    let servers: Vec<Arc<AuditService>> = stores
-        .iter()
-        .map(|store| {
-            AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec())
-                .unwrap()
-        })
-        .collect();
+    let servers = services(&stores);
     let mut live = servers[0].subscribe();
     let mut waits = Vec::with_capacity(EVENTS);
     for seq in 1..=EVENTS as i64 {

@@ -12,33 +12,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{database::block_on, fixture, install, scratch::Scratch, Options, Server};
+use common::{cluster::SECRET, database::block_on, fixture, install, scratch::Scratch, Options, Server};
 use omserver::store::Dialect;
 use serde_json::{json, Value};
 
-/// The same key on every server of a test: a token made on one is valid on the others.
-const SECRET: &str = "cluster-test-secret-key-0123456789abcdef";
-
-/// A server on `database_url` as `name`, with the sleeping fixture loaded. The first server of a database prints
-/// its admin token; a later one is given it (`token`).
+/// [`common::cluster::node`] with nothing more configured.
 fn node(database_url: &str, name: &str, token: Option<&str>) -> Server {
-    node_with(database_url, name, token, "")
-}
-
-/// [`node`] with more configuration lines.
-fn node_with(database_url: &str, name: &str, token: Option<&str>, extra: &str) -> Server {
-    let mut server = Server::start_with(Options {
-        seed: vec![1003],
-        database_url: Some(database_url.to_owned()),
-        extra_config: format!("node_name = \"{name}\"\nsecret_key = \"{SECRET}\"\n{extra}"),
-        ..Options::default()
-    });
-    if let Some(token) = token {
-        server.token = token.to_owned();
-    }
-    install(&fixture("fx_sleep"), &server.plugins_dir(), "Mid_9003.so");
-    server.wait_for_module("Mid_9003.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
-    server
+    common::cluster::node(database_url, name, token, "")
 }
 
 /// Starts `omserver serve` on `config` and expects it to refuse: returns what it printed on stderr.
@@ -156,9 +136,9 @@ fn a_second_server_on_one_mariadb_database_refuses_to_start() {
 fn servers_on_one_postgresql_list_each_other_and_a_restart_fails_only_its_own_jobs() {
     let scratch = block_on(Scratch::create(Dialect::Postgres));
     // One slot each: two jobs run on two servers.
-    let alpha = node_with(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
+    let alpha = common::cluster::node(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
     let token = alpha.token.clone();
-    let beta = node_with(&scratch.url, "beta", Some(&token), "max_concurrent_jobs = 1");
+    let beta = common::cluster::node(&scratch.url, "beta", Some(&token), "max_concurrent_jobs = 1");
 
     // Each lists both; `this` is the one that answered.
     for (server, me) in [(&alpha, "alpha"), (&beta, "beta")] {
@@ -270,8 +250,9 @@ fn a_killed_servers_running_job_is_ended_by_another_within_the_lease_with_its_ho
     block_on(scratch.drop_database());
 }
 
-/// A job page and a cancel on the server that does not run the job: beta runs a job on four loopback hosts, three
-/// of which finish after a second while the fourth sleeps on. alpha's event stream shows each host as it finishes
+/// A job page and a cancel on the server that does not run the job: beta, the only server with fx_roll (as
+/// `GET /api/modules` says), runs a job on four loopback hosts, three of which finish after a second while the
+/// fourth sleeps on. alpha's event stream shows each host as it finishes
 /// (within 250 ms of beta's own stream), and a cancel asked of alpha stops the job on beta.
 #[test]
 fn a_job_page_and_a_cancel_on_another_server_reach_the_job_where_it_runs() {
@@ -281,6 +262,15 @@ fn a_job_page_and_a_cancel_on_another_server_reach_the_job_where_it_runs() {
     let beta = node(&scratch.url, "beta", Some(&token));
     install(&fixture("fx_roll"), &beta.plugins_dir(), "Mid_9008.so");
     beta.wait_for_module("Mid_9008.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
+    // Each module says which servers serve it: fx_roll only beta (so only beta takes its jobs), fx_sleep both.
+    wait_until("both servers' modules are recorded", Duration::from_secs(15), || {
+        let (_, modules) = beta.send(beta.client.get(format!("{}/api/modules", beta.base)).bearer_auth(&token));
+        let servers = |file: &str| {
+            let module = modules.as_array().unwrap().iter().find(|m| m["file"] == file).cloned();
+            module.map(|m| m["servers"].clone()).unwrap_or_default()
+        };
+        servers("Mid_9008.so") == json!(["beta"]) && servers("Mid_9003.so") == json!(["alpha", "beta"])
+    });
     let hosts = ["l1", "l2", "l3", "l4"];
     for (i, name) in hosts.iter().enumerate() {
         let body = json!({ "name": name, "ip": format!("127.0.0.{}", 101 + i) });
@@ -338,9 +328,9 @@ fn running_on(server: &Server, token: &str, id: i64) -> Option<String> {
 #[test]
 fn queued_jobs_run_on_whichever_server_has_a_free_slot_and_outlive_the_one_that_accepted_them() {
     let scratch = block_on(Scratch::create(Dialect::Postgres));
-    let alpha = node_with(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
+    let alpha = common::cluster::node(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
     let token = alpha.token.clone();
-    let beta = node_with(&scratch.url, "beta", Some(&token), "max_concurrent_jobs = 1");
+    let beta = common::cluster::node(&scratch.url, "beta", Some(&token), "max_concurrent_jobs = 1");
 
     // The first job runs on one of them: x.
     let first = submit_sleep(&alpha, &token, 601);

@@ -17,33 +17,20 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    balancer::Balancer, cli, database::block_on, fixture, install, scratch::Scratch, testenv::testenv, Options, Server,
-};
+use common::{balancer::Balancer, cli, database::block_on, scratch::Scratch, testenv::testenv, Server};
 use omserver::store::Dialect;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-const SECRET: &str = "cluster-test-secret-key-0123456789abcdef";
 const AGENTS: usize = 10;
 const BATCHES: i64 = 60;
 const PER_BATCH: i64 = 25;
 const JOBS: usize = 15;
 
+/// A server of the test: two job slots.
 fn node(database_url: &str, name: &str, token: Option<&str>) -> Server {
-    let mut server = Server::start_with(Options {
-        seed: vec![1003],
-        database_url: Some(database_url.to_owned()),
-        extra_config: format!("node_name = \"{name}\"\nsecret_key = \"{SECRET}\"\nmax_concurrent_jobs = 2"),
-        ..Options::default()
-    });
-    if let Some(token) = token {
-        server.token = token.to_owned();
-    }
-    install(&fixture("fx_sleep"), &server.plugins_dir(), "Mid_9003.so");
-    server.wait_for_module("Mid_9003.so", Duration::from_secs(10), |m| m.is_some_and(|m| m["status"] == "loaded"));
-    server
+    common::cluster::node(database_url, name, token, "max_concurrent_jobs = 2")
 }
 
 /// An agent: its host's events, batch after batch, each sent until the balancer answers that it is stored.

@@ -108,7 +108,7 @@ fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 35] = [
+const TABLES: [&str; 36] = [
     "_sqlx_migrations",
     "activity",
     "activity_head",
@@ -119,6 +119,7 @@ const TABLES: [&str; 35] = [
     "audit_chain",
     "audit_gaps",
     "audit_hours",
+    "cluster_modules",
     "cluster_nodes",
     "host_tags",
     "job_approvals",

@@ -4,6 +4,8 @@
 -- `jobs.cancel_requested_at`: a cancel asked on a server that does not run the job, for the one that does.
 -- `jobs.module_sha256`: the content hash of the module the job was accepted with; where servers share the
 -- database, a queued job has no `node` until a server with that very module and a free slot takes it.
+-- `cluster_modules`: the modules each server serves from its own plugins.d (file and content hash), written with
+-- its heartbeat when they change, so that `GET /api/modules` says which servers serve each one.
 
 CREATE TABLE job_progress (
     job_id BIGINT NOT NULL,
@@ -19,3 +21,10 @@ CREATE TABLE job_progress (
 
 ALTER TABLE jobs ADD COLUMN cancel_requested_at BIGINT;
 ALTER TABLE jobs ADD COLUMN module_sha256 VARCHAR(64);
+
+CREATE TABLE cluster_modules (
+    node VARCHAR(128) NOT NULL,
+    file VARCHAR(255) NOT NULL,
+    sha256 VARCHAR(64) NOT NULL,
+    PRIMARY KEY (node, file)
+);

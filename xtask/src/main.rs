@@ -31,6 +31,8 @@
 //! - `bench-search [EVENTS] [ROUNDS] [sqlite|postgres|mariadb|both] [keep]`: audit search over a large history
 //!   (p50/p95 per query), batch ingest with and without the command index, and an archive pass (BENCHMARKS.md).
 //!   `keep` fills once, keeps the database and reuses it for the queries alone.
+//! - `bench-cluster [SECONDS] [JOBS] [ROUNDS]`: audit ingest and job throughput through one server and through three
+//!   behind haproxy, on one PostgreSQL (BENCHMARKS.md); installs haproxy through the test environment's piece.
 //!
 //! - `soak [MINUTES]`: jobs on every backend, agent ingest, console streams and module reloads together for MINUTES
 //!   (default 60), printing the server's RSS, descriptors, threads, database size and errors every minute.
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         "bench-home" => bench_home(&rest),
         "bench-search" => bench_search(&rest),
         "bench-grants" => bench_grants(&rest),
+        "bench-cluster" => bench_cluster(&rest),
         "bench-exec" => bench_exec(&rest),
         "fuzz" => fuzz(&rest),
         "soak" => soak(&rest),
@@ -85,7 +88,8 @@ fn main() -> ExitCode {
         _ => {
             eprintln!(
                 "usage: cargo xtask serve|test|testenv|install-plugins|fixtures|bench-plugins|bench-workers|bench-audit|\
-                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-search|bench-grants|bench-exec|fuzz|soak|\
+                 bench-backends|bench-console|bench-schedules|bench-notify|bench-home|bench-search|bench-grants|bench-cluster|bench-exec|\
+                 fuzz|soak|\
                  contract [ARGS…]"
             );
             return ExitCode::from(2);
@@ -294,6 +298,19 @@ fn bench_grants(args: &[String]) -> Result {
     let fixed = [target_dir().join("release/omserver"), plugins.join("Mid_1003.so")];
     run(cargo()
         .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "grants_bench", "--"])
+        .args(fixed)
+        .args(args))
+}
+
+/// `bench-cluster [SECONDS] [JOBS] [ROUNDS]`: host/examples/cluster_bench.rs, release build, haproxy installed.
+fn bench_cluster(args: &[String]) -> Result {
+    testenv(&["up".into(), "haproxy".into()])?;
+    let plugins = target_dir().join("plugins-release");
+    install_plugins(true, &plugins)?;
+    run(cargo().args(["build", "--release", "--quiet", "-p", "omserver", "--bin", "omserver"]))?;
+    let fixed = [target_dir().join("release/omserver"), plugins.join("Mid_1003.so"), "/usr/sbin/haproxy".into()];
+    run(cargo()
+        .args(["run", "--release", "--quiet", "-p", "omserver", "--example", "cluster_bench", "--"])
         .args(fixed)
         .args(args))
 }

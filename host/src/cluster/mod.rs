@@ -24,7 +24,10 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{now_ms, Dialect, JoinError, ServeLock, Store, StoreError};
+use crate::{
+    plugins::Registry,
+    store::{now_ms, Dialect, JoinError, ServeLock, Store, StoreError},
+};
 
 /// How often a server says it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -129,17 +132,35 @@ impl Cluster {
             .collect())
     }
 
+    /// The servers serving each module file, by (file, sha256): what every server recorded with its heartbeat.
+    pub async fn module_servers(&self) -> Result<HashMap<(String, String), Vec<String>>, StoreError> {
+        let mut servers: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for (node, file, sha256) in self.store.served_modules().await? {
+            servers.entry((file, sha256)).or_default().push(node);
+        }
+        Ok(servers)
+    }
+
     /// Heartbeats until `shutdown`, then leaves the list. A database that was unreachable is told again: the lock
-    /// is taken anew when its connection was lost, the row written anew when it was removed.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// is taken anew when its connection was lost, the row written anew when it was removed. With each heartbeat,
+    /// the modules `registry` serves are recorded when they changed.
+    pub async fn run(self: Arc<Self>, registry: Arc<Registry>, shutdown: CancellationToken) {
         let mut ticks = tokio::time::interval(HEARTBEAT);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut recorded = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = ticks.tick() => {}
             }
             self.beat().await;
+            let serving = registry.serving();
+            if recorded.as_ref() != Some(&serving) {
+                match self.store.record_node_modules(&self.name, &serving).await {
+                    Ok(()) => recorded = Some(serving),
+                    Err(err) => tracing::warn!(node = %self.name, error = %err, "could not record the modules served"),
+                }
+            }
         }
         if let Err(err) = self.store.remove_node(&self.name).await {
             tracing::warn!(node = %self.name, error = %err, "could not leave the list of servers");

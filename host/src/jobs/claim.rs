@@ -54,7 +54,7 @@ async fn take(service: &Arc<JobService>) {
     loop {
         // The slot is taken before the job: a job taken is never left waiting for one.
         let Ok(permit) = service.slots.clone().try_acquire_owned() else { return };
-        let modules = service.registry.serving_sha256s();
+        let modules: Vec<String> = service.registry.serving().into_iter().map(|(_, sha256)| sha256).collect();
         if modules.is_empty() {
             return;
         }

@@ -66,6 +66,11 @@ pub struct ModuleListing {
     pub backends: Vec<String>,
     pub params: Vec<ParamListing>,
     pub error: Option<String>,
+    /// The SHA-256 of the library file, for a loaded one.
+    pub sha256: Option<String>,
+    /// The servers of the database serving this very file (the same name and content), this one included when it
+    /// serves it; filled by `GET /api/modules`.
+    pub servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -168,17 +173,20 @@ impl Registry {
         }
     }
 
-    /// The content hashes of the modules serving now: the queued jobs this server can take.
-    pub fn serving_sha256s(&self) -> Vec<String> {
+    /// The modules serving now, as (file, content hash), ordered by file: what other servers of the database
+    /// learn this one serves, and which queued jobs it can take.
+    pub fn serving(&self) -> Vec<(String, String)> {
         let state = self.read();
-        state
+        let mut serving: Vec<(String, String)> = state
             .serving
             .values()
             .filter_map(|file| match &state.files.get(file)?.state {
-                FileState::Loaded(module) => Some(module.sha256.clone()),
+                FileState::Loaded(module) => Some((file.clone(), module.sha256.clone())),
                 FileState::Rejected { .. } => None,
             })
-            .collect()
+            .collect();
+        serving.sort();
+        serving
     }
 
     /// Every file in plugins.d with its status, ordered by file name.
@@ -361,6 +369,8 @@ fn listing(file: &str, state: &FileState, serving: &HashMap<u32, String>) -> Mod
                 backends: meta.backends.iter().map(|b| b.to_string()).collect(),
                 params: params_listing(meta),
                 error,
+                sha256: Some(module.sha256.clone()),
+                servers: Vec::new(),
             }
         }
         FileState::Rejected { id, reason } => ModuleListing {
@@ -373,6 +383,8 @@ fn listing(file: &str, state: &FileState, serving: &HashMap<u32, String>) -> Mod
             backends: Vec::new(),
             params: Vec::new(),
             error: Some(reason.clone()),
+            sha256: None,
+            servers: Vec::new(),
         },
     }
 }

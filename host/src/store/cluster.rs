@@ -190,15 +190,52 @@ impl Store {
 
     /// Server `name` stopped cleanly: it leaves the list.
     pub async fn remove_node(&self, name: &str) -> Result<(), StoreError> {
-        let sql = self.sql("DELETE FROM cluster_nodes WHERE name = ?");
-        on_pool!(self, pool => sqlx::query(&sql).bind(name).execute(pool).await.map(|_| ()))?;
+        let node = self.sql("DELETE FROM cluster_nodes WHERE name = ?");
+        let modules = self.sql("DELETE FROM cluster_modules WHERE node = ?");
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&modules).bind(name).execute(&mut *tx).await?;
+            sqlx::query(&node).bind(name).execute(&mut *tx).await?;
+            tx.commit().await
+        }
+        .await)?;
         Ok(())
+    }
+
+    /// The modules server `name` serves now, as (file, sha256): replaces what it served before.
+    pub async fn record_node_modules(&self, name: &str, modules: &[(String, String)]) -> Result<(), StoreError> {
+        let delete = self.sql("DELETE FROM cluster_modules WHERE node = ?");
+        let insert = self.sql("INSERT INTO cluster_modules (node, file, sha256) VALUES (?, ?, ?)");
+        on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&delete).bind(name).execute(&mut *tx).await?;
+            for (file, sha256) in modules {
+                sqlx::query(&insert).bind(name).bind(file).bind(sha256).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await)?;
+        Ok(())
+    }
+
+    /// What every listed server serves, as (server, file, sha256).
+    pub async fn served_modules(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let sql = "SELECT m.node, m.file, m.sha256 FROM cluster_modules m JOIN cluster_nodes n ON n.name = m.node \
+                   ORDER BY m.node";
+        Ok(on_pool!(self, pool => sqlx::query_as::<_, (String, String, String)>(sql).fetch_all(pool).await)?)
     }
 
     /// Forgets servers not seen since `before` (ms): gone for good, or renamed.
     pub async fn forget_nodes_before(&self, before: i64) -> Result<u64, StoreError> {
-        let sql = self.sql("DELETE FROM cluster_nodes WHERE last_seen_at < ?");
-        Ok(on_pool!(self, pool => sqlx::query(&sql).bind(before).execute(pool).await.map(|d| d.rows_affected()))?)
+        let nodes = self.sql("DELETE FROM cluster_nodes WHERE last_seen_at < ?");
+        let modules = "DELETE FROM cluster_modules WHERE node NOT IN (SELECT name FROM cluster_nodes)";
+        Ok(on_pool!(self, pool => async {
+            let mut tx = pool.begin().await?;
+            let forgotten = sqlx::query(&nodes).bind(before).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(modules).execute(&mut *tx).await?;
+            tx.commit().await.map(|()| forgotten)
+        }
+        .await)?)
     }
 
     /// Every registered server, by name.

@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod browser;
+pub mod cluster;
 pub mod console;
 pub mod database;
 pub mod netfault;
