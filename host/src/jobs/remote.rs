@@ -1,5 +1,5 @@
 //! Jobs that run on another server of the database (PostgreSQL): what makes a job page and a cancel work on
-//! whichever server a load balancer picked. A job runs where it was accepted; that server copies its progress
+//! whichever server a load balancer picked. A job runs on the server that took it; that server copies its progress
 //! into the database as it grows ([`copy_progress`]) and signals it; every server listens ([`listen`]), wakes the
 //! job pages it serves for that job, and cancels its own jobs whose cancel was asked elsewhere. A signal lost on
 //! a dropped connection is made good by reading again: pages read on a timer too, cancels are asked of the
@@ -31,7 +31,7 @@ pub(super) async fn copy_progress(service: Arc<JobService>, id: i64, progress: A
     let mut changes = progress.watch();
     let mut copied = 0;
     loop {
-        // Closed is read before the entries, so the entries pushed before closing are copied.
+        // Once closed, the job's results are stored and pages read those: nothing more to copy.
         let closed = progress.is_closed();
         let fresh: Vec<_> = progress.since(copied).into_iter().map(result_row).collect();
         if !closed && !fresh.is_empty() {
