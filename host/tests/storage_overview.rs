@@ -119,7 +119,7 @@ async fn jobs_are_counted_by_utc_day_and_status_and_audit_counts_run_on_every_di
         );
 
         // Start-up fails the job a previous process left running, and counts it as failed. (A queued one would go
-        // back to the queue on PostgreSQL, for any server: `storage.rs`.)
+        // back to the queue on PostgreSQL, for any server: `storage_jobs.rs`.)
         store.mark_job_running(carol, "test-node").await.unwrap();
         assert_eq!(store.fail_unfinished_jobs("test-node", true, "interrupted").await.unwrap(), [carol]);
         let statuses: Vec<(String, i64)> =

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     plugins::Registry,
-    store::{now_ms, Dialect, JoinError, ServeLock, Store, StoreError},
+    store::{now_ms, JoinError, ServeLock, Store, StoreError},
 };
 
 /// How often a server says it is alive.
@@ -218,7 +218,7 @@ impl Cluster {
 
     /// Ends the unfinished jobs of each server gone silent (see the module's comment). Only PostgreSQL is shared.
     async fn take_over(&self) {
-        if self.store.dialect() != Dialect::Postgres {
+        if !self.store.shared_by_servers() {
             return;
         }
         let nodes = match self.store.nodes().await {

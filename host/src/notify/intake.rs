@@ -23,8 +23,8 @@ use crate::{
     audit::AuditService,
     plugins::Registry,
     store::{
-        now_ms, AuditQuery, AuditRow, DeliveryRow, Dialect, EventRow, NewDelivery, Store, SubscriptionRow,
-        JOB_APPROVAL, JOB_FINISHED, SCHEDULE_FIRE,
+        now_ms, AuditQuery, AuditRow, DeliveryRow, EventRow, NewDelivery, Store, SubscriptionRow, JOB_APPROVAL,
+        JOB_FINISHED, SCHEDULE_FIRE,
     },
 };
 
@@ -218,7 +218,7 @@ pub async fn run_alerts(notify: Arc<Notifications>, audit: Arc<AuditService>, sh
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
-    if feed.notify.store().dialect() == Dialect::Postgres {
+    if feed.notify.store().shared_by_servers() {
         // Servers may share it: this one's live stream carries only the rows it ingested, the database all of them.
         drop(live);
         return feed.follow_stored(shutdown).await;

@@ -3,9 +3,9 @@
 //! Admin URLs come from `TEST_MYSQL_URL` (default `mysql://root@127.0.0.1:3306/test`) and `TEST_POSTGRES_URL`
 //! (default `postgres://postgres@127.0.0.1:5432/postgres`).
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
-use omserver::store::Dialect;
+use omserver::store::{Dialect, Store};
 use sqlx::Connection;
 use tempfile::TempDir;
 
@@ -175,4 +175,34 @@ pub fn plain_host(name: &str, ip: &str) -> omserver::store::NewHost {
         user: None,
         tags: vec![],
     }
+}
+
+/// A fresh, migrated database of one dialect, handed to each check.
+#[derive(Clone)]
+pub struct Db {
+    pub dialect: Dialect,
+    /// The URL of this database (not the admin one).
+    pub url: String,
+    pub store: Store,
+}
+
+/// Runs `check` once per dialect, each on a fresh migrated database (see [`on_each_dialect`]).
+pub async fn for_each_dialect<F, Fut>(check: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    on_each_dialect(|dialect, url| {
+        let check = &check;
+        async move {
+            let store = tokio::time::timeout(CONNECT_LIMIT * 3, Store::connect(&url))
+                .await
+                .unwrap_or_else(|_| panic!("Store::connect({url}) did not finish"))
+                .unwrap_or_else(|e| panic!("Store::connect({url}): {e}"));
+            assert_eq!(store.dialect(), dialect);
+            check(Db { dialect, url: url.clone(), store: store.clone() }).await;
+            store.close().await;
+        }
+    })
+    .await;
 }
