@@ -407,7 +407,13 @@ fn one_server_sends_each_notification_and_another_takes_over_when_it_dies() {
     // Audit events matching an alert rule: each counted once into its storm group, though both servers follow the
     // audit log. (One server ingests them: two writers of one host's chain are the cluster's next step.)
     post(&alpha, &token, "/api/audit/rules", json!({ "name": "storm", "pattern": "^storm " }));
-    post(&beta, &token, "/api/notify/subscriptions", json!({ "channel": channel["id"], "event": "audit.alert" }));
+    // A window of 1 s: matches counted after the first message was sent go into the next one, a second later.
+    post(
+        &beta,
+        &token,
+        "/api/notify/subscriptions",
+        json!({ "channel": channel["id"], "event": "audit.alert", "filter": { "window_secs": 1 } }),
+    );
     let agent = common::cli(&alpha, &["hosts", "token", "localhost"]);
     assert!(agent.status.success(), "{agent:?}");
     let agent = agent.stdout.trim().to_owned();
