@@ -322,6 +322,25 @@ fn running_on(server: &Server, token: &str, id: i64) -> Option<String> {
         .map(|s| s["name"].as_str().unwrap().to_owned())
 }
 
+/// A job queued behind a busy slot starts as soon as the slot is free, not at the next look at the queue (every
+/// 2 s, for a signal lost): four jobs through one slot, each started within a second of the previous one's end.
+#[test]
+fn a_queued_job_starts_as_soon_as_a_slot_is_free() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let server = common::cluster::node(&scratch.url, "alpha", None, "max_concurrent_jobs = 1");
+    let token = server.token.clone();
+    let jobs: Vec<i64> = [1, 0, 0, 0].into_iter().map(|seconds| submit_sleep(&server, &token, seconds)).collect();
+    let views: Vec<Value> = jobs.iter().map(|id| server.wait_job(*id, Duration::from_secs(30))).collect();
+    for pair in views.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        assert_eq!(after["status"], "succeeded", "{after}");
+        let waited = after["started_at"].as_i64().unwrap() - before["finished_at"].as_i64().unwrap();
+        assert!(waited < 1_000, "job {} started {waited} ms after job {} ended", after["id"], before["id"]);
+    }
+    drop(server);
+    block_on(scratch.drop_database());
+}
+
 /// Two servers with one slot each. A job accepted by a server whose slot is taken runs on the other; one that
 /// finds no free slot waits queued, outlives the server that accepted it (SIGKILLed), and runs on the other once
 /// its slot is free. A cancel of a queued job no server has taken ends it on the server asked.

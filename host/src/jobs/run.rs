@@ -59,7 +59,8 @@ impl JobService {
     /// Runs the job's batches in order, one module run each, until they are done, the job is cancelled or times
     /// out, or the rollout's failure threshold is passed; then stores the outcome. Hosts that never started are
     /// `skipped`.
-    /// `slot`: the slot a job taken from the queue was given ([`super::claim`]); otherwise it waits for one.
+    /// `slot`: the slot the job was given when it was taken (from the queue, [`super::claim`], or by a server with
+    /// one free when it was accepted); otherwise it waits for one.
     pub(super) async fn execute(
         &self,
         id: i64,
@@ -91,7 +92,6 @@ impl JobService {
             Err(StoreError::Conflict(why)) => {
                 tracing::info!(job_id = id, why, "job ended before it started; not running it");
                 drop(permit);
-                self.slot_freed();
                 self.slot_freed();
                 return;
             }
@@ -139,8 +139,9 @@ impl JobService {
                 break;
             }
         }
-        // The worker has returned or been killed: the slot is free for the next job.
+        // The worker has returned or been killed: the slot is free for the next job, also a queued one.
         drop(permit);
+        self.slot_freed();
         let not_started = match (&threshold, stop) {
             (Some(reason), _) => reason.clone(),
             (None, Some(stop)) => stop.message(),
