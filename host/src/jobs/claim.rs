@@ -1,4 +1,5 @@
-//! Where servers share the database (PostgreSQL): the queued jobs this server takes. A job any server accepts
+//! Where servers share the database (PostgreSQL): the queued jobs this server takes. A job accepted by a server
+//! with a free slot is that server's from the start (`JobService::start`); one accepted when every slot was busy
 //! waits `queued` with no server of its own (and the content hash of the module it was accepted with); each
 //! server, whenever it has a free slot, takes the oldest such job whose module it serves with that very hash
 //! (`Store::claim_queued_job`, `FOR UPDATE SKIP LOCKED`), checks it again as it is now, and runs it. A queued job

@@ -35,8 +35,11 @@ impl JobService {
         let hosts_json = json_list(&names);
         let rollout_json = request.rollout.as_ref().and_then(|r| serde_json::to_string(r).ok());
         let module = &prepared.module.meta;
-        // Where servers share the database, whichever has a free slot and this very module runs it.
+        // Where servers share the database, a job this server can start now is its own from the start: no other
+        // server is woken for it. One it cannot waits for whichever server has a free slot and this very module.
         let for_any_server = self.queues_for_any_server();
+        let slot = (for_any_server && policy.is_none()).then(|| self.slots.clone().try_acquire_owned().ok()).flatten();
+        let queued_for_any = for_any_server && slot.is_none();
         let id = self
             .store
             .insert_job(&NewJob {
@@ -51,7 +54,7 @@ impl JobService {
                 template_id: template,
                 definition: origin.template.as_ref().map(|(_, definition)| definition.as_str()),
                 pending_approval: policy.is_some(),
-                node: (!for_any_server).then_some(self.settings.node.as_str()),
+                node: (!queued_for_any).then_some(self.settings.node.as_str()),
                 module_sha256: &prepared.module.sha256,
             })
             .await?;
@@ -69,11 +72,11 @@ impl JobService {
         }
         tracing::info!(job_id = id, module = module.id, version = %module.version, backend = prepared.backend.name(),
             hosts = prepared.hosts.len(), batch = prepared.plan.batch, rerun_of = origin.rerun_of, actor, "job queued");
-        if for_any_server {
+        if queued_for_any {
             self.announce_queued(id).await;
             return Ok((id, None));
         }
-        Ok((id, Some(self.spawn(id, prepared, None))))
+        Ok((id, Some(self.spawn(id, prepared, slot))))
     }
 
     /// Starts job `id`, approved while it waited: its module, parameters and hosts are checked again as they are
