@@ -11,8 +11,9 @@
 //! **Invariant:** this thread is the only writer of `server_history` and `audit_chain` in the process: it keeps
 //! each host's chain head and newest dedup keys in memory. Where several servers share the database
 //! (PostgreSQL), their writers take turns a group at a time under the database's audit write lock
-//! ([`AuditSink::begin_group`]); each reads the heads of its group's hosts under it, and forgets what it
-//! remembers of a host another server wrote to, so duplicates are found and chains continue across servers.
+//! ([`AuditSink::begin_group`]); each reads the heads of its group's hosts under it, and forgets the newest lines
+//! it remembers of a host another server wrote to, so duplicates are found and chains continue across servers.
+//! What reached a server while it waited for its turn joins its group.
 
 use std::{
     collections::{hash_map::Entry, HashMap, HashSet, VecDeque},
@@ -35,8 +36,9 @@ const RECENT: usize = 64;
 struct HostState {
     /// (chain position, hash) of the newest row.
     head: (i64, String),
-    /// Dedup keys of the newest rows, oldest first, at most [`RECENT`].
-    recent: VecDeque<String>,
+    /// Dedup keys of the newest rows, oldest first, at most [`RECENT`]. `None` until a legacy event of the host
+    /// needs them: agent events are told apart by their sequence numbers.
+    recent: Option<VecDeque<String>>,
 }
 
 /// What happened to one event.
@@ -187,18 +189,18 @@ pub fn spawn(
             let mut latest: Option<i64> = None;
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
-                let mut events = batch[0].events.len();
-                while events < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => {
-                            events += next.events.len();
-                            batch.push(next);
-                        }
-                        Err(_) => break,
-                    }
-                }
+                gather(&mut rx, &mut batch);
                 let started = std::time::Instant::now();
-                let written = write(sink.as_mut(), &key, &mut hosts, &mut latest, &mut batch);
+                let mut events = count(&batch);
+                let written = sink.begin_group().and_then(|shared| {
+                    if shared {
+                        // What reached this server while it waited for its turn joins the group: the busier the
+                        // servers, the larger (and fewer) the turns.
+                        gather(&mut rx, &mut batch);
+                        events = count(&batch);
+                    }
+                    write(sink.as_mut(), &key, &mut hosts, &mut latest, &mut batch, shared)
+                });
                 if written.is_err() {
                     sink.abort_group();
                 }
@@ -226,30 +228,55 @@ pub fn spawn(
     Ok(())
 }
 
-/// Writes one group; returns each submission's outcomes and the stored rows (for the live stream).
+/// How many events `batch` holds.
+fn count(batch: &[Submission]) -> usize {
+    batch.iter().map(|s| s.events.len()).sum()
+}
+
+/// Adds to `batch` what waits in `rx`, up to [`MAX_BATCH`] events in all.
+fn gather(rx: &mut mpsc::Receiver<Submission>, batch: &mut Vec<Submission>) {
+    let mut events = count(batch);
+    while events < MAX_BATCH {
+        let Ok(next) = rx.try_recv() else { return };
+        events += next.events.len();
+        batch.push(next);
+    }
+}
+
+/// Writes one group; returns each submission's outcomes and the stored rows (for the live stream). `shared`: the
+/// group was begun under the database's audit write lock ([`AuditSink::begin_group`]).
 fn write(
     sink: &mut dyn AuditSink,
     key: &chain::ChainKey,
     hosts: &mut HashMap<i64, HostState>,
     latest: &mut Option<i64>,
     batch: &mut [Submission],
+    shared: bool,
 ) -> Result<(Vec<Vec<Outcome>>, Vec<AuditRow>), StoreError> {
     // The events are moved into rows; the submissions keep only their reply channels and gaps.
     let incoming: Vec<Vec<Pending>> = batch.iter_mut().map(|s| std::mem::take(&mut s.events)).collect();
     let mut batch_hosts: Vec<i64> = incoming.iter().flatten().map(|e| e.row.host_id).collect();
     batch_hosts.sort_unstable();
     batch_hosts.dedup();
-    if let Some(shared) = sink.begin_group(&batch_hosts)? {
-        // Another server may have written since: a host whose head moved is read again, and no row is stamped
-        // earlier than one another server stored.
+    if shared {
+        // Another server may have written since: a host's head is the database's, its newest lines are read again
+        // when a legacy event needs them, and no row is stamped earlier than one another server stored.
+        let state = sink.group_state(&batch_hosts)?;
         for host in &batch_hosts {
-            let stored = shared.heads.get(host).map(|(seq, hash)| (*seq, hash.as_str())).unwrap_or((0, chain::GENESIS));
-            if hosts.get(host).is_some_and(|state| (state.head.0, state.head.1.as_str()) != stored) {
-                hosts.remove(host);
+            let head = state.heads.get(host).cloned().unwrap_or((0, chain::GENESIS.to_owned()));
+            match hosts.get_mut(host) {
+                Some(known) if known.head == head => {}
+                Some(known) => *known = HostState { head, recent: None },
+                None => {
+                    hosts.insert(*host, HostState { head, recent: None });
+                }
             }
         }
-        *latest = Some(latest.unwrap_or(0).max(shared.latest_received_at));
+        *latest = Some(latest.unwrap_or(0).max(state.latest_received_at));
     }
+    // The hosts whose newest lines this group's legacy events are compared with.
+    let legacy: HashSet<i64> =
+        incoming.iter().flatten().filter(|e| e.row.seq.is_none()).map(|e| e.row.host_id).collect();
     let duplicates = agent_duplicates(sink, &incoming)?;
     let latest = match latest {
         Some(latest) => latest,
@@ -264,12 +291,20 @@ fn write(
         for (Pending { mut row, dedup_key }, duplicate) in events.into_iter().zip(duplicates) {
             let state = match working.entry(row.host_id) {
                 Entry::Occupied(known) => known.into_mut(),
-                Entry::Vacant(slot) => slot.insert(match hosts.get(&row.host_id) {
-                    Some(state) => state.clone(),
-                    None => load_host(sink, row.host_id)?,
-                }),
+                Entry::Vacant(slot) => {
+                    let mut state = match hosts.get(&row.host_id) {
+                        Some(state) => state.clone(),
+                        None => HostState { head: stored_head(sink, row.host_id)?, recent: None },
+                    };
+                    // Read before the group's first row of the host: its rows are not in the database yet.
+                    if state.recent.is_none() && legacy.contains(&row.host_id) {
+                        state.recent = Some(newest_lines(sink, row.host_id)?);
+                    }
+                    slot.insert(state)
+                }
             };
-            if duplicate || (row.seq.is_none() && state.recent.contains(&dedup_key)) {
+            let sent_just_now = state.recent.as_ref().is_some_and(|recent| recent.contains(&dedup_key));
+            if duplicate || (row.seq.is_none() && sent_just_now) {
                 these.push(Outcome::Duplicate);
                 continue;
             }
@@ -280,10 +315,12 @@ fn write(
             row.chain_seq = state.head.0 + 1;
             row.row_hash = chain::seal(key, &row, &state.head.1, &dedup_key);
             state.head = (row.chain_seq, row.row_hash.clone());
-            if state.recent.len() == RECENT {
-                state.recent.pop_front();
+            if let Some(recent) = state.recent.as_mut() {
+                if recent.len() == RECENT {
+                    recent.pop_front();
+                }
+                recent.push_back(dedup_key);
             }
-            state.recent.push_back(dedup_key);
             these.push(Outcome::Stored(0));
             rows.push(row);
         }
@@ -335,10 +372,13 @@ fn agent_duplicates(sink: &mut dyn AuditSink, incoming: &[Vec<Pending>]) -> Resu
         .collect())
 }
 
-/// A host's chain head and newest dedup keys, from the database.
-fn load_host(sink: &mut dyn AuditSink, host_id: i64) -> Result<HostState, StoreError> {
-    let head = sink.audit_head(host_id)?.unwrap_or((0, chain::GENESIS.to_owned()));
+/// A host's chain head, from the database.
+fn stored_head(sink: &mut dyn AuditSink, host_id: i64) -> Result<(i64, String), StoreError> {
+    Ok(sink.audit_head(host_id)?.unwrap_or((0, chain::GENESIS.to_owned())))
+}
+
+/// The dedup keys of a host's newest rows, oldest first, from the database.
+fn newest_lines(sink: &mut dyn AuditSink, host_id: i64) -> Result<VecDeque<String>, StoreError> {
     let newest_first = sink.recent_audit_rows(host_id, RECENT as i64)?;
-    let recent = newest_first.iter().rev().map(chain::dedup_key).collect();
-    Ok(HostState { head, recent })
+    Ok(newest_first.iter().rev().map(chain::dedup_key).collect())
 }

@@ -144,10 +144,14 @@ pub trait AuditSink: Send {
     /// The latest `received_at` stored (0 for none): the writer never stamps a row earlier.
     fn latest_received_at(&mut self) -> Result<i64, StoreError>;
     /// Begins a group where other servers may write too (PostgreSQL): takes the audit write lock in a transaction
-    /// that [`AuditSink::write_audit_batch`] then commits, and returns what the database holds now for `hosts`.
-    /// `None`: this process is the database's only audit writer (SQLite and MariaDB serve one server).
-    fn begin_group(&mut self, _hosts: &[i64]) -> Result<Option<Shared>, StoreError> {
-        Ok(None)
+    /// that [`AuditSink::write_audit_batch`] then commits. False: this process is the database's only audit writer
+    /// (SQLite and MariaDB serve one server), and nothing was begun.
+    fn begin_group(&mut self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+    /// What the database holds now, under the begun group's lock, for `hosts`: what other servers wrote.
+    fn group_state(&mut self, _hosts: &[i64]) -> Result<Shared, StoreError> {
+        Ok(Shared::default())
     }
     /// Ends a begun group without writing (its transaction rolls back and the lock is let go).
     fn abort_group(&mut self) {}
@@ -203,13 +207,17 @@ impl AuditSink for PooledAuditSink {
         self.runtime.block_on(self.store.latest_received_at())
     }
 
-    fn begin_group(&mut self, hosts: &[i64]) -> Result<Option<Shared>, StoreError> {
+    fn begin_group(&mut self) -> Result<bool, StoreError> {
         self.abort_group();
-        let Some((group, shared)) = self.runtime.block_on(self.store.begin_audit_group(hosts))? else {
-            return Ok(None);
-        };
-        self.group = Some(group);
-        Ok(Some(shared))
+        self.group = self.runtime.block_on(self.store.begin_audit_group())?;
+        Ok(self.group.is_some())
+    }
+
+    fn group_state(&mut self, hosts: &[i64]) -> Result<Shared, StoreError> {
+        match self.group.as_mut() {
+            Some(group) => self.runtime.block_on(self.store.audit_group_state(group, hosts)),
+            None => Ok(Shared::default()),
+        }
     }
 
     fn abort_group(&mut self) {
@@ -256,27 +264,32 @@ impl Store {
     }
 
     /// On PostgreSQL, where several servers write audit rows: begins a transaction that holds the audit write lock
-    /// until it ends, and reads the chain heads of `hosts` and the latest `received_at` under it. The servers'
-    /// writers take turns a group at a time (group commit makes a turn large), which keeps each host's chain one
-    /// line and ids in `received_at` order ([`super::audit_search`] relies on it). `None` on the other dialects,
-    /// which serve one server.
-    pub async fn begin_audit_group(&self, hosts: &[i64]) -> Result<Option<(Group, Shared)>, StoreError> {
+    /// until it ends. The servers' writers take turns a group at a time (group commit makes a turn large), which
+    /// keeps each host's chain one line and ids in `received_at` order ([`super::audit_search`] relies on it).
+    /// `None` on the other dialects, which serve one server.
+    pub async fn begin_audit_group(&self) -> Result<Option<Group>, StoreError> {
         let super::Pool::Postgres(pool) = &self.pool else { return Ok(None) };
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(super::cluster::advisory_key("omserver audit writer"))
             .execute(&mut *tx)
             .await?;
+        Ok(Some(Group(tx)))
+    }
+
+    /// The chain heads of `hosts` and the latest `received_at`, read in `group`'s transaction, under its lock.
+    pub async fn audit_group_state(&self, group: &mut Group, hosts: &[i64]) -> Result<Shared, StoreError> {
+        let Group(tx) = group;
         let heads = sqlx::query_as::<_, (i64, i64, String)>(
             "SELECT host_id, last_seq, last_hash FROM audit_chain WHERE host_id = ANY($1)",
         )
         .bind(hosts)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         let latest_received_at: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(received_at), 0) FROM server_history").fetch_one(&mut *tx).await?;
+            sqlx::query_scalar("SELECT COALESCE(MAX(received_at), 0) FROM server_history").fetch_one(&mut **tx).await?;
         let heads = heads.into_iter().map(|(host, seq, hash)| (host, (seq, hash))).collect();
-        Ok(Some((Group(tx), Shared { heads, latest_received_at })))
+        Ok(Shared { heads, latest_received_at })
     }
 
     /// Writes one batch in one transaction: the rows, the gaps, the new chain heads and the hourly counts. Returns
