@@ -20,7 +20,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use reqwest::{blocking::Client, StatusCode};
@@ -288,7 +288,13 @@ impl Server {
                     data.push_str(chunk.strip_prefix(' ').unwrap_or(chunk));
                 } else if line.is_empty() && !event.is_empty() {
                     let value = serde_json::from_str(&data).unwrap_or(Value::String(data.clone()));
-                    if tx.send(Ok(JobEventSeen { event: event.clone(), data: value, at: opened.elapsed() })).is_err() {
+                    let seen = JobEventSeen {
+                        event: event.clone(),
+                        data: value,
+                        at: opened.elapsed(),
+                        received: SystemTime::now(),
+                    };
+                    if tx.send(Ok(seen)).is_err() {
                         return;
                     }
                     event.clear();
@@ -312,6 +318,8 @@ pub struct JobEventSeen {
     pub event: String,
     pub data: Value,
     pub at: Duration,
+    /// The wall clock then, to compare with a browser's (one machine, one clock).
+    pub received: SystemTime,
 }
 
 pub struct EventReader {
