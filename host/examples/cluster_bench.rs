@@ -7,8 +7,8 @@
 //! - **one+lb:** the same behind haproxy (`host/tests/common/balancer.rs`: round robin, `/healthz` checks): what
 //!   the balancer's hop costs alone;
 //! - **three:** three servers (the same key, names s0–s2) behind haproxy;
-//! - **three/3:** the same with 3 job slots per server instead of 8: about one server's 8 module workers in all,
-//!   as the machine's 2 cores would have to be shared anyway (servers on machines of their own would not).
+//! - **three/6c:** the same with 6 database connections per server instead of 16 (`database_connections`): about
+//!   one server's 16 in all, for the one PostgreSQL on the machine's 2 cores.
 //!
 //! In each: four clients send agent batches of 500 events (one host each) back to back for SECONDS, then JOBS jobs
 //! of module 1003 (`View OS version`, local backend, on `localhost`) are submitted by four clients and waited for.
@@ -39,12 +39,12 @@ const CLIENTS: usize = 4;
 const BATCH: usize = 500;
 const DATABASE: &str = "omsbench_cluster";
 const SECRET: &str = "cluster-bench-secret-key-0123456789abcdef";
-/// (name, servers, behind haproxy, job slots per server when not the default 8).
-const LAYOUTS: [(&str, usize, bool, Option<usize>); 4] = [
-    ("one", 1, false, None),
-    ("one+lb", 1, true, None),
-    ("three", 3, true, None),
-    ("three/3", 3, true, Some(3)),
+/// (name, servers, behind haproxy, more configuration for each server).
+const LAYOUTS: [(&str, usize, bool, &str); 4] = [
+    ("one", 1, false, ""),
+    ("one+lb", 1, true, ""),
+    ("three", 3, true, ""),
+    ("three/6c", 3, true, "database_connections = 6\n"),
 ];
 
 struct Figures {
@@ -66,10 +66,10 @@ async fn main() -> Result<(), Error> {
     println!("cluster bench: {seconds} s of ingest, {jobs} jobs, {rounds} rounds, {CLIENTS} clients");
     let mut runs: Vec<(&str, Figures)> = Vec::new();
     for round in 1..=rounds {
-        for (layout, servers, balanced, slots) in LAYOUTS {
-            let figures = run(&binary, &module, &haproxy, (servers, balanced, slots), seconds, jobs).await?;
+        for (layout, servers, balanced, extra) in LAYOUTS {
+            let figures = run(&binary, &module, &haproxy, (servers, balanced, extra), seconds, jobs).await?;
             println!(
-                "round {round} {layout:>7}: {:>8.0} events/s (batch p50 {:>6.1} ms, p99 {:>6.1} ms), {:>6.1} jobs/s",
+                "round {round} {layout:>8}: {:>8.0} events/s (batch p50 {:>6.1} ms, p99 {:>6.1} ms), {:>6.1} jobs/s",
                 figures.events_per_sec, figures.batch_p50_ms, figures.batch_p99_ms, figures.jobs_per_sec
             );
             runs.push((layout, figures));
@@ -97,23 +97,20 @@ async fn main() -> Result<(), Error> {
     Ok(())
 }
 
-/// One layout on a fresh database: `servers` servers, behind haproxy when `balanced`, with `slots` job slots each
-/// (the default when `None`).
+/// One layout on a fresh database: `servers` servers, behind haproxy when `balanced`, each configured with `extra`
+/// too.
 async fn run(
     binary: &Path,
     module: &Path,
     haproxy: &Path,
-    (servers, balanced, slots): (usize, bool, Option<usize>),
+    (servers, balanced, extra): (usize, bool, &str),
     seconds: u64,
     jobs: usize,
 ) -> Result<Figures, Error> {
     let (url, admin) = fresh_postgres(DATABASE).await?;
     let mut started: Vec<BenchServer> = Vec::new();
     for i in 0..servers {
-        let mut config = format!("node_name = \"s{i}\"\nsecret_key = \"{SECRET}\"\n");
-        if let Some(slots) = slots {
-            config.push_str(&format!("max_concurrent_jobs = {slots}\n"));
-        }
+        let config = format!("node_name = \"s{i}\"\nsecret_key = \"{SECRET}\"\n{extra}");
         started.push(BenchServer::start_on(binary, module, &url, &config).map_err(|e| e.to_string())?);
     }
     let token = started[0].token.clone();

@@ -150,7 +150,7 @@ impl App {
     /// Connects and migrates the database, loads the modules in plugins.d once, and prepares the backend.
     pub async fn open(config: Config) -> Result<App, StartError> {
         let tls = config.tls()?.map(|files| http::tls::server_config(&files)).transpose()?;
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect_with(&config.database_url, config.database_connections).await?;
         let key = auth::secret_key(config.secret_key.as_deref(), &config.state_dir)
             .map_err(io(format!("secret key in {}", config.state_dir.display())))?;
         let audit = AuditService::start(

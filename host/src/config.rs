@@ -22,6 +22,9 @@ pub struct Config {
     pub tls_key_file: Option<PathBuf>,
     /// `sqlite://file.db` (the default), `mysql://…` (MariaDB/MySQL) or `postgres://…`.
     pub database_url: String,
+    /// Connections each server keeps to MariaDB or PostgreSQL at most (SQLite is one file, one process). Servers
+    /// of one database hold up to this many each: keep their sum within the database's `max_connections`.
+    pub database_connections: u32,
     /// The drop-in directory for task-module libraries, watched while the server runs.
     pub plugins_dir: PathBuf,
     /// Where the server keeps its own state: private copies of loaded libraries, the generated secret key.
@@ -92,6 +95,7 @@ impl Default for Config {
             tls_cert_file: None,
             tls_key_file: None,
             database_url: "sqlite://omserver.db".to_owned(),
+            database_connections: crate::store::DEFAULT_CONNECTIONS,
             plugins_dir: PathBuf::from("plugins.d"),
             state_dir: PathBuf::from(".omserver"),
             files_dir: PathBuf::from("files"),
@@ -128,6 +132,7 @@ const KEYS: &[&str] = &[
     "tls_cert_file",
     "tls_key_file",
     "database_url",
+    "database_connections",
     "plugins_dir",
     "state_dir",
     "files_dir",
@@ -195,6 +200,14 @@ impl Config {
             }
         }
         config.node_name()?;
+        if !(crate::store::MIN_CONNECTIONS..=1000).contains(&config.database_connections) {
+            return Err(ConfigError::Invalid(format!(
+                "database_connections {} must be {} to 1000: two listen for other servers' signals, the audit \
+                 writer holds two through each group, and requests need the others",
+                config.database_connections,
+                crate::store::MIN_CONNECTIONS
+            )));
+        }
         Ok(config)
     }
 
@@ -298,6 +311,21 @@ mod tests {
             assert_eq!(config.database_url, "postgres://127.0.0.1/test");
             assert_eq!(config.auto_platform, "local", "the bare AUTO_PLATFORM wins over the file");
             assert_eq!(config.module_settings(1006), vec![("path.nginx".to_owned(), "/srv/nginx.conf".to_owned())]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn database_connections_are_bounded() {
+        figment::Jail::expect_with(|jail| {
+            for (value, ok) in [(5, false), (6, true), (1000, true), (1001, false)] {
+                jail.create_file("pool.toml", &format!("database_connections = {value}\n"))?;
+                match Config::load(Some("pool.toml".as_ref())) {
+                    Ok(config) => assert!(ok && config.database_connections == value, "{value} accepted"),
+                    Err(err) => assert!(!ok && err.to_string().contains("must be 6 to 1000"), "{value}: {err}"),
+                }
+            }
+            assert_eq!(Config::default().database_connections, 16);
             Ok(())
         });
     }

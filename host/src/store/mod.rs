@@ -186,15 +186,27 @@ pub struct Store {
     kept_grants: grants::KeptGrants,
 }
 
+/// Connections a server keeps to MariaDB or PostgreSQL at most, unless configured (`database_connections`).
+pub const DEFAULT_CONNECTIONS: u32 = 16;
+/// The fewest a server works with: on PostgreSQL two are kept listening (the audit stream, job signals), the audit
+/// writer holds one through each group and reads with another, and requests need at least two. (Held advisory
+/// locks are taken out of the pool: they are not counted.)
+pub const MIN_CONNECTIONS: u32 = 6;
+
 impl Store {
-    /// Connects to `url` and applies pending migrations.
+    /// Connects to `url` with at most [`DEFAULT_CONNECTIONS`] and applies pending migrations.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        let store = Store::connect_without_migrating(url).await?;
+        Store::connect_with(url, DEFAULT_CONNECTIONS).await
+    }
+
+    /// Connects to `url` with at most `connections` (MariaDB, PostgreSQL) and applies pending migrations.
+    pub async fn connect_with(url: &str, connections: u32) -> Result<Store, StoreError> {
+        let store = Store::connect_without_migrating(url, connections).await?;
         store.migrate().await?;
         Ok(store)
     }
 
-    async fn connect_without_migrating(url: &str) -> Result<Store, StoreError> {
+    async fn connect_without_migrating(url: &str, connections: u32) -> Result<Store, StoreError> {
         let scheme = url.split(':').next().unwrap_or_default();
         // Short: when the database is down, requests should fail fast with 503 (agents keep their events and
         // retry) rather than hang past their clients' timeouts.
@@ -233,14 +245,20 @@ impl Store {
             "mysql" | "mariadb" => {
                 let url = url.replacen("mariadb:", "mysql:", 1);
                 let options = MySqlConnectOptions::from_str(&url)?.charset("utf8mb4");
-                let pool =
-                    MySqlPoolOptions::new().max_connections(16).acquire_timeout(acquire).connect_with(options).await?;
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(connections)
+                    .acquire_timeout(acquire)
+                    .connect_with(options)
+                    .await?;
                 (Pool::MySql(pool), Dialect::MySql)
             }
             "postgres" | "postgresql" => {
                 let options = PgConnectOptions::from_str(url)?;
-                let pool =
-                    PgPoolOptions::new().max_connections(16).acquire_timeout(acquire).connect_with(options).await?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(connections)
+                    .acquire_timeout(acquire)
+                    .connect_with(options)
+                    .await?;
                 (Pool::Postgres(pool), Dialect::Postgres)
             }
             _ => return Err(StoreError::UnsupportedUrl(url.to_owned())),
