@@ -213,18 +213,26 @@ fn read_loop(mut reader: UnixStream, link: &Link, runs: mpsc::Sender<(InitReques
             }
             Ok(ToWorker::Cancel) => link.cancelled.store(true, Ordering::SeqCst),
             Ok(ToWorker::Load) => {
-                eprintln!("omserver worker: protocol error: a second Load");
+                complain(format_args!("protocol error: a second Load"));
                 break;
             }
             Err(ProtocolError::Closed) => break,
             Err(err) => {
-                eprintln!("omserver worker: protocol error: {err}");
+                complain(format_args!("protocol error: {err}"));
                 break;
             }
         }
     }
     // SAFETY: _exit ends the process without running the module's destructors, which may be what is broken.
     unsafe { libc::_exit(0) }
+}
+
+/// Says what went wrong on stderr, if anyone still reads it. Not `eprintln!`, which panics when the write fails:
+/// a server that was killed leaves stderr a broken pipe, and a panic here would end this thread before the
+/// `_exit`, leaving the module waiting for an answer for ever.
+fn complain(what: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "omserver worker: {what}");
 }
 
 fn unexpected(what: &str) -> ProtocolError {
