@@ -1,5 +1,6 @@
 //! The console across servers: a browser on server alpha's `/audit` and job pages sees what happens on server
-//! beta, promptly. Two servers on one PostgreSQL (a fresh database), headless Chromium from the test environment.
+//! beta, promptly, and its `/modules` names the servers that load each module. Two servers on one PostgreSQL (a
+//! fresh database), headless Chromium from the test environment.
 //! The measure is the test's own, on one machine and one clock: for an audit event, from just before it is sent to
 //! beta to its row in alpha's page; for a job's host, from its result on beta's own event stream to its row
 //! `ok` on alpha's job page. The goal (issue 19): p99 ≤ 250 ms for both.
@@ -43,6 +44,10 @@ fn a_browser_on_one_server_sees_events_and_hosts_finished_on_another_within_250_
     let beta = node(&scratch.url, "beta", Some(&token), "");
     let browser = Browser::start("console_cluster");
     browser.log_in(&alpha.base, "admin", &alpha.admin_password);
+
+    // Each module names the servers that load that very file: both load the sleeping fixture.
+    browser.goto(&format!("{}/modules", alpha.base));
+    browser.wait_for_text("#modules tr[data-file=\"Mid_9003.so\"] td.servers", "alpha, beta", Duration::from_secs(15));
 
     // ---- audit: sent to beta, shown on alpha's /audit ----
     browser.goto(&format!("{}/audit", alpha.base));

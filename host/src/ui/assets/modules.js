@@ -26,7 +26,9 @@ async function refresh() {
     tr.append(el('td', m.file), el('td', m.status === 'loaded' ? 'loaded' : `rejected: ${m.error}`), el('td', m.id ?? ''),
       el('td', m.name ?? '', { class: 'name' }), el('td', m.version ?? ''),
       el('td', m.description ?? '', { class: 'description' }), params,
-      el('td', m.backends.length ? m.backends.join(', ') : 'all'));
+      el('td', m.backends.length ? m.backends.join(', ') : 'all'),
+      // The servers of the database that load this very file (same content); one only where the database is not shared.
+      el('td', (m.servers ?? []).join(', '), { class: 'servers' }));
     return tr;
   }));
 }
