@@ -9,7 +9,7 @@ use omserver::store::{now_ms, JobQuery, JobRow, NewJob, NewSchedule, NewTemplate
 
 mod common;
 
-use common::scratch::for_each_dialect;
+use common::scratch::{for_each_dialect, plain_job};
 
 /// 1 MiB of text: every line has multi-byte characters (a 4-byte one needs MySQL's utf8mb4), quotes, backslashes,
 /// tabs and carriage returns.
@@ -46,24 +46,6 @@ fn assert_results(got: &[ResultRow], want: &[ResultRow]) {
     }
 }
 
-fn new_job<'a>(created_by: &'a str) -> NewJob<'a> {
-    NewJob {
-        module_id: 1003,
-        module_version: "1.0.0",
-        backend: "local",
-        params: r#"{"lines":5}"#,
-        hosts: r#"["localhost","web1"]"#,
-        created_by,
-        rollout: None,
-        rerun_of: None,
-        template_id: None,
-        definition: None,
-        pending_approval: false,
-        node: Some("test-node"),
-        module_sha256: "0",
-    }
-}
-
 fn newest(limit: i64) -> JobQuery {
     JobQuery { limit, ..JobQuery::default() }
 }
@@ -83,7 +65,7 @@ async fn a_job_goes_queued_running_finished_and_its_results_round_trip_exactly()
             assert!(store.job(1).await.unwrap().is_none());
 
             let t0 = now_ms();
-            let id = store.insert_job(&new_job("admin-token")).await.unwrap();
+            let id = store.insert_job(&plain_job("admin-token")).await.unwrap();
             let t1 = now_ms();
             assert!(id > 0);
             let JobRow {
@@ -159,7 +141,7 @@ async fn a_job_goes_queued_running_finished_and_its_results_round_trip_exactly()
             assert_results(&store.job_results(id).await.unwrap(), &results);
 
             // Another job's results are its own; a job without results has none.
-            let other = store.insert_job(&new_job("cli:root")).await.unwrap();
+            let other = store.insert_job(&plain_job("cli:root")).await.unwrap();
             assert!(other > id);
             store.finish_job(other, "succeeded", None, &results[1..2]).await.unwrap();
             let other_row = store.job(other).await.unwrap().unwrap();
@@ -179,7 +161,7 @@ async fn recent_jobs_are_newest_first_and_limited() {
         let store = &db.store;
         let mut ids = Vec::new();
         for n in 0..5 {
-            ids.push(store.insert_job(&new_job(&format!("user{n}"))).await.unwrap());
+            ids.push(store.insert_job(&plain_job(&format!("user{n}"))).await.unwrap());
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow: {ids:?}");
         let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
@@ -217,7 +199,7 @@ async fn job_history_filters_narrow_exactly_on_every_dialect() {
             module_id,
             hosts,
             created_by: by,
-            ..new_job(by)
+            ..plain_job(by)
         };
         let a = store.insert_job(&job("alice", 1003, r#"["web1","web2"]"#)).await.unwrap();
         let b = store.insert_job(&job("Alice", 1003, r#"["web10"]"#)).await.unwrap();
@@ -267,7 +249,7 @@ async fn batches_keep_their_results_as_they_finish_and_reruns_link_back() {
     for_each_dialect(|db| async move {
         let store = &db.store;
         let rollout = r#"{"batch":"50%","max_failed":1,"pause_secs":0}"#;
-        let id = store.insert_job(&NewJob { rollout: Some(rollout), ..new_job("a") }).await.unwrap();
+        let id = store.insert_job(&NewJob { rollout: Some(rollout), ..plain_job("a") }).await.unwrap();
         assert_eq!(store.job(id).await.unwrap().unwrap().rollout.as_deref(), Some(rollout));
         store.mark_job_running(id, "test-node").await.unwrap();
         let row = |host: &str, status: &str| ResultRow {
@@ -299,8 +281,8 @@ async fn batches_keep_their_results_as_they_finish_and_reruns_link_back() {
         assert_results(&store.job_results(id).await.unwrap(), &want);
 
         assert!(store.reruns_of(id).await.unwrap().is_empty());
-        let first = store.insert_job(&NewJob { rerun_of: Some(id), ..new_job("b") }).await.unwrap();
-        let second = store.insert_job(&NewJob { rerun_of: Some(id), ..new_job("b") }).await.unwrap();
+        let first = store.insert_job(&NewJob { rerun_of: Some(id), ..plain_job("b") }).await.unwrap();
+        let second = store.insert_job(&NewJob { rerun_of: Some(id), ..plain_job("b") }).await.unwrap();
         assert_eq!(store.reruns_of(id).await.unwrap(), vec![first, second]);
         assert_eq!(store.job(first).await.unwrap().unwrap().rerun_of, Some(id));
     })
@@ -385,21 +367,21 @@ async fn unfinished_jobs_of_a_server_fail_keeping_stored_results_and_losing_the_
             stderr: String::new(),
             duration_ms: 5,
         };
-        let queued = store.insert_job(&new_job("a")).await.unwrap();
+        let queued = store.insert_job(&plain_job("a")).await.unwrap();
         // Running its second batch: the first one's result is stored, web1's is not.
-        let running = store.insert_job(&new_job("a")).await.unwrap();
+        let running = store.insert_job(&plain_job("a")).await.unwrap();
         store.mark_job_running(running, "test-node").await.unwrap();
         store.start_batch(running, 0, r#"["localhost"]"#).await.unwrap();
         store.finish_batch(running, 0, &[row("localhost", "ok")]).await.unwrap();
         store.start_batch(running, 1, r#"["web1"]"#).await.unwrap();
         // Another server's job, running there: not this server's to fail.
-        let elsewhere = store.insert_job(&NewJob { node: Some("other-node"), ..new_job("a") }).await.unwrap();
+        let elsewhere = store.insert_job(&NewJob { node: Some("other-node"), ..plain_job("a") }).await.unwrap();
         store.mark_job_running(elsewhere, "other-node").await.unwrap();
         let mut finished = Vec::new();
         for (status, error) in
             [("succeeded", None), ("failed", Some("1 of 1 hosts did not succeed")), ("cancelled", Some("cancelled"))]
         {
-            let id = store.insert_job(&new_job("a")).await.unwrap();
+            let id = store.insert_job(&plain_job("a")).await.unwrap();
             store.mark_job_running(id, "test-node").await.unwrap();
             store.finish_job(id, status, error, &[]).await.unwrap();
             finished.push((id, store.job(id).await.unwrap().unwrap()));

@@ -36,21 +36,7 @@ fn new_host(name: &str, ip: &str) -> NewHost {
 }
 
 fn job(created_by: &str) -> NewJob<'_> {
-    NewJob {
-        module_id: 1003,
-        module_version: "1.0.0",
-        backend: "local",
-        params: "{}",
-        hosts: "[\"localhost\"]",
-        created_by,
-        rollout: None,
-        rerun_of: None,
-        template_id: None,
-        definition: None,
-        pending_approval: false,
-        node: Some("test-node"),
-        module_sha256: "0",
-    }
+    NewJob { params: "{}", hosts: "[\"localhost\"]", ..common::scratch::plain_job(created_by) }
 }
 
 #[tokio::test]

@@ -206,3 +206,23 @@ where
     })
     .await;
 }
+
+/// A queued job of module 1003 on `localhost` and `web1`, run by this server (`test-node`), for tests that talk to
+/// a store directly; change what a test needs with `NewJob { …, ..plain_job(by) }`.
+pub fn plain_job(created_by: &str) -> omserver::store::NewJob<'_> {
+    omserver::store::NewJob {
+        module_id: 1003,
+        module_version: "1.0.0",
+        backend: "local",
+        params: r#"{"lines":5}"#,
+        hosts: r#"["localhost","web1"]"#,
+        created_by,
+        rollout: None,
+        rerun_of: None,
+        template_id: None,
+        definition: None,
+        pending_approval: false,
+        node: Some("test-node"),
+        module_sha256: "0",
+    }
+}
