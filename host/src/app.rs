@@ -19,7 +19,7 @@ use crate::{
     notify::{self, Notifications},
     plugins::{watch, Registry},
     schedules::{Scheduler, Schedules},
-    store::{JoinError, NewHost, Store, StoreError},
+    store::{Dialect, JoinError, NewHost, Store, StoreError},
     templates::Templates,
     users::{UserError, Users},
     worker::{WorkerConfig, WorkerUser, Workers},
@@ -346,6 +346,14 @@ impl App {
                 crate::audit::retention::run(retention.clone(), days, stop)
             }))
         });
+        // PostgreSQL's command index: behind every server's audit writer, kept by one server at a time.
+        let audit_index = (self.store.dialect() == Dialect::Postgres).then(|| {
+            let store = self.store.clone();
+            tokio::spawn(lead(self.store.clone(), "audit-index", shutdown.clone(), move |stop| {
+                let store = store.clone();
+                async move { store.keep_audit_index(stop).await }
+            }))
+        });
         // Say at start what is wrong with a backend, but serve anyway: the others (and local) still work.
         for health in self.jobs.backends().health().await {
             if health.ok {
@@ -399,8 +407,8 @@ impl App {
         let _ = sweeper.await;
         // It left the list of servers as shutdown began (while the jobs above still had time to end).
         let _ = heartbeat.await;
-        if let Some(retention) = retention {
-            let _ = retention.await;
+        for work in [retention, audit_index].into_iter().flatten() {
+            let _ = work.await;
         }
         self.store.close().await;
         tracing::info!("stopped");

@@ -1542,8 +1542,13 @@ mod dialects {
         );
         // Command search: the same answer as a plain scan of every row by the rule (a substring, case
         // ignored), whether an index answers the term or a window is read; with other filters and paging too.
-        // The index is kept off the writer's path (a thread on SQLite, a task on PostgreSQL): wait until it has
-        // every row, so that it answers.
+        // The index is kept off the writer's path (a thread on SQLite, on PostgreSQL a task that `serve` runs on
+        // one server of the database, started here): wait until it has every row, so that it answers.
+        let keeping = tokio_util::sync::CancellationToken::new();
+        tokio::spawn({
+            let (store, stop) = (store.clone(), keeping.clone());
+            async move { store.keep_audit_index(stop).await }
+        });
         if dialect != Dialect::MySql {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while store.audit_text_lag().await.unwrap() != Some(0) {
@@ -1742,6 +1747,7 @@ mod dialects {
             ),
             "{dialect:?}"
         );
+        keeping.cancel();
         store.close().await;
     }
 

@@ -465,3 +465,74 @@ fn one_server_sends_each_notification_and_another_takes_over_when_it_dies() {
     drop((alpha, beta));
     block_on(scratch.drop_database());
 }
+
+/// How many sessions hold the lock of the work `work` that one server does at a time (`cluster::lead`): the key
+/// is the first 8 bytes of SHA-256 of `omserver work <work>`, which PostgreSQL shows split in two 32-bit halves.
+fn leaders(url: &str, work: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("omserver work {work}").as_bytes());
+    let key = i64::from_be_bytes(digest[..8].try_into().unwrap());
+    block_on(async {
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 \
+             AND ((classid::bigint << 32) | objid::bigint) = $1 AND database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(key)
+        .fetch_one(&mut db)
+        .await
+        .unwrap()
+    })
+}
+
+/// Stored audit rows the command index has not taken yet.
+fn index_lag(url: &str) -> i64 {
+    block_on(async {
+        let mut db = <sqlx::PgConnection as sqlx::Connection>::connect(url).await.unwrap();
+        sqlx::query_scalar("SELECT COUNT(*) FROM server_history WHERE id > (SELECT position FROM audit_text_position)")
+            .fetch_one(&mut db)
+            .await
+            .unwrap()
+    })
+}
+
+#[test]
+fn one_server_keeps_the_command_index_for_every_servers_rows_and_another_takes_over_when_it_dies() {
+    let scratch = block_on(Scratch::create(Dialect::Postgres));
+    let mut alpha = node(&scratch.url, "alpha", None);
+    let token = alpha.token.clone();
+    let beta = node(&scratch.url, "beta", Some(&token));
+    let agent = common::cli(&alpha, &["hosts", "token", "localhost"]);
+    assert!(agent.status.success(), "{agent:?}");
+    let agent = agent.stdout.trim().to_owned();
+    let send = |server: &Server, from: i64| {
+        let events: Vec<Value> = (from..from + 200)
+            .map(|seq| {
+                json!({ "stream": "s", "seq": seq, "history_id": seq, "user": "root",
+                        "time": "2026-12-05 10:00:00", "command": format!("systemctl restart unit{seq}") })
+            })
+            .collect();
+        post(server, &agent, "/api/audit/events", json!({ "events": events }));
+    };
+
+    // Both write; one indexes every row (the other's as well), and one only.
+    send(&alpha, 1);
+    send(&beta, 201);
+    wait_until("the index has every server's rows", Duration::from_secs(15), || index_lag(&scratch.url) == 0);
+    assert_eq!(leaders(&scratch.url, "audit-index"), 1, "one server keeps the index");
+
+    // Its keeper dies (the first server: it asked first); the other takes the index over.
+    alpha.kill();
+    send(&beta, 401);
+    wait_until("the index taken over", Duration::from_secs(30), || index_lag(&scratch.url) == 0);
+    assert_eq!(leaders(&scratch.url, "audit-index"), 1);
+    let (status, found) = beta.send(
+        beta.client.get(format!("{}/api/audit/events?q=restart%20unit450&limit=10", beta.base)).bearer_auth(&token),
+    );
+    assert_eq!(status, 200, "{found}");
+    // Answered by the index (a search of rows it has not taken reads a window and says which).
+    assert_eq!((found["events"].as_array().map(Vec::len), &found["scanned"]), (Some(1), &Value::Null), "{found}");
+    drop((alpha, beta));
+    block_on(scratch.drop_database());
+}

@@ -184,8 +184,6 @@ pub struct Group(sqlx::Transaction<'static, sqlx::Postgres>);
 pub struct PooledAuditSink {
     store: Store,
     runtime: tokio::runtime::Handle,
-    /// PostgreSQL's command index keeper, nudged after each commit.
-    index: Option<super::audit_text::PgIndexer>,
     /// The begun group, between [`AuditSink::begin_group`] and the write that commits it.
     group: Option<Group>,
 }
@@ -237,9 +235,7 @@ impl AuditSink for PooledAuditSink {
     ) -> Result<Vec<i64>, StoreError> {
         let group = self.group.take();
         let ids = self.runtime.block_on(self.store.write_audit_batch(rows, gaps, heads, group))?;
-        if let Some(index) = &self.index {
-            index.nudge();
-        }
+        self.store.audit_index_nudge.nudge();
         Ok(ids)
     }
 }
@@ -254,10 +250,6 @@ impl Store {
             None => Box::new(PooledAuditSink {
                 store: self.clone(),
                 runtime: tokio::runtime::Handle::current(),
-                index: match &self.pool {
-                    super::Pool::Postgres(pool) => Some(super::audit_text::PgIndexer::start(pool.clone())),
-                    _ => None,
-                },
                 group: None,
             }),
         })

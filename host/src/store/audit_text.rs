@@ -1,7 +1,8 @@
 //! The command index: how a search term is put to it ([`words`], [`fts_phrase`]), and its keepers, just behind
 //! the audit writer: on SQLite the `audit-index` thread
-//! (`server_history_text`, FTS5 trigram), on PostgreSQL a task on the runtime (`server_history_text`, the
-//! command's words under a pg_trgm GIN index; migration 0016).
+//! (`server_history_text`, FTS5 trigram), on PostgreSQL a task that one server of the database runs at a time
+//! ([`Store::keep_audit_index`]; `server_history_text`, the command's words under a pg_trgm GIN index; migration
+//! 0016).
 //!
 //! Indexing a command costs several times what storing it does (about 7 µs a row against the writer's ~10 µs
 //! for everything else), so the audit writer does not do it: this thread indexes the rows above
@@ -15,14 +16,18 @@
 
 use std::{
     path::Path,
-    sync::mpsc::{self, RecvTimeoutError, SyncSender},
+    sync::{
+        mpsc::{self, RecvTimeoutError, SyncSender},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use rusqlite::{params, Connection, TransactionBehavior};
-use tokio::{sync::Notify, task::AbortHandle};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
-use super::StoreError;
+use super::{Store, StoreError};
 
 /// PostgreSQL: what is indexed of a command (`history_command` in SQL), as migration 0016 fills and its trigger
 /// updates it: every run of ASCII characters other than letters and digits becomes one `q`, so that pg_trgm,
@@ -120,46 +125,43 @@ fn index_batch(conn: &mut Connection) -> rusqlite::Result<usize> {
     Ok(indexed)
 }
 
-/// PostgreSQL's keeper: a task indexing the rows above the position, [`BATCH`] per transaction, resting as the
-/// thread does; nudged by the audit writer after each commit. Stopped when dropped.
-pub(super) struct PgIndexer {
-    nudge: std::sync::Arc<Notify>,
-    task: AbortHandle,
-}
+/// Wakes PostgreSQL's keeper ([`Store::keep_audit_index`]) when this server's audit writer has committed rows.
+#[derive(Debug, Clone, Default)]
+pub(super) struct IndexNudge(Arc<Notify>);
 
-impl PgIndexer {
-    /// Starts the task on the current runtime.
-    pub(super) fn start(pool: sqlx::PgPool) -> PgIndexer {
-        let nudge = std::sync::Arc::new(Notify::new());
-        let nudged = nudge.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let started = Instant::now();
-                match index_pg_batch(&pool).await {
-                    Ok(n) if n == BATCH as u64 => {
-                        tokio::time::sleep(started.elapsed() * PAUSE_FACTOR).await;
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(err) => {
-                        tracing::warn!(error = %err, "audit command index: batch failed; searches scan those rows")
-                    }
-                }
-                let _ = tokio::time::timeout(IDLE_LOOK, nudged.notified()).await;
-            }
-        });
-        PgIndexer { nudge, task: task.abort_handle() }
-    }
-
+impl IndexNudge {
     /// Rows were committed.
     pub(super) fn nudge(&self) {
-        self.nudge.notify_one();
+        self.0.notify_one();
     }
 }
 
-impl Drop for PgIndexer {
-    fn drop(&mut self) {
-        self.task.abort();
+impl Store {
+    /// PostgreSQL's keeper of the command index, until `stop`: indexes the rows above the position, [`BATCH`]
+    /// per transaction, resting as the SQLite thread does. Every server of the database may write rows, but one
+    /// indexes them at a time (`serve` runs this under `cluster::lead`): three keepers would take three times
+    /// the database's time while rows wait, from the requests of the same moment. Nudged by this server's
+    /// writer; rows another server wrote are found within [`IDLE_LOOK`]. Returns at once on the other dialects
+    /// (SQLite's thread belongs to its writer's connection; MariaDB has no command index).
+    pub async fn keep_audit_index(&self, stop: CancellationToken) {
+        let super::Pool::Postgres(pool) = &self.pool else { return };
+        loop {
+            let started = Instant::now();
+            let full = match index_pg_batch(pool).await {
+                Ok(n) => n == BATCH as u64,
+                Err(err) => {
+                    tracing::warn!(error = %err, "audit command index: batch failed; searches scan those rows");
+                    false
+                }
+            };
+            // A full batch rests its whole pause; otherwise a commit wakes it early.
+            let rest = if full { started.elapsed() * PAUSE_FACTOR } else { IDLE_LOOK };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.audit_index_nudge.0.notified(), if !full => {}
+                _ = tokio::time::sleep(rest) => {}
+            }
+        }
     }
 }
 

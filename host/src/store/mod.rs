@@ -184,6 +184,8 @@ pub struct Store {
     broad_hosts: broad_hosts::BroadHosts,
     /// Users' grants as last read ([`Store::grants_of`]).
     kept_grants: grants::KeptGrants,
+    /// Wakes PostgreSQL's command index keeper after this server's audit commits.
+    audit_index_nudge: audit_text::IndexNudge,
 }
 
 /// Connections a server keeps to MariaDB or PostgreSQL at most, unless configured (`database_connections`).
@@ -270,6 +272,7 @@ impl Store {
             snapshot: inventory::Snapshot::default(),
             broad_hosts: broad_hosts::BroadHosts::default(),
             kept_grants: grants::KeptGrants::default(),
+            audit_index_nudge: audit_text::IndexNudge::default(),
         })
     }
 
