@@ -1,7 +1,8 @@
 //! Three servers on one PostgreSQL behind haproxy (the test environment's haproxy piece; the test writes its own
-//! configuration), as a deployment runs them. Ten agents send their hosts' events through the balancer while
-//! jobs are submitted through it; one server is SIGKILLed in the middle and started again later. Every event an
-//! agent was told is stored is stored exactly once, `omserver audit verify` finds every chain whole, and every
+//! configuration), as a deployment runs them. Ten `omaudit-agent`s (real processes, `common/agents.rs`) send
+//! the commands typed on their hosts through the balancer while jobs are submitted through it; one server is
+//! SIGKILLed in the middle and started again later. Every command typed is stored exactly once, no agent
+//! reported a loss, `omserver audit verify` finds every chain whole, and every
 //! job ends with a definite status: the killed server's running jobs `failed` with their hosts `lost` (ended as
 //! interrupted by the server itself when it restarts within the lease), the rest (queued ones included, wherever
 //! they were accepted) `succeeded`. A schedule firing every 2 s fires each slot once and skips none throughout.
@@ -10,60 +11,34 @@ mod common;
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc,
     },
     thread,
     time::{Duration, Instant},
 };
 
-use common::{balancer::Balancer, cli, database::block_on, scratch::Scratch, testenv::testenv, Server};
+use common::{
+    agents::{agent_binary, assert_exactly_once, drive, wait_for, Agent},
+    balancer::Balancer,
+    database::block_on,
+    scratch::Scratch,
+    testenv::testenv,
+    Server,
+};
 use omserver::store::Dialect;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use sqlx::Connection;
 
 const AGENTS: usize = 10;
-const BATCHES: i64 = 60;
-const PER_BATCH: i64 = 25;
+/// Commands typed on each agent's host: about 20 s of prompts on 2 cores beside three servers, so that they span
+/// the kill and the restart.
+const PROMPTS: usize = 1_500;
 const JOBS: usize = 15;
 
 /// A server of the test: two job slots.
 fn node(database_url: &str, name: &str, token: Option<&str>) -> Server {
     common::cluster::node(database_url, name, token, "max_concurrent_jobs = 2")
-}
-
-/// An agent: its host's events, batch after batch, each sent until the balancer answers that it is stored.
-fn agent(client: Client, base: String, token: String, host: usize) -> u64 {
-    let mut resent = 0;
-    for batch in 0..BATCHES {
-        let events: Vec<Value> = (1..=PER_BATCH)
-            .map(|i| {
-                let seq = batch * PER_BATCH + i;
-                json!({ "stream": "s", "seq": seq, "history_id": seq, "user": "root",
-                        "time": "2026-12-05 05:00:00", "command": format!("agent {host} event {seq}") })
-            })
-            .collect();
-        let body = json!({ "events": events });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let sent = client.post(format!("{base}/api/audit/events")).bearer_auth(&token).json(&body).send();
-            if let Ok(response) = sent {
-                if response.status().is_success() {
-                    let ack: Value = response.json().expect("an acknowledgement");
-                    let told = ack["stored"].as_i64().unwrap_or(0) + ack["duplicates"].as_i64().unwrap_or(0);
-                    assert_eq!(told, PER_BATCH, "host {host} batch {batch}: {ack}");
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "host {host}: batch {batch} not stored within 60 s");
-            resent += 1;
-            thread::sleep(Duration::from_millis(100));
-        }
-        // An agent flushes as its spool fills: the batches span the kill and the restart.
-        thread::sleep(Duration::from_millis(150));
-    }
-    resent
 }
 
 #[test]
@@ -76,15 +51,14 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
     let c = node(&scratch.url, "c", Some(&token));
     let balancer = Balancer::start(&env.haproxy.binary, &[&a.base, &b.base, &c.base]);
 
-    let mut tokens = Vec::new();
-    for i in 0..AGENTS {
-        let (status, body) =
-            a.post("/api/hosts", &json!({ "name": format!("ag{i}"), "ip": format!("127.0.1.{}", i + 1) }));
-        assert_eq!(status, 201, "{body}");
-        let out = cli(&a, &["hosts", "token", &format!("ag{i}")]);
-        assert!(out.status.success(), "{out:?}");
-        tokens.push(out.stdout.trim().to_owned());
-    }
+    let binary = agent_binary();
+    let agents: Vec<Arc<Agent>> = (0..AGENTS)
+        .map(|i| {
+            let mut agent = Agent::register(&a, &binary, i);
+            agent.server = balancer.base.clone();
+            Arc::new(agent)
+        })
+        .collect();
     let client = Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     // A saved job fired every 2 s by whichever server claims each slot.
     let (status, saved) = a.post(
@@ -97,14 +71,8 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
     assert_eq!(status, 201, "{schedule}");
     let schedule = schedule["id"].as_i64().unwrap();
 
-    let agents: Vec<_> = tokens
-        .into_iter()
-        .enumerate()
-        .map(|(host, agent_token)| {
-            let (client, base) = (client.clone(), balancer.base.clone());
-            thread::spawn(move || agent(client, base, agent_token, host))
-        })
-        .collect();
+    let done = Arc::new(AtomicUsize::new(0));
+    let drivers = drive(&agents, PROMPTS, &done);
     let submitting = Arc::new(AtomicBool::new(true));
     let submitter = {
         let (client, base, token, submitting) =
@@ -127,35 +95,32 @@ fn three_servers_behind_haproxy_lose_nothing_when_one_is_killed() {
         })
     };
 
-    thread::sleep(Duration::from_secs(2));
+    let total = AGENTS * PROMPTS;
+    wait_for(&done, total / 4, Duration::from_secs(120));
     b.kill();
     let killed = Instant::now();
     let killed_at = omserver::store::now_ms();
+    let typed_at_kill = done.load(Ordering::Relaxed);
     thread::sleep(Duration::from_secs(6));
     b.restart();
     let down = killed.elapsed();
     let restarted_at = omserver::store::now_ms();
+    let typed_at_restart = done.load(Ordering::Relaxed);
 
-    let resent: u64 = agents.into_iter().map(|agent| agent.join().expect("an agent thread")).sum();
+    let complaints: Vec<String> = drivers.into_iter().flat_map(|d| d.join().expect("a driver thread")).collect();
+    assert!(complaints.is_empty(), "prompts complained:\n{}", complaints.join("\n"));
+    for agent in &agents {
+        agent.flush_until_empty(Duration::from_secs(60));
+    }
     let jobs = submitter.join().expect("the submitting thread");
-    println!("agents resent {resent} batches; server b was down {down:?}");
+    let failed = agents.iter().filter(|a| a.log().contains("delivery failed")).count();
+    println!(
+        "{total} commands typed: {typed_at_kill} when server b was killed, {typed_at_restart} when it started again \
+         ({down:?} later); {failed} agents logged failed deliveries"
+    );
 
-    // Every event once, whichever server stored it; every chain whole.
-    let counts = block_on(async {
-        let mut db = sqlx::PgConnection::connect(&scratch.url).await.unwrap();
-        sqlx::query_as::<_, (String, i64, i64, i64)>(
-            "SELECT l.server_name, COUNT(*), COUNT(DISTINCT h.seq), MAX(h.seq) FROM server_history h \
-             JOIN server_list l ON l.id = h.host_id GROUP BY l.server_name ORDER BY l.server_name",
-        )
-        .fetch_all(&mut db)
-        .await
-        .unwrap()
-    });
-    let events = BATCHES * PER_BATCH;
-    let want: Vec<_> = (0..AGENTS).map(|i| (format!("ag{i}"), events, events, events)).collect();
-    assert_eq!(counts, want, "each host's events, each once");
-    let verify = cli(&a, &["audit", "verify"]);
-    assert!(verify.status.success(), "audit verify: {verify:?}");
+    // Every command typed stored once, whichever server stored it; no loss reported; every chain whole.
+    assert_exactly_once(&a, &scratch.url, &agents, PROMPTS, &[]);
 
     // Every job ends: failed where server b died under it (its host lost), succeeded everywhere else.
     let status_of = |id: i64| -> Value {

@@ -2,6 +2,7 @@
 //! talks to it over HTTP. Module libraries come from `cargo xtask test` (which builds them first).
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod agents;
 pub mod balancer;
 pub mod browser;
 pub mod cluster;
