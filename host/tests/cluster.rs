@@ -299,6 +299,17 @@ fn a_job_page_and_a_cancel_on_another_server_reach_the_job_where_it_runs() {
     }
     println!("host events on the other server came {lags:?} after the running server's own stream");
     assert!(lags.iter().all(|lag| *lag <= Duration::from_millis(250)), "{lags:?}");
+    // The job as alpha shows it (`GET /api/jobs/{id}`): the three quick hosts reported on beta, while l4 runs.
+    let (status, view) = alpha.send(alpha.client.get(format!("{}/api/jobs/{id}", alpha.base)).bearer_auth(&token));
+    assert_eq!(status, 200, "{view}");
+    let mut reported: Vec<(&str, &str)> = view["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["host"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    reported.sort_unstable();
+    assert_eq!((view["status"].as_str(), reported), (Some("running"), vec![("l1", "ok"), ("l2", "ok"), ("l3", "ok")]));
 
     // Cancelled through alpha: the job on beta stops, and alpha's stream ends with it.
     let (status, answer) =

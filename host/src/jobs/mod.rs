@@ -366,15 +366,20 @@ impl JobService {
     pub async fn view(&self, id: i64) -> Result<JobView, JobError> {
         let job = self.store.job(id).await?.ok_or(JobError::NotFound(id))?;
         let mut results = self.store.job_results(id).await?;
-        if let Some(live) = self.lock_live().get(&id) {
-            // Finished batches are stored; the running one shows each host's latest report so far.
-            let stored = results.len();
-            for row in live.progress.since(0).into_iter().map(result_row) {
-                match results.iter().position(|r| r.host == row.host) {
-                    Some(i) if i >= stored => results[i] = row,
-                    Some(_) => {}
-                    None => results.push(row),
-                }
+        // Finished batches are stored; the running one shows each host's latest report so far: from this server's
+        // memory, or from the copy the server running it keeps in the database.
+        let live = self.lock_live().get(&id).map(|live| live.progress.since(0).into_iter().map(result_row).collect());
+        let reported: Vec<ResultRow> = match live {
+            Some(rows) => rows,
+            None if job.status == "running" && self.store.shared_by_servers() => self.store.job_progress(id, 0).await?,
+            None => Vec::new(),
+        };
+        let stored = results.len();
+        for row in reported {
+            match results.iter().position(|r| r.host == row.host) {
+                Some(i) if i >= stored => results[i] = row,
+                Some(_) => {}
+                None => results.push(row),
             }
         }
         let batches = self.store.job_batches(id).await?.into_iter().map(batch_view).collect();
