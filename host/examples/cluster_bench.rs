@@ -1,5 +1,5 @@
 //! Benchmark: what three servers behind haproxy cost against one server, on one PostgreSQL. Run with
-//! `cargo xtask bench-cluster [SECONDS] [JOBS] [ROUNDS]` (defaults 10, 300 and 3), which builds the release binary
+//! `cargo xtask bench-cluster [SECONDS] [JOBS] [ROUNDS]` (defaults 10, 600 and 3), which builds the release binary
 //! and module 1003 and installs haproxy first; figures go to BENCHMARKS.md.
 //!
 //! Each round runs three layouts in turn, each on a fresh database:
@@ -61,7 +61,7 @@ async fn main() -> Result<(), Error> {
         return Err("usage: cluster_bench BINARY LIBRARY_1003 HAPROXY [SECONDS] [JOBS] [ROUNDS]".into());
     };
     let number = |i: usize, default: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
-    let (seconds, jobs, rounds) = (number(3, 10), number(4, 300) as usize, number(5, 3));
+    let (seconds, jobs, rounds) = (number(3, 10), number(4, 600) as usize, number(5, 3));
     let (binary, module, haproxy) = (PathBuf::from(binary), PathBuf::from(module), PathBuf::from(haproxy));
     println!("cluster bench: {seconds} s of ingest, {jobs} jobs, {rounds} rounds, {CLIENTS} clients");
     let mut runs: Vec<(&str, Figures)> = Vec::new();
