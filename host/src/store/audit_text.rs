@@ -139,8 +139,9 @@ impl IndexNudge {
 impl Store {
     /// PostgreSQL's keeper of the command index, until `stop`: indexes the rows above the position, [`BATCH`]
     /// per transaction, resting as the SQLite thread does. Every server of the database may write rows, but one
-    /// indexes them at a time (`serve` runs this under `cluster::lead`): three keepers would take three times
-    /// the database's time while rows wait, from the requests of the same moment. Nudged by this server's
+    /// indexes them at a time (`serve` runs this under `cluster::lead`): with a keeper per server, three servers
+    /// gave the index 2.7 times the database's time of one after a burst of ingest (BENCHMARKS.md, "Several
+    /// servers"), taken from the requests of the same moment. Nudged by this server's
     /// writer; rows another server wrote are found within [`IDLE_LOOK`]. Returns at once on the other dialects
     /// (SQLite's thread belongs to its writer's connection; MariaDB has no command index).
     pub async fn keep_audit_index(&self, stop: CancellationToken) {
