@@ -119,3 +119,72 @@ async fn check(dialect: Dialect, url: String) {
 async fn searches_answer_as_a_scan_whichever_plan_their_filters_choose() {
     on_each_dialect(check).await;
 }
+
+/// Hosts `quiet1` and `quiet2` (6 000 rows each, interleaved) under `busy` (3 000 newer rows): a listing of the
+/// two quiet ones, asked again once the plan has learned their newest rows lie deep, and after more rows of
+/// theirs arrive, gives what a scan gives; so does one host's listing, paged down its chain, from one of its
+/// own rows and from another host's.
+async fn check_deep(dialect: Dialect, url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let quiet1 = store.add_host(&plain_host("quiet1", "10.3.1.1")).await.unwrap().id;
+    let quiet2 = store.add_host(&plain_host("quiet2", "10.3.1.2")).await.unwrap().id;
+    let busy = store.add_host(&plain_host("busy", "10.3.1.3")).await.unwrap().id;
+    let audit =
+        AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec()).unwrap();
+    for n in 0..12 {
+        audit.ingest_agent(Some(quiet1), batch("a", 1 + n * 500)).await.unwrap();
+        audit.ingest_agent(Some(quiet2), batch("a", 1 + n * 500)).await.unwrap();
+    }
+    for n in 0..6 {
+        audit.ingest_agent(Some(busy), batch("b", 1 + n * 500)).await.unwrap();
+    }
+    let scan = || async { store.query_audit(&AuditQuery { limit: 1_000_000, ..AuditQuery::default() }).await.unwrap() };
+    let ids = |rows: Vec<AuditRow>| rows.iter().map(|r| r.id).collect::<Vec<i64>>();
+    let both = AuditQuery { host_ids: Some(vec![quiet2, quiet1]), limit: 100, ..AuditQuery::default() };
+    let of_quiet = |r: &AuditRow| r.host_id == quiet1 || r.host_id == quiet2;
+
+    let all = scan().await;
+    let expected: Vec<i64> = all.iter().filter(|r| of_quiet(r)).map(|r| r.id).take(100).collect();
+    assert!(all[0].host_id == busy && expected.len() == 100, "{dialect:?}: the quiet hosts' rows lie under busy's");
+    for asked in ["first", "again"] {
+        assert_eq!(ids(store.query_audit(&both).await.unwrap()), expected, "{dialect:?}: {asked}");
+    }
+    let term = AuditQuery { text: Some("needle".into()), ..both.clone() };
+    let expected_term: Vec<i64> =
+        all.iter().filter(|r| of_quiet(r) && r.history_command.contains("Needle")).map(|r| r.id).take(100).collect();
+    assert_eq!(ids(store.query_audit(&term).await.unwrap()), expected_term, "{dialect:?}: a term");
+
+    // Newer rows of one quiet host, and of busy above them: the listing starts from the new newest.
+    audit.ingest_agent(Some(quiet1), batch("a", 6001)).await.unwrap();
+    audit.ingest_agent(Some(busy), batch("b", 3001)).await.unwrap();
+    let all = scan().await;
+    let expected: Vec<i64> = all.iter().filter(|r| of_quiet(r)).map(|r| r.id).take(100).collect();
+    assert_eq!(ids(store.query_audit(&both).await.unwrap()), expected, "{dialect:?}: after new rows");
+    let last = *expected.last().unwrap();
+    let expected_next: Vec<i64> = all.iter().filter(|r| of_quiet(r) && r.id < last).map(|r| r.id).take(100).collect();
+    let next = AuditQuery { before: Some(last), ..both.clone() };
+    assert_eq!(ids(store.query_audit(&next).await.unwrap()), expected_next, "{dialect:?}: next page");
+
+    // One host, paged from its own rows and from a row of another host.
+    let one = AuditQuery { host_ids: Some(vec![quiet2]), limit: 100, ..AuditQuery::default() };
+    let of_quiet2: Vec<i64> = all.iter().filter(|r| r.host_id == quiet2).map(|r| r.id).collect();
+    let mut before = None;
+    let mut listed = Vec::new();
+    for page in 0..3 {
+        let found = ids(store.query_audit(&AuditQuery { before, ..one.clone() }).await.unwrap());
+        assert_eq!(found.len(), 100, "{dialect:?}: page {page}");
+        before = found.last().copied();
+        listed.extend(found);
+    }
+    assert_eq!(listed, of_quiet2[..300], "{dialect:?}: one host's pages");
+    let other_row = all.iter().find(|r| r.host_id == quiet1 && r.id < of_quiet2[150]).unwrap().id;
+    let expected: Vec<i64> = of_quiet2.iter().copied().filter(|id| *id < other_row).take(100).collect();
+    let found = ids(store.query_audit(&AuditQuery { before: Some(other_row), ..one.clone() }).await.unwrap());
+    assert_eq!(found, expected, "{dialect:?}: one host's page from another host's row");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_whose_newest_rows_lie_deep_and_one_host_down_its_chain_list_as_a_scan_does() {
+    on_each_dialect(check_deep).await;
+}

@@ -181,7 +181,7 @@ impl Scope {
         let seen = |h: &&HostRow| {
             h.function.as_deref().is_some_and(|f| functions.contains(f))
                 || h.app.as_deref().is_some_and(|a| apps.contains(a))
-                || h.tags.iter().any(|t| tags.contains(&t.to_ascii_lowercase()))
+                || (!tags.is_empty() && h.tags.iter().any(|t| tags.contains(&t.to_ascii_lowercase())))
         };
         Some(inventory.iter().filter(seen).map(|h| h.id).collect())
     }

@@ -16,10 +16,10 @@ mod audit_archive;
 mod audit_search;
 mod audit_sqlite;
 mod audit_text;
-mod broad_hosts;
 mod cluster;
 mod cluster_jobs;
 mod grants;
+mod host_set_hints;
 mod inventory;
 mod jobs;
 mod notify;
@@ -180,8 +180,8 @@ pub struct Store {
     sqlite_file: Option<PathBuf>,
     /// The inventory as last read, for grant checks ([`Store::inventory_snapshot`]).
     snapshot: inventory::Snapshot,
-    /// Sets of hosts known to hold many audit rows (a plan's probe, skipped for a minute).
-    broad_hosts: broad_hosts::BroadHosts,
+    /// What audit searches learned of sets of hosts (how many rows, how deep the newest), kept for a minute.
+    host_set_hints: host_set_hints::HostSetHints,
     /// Users' grants as last read ([`Store::grants_of`]).
     kept_grants: grants::KeptGrants,
     /// Wakes PostgreSQL's command index keeper after this server's audit commits.
@@ -270,7 +270,7 @@ impl Store {
             dialect,
             sqlite_file,
             snapshot: inventory::Snapshot::default(),
-            broad_hosts: broad_hosts::BroadHosts::default(),
+            host_set_hints: host_set_hints::HostSetHints::default(),
             kept_grants: grants::KeptGrants::default(),
             audit_index_nudge: audit_text::IndexNudge::default(),
         })

@@ -1,0 +1,74 @@
+//! What the audit search plan has learned of a set of hosts, remembered for a while instead of probed on every
+//! query: a scoped caller's every query names the same hundreds of hosts. Hints choose a plan, never an answer:
+//! a wrong or stale one makes a query slower, not different.
+
+use std::{
+    collections::HashMap,
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+/// How long a hint is taken to still hold.
+const HINT_FOR: Duration = Duration::from_secs(60);
+/// At most this many sets are remembered (then the memory starts again).
+const HINT_SETS: usize = 1_000;
+
+/// What is known of one set of hosts, and since when.
+#[derive(Debug, Clone, Copy, Default)]
+struct Learned {
+    /// It holds the plan's `NARROW_ROWS` rows or more.
+    broad: Option<Instant>,
+    /// Whether its newest row lay far below the table's newest (other hosts busy, these quiet).
+    deep: Option<(bool, Instant)>,
+}
+
+/// Hints by a hash of the set's ids (a collision costs speed, not rows).
+#[derive(Debug, Clone, Default)]
+pub(super) struct HostSetHints(Arc<Mutex<HashMap<u64, Learned>>>);
+
+fn fresh(at: Instant) -> bool {
+    at.elapsed() < HINT_FOR
+}
+
+impl HostSetHints {
+    /// The same for the same hosts in any order.
+    pub(super) fn key(ids: &[i64]) -> u64 {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        sorted.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Learned>> {
+        // A map of hints: a panic cannot leave it wrong, only stale.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn learn(&self, key: u64, change: impl FnOnce(&mut Learned)) {
+        let mut sets = self.lock();
+        if sets.len() >= HINT_SETS && !sets.contains_key(&key) {
+            sets.clear();
+        }
+        change(sets.entry(key).or_default());
+    }
+
+    pub(super) fn is_broad(&self, key: u64) -> bool {
+        self.lock().get(&key).and_then(|l| l.broad).is_some_and(fresh)
+    }
+
+    pub(super) fn keep_broad(&self, key: u64) {
+        self.learn(key, |l| l.broad = Some(Instant::now()));
+    }
+
+    /// Whether the set's newest rows were found deep (`Some(true)`) or near the top (`Some(false)`) lately;
+    /// `None` when that is not known (then the plan reads from the top and measures).
+    pub(super) fn is_deep(&self, key: u64) -> Option<bool> {
+        self.lock().get(&key).and_then(|l| l.deep).filter(|(_, at)| fresh(*at)).map(|(deep, _)| deep)
+    }
+
+    pub(super) fn keep_deep(&self, key: u64, deep: bool) {
+        self.learn(key, |l| l.deep = Some((deep, Instant::now())));
+    }
+}
