@@ -218,7 +218,8 @@ impl Store {
             None
         };
         let users_by_index = self.dialect == Dialect::Sqlite && users_rows.is_some_and(|n| n < NARROW_ROWS);
-        let (chain_host, chain_below) = self.chain_start(filter, users_by_index || received_ids.is_some()).await?;
+        let by_other_index = users_by_index || received_ids.is_some();
+        let (chain_host, chain_below) = self.chain_start(filter, by_other_index).await?;
         let hosts = filter.host_ids.as_deref().unwrap_or_default();
         let set_key = (self.dialect == Dialect::Sqlite && !hosts.is_empty() && chain_host.is_none())
             .then(|| HostSetHints::key(hosts));
@@ -394,10 +395,15 @@ impl Store {
 
     /// Whether a listing of one host reads down that host's chain (SQLite, newest first, no lower bound on the
     /// ids that the chain cannot give), and where: `before` is that row's position in the chain. A `before` that
-    /// is not one of the host's rows (gone, or another host's) leaves the listing to the table.
-    async fn chain_start(&self, filter: &AuditQuery, bounded: bool) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    /// is not one of the host's rows (gone, or another host's) leaves the listing to the table, as does a filter
+    /// that reads its rows through an index of its own (`by_other_index`: a rare user's, a day received).
+    async fn chain_start(
+        &self,
+        filter: &AuditQuery,
+        by_other_index: bool,
+    ) -> Result<(Option<i64>, Option<i64>), StoreError> {
         let Some(&[host]) = filter.host_ids.as_deref() else { return Ok((None, None)) };
-        if self.dialect != Dialect::Sqlite || filter.after.is_some() || bounded {
+        if self.dialect != Dialect::Sqlite || filter.after.is_some() || by_other_index {
             return Ok((None, None));
         }
         let Some(before) = filter.before else { return Ok((Some(host), None)) };
