@@ -5,7 +5,7 @@ use clap::Parser;
 /// mimalloc rather than glibc's malloc: request handlers allocate what the audit writer thread frees, and glibc
 /// spent ~15 % of the request threads' time on that (perf, BENCHMARKS.md). With the `override` feature it is
 /// also `malloc` for C code: SQLite copies every column of every row it hands sqlx with its `malloc`, on sqlx's
-/// connection thread, and the handler frees it on another; under glibc that was a fifth of the server's time in
+/// connection thread, and the handler frees it on another; under glibc that was 16–20 % of the server's samples in
 /// an audit listing.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
