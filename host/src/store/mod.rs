@@ -14,6 +14,7 @@ mod approvals;
 mod audit;
 mod audit_archive;
 mod audit_search;
+mod audit_search_probes;
 mod audit_sqlite;
 mod audit_text;
 mod cluster;
