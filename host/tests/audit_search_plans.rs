@@ -188,3 +188,51 @@ async fn check_deep(dialect: Dialect, url: String) {
 async fn hosts_whose_newest_rows_lie_deep_and_one_host_down_its_chain_list_as_a_scan_does() {
     on_each_dialect(check_deep).await;
 }
+
+/// A set of two hosts under a busy one, listed until the plan keeps where the set's newest row lies (SQLite); then
+/// the archived rows of one of them are put back, above that newest: the next listing, asked at once, starts from
+/// them.
+async fn check_restored(dialect: Dialect, url: String) {
+    let store = Store::connect(&url).await.unwrap();
+    let kept = store.add_host(&plain_host("kept", "10.3.2.1")).await.unwrap().id;
+    let archived = store.add_host(&plain_host("archived", "10.3.2.2")).await.unwrap().id;
+    let busy = store.add_host(&plain_host("busy", "10.3.2.3")).await.unwrap().id;
+    let audit =
+        AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec()).unwrap();
+    // Past the 10 000 rows that read a set of hosts newest first through the table.
+    for n in 0..21 {
+        audit.ingest_agent(Some(kept), batch("k", 1 + n * 500)).await.unwrap();
+    }
+    audit.ingest_agent(Some(archived), batch("r", 1)).await.unwrap();
+    for n in 0..4 {
+        audit.ingest_agent(Some(busy), batch("b", 1 + n * 500)).await.unwrap();
+    }
+    let ids = |rows: &[AuditRow]| rows.iter().map(|r| r.id).collect::<Vec<i64>>();
+    let of = |host: i64| AuditQuery { host_ids: Some(vec![host]), limit: 1000, ..AuditQuery::default() };
+    let rows = store.query_audit(&of(archived)).await.unwrap();
+    let mut oldest_first = rows.clone();
+    oldest_first.reverse();
+    let newest = &rows[0];
+    let line = |last_seq: i64| omserver::store::ArchivedUpTo {
+        host_id: archived,
+        last_seq,
+        last_hash: newest.row_hash.clone(),
+        mark: "test".into(),
+        archived_at: now_ms(),
+    };
+    assert_eq!(store.delete_archived(&line(newest.chain_seq)).await.unwrap(), 500, "{dialect:?}");
+
+    let both = AuditQuery { host_ids: Some(vec![kept, archived]), limit: 100, ..AuditQuery::default() };
+    let kept_rows = ids(&store.query_audit(&AuditQuery { limit: 100, ..of(kept) }).await.unwrap());
+    for asked in ["first", "again", "once more"] {
+        assert_eq!(ids(&store.query_audit(&both).await.unwrap()), kept_rows[..100], "{dialect:?}: {asked}");
+    }
+    store.restore_archived(&oldest_first, &line(0)).await.unwrap();
+    assert_eq!(ids(&store.query_audit(&both).await.unwrap()), ids(&rows)[..100], "{dialect:?}: after the restore");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_put_back_above_a_deep_sets_newest_are_listed_at_once() {
+    on_each_dialect(check_restored).await;
+}

@@ -67,13 +67,13 @@ async fn tables(db: &Db) -> Vec<String> {
 }
 
 /// How many migrations each dialect has (`migrations/<dialect>/`), and their versions.
-const MIGRATIONS: i64 = 22;
+const MIGRATIONS: i64 = 23;
 
 fn versions() -> Vec<Option<i64>> {
     (1..=MIGRATIONS).map(Some).collect()
 }
 
-const TABLES: [&str; 36] = [
+const TABLES: [&str; 37] = [
     "_sqlx_migrations",
     "activity",
     "activity_head",
@@ -84,6 +84,7 @@ const TABLES: [&str; 36] = [
     "audit_chain",
     "audit_gaps",
     "audit_hours",
+    "audit_restores",
     "cluster_modules",
     "cluster_nodes",
     "host_tags",

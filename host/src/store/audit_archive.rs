@@ -73,6 +73,8 @@ impl Store {
     pub async fn restore_archived(&self, rows: &[AuditRow], line: &ArchivedUpTo) -> Result<(), StoreError> {
         let upsert = self.archive_line_sql();
         let forget = self.sql("DELETE FROM audit_archived WHERE host_id = ?");
+        // Searches that remembered where a set of hosts' newest row lies stop trusting it (`audit_search.rs`).
+        let counted = "UPDATE audit_restores SET generation = generation + 1";
         // An archived row still here (the newest row SQLite keeps, see `delete_archived`) gives way to its copy.
         let present = self.sql("DELETE FROM server_history WHERE host_id = ? AND chain_seq >= ? AND chain_seq <= ?");
         let marks = vec![ROW_MARKS.replacen('(', "(?, ", 1); rows.len()].join(", ");
@@ -107,6 +109,7 @@ impl Store {
                 q = bind_audit_row!(q.bind(r.id), r);
             }
             q.execute(&mut *tx).await?;
+            sqlx::query(counted).execute(&mut *tx).await?;
             if let Some(reindex) = &reindex {
                 sqlx::query(reindex).bind(line.host_id).bind(first - 1).bind(last).execute(&mut *tx).await?;
             }

@@ -23,7 +23,7 @@ use super::{
     audit_search_probes::{names_only_hosts, narrowed_by_hosts_alone, user_binds, users_by_index, NARROW_ROWS},
     audit_text::{fts_phrase, has_ascii_trigram, words},
     fetch_bound,
-    host_set_hints::HostSetHints,
+    host_set_hints::{HostSetHints, SetNewest},
     on_pool, Bind, Dialect, Store, StoreError,
 };
 
@@ -74,11 +74,6 @@ enum TextPlan {
     Window(ScanReason),
 }
 
-/// The id of the newest row of any of the hosts in a JSON array (SQLite; binds `i64::MAX`, then the array): each
-/// host's newest through the index on its chain, about a fifth of a microsecond per host; NULL when they have none.
-const NEWEST_OF_HOSTS: &str = "SELECT MAX((SELECT id FROM server_history n WHERE n.host_id = j.value \
-     AND n.chain_seq < ? ORDER BY n.chain_seq DESC LIMIT 1)) FROM json_each(?) j";
-
 impl TextPlan {
     fn for_term(dialect: Dialect, term: &str) -> TextPlan {
         match dialect {
@@ -116,6 +111,8 @@ struct Segment {
     above: Option<i64>,
     /// Ids up to this.
     upto: Option<i64>,
+    /// Ids up to a deep set's newest (its `top` when archived rows were put back since it was looked up).
+    newest: Option<SetNewest>,
 }
 
 /// Whether a row is one of `users`: its user, or its login user, stored as `name(uid)` when the agent sent the
@@ -145,9 +142,6 @@ struct Shape {
     /// newest first, as a host's positions grow with the ids. The host index would read all of them to sort by
     /// id (9 ms for 5 000 rows), the table newest first every other host's too.
     chain_host: Option<i64>,
-    /// On the first page of a set of hosts whose newest rows lie deep: start at the newest of them (found host by
-    /// host, [`NEWEST_OF_HOSTS`]) instead of skipping every other host's rows above it.
-    from_newest: bool,
     /// The ids of the first and last rows received in `received_from..=received_to`: the writer never stamps a
     /// row earlier than the one before it, so those are the rows between, and the listing reads them by id.
     received_ids: Option<(i64, i64)>,
@@ -195,16 +189,19 @@ impl Store {
             None => false,
         };
         // The first page of a set of hosts read newest first through the table: when their newest rows were found
-        // deep, it starts at the newest of them.
+        // deep, it starts at the newest of them ([`Store::set_newest`]) instead of skipping every other host's rows
+        // above it.
         let deep_key = set_key.filter(|_| hosts_by_scan && filter.after.is_none() && filter.before.is_none());
-        let from_newest = deep_key.is_some_and(|key| self.host_set_hints.is_deep(key) == Some(true));
+        let newest = match deep_key {
+            Some(key) if self.host_set_hints.is_deep(key) == Some(true) => Some(self.set_newest(hosts, key).await?),
+            _ => None,
+        };
         let shape = Shape {
             users_by_index,
             users_by_scan: self.dialect == Dialect::MySql && users_rows.is_some_and(|n| n >= NARROW_ROWS),
             received_ids,
             hosts_by_scan,
             chain_host,
-            from_newest,
         };
         if plan == Some(TextPlan::Index)
             && self.dialect == Dialect::Sqlite
@@ -221,8 +218,8 @@ impl Store {
         let segments = match plan {
             Some(TextPlan::Index) => {
                 let position = self.text_index_position().await?;
-                let indexed = (plan, Segment { upto: Some(position), above: None });
-                let tail = (Some(TextPlan::Rows), Segment { above: Some(position), upto: None });
+                let indexed = (plan, Segment { upto: Some(position), ..Segment::default() });
+                let tail = (Some(TextPlan::Rows), Segment { above: Some(position), ..Segment::default() });
                 if filter.after.is_some() {
                     vec![indexed, tail]
                 } else {
@@ -230,6 +227,18 @@ impl Store {
                 }
             }
             _ => vec![(plan, Segment::default())],
+        };
+        // A deep set's first page: the rows that came after its newest was looked up, then the set's newest down
+        // (none of its rows lie between). Each part keeps to its segment.
+        let segments = match newest {
+            None => segments,
+            Some(n) => segments
+                .into_iter()
+                .flat_map(|(plan, part)| {
+                    let above = Some(part.above.map_or(n.top, |a| a.max(n.top)));
+                    [(plan, Segment { above, ..part }), (plan, Segment { newest: Some(n), ..part })]
+                })
+                .collect(),
         };
         let needle = filter.text.as_deref().map(str::to_lowercase);
         let mut rows = Vec::new();
@@ -260,7 +269,7 @@ impl Store {
             }
         }
         if let (Some(key), Some(first)) = (deep_key, rows.first()) {
-            if !from_newest && names_only_hosts(filter) && self.host_set_hints.is_deep(key).is_none() {
+            if newest.is_none() && names_only_hosts(filter) && self.host_set_hints.is_deep(key).is_none() {
                 // Reading each host's newest row costs about what reading two rows of the table does.
                 let deep = 2 * hosts.len() as i64;
                 self.host_set_hints.keep_deep(key, self.rows_above(first.id, deep).await? >= deep);
@@ -419,7 +428,9 @@ impl Store {
         for (from, to) in bounds.into_iter().flatten() {
             (low, high) = (low.max(from), high.min(to));
         }
-        if low > high {
+        // Whatever a deep set's bound says (below), it reads no further up than `top`. Not as a bound of its own:
+        // SQLite would read from the lower of the two and check the other on each row.
+        if low > high || segment.newest.is_some_and(|n| low > n.top) {
             return Ok(Vec::new());
         }
         // Down the chain host's chain: the bounds on the id stay, as filters (`+`), and the position bounds the read.
@@ -440,12 +451,11 @@ impl Store {
             clauses.push("h.chain_seq < ?".to_owned());
             binds.push(Bind::Int(cursor.chain_below.unwrap_or(i64::MAX)));
         }
-        if shape.from_newest {
-            // In the statement: one more round trip to the database cost as much as the lookups.
-            clauses.push(format!("{id} <= ({NEWEST_OF_HOSTS})"));
-            let hosts = filter.host_ids.as_deref().unwrap_or_default();
-            binds.push(Bind::Int(i64::MAX));
-            binds.push(Bind::Text(format!("[{}]", hosts.iter().map(i64::to_string).collect::<Vec<_>>().join(","))));
+        if let Some(n) = segment.newest {
+            // Checked in the statement, against what it reads: archived rows put back since may lie anywhere below
+            // `top`.
+            clauses.push(format!("{id} <= CASE WHEN (SELECT generation FROM audit_restores) = ? THEN ? ELSE ? END"));
+            binds.extend([Bind::Int(n.restores), Bind::Int(n.newest), Bind::Int(n.top)]);
         }
         self.row_clauses(filter, shape, &mut clauses, &mut binds);
         let order = if cursor.after.is_some() { "ASC" } else { "DESC" };
@@ -453,6 +463,9 @@ impl Store {
         let columns = COLUMNS.split(", ").map(|c| format!("h.{c}")).collect::<Vec<_>>().join(", ");
         let query = format!("SELECT {columns} FROM {from}{filter_sql} ORDER BY {order_by} {order} LIMIT ?");
         binds.push(Bind::Int(want));
+        if let Some(reader) = &self.audit_reader {
+            return reader.rows(query, binds).await;
+        }
         let sql = self.sql(&query);
         Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
     }

@@ -3,7 +3,15 @@
 //! (read through their index) or many (read newest first through the table), where a day received begins and
 //! ends, where a host's chain continues, and how deep a set of hosts' newest rows lie.
 
-use super::{audit::AuditQuery, fetch_bound, on_pool, Bind, Dialect, Pool, Store, StoreError};
+use super::{
+    audit::AuditQuery, fetch_bound, host_set_hints::SetNewest, on_pool, Bind, Dialect, Pool, Store, StoreError,
+};
+
+/// The id of the newest row of any of the hosts in a JSON array (SQLite; binds `i64::MAX`, then the array): each
+/// host's newest through the index on its chain, a fifth to a third of a microsecond per host; NULL when they have
+/// none.
+const NEWEST_OF_HOSTS: &str = "SELECT MAX((SELECT id FROM server_history n WHERE n.host_id = j.value \
+     AND n.chain_seq < ? ORDER BY n.chain_seq DESC LIMIT 1)) FROM json_each(?) j";
 
 /// Below this many rows left by the other filters, a text search reads those instead of the command index.
 pub(super) const NARROW_ROWS: i64 = 10_000;
@@ -113,6 +121,27 @@ impl Store {
             Some(position) => (Some(host), Some(position)),
             None => (None, None),
         })
+    }
+
+    /// Where the newest row of `hosts` (a set whose rows lie deep, SQLite) lies, as looked up within the last second
+    /// ([`SetNewest`]): the lookup reads each host's newest through the index on its chain, 0.1–0.2 ms for 500 hosts,
+    /// which every first page of a scoped caller would otherwise pay.
+    pub(super) async fn set_newest(&self, hosts: &[i64], key: u64) -> Result<SetNewest, StoreError> {
+        if let Some(newest) = self.host_set_hints.newest(key) {
+            return Ok(newest);
+        }
+        // One statement: the three are read from one snapshot.
+        let query = format!(
+            "SELECT (SELECT MAX(id) FROM server_history), ({NEWEST_OF_HOSTS}), \
+             (SELECT generation FROM audit_restores)"
+        );
+        let array = format!("[{}]", hosts.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+        let (top, newest, restores): (Option<i64>, Option<i64>, i64) = on_pool!(self, pool => {
+            sqlx::query_as(&query).bind(i64::MAX).bind(&array).fetch_one(pool).await
+        })?;
+        let found = SetNewest { newest: newest.unwrap_or(0), top: top.unwrap_or(0), restores };
+        self.host_set_hints.keep_newest(key, found);
+        Ok(found)
     }
 
     /// How many rows lie above `id`, counted up to `cap`.

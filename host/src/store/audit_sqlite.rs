@@ -138,7 +138,7 @@ fn row_params(r: &AuditRow) -> [&dyn ToSql; 23] {
     ]
 }
 
-fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
+pub(super) fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRow> {
     Ok(AuditRow {
         id: r.get(0)?,
         host_id: r.get(1)?,

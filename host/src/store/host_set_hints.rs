@@ -1,6 +1,6 @@
 //! What the audit search plan has learned of a set of hosts, remembered for a while instead of probed on every
 //! query: a scoped caller's every query names the same hundreds of hosts. Hints choose a plan, never an answer:
-//! a wrong or stale one makes a query slower, not different.
+//! a wrong or stale one makes a query slower, not different ([`SetNewest`] is checked by the query itself).
 
 use std::{
     collections::HashMap,
@@ -13,6 +13,20 @@ use std::{
 const HINT_FOR: Duration = Duration::from_secs(60);
 /// At most this many sets are remembered (then the memory starts again).
 const HINT_SETS: usize = 1_000;
+/// How long where a set's newest row lies is used: the rows above it are read on every query meanwhile.
+const NEWEST_FOR: Duration = Duration::from_secs(1);
+
+/// Where a set's newest row lay when looked up: no row of the set has an id in `(newest, top]` as long as no
+/// archived rows were put back since (`restores`, the database's count of restores). The one hint that narrows
+/// what a query reads, so the query checks `restores` itself (`audit_search.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SetNewest {
+    /// The id of the set's newest row (0: it had none).
+    pub newest: i64,
+    /// The table's newest id then.
+    pub top: i64,
+    pub restores: i64,
+}
 
 /// What is known of one set of hosts, and since when.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,6 +35,7 @@ struct Learned {
     broad: Option<Instant>,
     /// Whether its newest row lay far below the table's newest (other hosts busy, these quiet).
     deep: Option<(bool, Instant)>,
+    newest: Option<(SetNewest, Instant)>,
 }
 
 /// Hints by a hash of the set's ids (a collision costs speed, not rows).
@@ -70,5 +85,13 @@ impl HostSetHints {
 
     pub(super) fn keep_deep(&self, key: u64, deep: bool) {
         self.learn(key, |l| l.deep = Some((deep, Instant::now())));
+    }
+
+    pub(super) fn newest(&self, key: u64) -> Option<SetNewest> {
+        self.lock().get(&key).and_then(|l| l.newest).filter(|(_, at)| at.elapsed() < NEWEST_FOR).map(|(n, _)| n)
+    }
+
+    pub(super) fn keep_newest(&self, key: u64, newest: SetNewest) {
+        self.learn(key, |l| l.newest = Some((newest, Instant::now())));
     }
 }

@@ -13,6 +13,7 @@ mod alerts;
 mod approvals;
 mod audit;
 mod audit_archive;
+mod audit_reader;
 mod audit_search;
 mod audit_search_probes;
 mod audit_sqlite;
@@ -179,6 +180,8 @@ pub struct Store {
     dialect: Dialect,
     /// The database file when this is an on-disk SQLite database (the audit writer opens its own connection).
     sqlite_file: Option<PathBuf>,
+    /// Reads the audit listing's rows on SQLite, when it is a file ([`audit_reader`]).
+    audit_reader: Option<std::sync::Arc<audit_reader::AuditReader>>,
     /// The inventory as last read, for grant checks ([`Store::inventory_snapshot`]).
     snapshot: inventory::Snapshot,
     /// What audit searches learned of sets of hosts (how many rows, how deep the newest), kept for a minute.
@@ -269,6 +272,7 @@ impl Store {
         Ok(Store {
             pool,
             dialect,
+            audit_reader: sqlite_file.clone().map(|file| std::sync::Arc::new(audit_reader::AuditReader::new(file))),
             sqlite_file,
             snapshot: inventory::Snapshot::default(),
             host_set_hints: host_set_hints::HostSetHints::default(),
