@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use super::{
     audit::{AuditQuery, AuditRow, COLUMNS},
+    audit_reader::{host_table, HostSet},
     audit_search_probes::{names_only_hosts, narrowed_by_hosts_alone, user_binds, users_by_index, NARROW_ROWS},
     audit_text::{fts_phrase, has_ascii_trigram, words},
     fetch_bound,
@@ -111,7 +112,8 @@ struct Segment {
     above: Option<i64>,
     /// Ids up to this.
     upto: Option<i64>,
-    /// Ids up to a deep set's newest (its `top` when archived rows were put back since it was looked up).
+    /// A deep set's: only ids above its `top`, or up to its newest (up to `top` when archived rows were put back
+    /// since it was looked up).
     newest: Option<SetNewest>,
 }
 
@@ -138,6 +140,9 @@ struct Shape {
     /// The host filter kept off the host index (SQLite): its hosts have many rows, and reading all of them to
     /// sort by id costs more than reading the newest rows until enough are theirs.
     hosts_by_scan: bool,
+    /// With `hosts_by_scan`, on SQLite's reader: the hosts are the reader's table of this key
+    /// ([`audit_reader::host_table`]), not an `IN` list bound value by value.
+    hosts_table: Option<u64>,
     /// The one host whose rows are read down its chain (SQLite): the index on `(host_id, chain_seq)` gives them
     /// newest first, as a host's positions grow with the ids. The host index would read all of them to sort by
     /// id (9 ms for 5 000 rows), the table newest first every other host's too.
@@ -201,6 +206,7 @@ impl Store {
             users_by_scan: self.dialect == Dialect::MySql && users_rows.is_some_and(|n| n >= NARROW_ROWS),
             received_ids,
             hosts_by_scan,
+            hosts_table: set_key.filter(|_| hosts_by_scan && self.audit_reader.is_some()),
             chain_host,
         };
         if plan == Some(TextPlan::Index)
@@ -228,18 +234,19 @@ impl Store {
             }
             _ => vec![(plan, Segment::default())],
         };
-        // A deep set's first page: the rows that came after its newest was looked up, then the set's newest down
-        // (none of its rows lie between). Each part keeps to its segment.
-        let segments = match newest {
-            None => segments,
-            Some(n) => segments
-                .into_iter()
-                .flat_map(|(plan, part)| {
+        // A deep set's first page: in each segment, the rows that came after its newest was looked up, then the
+        // set's newest down (none of its rows lie between). One statement reads both, but the command index's part
+        // is two: FTS5 read every match of the term when asked for both parts at once.
+        let segments: Vec<_> = segments
+            .into_iter()
+            .flat_map(|(plan, part)| match newest {
+                Some(n) if plan == Some(TextPlan::Index) => {
                     let above = Some(part.above.map_or(n.top, |a| a.max(n.top)));
-                    [(plan, Segment { above, ..part }), (plan, Segment { newest: Some(n), ..part })]
-                })
-                .collect(),
-        };
+                    vec![(plan, Segment { above, ..part }), (plan, Segment { newest, ..part })]
+                }
+                _ => vec![(plan, Segment { newest, ..part })],
+            })
+            .collect();
         let needle = filter.text.as_deref().map(str::to_lowercase);
         let mut rows = Vec::new();
         let mut cursor = Cursor { after: filter.after, before: filter.before, chain_below };
@@ -428,9 +435,8 @@ impl Store {
         for (from, to) in bounds.into_iter().flatten() {
             (low, high) = (low.max(from), high.min(to));
         }
-        // Whatever a deep set's bound says (below), it reads no further up than `top`. Not as a bound of its own:
-        // SQLite would read from the lower of the two and check the other on each row.
-        if low > high || segment.newest.is_some_and(|n| low > n.top) {
+        // The command index's part below a deep set's newest never reads above `top` (below), so it is empty here.
+        if low > high || (fts && segment.newest.is_some_and(|n| low > n.top)) {
             return Ok(Vec::new());
         }
         // Down the chain host's chain: the bounds on the id stay, as filters (`+`), and the position bounds the read.
@@ -451,20 +457,43 @@ impl Store {
             clauses.push("h.chain_seq < ?".to_owned());
             binds.push(Bind::Int(cursor.chain_below.unwrap_or(i64::MAX)));
         }
-        if let Some(n) = segment.newest {
-            // Checked in the statement, against what it reads: archived rows put back since may lie anywhere below
-            // `top`.
-            clauses.push(format!("{id} <= CASE WHEN (SELECT generation FROM audit_restores) = ? THEN ? ELSE ? END"));
-            binds.extend([Bind::Int(n.restores), Bind::Int(n.newest), Bind::Int(n.top)]);
-        }
         self.row_clauses(filter, shape, &mut clauses, &mut binds);
         let order = if cursor.after.is_some() { "ASC" } else { "DESC" };
-        let filter_sql = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
         let columns = COLUMNS.split(", ").map(|c| format!("h.{c}")).collect::<Vec<_>>().join(", ");
-        let query = format!("SELECT {columns} FROM {from}{filter_sql} ORDER BY {order_by} {order} LIMIT ?");
+        let select = |clauses: &[String]| {
+            let filter_sql =
+                if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+            format!("SELECT {columns} FROM {from}{filter_sql}")
+        };
+        // The newest is checked in the statement, against what it reads: archived rows put back since may lie
+        // anywhere below `top`.
+        let below_newest = format!("{id} <= CASE WHEN (SELECT generation FROM audit_restores) = ? THEN ? ELSE ? END");
+        let query = match segment.newest {
+            None => format!("{} ORDER BY {order_by} {order} LIMIT ?", select(&clauses)),
+            Some(n) if fts => {
+                clauses.push(below_newest);
+                binds.extend([Bind::Int(n.restores), Bind::Int(n.newest), Bind::Int(n.top)]);
+                format!("{} ORDER BY {order_by} {order} LIMIT ?", select(&clauses))
+            }
+            // Two parts in one statement, merged by id: the rows above `top`, then from the set's newest down
+            // (newest first only: a first page, and the pages it fills). Not `id > top OR id <= newest`: SQLite
+            // reads that as one range and checks each row of it.
+            Some(n) => {
+                let above = [clauses.clone(), vec![format!("{id} > ?")]].concat();
+                let mut below = clauses;
+                below.push(below_newest);
+                let common = binds.clone();
+                binds.push(Bind::Int(n.top));
+                binds.extend(common);
+                binds.extend([Bind::Int(n.restores), Bind::Int(n.newest), Bind::Int(n.top)]);
+                format!("{} UNION ALL {} ORDER BY 1 DESC LIMIT ?", select(&above), select(&below))
+            }
+        };
         binds.push(Bind::Int(want));
         if let Some(reader) = &self.audit_reader {
-            return reader.rows(query, binds).await;
+            let ids = filter.host_ids.as_deref().unwrap_or_default();
+            let hosts = shape.hosts_table.filter(|_| shape.hosts_by_scan).map(|key| HostSet { key, ids: ids.into() });
+            return reader.rows(query, binds, hosts).await;
         }
         let sql = self.sql(&query);
         Ok(fetch_bound!(self, AuditRow, &sql, &binds)?)
@@ -473,11 +502,12 @@ impl Store {
     /// The filters on a row's own columns, each of which an index can answer: hosts, users, source, session,
     /// terminal, times.
     fn row_clauses(&self, filter: &AuditQuery, shape: Shape, clauses: &mut Vec<String>, binds: &mut Vec<Bind>) {
-        match filter.host_ids.as_deref() {
-            None => {}
-            Some([]) => clauses.push("1 = 0".to_owned()),
-            Some(ids) => {
-                // A unary `+` keeps SQLite off the column's indexes.
+        match (filter.host_ids.as_deref(), shape.hosts_table.filter(|_| shape.hosts_by_scan)) {
+            (None, _) => {}
+            (Some([]), _) => clauses.push("1 = 0".to_owned()),
+            // A unary `+` keeps SQLite off the column's indexes.
+            (Some(_), Some(key)) => clauses.push(format!("+h.host_id IN {}", host_table(key))),
+            (Some(ids), None) => {
                 let column = if shape.hosts_by_scan { "+h.host_id" } else { "h.host_id" };
                 clauses.push(format!("{column} IN ({})", vec!["?"; ids.len()].join(", ")));
                 binds.extend(ids.iter().map(|id| Bind::Int(*id)));

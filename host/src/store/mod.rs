@@ -349,6 +349,7 @@ impl Store {
 }
 
 /// A parameter of a query whose filters are built at run time.
+#[derive(Clone)]
 enum Bind {
     Int(i64),
     Text(String),
