@@ -120,17 +120,24 @@ async fn searches_answer_as_a_scan_whichever_plan_their_filters_choose() {
     on_each_dialect(check).await;
 }
 
+/// The database at `url` with three hosts (`10.3.NET.1` to `.3`) and an audit service writing to it.
+async fn three_hosts(url: &str, net: u8, names: [&str; 3]) -> (Store, std::sync::Arc<AuditService>, [i64; 3]) {
+    let store = Store::connect(url).await.unwrap();
+    let mut ids = [0; 3];
+    for (i, name) in names.iter().enumerate() {
+        ids[i] = store.add_host(&plain_host(name, &format!("10.3.{net}.{}", i + 1))).await.unwrap().id;
+    }
+    let audit =
+        AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec()).unwrap();
+    (store, audit, ids)
+}
+
 /// Hosts `quiet1` and `quiet2` (6 000 rows each, interleaved) under `busy` (3 000 newer rows): a listing of the
 /// two quiet ones, asked again once the plan has learned their newest rows lie deep, and after more rows of
 /// theirs arrive, gives what a scan gives; so does one host's listing, paged down its chain, from one of its
 /// own rows and from another host's.
 async fn check_deep(dialect: Dialect, url: String) {
-    let store = Store::connect(&url).await.unwrap();
-    let quiet1 = store.add_host(&plain_host("quiet1", "10.3.1.1")).await.unwrap().id;
-    let quiet2 = store.add_host(&plain_host("quiet2", "10.3.1.2")).await.unwrap().id;
-    let busy = store.add_host(&plain_host("busy", "10.3.1.3")).await.unwrap().id;
-    let audit =
-        AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec()).unwrap();
+    let (store, audit, [quiet1, quiet2, busy]) = three_hosts(&url, 1, ["quiet1", "quiet2", "busy"]).await;
     for n in 0..12 {
         audit.ingest_agent(Some(quiet1), batch("a", 1 + n * 500)).await.unwrap();
         audit.ingest_agent(Some(quiet2), batch("a", 1 + n * 500)).await.unwrap();
@@ -193,12 +200,7 @@ async fn hosts_whose_newest_rows_lie_deep_and_one_host_down_its_chain_list_as_a_
 /// the archived rows of one of them are put back, above that newest: the next listing, asked at once, starts from
 /// them.
 async fn check_restored(dialect: Dialect, url: String) {
-    let store = Store::connect(&url).await.unwrap();
-    let kept = store.add_host(&plain_host("kept", "10.3.2.1")).await.unwrap().id;
-    let archived = store.add_host(&plain_host("archived", "10.3.2.2")).await.unwrap().id;
-    let busy = store.add_host(&plain_host("busy", "10.3.2.3")).await.unwrap().id;
-    let audit =
-        AuditService::start(store.clone(), store.audit_sink().unwrap(), AuditConfig::default(), KEY.to_vec()).unwrap();
+    let (store, audit, [kept, archived, busy]) = three_hosts(&url, 2, ["kept", "archived", "busy"]).await;
     // Past the 10 000 rows that read a set of hosts newest first through the table.
     for n in 0..21 {
         audit.ingest_agent(Some(kept), batch("k", 1 + n * 500)).await.unwrap();
