@@ -465,8 +465,7 @@ impl Store {
                 if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
             format!("SELECT {columns} FROM {from}{filter_sql}")
         };
-        // The newest is checked in the statement, against what it reads: archived rows put back since may lie
-        // anywhere below `top`.
+        // Checked in the statement, against what it reads: archived rows put back since may lie anywhere below `top`.
         let below_newest = format!("{id} <= CASE WHEN (SELECT generation FROM audit_restores) = ? THEN ? ELSE ? END");
         let query = match segment.newest {
             None => format!("{} ORDER BY {order_by} {order} LIMIT ?", select(&clauses)),
@@ -475,9 +474,8 @@ impl Store {
                 binds.extend([Bind::Int(n.restores), Bind::Int(n.newest), Bind::Int(n.top)]);
                 format!("{} ORDER BY {order_by} {order} LIMIT ?", select(&clauses))
             }
-            // Two parts in one statement, merged by id: the rows above `top`, then from the set's newest down
-            // (newest first only: a first page, and the pages it fills). Not `id > top OR id <= newest`: SQLite
-            // reads that as one range and checks each row of it.
+            // Both parts in one statement, merged by id, newest first (a first page). Not `id > top OR id <= newest`:
+            // SQLite reads that as one range and checks each row of it.
             Some(n) => {
                 let above = [clauses.clone(), vec![format!("{id} > ?")]].concat();
                 let mut below = clauses;
