@@ -127,7 +127,7 @@ impl Store {
     /// ([`SetNewest`]): the lookup reads each host's newest through the index on its chain, 0.1–0.2 ms for 500 hosts,
     /// which every first page of a scoped caller would otherwise pay.
     pub(super) async fn set_newest(&self, hosts: &[i64], key: u64) -> Result<SetNewest, StoreError> {
-        if let Some(newest) = self.host_set_hints.newest(key) {
+        if let Some(newest) = self.host_set_hints.newest(key, hosts) {
             return Ok(newest);
         }
         // One statement: the three are read from one snapshot.
@@ -140,7 +140,7 @@ impl Store {
             sqlx::query_as(&query).bind(i64::MAX).bind(&array).fetch_one(pool).await
         })?;
         let found = SetNewest { newest: newest.unwrap_or(0), top: top.unwrap_or(0), restores };
-        self.host_set_hints.keep_newest(key, found);
+        self.host_set_hints.keep_newest(key, hosts, found);
         Ok(found)
     }
 

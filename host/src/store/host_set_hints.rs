@@ -29,13 +29,14 @@ pub(super) struct SetNewest {
 }
 
 /// What is known of one set of hosts, and since when.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Learned {
     /// It holds the plan's `NARROW_ROWS` rows or more.
     broad: Option<Instant>,
     /// Whether its newest row lay far below the table's newest (other hosts busy, these quiet).
     deep: Option<(bool, Instant)>,
-    newest: Option<(SetNewest, Instant)>,
+    /// With the set's ids: a key shared with another set (a hash collision) must not narrow this one's reads.
+    newest: Option<(SetNewest, Arc<[i64]>, Instant)>,
 }
 
 /// Hints by a hash of the set's ids (a collision costs speed, not rows).
@@ -87,11 +88,13 @@ impl HostSetHints {
         self.learn(key, |l| l.deep = Some((deep, Instant::now())));
     }
 
-    pub(super) fn newest(&self, key: u64) -> Option<SetNewest> {
-        self.lock().get(&key).and_then(|l| l.newest).filter(|(_, at)| at.elapsed() < NEWEST_FOR).map(|(n, _)| n)
+    pub(super) fn newest(&self, key: u64, hosts: &[i64]) -> Option<SetNewest> {
+        let sets = self.lock();
+        let (newest, held, at) = sets.get(&key)?.newest.as_ref()?;
+        (at.elapsed() < NEWEST_FOR && held[..] == *hosts).then_some(*newest)
     }
 
-    pub(super) fn keep_newest(&self, key: u64, newest: SetNewest) {
-        self.learn(key, |l| l.newest = Some((newest, Instant::now())));
+    pub(super) fn keep_newest(&self, key: u64, hosts: &[i64], newest: SetNewest) {
+        self.learn(key, |l| l.newest = Some((newest, hosts.into(), Instant::now())));
     }
 }
