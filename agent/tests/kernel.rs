@@ -133,11 +133,9 @@ impl Watcher {
     }
 
     fn events(&self) -> Vec<Event> {
-        let mut text = std::fs::read(self.dir.path().join("execve.spool")).unwrap_or_default();
-        // The watcher may be writing a line as it is read: only whole lines are events yet.
-        text.truncate(text.iter().rposition(|&b| b == b'\n').map_or(0, |end| end + 1));
-        text.split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
+        let text = std::fs::read(self.dir.path().join("execve.spool")).unwrap_or_default();
+        text.split_inclusive(|&b| b == b'\n') // whole lines only: the watcher may be writing the last one
+            .filter_map(|l| l.strip_suffix(b"\n").filter(|l| !l.is_empty()))
             .map(|l| serde_json::from_slice(l).expect("a spool line is an event"))
             .collect()
     }

@@ -140,8 +140,7 @@ struct Shape {
     /// The host filter kept off the host index (SQLite): its hosts have many rows, and reading all of them to
     /// sort by id costs more than reading the newest rows until enough are theirs.
     hosts_by_scan: bool,
-    /// With `hosts_by_scan`, on SQLite's reader: the hosts are the reader's table of this key
-    /// ([`audit_reader::host_table`]), not an `IN` list bound value by value.
+    /// Only with `hosts_by_scan`, on SQLite's reader: the hosts as the reader's table of this key, not an `IN` list.
     hosts_table: Option<u64>,
     /// The one host whose rows are read down its chain (SQLite): the index on `(host_id, chain_seq)` gives them
     /// newest first, as a host's positions grow with the ids. The host index would read all of them to sort by
@@ -358,7 +357,8 @@ impl Store {
         let (mut clauses, mut binds) = (Vec::new(), Vec::new());
         // The count may use the host index, and the one on `received_at` (which holds the ids too), whatever the
         // listing does: it stops at NARROW_ROWS rows.
-        self.row_clauses(filter, Shape { hosts_by_scan: false, received_ids: None, ..shape }, &mut clauses, &mut binds);
+        let counted = Shape { hosts_by_scan: false, hosts_table: None, received_ids: None, ..shape };
+        self.row_clauses(filter, counted, &mut clauses, &mut binds);
         if let Some((first, last)) = shape.received_ids {
             clauses.push("h.id >= ? AND h.id <= ?".to_owned());
             binds.extend([Bind::Int(first), Bind::Int(last)]);
@@ -490,7 +490,7 @@ impl Store {
         binds.push(Bind::Int(want));
         if let Some(reader) = &self.audit_reader {
             let ids = filter.host_ids.as_deref().unwrap_or_default();
-            let hosts = shape.hosts_table.filter(|_| shape.hosts_by_scan).map(|key| HostSet { key, ids: ids.into() });
+            let hosts = shape.hosts_table.map(|key| HostSet { key, ids: ids.into() });
             return reader.rows(query, binds, hosts).await;
         }
         let sql = self.sql(&query);
@@ -500,7 +500,7 @@ impl Store {
     /// The filters on a row's own columns, each of which an index can answer: hosts, users, source, session,
     /// terminal, times.
     fn row_clauses(&self, filter: &AuditQuery, shape: Shape, clauses: &mut Vec<String>, binds: &mut Vec<Bind>) {
-        match (filter.host_ids.as_deref(), shape.hosts_table.filter(|_| shape.hosts_by_scan)) {
+        match (filter.host_ids.as_deref(), shape.hosts_table) {
             (None, _) => {}
             (Some([]), _) => clauses.push("1 = 0".to_owned()),
             // A unary `+` keeps SQLite off the column's indexes.
