@@ -16,6 +16,8 @@
 //! at once); the jobs, the inventory listing, the audit queries and streams consult it. Grants are managed
 //! here ([`Access`]) and stored in `user_grants`.
 
+mod visible;
+
 use std::{collections::HashSet, sync::Arc};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,7 @@ use crate::{
     plugins::Registry,
     store::{GrantRow, HostRow, Store, StoreError, UserName},
 };
+use visible::VisibleHosts;
 
 /// Most entries in one of a grant's lists.
 const MAX_ITEMS: usize = 1_000;
@@ -166,12 +169,15 @@ impl Scope {
     /// of each host, asked once per host of the whole categories and tags of every grant (every audit query of a
     /// scoped caller asks this of the whole inventory: 20 grants over 1 000 hosts were 20 000 comparisons).
     ///
+    /// In ascending order.
+    ///
     /// [`sees`]: Scope::sees
-    pub fn visible_ids(&self, inventory: &[HostRow]) -> Option<HashSet<i64>> {
+    pub fn visible_ids(&self, inventory: &[HostRow]) -> Option<Vec<i64>> {
         let Scope::Granted(grants) = self else { return None };
         let viewing: Vec<&GrantSpec> = grants.iter().filter(|g| g.role >= Role::Viewer).map(|g| &g.spec).collect();
-        if viewing.iter().any(|spec| spec.functions.is_empty() && spec.apps.is_empty() && spec.tags.is_empty()) {
-            return Some(inventory.iter().map(|h| h.id).collect());
+        let everything = |spec: &&GrantSpec| spec.functions.is_empty() && spec.apps.is_empty() && spec.tags.is_empty();
+        if viewing.iter().any(everything) {
+            return Some(sorted(inventory.iter().map(|h| h.id).collect()));
         }
         let functions: HashSet<&str> = viewing.iter().flat_map(|s| s.functions.iter().map(String::as_str)).collect();
         let apps: HashSet<&str> = viewing.iter().flat_map(|s| s.apps.iter().map(String::as_str)).collect();
@@ -183,7 +189,7 @@ impl Scope {
                 || h.app.as_deref().is_some_and(|a| apps.contains(a))
                 || (!tags.is_empty() && h.tags.iter().any(|t| tags.contains(&t.to_ascii_lowercase())))
         };
-        Some(inventory.iter().filter(seen).map(|h| h.id).collect())
+        Some(sorted(inventory.iter().filter(seen).map(|h| h.id).collect()))
     }
 
     /// The names among `hosts` the caller may not run `module` on (a name not in `inventory` is among them).
@@ -202,6 +208,11 @@ impl Scope {
     pub fn sees_all(&self, inventory: &[HostRow], hosts: &[String]) -> bool {
         self.is_all() || hosts.iter().all(|name| inventory.iter().any(|h| &h.name == name && self.sees(h)))
     }
+}
+
+fn sorted(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids
 }
 
 /// The scope of user `user_id` acting with at most `ceiling` (the lower of the user's and the token's role).
@@ -274,11 +285,20 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AccessError {
 pub struct Access {
     store: Store,
     registry: Arc<Registry>,
+    visible: VisibleHosts,
 }
 
 impl Access {
     pub fn new(store: Store, registry: Arc<Registry>) -> Access {
-        Access { store, registry }
+        Access { store, registry, visible: VisibleHosts::default() }
+    }
+
+    /// The ids of the hosts `scope` sees now, in ascending order; `None` when it sees every host.
+    pub async fn visible_hosts(&self, scope: &Scope) -> Result<Option<Arc<[i64]>>, StoreError> {
+        if scope.is_all() {
+            return Ok(None);
+        }
+        Ok(self.visible.of(scope, &self.store.inventory_snapshot().await?))
     }
 
     pub async fn grants(&self, user: &str) -> Result<Vec<GrantView>, AccessError> {
@@ -438,7 +458,7 @@ mod tests {
         assert!(!scope.may_run(&db, 1001, None), "the grant lists its modules");
         assert!(!scope.may_run(&web, 1003, None), "a viewer grant runs nothing");
         let inventory = vec![db, web, staging_web];
-        assert_eq!(scope.visible_ids(&inventory), Some(HashSet::from([1, 2])));
+        assert_eq!(scope.visible_ids(&inventory), Some(vec![1, 2]));
         let names = vec!["h1".to_owned(), "h2".to_owned(), "gone".to_owned()];
         assert_eq!(scope.outside(&inventory, &names, 1003, None), vec!["h2".to_owned(), "gone".to_owned()]);
         assert!(!scope.sees_all(&inventory, &names));
@@ -487,7 +507,7 @@ mod tests {
         ];
         for grants in scopes {
             let scope = Scope::Granted(grants.clone().into());
-            let one_by_one: HashSet<i64> = inventory.iter().filter(|h| scope.sees(h)).map(|h| h.id).collect();
+            let one_by_one: Vec<i64> = inventory.iter().filter(|h| scope.sees(h)).map(|h| h.id).collect();
             assert_eq!(scope.visible_ids(&inventory), Some(one_by_one), "{grants:?}");
         }
     }

@@ -302,16 +302,12 @@ async fn filter_of(state: &AppState, p: &StreamParams, scope: &Scope) -> Result<
         (Some(named), Some(in_apps)) => Some(named.into_iter().filter(|id| in_apps.contains(id)).collect()),
         (named, in_apps) => named.or(in_apps),
     };
-    if let Some(visible) = scope.visible_ids(&state.store.inventory_snapshot().await?) {
+    if let Some(visible) = state.access.visible_hosts(scope).await? {
         // A host the caller does not see has no events for it: named, it matches nothing.
         host_ids = Some(match host_ids {
-            Some(ids) => ids.into_iter().filter(|id| visible.contains(id)).collect(),
+            Some(ids) => ids.into_iter().filter(|id| visible.binary_search(id).is_ok()).collect(),
             // In order: the same statement and the same binds each time, for the database's caches and ours.
-            None => {
-                let mut ids: Vec<i64> = visible.into_iter().collect();
-                ids.sort_unstable();
-                ids
-            }
+            None => visible.to_vec(),
         });
     }
     let mut sources = Vec::new();

@@ -22,7 +22,7 @@ use super::{
     audit::{AuditQuery, AuditRow, COLUMNS},
     audit_reader::{host_table, HostSet},
     audit_search_probes::{names_only_hosts, narrowed_by_hosts_alone, user_binds, users_by_index, NARROW_ROWS},
-    audit_text::{fts_phrase, has_ascii_trigram, words},
+    audit_text::{fts_phrase, has_ascii_trigram, words, FtsMatch},
     fetch_bound,
     host_set_hints::{HostSetHints, SetNewest},
     on_pool, Bind, Dialect, Store, StoreError,
@@ -151,6 +151,15 @@ struct Shape {
     received_ids: Option<(i64, i64)>,
 }
 
+/// How a search's every statement reads the text filter, decided once.
+#[derive(Debug, Clone, Copy)]
+struct TextRead<'a> {
+    /// The ids read when no index answers.
+    window: Option<ScanWindow>,
+    /// What SQLite's command index is asked.
+    fts_match: Option<&'a FtsMatch>,
+}
+
 /// Where a candidate query starts the next read: the listing's own cursors.
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
@@ -218,6 +227,11 @@ impl Store {
             Some(TextPlan::Window(reason)) => Some(self.scan_window(filter, reason).await?),
             _ => None,
         };
+        let fts_match = match (plan, filter.text.as_deref()) {
+            (Some(TextPlan::Index), Some(term)) if self.dialect == Dialect::Sqlite => Some(self.fts_match(term).await?),
+            _ => None,
+        };
+        let text = TextRead { window: scanned, fts_match: fts_match.as_ref() };
         // The index covers the ids up to its position; the rows above it are read and checked. The parts are read
         // in the listing's order.
         let segments = match plan {
@@ -257,7 +271,7 @@ impl Store {
                 if want <= 0 {
                     break;
                 }
-                let candidates = self.audit_candidates(filter, (plan, segment), scanned, shape, cursor, want).await?;
+                let candidates = self.audit_candidates(filter, (plan, segment), text, shape, cursor, want).await?;
                 let full = candidates.len() as i64 == want;
                 let last = candidates.last().map(|r| (r.id, r.chain_seq));
                 rows.extend(candidates.into_iter().filter(|r| {
@@ -378,7 +392,7 @@ impl Store {
         &self,
         filter: &AuditQuery,
         (plan, segment): (Option<TextPlan>, Segment),
-        window: Option<ScanWindow>,
+        text: TextRead<'_>,
         shape: Shape,
         cursor: Cursor,
         want: i64,
@@ -404,7 +418,15 @@ impl Store {
             match plan {
                 TextPlan::Index if fts => {
                     clauses.push("server_history_text MATCH ?".to_owned());
-                    binds.push(Bind::Text(fts_phrase(term)));
+                    match text.fts_match {
+                        Some(FtsMatch::Rare(trigrams)) => {
+                            // Rows with those trigrams but not the term are left here, not a page's worth later.
+                            clauses.push("h.history_command LIKE ? ESCAPE '!'".to_owned());
+                            binds.extend([Bind::Text(trigrams.clone()), Bind::Text(window_pattern(term))]);
+                        }
+                        Some(FtsMatch::Phrase(phrase)) => binds.push(Bind::Text(phrase.clone())),
+                        None => binds.push(Bind::Text(fts_phrase(term))),
+                    }
                 }
                 TextPlan::Index => {
                     clauses.push("t.words ILIKE ?".to_owned());
@@ -422,7 +444,7 @@ impl Store {
         // see that `id > 10000000 AND id <= 6796657` is empty: it read a whole day through `received_at` for it.)
         let (mut low, mut high) = (i64::MIN, i64::MAX);
         let bounds = [
-            window.map(|w| (w.first_id, w.last_id)),
+            text.window.map(|w| (w.first_id, w.last_id)),
             shape.received_ids,
             segment.above.map(|above| (above.saturating_add(1), i64::MAX)),
             segment.upto.map(|upto| (i64::MIN, upto)),

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashMap,
-    hash::{Hash, Hasher},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -48,13 +47,18 @@ fn fresh(at: Instant) -> bool {
 }
 
 impl HostSetHints {
-    /// The same for the same hosts in any order.
+    /// The same for the same hosts in any order. Not SipHash: a scoped caller's every query keys its hundreds of
+    /// hosts, and a collision only costs speed (what narrows rows is checked against the ids).
     pub(super) fn key(ids: &[i64]) -> u64 {
-        let mut sorted = ids.to_vec();
-        sorted.sort_unstable();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        sorted.hash(&mut hasher);
-        hasher.finish()
+        if !ids.is_sorted() {
+            let mut sorted = ids.to_vec();
+            sorted.sort_unstable();
+            return Self::key(&sorted);
+        }
+        // FxHash's step (rustc's), then a final mix so that nearby sets differ in their high bits too.
+        let step = |h: u64, v: u64| (h.rotate_left(5) ^ v).wrapping_mul(0x517c_c1b7_2722_0a95);
+        let h = ids.iter().fold(step(0, ids.len() as u64), |h, id| step(h, *id as u64));
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Learned>> {

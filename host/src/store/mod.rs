@@ -186,6 +186,7 @@ pub struct Store {
     snapshot: inventory::Snapshot,
     /// What audit searches learned of sets of hosts (how many rows, how deep the newest), kept for a minute.
     host_set_hints: host_set_hints::HostSetHints,
+    trigram_counts: audit_text::TrigramCounts,
     /// Users' grants as last read ([`Store::grants_of`]).
     kept_grants: grants::KeptGrants,
     /// Wakes PostgreSQL's command index keeper after this server's audit commits.
@@ -276,6 +277,7 @@ impl Store {
             sqlite_file,
             snapshot: inventory::Snapshot::default(),
             host_set_hints: host_set_hints::HostSetHints::default(),
+            trigram_counts: audit_text::TrigramCounts::default(),
             kept_grants: grants::KeptGrants::default(),
             audit_index_nudge: audit_text::IndexNudge::default(),
         })
