@@ -9,8 +9,9 @@
 //! 10 000 rows deep (the 20 categories it does not see sent the last 20 batches); with 5, as agents that flush
 //! every second or so send them, they are interleaved with the others'. The rounds start once the command index
 //! has taken every event. Each round submits module 1003 on the same 5 hosts (inside the grants), waits for it to
-//! end (untimed), and runs three audit queries: the newest 100 events, one host's, and a term's. The cost is given
-//! by the medians and by the means of the middle 90 %.
+//! end (untimed), and runs four audit queries: the newest 100 events, one host's, a term's, and the same term's in
+//! the operator's 20 app categories (the same rows for both callers). The cost is given by the medians and by the
+//! means of the middle 90 %.
 //!
 //! Arguments: `BINARY LIBRARY_1003 [HOSTS] [EVENTS] [ROUNDS] [BATCH]`.
 
@@ -105,11 +106,16 @@ async fn main() -> Result<(), Error> {
 
     let targets: Vec<String> = (0..5).map(|i| format!("h{}", i * FUNCTIONS)).collect();
     let host_query = format!("/api/audit/events?limit=100&host=h{}", FUNCTIONS / 2 - 1);
-    let operations: [(&str, &str); 4] = [
+    // The last one names the operator's 20 app categories: the admin then reads what the operator reads, and the
+    // difference is what the grants cost alone, not what the operator's rows lying deeper cost.
+    let apps = (0..GRANTS).map(|f| format!("app{f}")).collect::<Vec<_>>().join(",");
+    let term_in_apps = format!("/api/audit/events?limit=100&q=unit42&app={apps}");
+    let operations: [(&str, &str); 5] = [
         ("POST /api/jobs (5 hosts)", ""),
         ("audit: newest 100", "/api/audit/events?limit=100"),
         ("audit: one host", &host_query),
         ("audit: a term", "/api/audit/events?limit=100&q=unit42"),
+        ("audit: a term in 20 apps", &term_in_apps),
     ];
     let mut times = vec![[Vec::new(), Vec::new()]; operations.len()];
     for round in 0..rounds + 10 {

@@ -418,7 +418,7 @@ fn view_of(row: &GrantRow, role: Option<Role>, spec: GrantSpec) -> GrantView {
 mod tests {
     use super::*;
 
-    fn host(id: i64, function: &str, app: &str, tags: &[&str]) -> HostRow {
+    pub(super) fn host(id: i64, function: &str, app: &str, tags: &[&str]) -> HostRow {
         HostRow {
             id,
             name: format!("h{id}"),

@@ -50,23 +50,10 @@ impl VisibleHosts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{access::GrantSpec, auth::Role};
-
-    fn host(id: i64, function: &str) -> HostRow {
-        HostRow {
-            id,
-            name: format!("h{id}"),
-            ip: format!("10.0.0.{id}"),
-            wan_ip: None,
-            op: None,
-            function: Some(function.to_owned()),
-            app: None,
-            port: None,
-            user: None,
-            created_at: 0,
-            tags: Vec::new(),
-        }
-    }
+    use crate::{
+        access::{tests::host, GrantSpec},
+        auth::Role,
+    };
 
     fn on(function: &str) -> Scope {
         let spec = GrantSpec { functions: vec![function.to_owned()], ..Default::default() };
@@ -76,13 +63,16 @@ mod tests {
     #[test]
     fn an_answer_is_reused_only_for_the_same_snapshot_and_equal_grants() {
         let visible = VisibleHosts::default();
-        let first: Arc<[HostRow]> = vec![host(3, "DB"), host(1, "DB"), host(2, "Web")].into();
+        let first: Arc<[HostRow]> =
+            vec![host(3, "DB", "app", &[]), host(1, "DB", "app", &[]), host(2, "Web", "app", &[])].into();
         assert_eq!(visible.of(&on("DB"), &first).as_deref(), Some(&[1, 3][..]), "in ascending order");
         // Grants parsed again for the next request: equal, another allocation.
         assert_eq!(visible.of(&on("DB"), &first).as_deref(), Some(&[1, 3][..]));
+        assert_eq!(visible.0.lock().unwrap().len(), 1, "equal grants: the one answer kept");
         assert_eq!(visible.of(&on("Web"), &first).as_deref(), Some(&[2][..]), "other grants, their own answer");
         // The same rows in a new snapshot (host 1 moved to Web): never the old answer.
-        let second: Arc<[HostRow]> = vec![host(3, "DB"), host(1, "Web"), host(2, "Web")].into();
+        let second: Arc<[HostRow]> =
+            vec![host(3, "DB", "app", &[]), host(1, "Web", "app", &[]), host(2, "Web", "app", &[])].into();
         assert_eq!(visible.of(&on("DB"), &second).as_deref(), Some(&[3][..]));
         assert_eq!(visible.0.lock().unwrap().len(), 1, "the older snapshot's answers are dropped");
         assert_eq!(visible.of(&Scope::All, &second), None);

@@ -375,7 +375,7 @@ impl AuditService {
     /// The ids of every host in an app category of one of these names (under any function category); names no
     /// host's app category has are returned as the error.
     pub async fn hosts_in_apps(&self, apps: &[String]) -> Result<Vec<i64>, Result<Vec<String>, StoreError>> {
-        let hosts = self.store.list_hosts().await.map_err(Err)?;
+        let hosts = self.store.inventory_snapshot().await.map_err(Err)?;
         let unknown: Vec<String> =
             apps.iter().filter(|app| !hosts.iter().any(|h| h.app.as_ref() == Some(*app))).cloned().collect();
         if !unknown.is_empty() {

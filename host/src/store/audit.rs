@@ -83,6 +83,22 @@ pub struct AuditQuery {
     pub scan_rows: Option<i64>,
 }
 
+impl AuditQuery {
+    /// This query with its hosts in ascending order, each once: what a search keeps of a set of hosts (its plan's
+    /// hints, SQLite's reader's tables, the statement and its binds) is kept by that order.
+    pub(super) fn hosts_in_order(&self) -> std::borrow::Cow<'_, AuditQuery> {
+        match self.host_ids.as_deref() {
+            Some(ids) if !ids.windows(2).all(|w| w[0] < w[1]) => {
+                let mut ids = ids.to_vec();
+                ids.sort_unstable();
+                ids.dedup();
+                std::borrow::Cow::Owned(AuditQuery { host_ids: Some(ids), ..self.clone() })
+            }
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+}
+
 pub(super) const COLUMNS: &str = "id, host_id, history_ip, history_id, history_user, login_user, tty, \
                                   history_datetime, received_at, history_command, source, stream, seq, chain_seq, \
                                   row_hash, session, argv, cwd, exe, exit_code, pid, ppid, euid, auid";
@@ -440,5 +456,23 @@ impl Store {
         Ok(
             on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(&sql).bind(host_id).bind(after_seq).bind(limit).fetch_all(pool).await)?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::AuditQuery;
+
+    #[test]
+    fn a_querys_hosts_are_put_in_one_order_each_once() {
+        let query = |ids: &[i64]| AuditQuery { host_ids: Some(ids.to_vec()), limit: 10, ..AuditQuery::default() };
+        let unsorted = query(&[7, 3, 7, 1]);
+        let ordered = unsorted.hosts_in_order();
+        assert_eq!(ordered.host_ids.as_deref(), Some(&[1, 3, 7][..]));
+        assert_eq!(ordered.limit, 10, "the rest of the query kept");
+        assert!(matches!(query(&[1, 3, 7]).hosts_in_order(), Cow::Borrowed(_)), "in order already: not copied");
+        assert!(matches!(AuditQuery::default().hosts_in_order(), Cow::Borrowed(_)));
     }
 }

@@ -151,12 +151,11 @@ struct Shape {
     received_ids: Option<(i64, i64)>,
 }
 
-/// How a search's every statement reads the text filter, decided once.
+/// How a search's every statement reads the text filter, decided once: the ids read when no index answers, or what
+/// SQLite's command index is asked.
 #[derive(Debug, Clone, Copy)]
 struct TextRead<'a> {
-    /// The ids read when no index answers.
     window: Option<ScanWindow>,
-    /// What SQLite's command index is asked.
     fts_match: Option<&'a FtsMatch>,
 }
 
@@ -177,6 +176,7 @@ impl Store {
 
     /// [`Store::query_audit`], saying which window a text search read when no index could answer it.
     pub async fn search_audit(&self, filter: &AuditQuery) -> Result<AuditFound, StoreError> {
+        let filter = &*filter.hosts_in_order();
         let mut plan = filter.text.as_deref().map(|term| TextPlan::for_term(self.dialect, term));
         let received_ids = if filter.received_from.is_some() || filter.received_to.is_some() {
             match self.received_ids(filter.received_from, filter.received_to).await? {
@@ -223,13 +223,12 @@ impl Store {
         {
             plan = Some(TextPlan::Rows);
         }
-        let scanned = match plan {
-            Some(TextPlan::Window(reason)) => Some(self.scan_window(filter, reason).await?),
-            _ => None,
-        };
-        let fts_match = match (plan, filter.text.as_deref()) {
-            (Some(TextPlan::Index), Some(term)) if self.dialect == Dialect::Sqlite => Some(self.fts_match(term).await?),
-            _ => None,
+        let (scanned, fts_match) = match (plan, filter.text.as_deref()) {
+            (Some(TextPlan::Window(reason)), _) => (Some(self.scan_window(filter, reason).await?), None),
+            (Some(TextPlan::Index), Some(term)) if self.dialect == Dialect::Sqlite => {
+                (None, Some(self.fts_match(term).await?))
+            }
+            _ => (None, None),
         };
         let text = TextRead { window: scanned, fts_match: fts_match.as_ref() };
         // The index covers the ids up to its position; the rows above it are read and checked. The parts are read
@@ -301,26 +300,6 @@ impl Store {
             _ => full.then(|| rows.last().map(|r| r.id)).flatten(),
         };
         Ok(AuditFound { rows, next, scanned })
-    }
-
-    /// How many stored rows the command index has not taken yet (searches read those by scanning them); `None`
-    /// on MariaDB/MySQL, which has none.
-    pub async fn audit_text_lag(&self) -> Result<Option<i64>, StoreError> {
-        if self.dialect == Dialect::MySql {
-            return Ok(None);
-        }
-        let position = self.text_index_position().await?;
-        let sql = self.sql("SELECT COUNT(*) FROM server_history WHERE id > ?");
-        let lag: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql).bind(position).fetch_one(pool).await)?;
-        Ok(Some(lag))
-    }
-
-    /// The highest id the command index has taken ([`super::audit_text`]).
-    async fn text_index_position(&self) -> Result<i64, StoreError> {
-        let position: i64 = on_pool!(self, pool => {
-            sqlx::query_scalar("SELECT position FROM audit_text_position").fetch_one(pool).await
-        })?;
-        Ok(position)
     }
 
     /// The ids a bounded scan reads from the listing's position: the `scan_rows` ids below `before` (or the

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, TransactionBehavior};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{on_pool, Store, StoreError};
+use super::{on_pool, Dialect, Store, StoreError};
 
 /// PostgreSQL: what is indexed of a command (`history_command` in SQL), as migration 0016 fills and its trigger
 /// updates it: every run of ASCII characters other than letters and digits becomes one `q`, so that pg_trgm,
@@ -147,6 +147,26 @@ impl Store {
             true => FtsMatch::Phrase(fts_phrase(term)),
             false => FtsMatch::Rare(rare.join(" AND ")),
         })
+    }
+
+    /// How many stored rows the command index has not taken yet (searches read those by scanning them); `None`
+    /// on MariaDB/MySQL, which has none.
+    pub async fn audit_text_lag(&self) -> Result<Option<i64>, StoreError> {
+        if self.dialect == Dialect::MySql {
+            return Ok(None);
+        }
+        let position = self.text_index_position().await?;
+        let sql = self.sql("SELECT COUNT(*) FROM server_history WHERE id > ?");
+        let lag: i64 = on_pool!(self, pool => sqlx::query_scalar(&sql).bind(position).fetch_one(pool).await)?;
+        Ok(Some(lag))
+    }
+
+    /// The highest id the command index has taken ([`super::audit_text`]).
+    pub(super) async fn text_index_position(&self) -> Result<i64, StoreError> {
+        let position: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT position FROM audit_text_position").fetch_one(pool).await
+        })?;
+        Ok(position)
     }
 
     async fn count_trigram(&self, trigram: &str) -> Result<i64, StoreError> {
