@@ -167,9 +167,8 @@ impl Scope {
 
     /// The ids of the hosts of `inventory` the caller sees; `None` when it sees every host. What [`sees`] says
     /// of each host, asked once per host of the whole categories and tags of every grant (every audit query of a
-    /// scoped caller asks this of the whole inventory: 20 grants over 1 000 hosts were 20 000 comparisons).
-    ///
-    /// In ascending order.
+    /// scoped caller asks this of the whole inventory: 20 grants over 1 000 hosts were 20 000 comparisons). In
+    /// ascending order.
     ///
     /// [`sees`]: Scope::sees
     pub fn visible_ids(&self, inventory: &[HostRow]) -> Option<Vec<i64>> {

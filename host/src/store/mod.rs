@@ -186,6 +186,7 @@ pub struct Store {
     snapshot: inventory::Snapshot,
     /// What audit searches learned of sets of hosts (how many rows, how deep the newest), kept for a minute.
     host_set_hints: host_set_hints::HostSetHints,
+    /// How many rows each trigram has in SQLite's command index, kept 10 minutes ([`Store::fts_match`]).
     trigram_counts: audit_text::TrigramCounts,
     /// Users' grants as last read ([`Store::grants_of`]).
     kept_grants: grants::KeptGrants,
