@@ -231,8 +231,7 @@ impl Store {
             _ => (None, None),
         };
         let text = TextRead { window: scanned, fts_match: fts_match.as_ref() };
-        // The index covers the ids up to its position; the rows above it are read and checked. The parts are read
-        // in the listing's order.
+        // The index covers the ids up to its position; the rows above it are read and checked, in listing order.
         let segments = match plan {
             Some(TextPlan::Index) => {
                 let position = self.text_index_position().await?;
